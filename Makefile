@@ -1,0 +1,47 @@
+# Mercato: the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+UV     := $(BIN)/uv
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_LINK_MODE := copy
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fault lint format typecheck bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+
+$(BIN)/mercato: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --all-groups
+	@touch $@
+
+install: $(BIN)/mercato ## create .venv with every dependency and the `mercato` command
+
+run: install ## start the whole system on embedded defaults (Ctrl-C stops it)
+	$(BIN)/mercato up
+
+test: install ## the whole test suite (real-server tests skip without the servers, fail when CI=true)
+	$(BIN)/pytest -m "not fault"
+
+test-fault: install ## fault tests: kill and restart private server instances
+	$(BIN)/pytest -m fault
+
+lint: install ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install ## benchmarks; results land in bench/results/
+	$(BIN)/python -m bench
+
+clean: ## remove the virtualenv and local data
+	rm -rf $(VENV) var .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Mercato: an e-commerce backend built as Python microservices."""
