@@ -1,0 +1,1 @@
+"""Auth service: accounts, credentials and tokens."""

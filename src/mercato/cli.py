@@ -1,0 +1,184 @@
+"""The ``mercato`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, get_args
+
+import typer
+
+from mercato.platform.settings import (
+    SERVICES,
+    ConfigError,
+    ServiceName,
+    Settings,
+    derived_values,
+    load_settings,
+    masked_value,
+    setting_sources,
+)
+
+app = typer.Typer(
+    name="mercato",
+    help="Mercato: an e-commerce backend as Python microservices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect and validate the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="A config file (YAML, JSON, TOML or INI); also MERCATO_CONFIG.",
+        envvar="MERCATO_CONFIG",
+        show_envvar=False,
+    ),
+]
+ServiceArgument = Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")]
+
+
+def _fail(problems: list[str], code: int = 2) -> NoReturn:
+    for line in problems:
+        typer.echo(f"mercato: {line}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(config: Path | None, *, check: bool = True, **overrides: Any) -> Settings:
+    """Load (and by default validate) the settings; exit 2 with one line per problem."""
+    try:
+        settings = load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+        if check:
+            settings.check()
+    except ConfigError as exc:
+        _fail(exc.problems)
+    return settings
+
+
+def _service(name: str) -> ServiceName:
+    if name not in get_args(ServiceName):
+        _fail([f"unknown service {name!r}; choose one of {', '.join(SERVICES)}"])
+    service: ServiceName = name  # type: ignore[assignment]
+    return service
+
+
+def _configure_logging(settings: Settings, service: str) -> None:
+    from mercato.platform.logging import configure_logging
+
+    configure_logging(
+        service=service,
+        level=settings.effective_log_level,
+        fmt=settings.log_format or "console",
+        log_file=settings.log_file,
+        rotate=settings.log_rotate if settings.log_file else None,
+        backups=settings.log_backups,
+    )
+
+
+@app.command()
+def up(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Gateway port (PORT).")] = None,
+) -> None:
+    """Run the gateway, the four services and their event workers in this process."""
+    from mercato.serving import run_all, run_event_loop
+
+    settings = _settings(config, host=host, port=port)
+    _configure_logging(settings, "mercato")
+
+    def announce() -> None:
+        lines = [f"  {service:<9} {settings.service_url(service)}" for service in SERVICES]
+        gateway = settings.service_url("gateway")
+        typer.echo(
+            "Mercato is up:\n"
+            + "\n".join(lines)
+            + f"\n  API       {gateway}/api/v1/\n  ready     {gateway}/readyz\n"
+            + (f"  docs      {gateway}/docs\n" if settings.docs_enabled else "")
+            + "Press Ctrl-C to stop."
+        )
+
+    code = run_event_loop(run_all(settings, on_ready=announce))
+    typer.echo("Mercato stopped." if code == 0 else "Mercato could not start.", err=code != 0)
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    service: ServiceArgument,
+    config: ConfigOption = None,
+    workers: Annotated[int, typer.Option(min=1, help="Processes; >1 runs gunicorn.")] = 1,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (HOST).")] = None,
+) -> None:
+    """Run one service (or the gateway) on its own port."""
+    from mercato.serving import serve_one
+
+    name = _service(service)
+    settings = _settings(config, host=host)
+    _configure_logging(settings, name)
+    serve_one(settings, name, workers=workers)
+
+
+@app.command()
+def migrate(
+    config: ConfigOption = None,
+    service: Annotated[
+        str | None, typer.Option(help="Only this service (default: every service).")
+    ] = None,
+) -> None:
+    """Apply the database migrations of every service (or one)."""
+    from mercato.serving import migrate as apply, run_event_loop
+
+    settings = _settings(config)
+    _configure_logging(settings, "mercato")
+    services = [_service(service)] if service else [s for s in SERVICES if s != "gateway"]
+    run_event_loop(apply(settings, services))
+    typer.echo(f"Migrated: {', '.join(services)}")
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print every effective setting, where it came from, with secrets masked."""
+    settings = _settings(config, check=False)
+    sources = setting_sources(config)
+    derived = derived_values(settings)
+    rows: dict[str, dict[str, Any]] = {}
+    for name in Settings.model_fields:
+        value, source = getattr(settings, name), sources[name]
+        if value is None and name in derived:
+            value, source = derived[name], "derived"
+        rows[name] = {"value": masked_value(name, value), "source": source}
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    width = max(len(name) for name in rows)
+    for name, row in rows.items():
+        value = row["value"]
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value
+        typer.echo(f"{name.upper():<{width}}  {shown!s:<40}  ({row['source']})")
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Validate the configuration; exit 2 with one line per problem."""
+    settings = _settings(config)
+    typer.echo(f"configuration ok ({settings.environment})")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - Ctrl-C during start-up
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

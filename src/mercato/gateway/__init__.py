@@ -1,0 +1,1 @@
+"""Gateway: the one front door in front of every service."""

@@ -1,0 +1,9 @@
+"""SQLAlchemy tables of the orders service."""
+
+from sqlalchemy.orm import DeclarativeBase
+
+from mercato.platform.db import new_metadata
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()

@@ -1,0 +1,130 @@
+"""The composition root every service shares: ``create_service_app(settings, ...)``.
+
+Everything with a connection (database engine, cache client, broker, HTTP clients) is made
+in the lifespan and closed there; nothing is created at import time. A service adds its
+routes and its own start-up steps (``hooks``) and gets, for free: problem+json errors, the
+request-id middleware with access log and metrics, ``/healthz``, ``/readyz``, ``/metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Request
+from prometheus_client import CollectorRegistry
+
+from mercato.platform.cache import Cache, create_cache
+from mercato.platform.db import Database
+from mercato.platform.errors import install_error_handlers
+from mercato.platform.middleware import RequestContextMiddleware
+from mercato.platform.migrations import MigrationHistory, upgrade
+from mercato.platform.observability import HttpMetrics, Probe, health_router
+from mercato.platform.settings import ServiceName, Settings
+
+log = structlog.stdlib.get_logger("mercato.app")
+
+
+@dataclass
+class ServiceContext:
+    """What one running service holds: its settings and its adapters."""
+
+    service: ServiceName
+    settings: Settings
+    registry: CollectorRegistry
+    database: Database | None = None
+    cache: Cache | None = None
+    probes: dict[str, Probe] = field(default_factory=dict)
+
+    @property
+    def db(self) -> Database:
+        if self.database is None:
+            raise RuntimeError(f"the {self.service} service has no database")
+        return self.database
+
+
+#: A service's own start-up step: entered after the platform's adapters exist, exited first.
+LifespanHook = Callable[[FastAPI, ServiceContext], AbstractAsyncContextManager[None]]
+
+
+def open_database(settings: Settings, service: ServiceName) -> Database:
+    return Database(
+        settings.database_url_for(service),
+        schema=service,
+        pool_size=settings.database_pool_size,
+        echo=settings.database_echo,
+    )
+
+
+def create_service_app(
+    settings: Settings,
+    service: ServiceName,
+    *,
+    title: str,
+    description: str = "",
+    routers: Sequence[APIRouter] = (),
+    migrations: Sequence[MigrationHistory] = (),
+    hooks: Sequence[LifespanHook] = (),
+    uses_database: bool = True,
+) -> FastAPI:
+    registry = CollectorRegistry(auto_describe=True)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        context = ServiceContext(service=service, settings=settings, registry=registry)
+        app.state.context = context
+        app.state.probes = context.probes
+        async with AsyncExitStack() as stack:
+            if uses_database:
+                context.database = open_database(settings, service)
+                stack.push_async_callback(context.database.dispose)
+                if settings.auto_migrate:
+                    await upgrade(context.database, list(migrations))
+                context.probes["database"] = context.database.ping
+            context.cache = create_cache(
+                redis_url=settings.redis_url,
+                namespace=service,
+                max_entries=settings.cache_max_entries,
+                default_ttl=settings.cache_default_ttl,
+            )
+            stack.push_async_callback(context.cache.close)
+            context.probes["cache"] = context.cache.ping
+            for hook in hooks:
+                await stack.enter_async_context(hook(app, context))
+            log.info("service ready", service=service)
+            yield
+            log.info("service stopping", service=service)
+
+    docs = bool(settings.docs_enabled)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        debug=False,
+    )
+    install_error_handlers(app, expose_internals=settings.environment == "development")
+    app.include_router(health_router(service, registry))
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(
+        RequestContextMiddleware,
+        service=service,
+        metrics=HttpMetrics(registry, service),
+        log_requests=settings.access_log,
+        expose_errors=settings.environment == "development",
+    )
+    return app
+
+
+def get_context(request: Request) -> ServiceContext:
+    context: ServiceContext = request.app.state.context
+    return context
+
+
+Context = Annotated[ServiceContext, Depends(get_context)]

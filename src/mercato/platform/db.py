@@ -1,0 +1,166 @@
+"""Database access: one engine per service, and the unit of work that owns each transaction.
+
+SQLite (aiosqlite) is the embedded default, one file per service under ``DATA_DIR``, in WAL
+mode with foreign keys on and write transactions started with ``BEGIN IMMEDIATE`` so that
+concurrent writers queue instead of failing on lock upgrade. PostgreSQL (asyncpg) is used
+when the URL says so, each service in its own schema (``search_path``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+from sqlalchemy import MetaData, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import StaticPool
+
+#: Stable constraint names, so that migrations can name (and drop) what they created.
+NAMING_CONVENTION: Final[dict[str, str]] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+_READ_ONLY: Final = "mercato_read_only"
+AfterCommit = Callable[[], Awaitable[None] | None]
+
+
+def new_metadata() -> MetaData:
+    """A ``MetaData`` with Mercato's naming convention; each service owns one."""
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Database:
+    """The engine and session factory of one service's database."""
+
+    def __init__(self, url: str | URL, *, schema: str | None = None, **engine_options: Any) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.is_postgres = self.url.get_backend_name() == "postgresql"
+        self.schema = schema if self.is_postgres else None
+        self.engine = self._create_engine(engine_options)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(
+            self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+        )
+
+    def _create_engine(self, options: dict[str, Any]) -> AsyncEngine:
+        if self.is_sqlite:
+            return self._create_sqlite_engine(options)
+        if self.is_postgres and self.schema:
+            server_settings = {"search_path": self.schema, "application_name": "mercato"}
+            options.setdefault("connect_args", {}).setdefault("server_settings", server_settings)
+        options.setdefault("pool_pre_ping", True)
+        return create_async_engine(self.url, **options)
+
+    def _create_sqlite_engine(self, options: dict[str, Any]) -> AsyncEngine:
+        options.pop("pool_size", None)
+        database = self.url.database or ""
+        in_memory = database in {"", ":memory:"} or "mode=memory" in database
+        if in_memory:
+            options.update(poolclass=StaticPool)
+        else:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # Let SQLAlchemy, not the driver, decide when a transaction begins (see _begin).
+        options.setdefault("connect_args", {}).update(isolation_level=None, timeout=30)
+        engine = create_async_engine(self.url, **options)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _configure(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(connection: Any) -> None:
+            read_only = connection.get_execution_options().get(_READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+        return engine
+
+    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
+        """A new unit of work; ``read_only`` lets SQLite readers run beside a writer."""
+        return UnitOfWork(self._read_sessions if read_only else self._sessions)
+
+    def connect(self) -> Any:
+        """A raw connection context, for schema management and health checks."""
+        return self.engine.connect()
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def ensure_schema(self, connection: AsyncConnection) -> None:
+        if self.schema:
+            await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+class UnitOfWork:
+    """Owns one transaction: ``commit()`` makes it durable; leaving without it rolls back.
+
+    Services and repositories use ``uow.session`` and never commit by themselves. Callbacks
+    registered with :meth:`after_commit` run once the commit succeeded (the outbox relay is
+    woken this way).
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._session: AsyncSession | None = None
+        self._after_commit: list[AfterCommit] = []
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("the unit of work is not open; use `async with`")
+        return self._session
+
+    async def __aenter__(self) -> Self:
+        self._session = self._sessions()
+        self._after_commit = []
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session = self.session
+        try:
+            await session.rollback()  # a no-op after commit(); undoes anything uncommitted
+        finally:
+            await session.close()
+            self._session = None
+
+    def after_commit(self, callback: AfterCommit) -> None:
+        self._after_commit.append(callback)
+
+    async def commit(self) -> None:
+        await self.session.commit()
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            result = callback()
+            if result is not None:
+                await result
+
+    async def rollback(self) -> None:
+        await self.session.rollback()

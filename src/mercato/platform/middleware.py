@@ -1,0 +1,130 @@
+"""Pure ASGI middleware shared by every service (no ``BaseHTTPMiddleware``: it is slow).
+
+:class:`RequestContextMiddleware` gives each request its id (the client's ``X-Request-ID``
+when it is sane, else a new one), binds it and the service name to every log line, returns
+it on the response, writes one access-log line, records the request metrics, and turns an
+unhandled exception into a problem+json 500 that carries the same id.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from contextvars import ContextVar
+from typing import Final
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mercato.platform.errors import PROBLEM_JSON, internal_error_body
+from mercato.platform.observability import HttpMetrics
+
+REQUEST_ID_HEADER: Final = b"x-request-id"
+_SANE_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
+
+#: The id of the request being served, for code that is not handed the request.
+request_id_var: ContextVar[str | None] = ContextVar("mercato_request_id", default=None)
+
+access_log = structlog.stdlib.get_logger("mercato.access")
+error_log = structlog.stdlib.get_logger("mercato.errors")
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def sane_request_id(value: bytes | None) -> str | None:
+    """The client's id if it is 1..128 safe characters, else None."""
+    if value and _SANE_REQUEST_ID.fullmatch(value):
+        return value.decode("ascii")
+    return None
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "<unmatched>"
+
+
+class RequestContextMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        service: str,
+        metrics: HttpMetrics | None = None,
+        log_requests: bool = True,
+        expose_errors: bool = False,
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.metrics = metrics
+        self.log_requests = log_requests
+        self.expose_errors = expose_errors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = sane_request_id(header(scope, REQUEST_ID_HEADER)) or new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        status = 500
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = True
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        token = request_id_var.set(request_id)
+        log_tokens = structlog.contextvars.bind_contextvars(
+            request_id=request_id, service=self.service
+        )
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            error_log.exception("unhandled error", method=scope["method"], path=scope["path"])
+            if started:
+                raise
+            await self._send_internal_error(send_with_id, exc, request_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            if self.metrics is not None:
+                self.metrics.observe(scope["method"], route_template(scope), status, elapsed)
+            if self.log_requests:
+                access_log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
+            structlog.contextvars.reset_contextvars(**log_tokens)
+            request_id_var.reset(token)
+
+    async def _send_internal_error(self, send: Send, exc: Exception, request_id: str) -> None:
+        body = internal_error_body(exc, request_id=request_id, expose=self.expose_errors)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,70 @@
+"""Alembic, driven from code: each service has its own history under ``<service>/migrations``.
+
+A history is applied through the service's own :class:`~mercato.platform.db.Database`
+connection (the Alembic cookbook's "connection sharing" recipe), so an in-memory SQLite
+database is migrated in place and PostgreSQL gets the service's schema first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import Connection, MetaData
+
+from mercato.platform.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationHistory:
+    """One Alembic history: where its scripts live and which table records its version."""
+
+    script_location: str  # "package:folder", e.g. "mercato.orders:migrations"
+    version_table: str = "alembic_version"
+
+
+#: Alembic keeps its running context in module globals, so one migration runs at a time
+#: per process (`mercato up` starts four services at once).
+_alembic_lock = asyncio.Lock()
+
+
+def _config(history: MigrationHistory, connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", history.script_location)
+    config.set_main_option("version_table", history.version_table)
+    config.attributes["connection"] = connection
+    return config
+
+
+async def upgrade(database: Database, histories: list[MigrationHistory]) -> None:
+    """Bring ``database`` to the head of every history, in order."""
+    async with database.engine.begin() as connection:
+        await database.ensure_schema(connection)
+    for history in histories:
+        async with _alembic_lock, database.engine.begin() as connection:
+            await connection.run_sync(_upgrade, history)
+
+
+def _upgrade(connection: Connection, history: MigrationHistory) -> None:
+    command.upgrade(_config(history, connection), "head")
+
+
+def run_env(target_metadata: MetaData | None) -> None:
+    """The body of every ``migrations/env.py``: migrate the connection it was handed."""
+    config = context.config
+    connection: Connection | None = config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError("run migrations with `mercato migrate`, which supplies the connection")
+    options: dict[str, Any] = {
+        "connection": connection,
+        "target_metadata": target_metadata,
+        "version_table": config.get_main_option("version_table") or "alembic_version",
+        "render_as_batch": connection.dialect.name == "sqlite",
+        "compare_type": True,
+    }
+    context.configure(**options)
+    with context.begin_transaction():
+        context.run_migrations()

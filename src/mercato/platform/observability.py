@@ -1,0 +1,111 @@
+"""Metrics (Prometheus) and health: what every service answers on ``/metrics``,
+``/healthz`` and ``/readyz``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+#: A readiness check: returns normally when the dependency answers, raises otherwise.
+Probe = Callable[[], Awaitable[Any]]
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class HttpMetrics:
+    """Request count and latency per route template, in one service's registry."""
+
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        self.requests = Counter(
+            "http_requests_total",
+            "HTTP requests answered, by route template and status.",
+            ["service", "method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template.",
+            ["service", "method", "route"],
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.service = service
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(self.service, method, route, str(status)).inc()
+        self.latency.labels(self.service, method, route).observe(seconds)
+
+
+def metrics_payload(registry: CollectorRegistry) -> bytes:
+    """The text exposition of ``registry``; under gunicorn, of every worker process."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)
+        return generate_latest(merged)
+    return generate_latest(registry)
+
+
+async def run_probes(probes: Mapping[str, Probe], *, timeout: float = 2.0) -> dict[str, str]:
+    """Run every probe concurrently; each answers "ok" or why it failed (no internals)."""
+
+    async def one(probe: Probe) -> str:
+        try:
+            await asyncio.wait_for(probe(), timeout)
+        except TimeoutError:
+            return "timeout"
+        except Exception as exc:  # a probe reports any failure; it never raises
+            return f"unavailable ({type(exc).__name__})"
+        return "ok"
+
+    results = await asyncio.gather(*(one(probe) for probe in probes.values()))
+    return dict(zip(probes, results, strict=True))
+
+
+def readiness_response(service: str, checks: Mapping[str, str]) -> JSONResponse:
+    ready = all(result == "ok" for result in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "service": service, "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+def health_router(service: str, registry: CollectorRegistry) -> APIRouter:
+    """``/healthz``, ``/readyz`` and ``/metrics``; readiness runs ``app.state.probes``."""
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="Liveness: the process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @router.get(
+        "/readyz",
+        summary="Readiness: this service's database, cache and broker answer",
+        responses={503: {"description": "a dependency is not answering"}},
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        probes: dict[str, Probe] = request.app.state.probes
+        return readiness_response(service, await run_probes(probes))
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(metrics_payload(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def add_probe(app: FastAPI, name: str, probe: Probe) -> None:
+    """Make ``/readyz`` check one more dependency."""
+    app.state.probes[name] = probe

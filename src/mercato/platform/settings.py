@@ -1,0 +1,473 @@
+"""Typed configuration for every Mercato process.
+
+Sources, highest precedence first: explicit arguments, environment variables, a ``.env``
+file, a config file (``MERCATO_CONFIG`` or ``--config``; YAML, JSON, TOML or INI), a secrets
+directory (``SECRETS_DIR``, default ``/run/secrets``, one file per setting), then the
+defaults of the active profile (``ENVIRONMENT``).
+
+Names are the conventional unprefixed ones (``DATABASE_URL``, ``PORT``...). Settings are
+grouped by concern in mixins and combined into one flat :class:`Settings`, so every name
+stays what a newcomer expects while each concern is read on its own.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import json
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+Environment = Literal["development", "testing", "production"]
+ServiceName = Literal["gateway", "auth", "users", "products", "orders"]
+
+#: The four backend services, in the order `mercato up` starts them.
+BACKEND_SERVICES: Final[tuple[ServiceName, ...]] = ("auth", "users", "products", "orders")
+SERVICES: Final[tuple[ServiceName, ...]] = (*BACKEND_SERVICES, "gateway")
+
+#: The well-known development key. Production refuses to start with it.
+INSECURE_SECRET_KEY: Final = "insecure-development-key-change-me"  # noqa: S105
+
+CONFIG_SECTION: Final = "mercato"
+MASK: Final = "********"
+_SECRET_NAME_PARTS: Final = ("secret", "password", "token", "private_key")
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` has one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+# --- concerns ---------------------------------------------------------------------------
+
+
+class RuntimeSettings(BaseSettings):
+    environment: Environment = "development"
+    debug: bool = False
+    data_dir: Path = Path("./var")
+    secret_key: SecretStr | None = None
+
+
+class ServerSettings(BaseSettings):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535, description="gateway port")
+    auth_port: int = Field(8004, ge=1, le=65535)
+    users_port: int = Field(8001, ge=1, le=65535)
+    products_port: int = Field(8003, ge=1, le=65535)
+    orders_port: int = Field(8002, ge=1, le=65535)
+    auth_url: str | None = None
+    users_url: str | None = None
+    products_url: str | None = None
+    orders_url: str | None = None
+    allowed_hosts: CommaList = Field(default_factory=list)
+    cors_origins: CommaList = Field(default_factory=list)
+    trusted_proxies: CommaList = Field(default_factory=list)
+    docs_enabled: bool | None = None
+    access_log: bool = True
+    graceful_timeout: float = Field(10.0, gt=0, description="seconds to drain on shutdown")
+
+    _split = field_validator(
+        "allowed_hosts", "cors_origins", "trusted_proxies", mode="before"
+    )(_split_commas)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+
+class LoggingSettings(BaseSettings):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = None
+    log_format: Literal["json", "console"] | None = None
+    log_file: Path | None = None
+    log_rotate: str = Field("10MB", description="size (10MB) or time (midnight, h, d)")
+    log_backups: int = Field(7, ge=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class DatabaseSettings(BaseSettings):
+    database_url: str | None = None
+    auth_database_url: str | None = None
+    users_database_url: str | None = None
+    products_database_url: str | None = None
+    orders_database_url: str | None = None
+    database_pool_size: int = Field(10, ge=1)
+    database_echo: bool = False
+    auto_migrate: bool | None = Field(None, description="apply migrations at start-up")
+
+
+class CacheSettings(BaseSettings):
+    redis_url: str | None = None
+    cache_max_entries: int = Field(10_000, ge=1)
+    cache_default_ttl: float = Field(300.0, gt=0)
+
+
+class BrokerSettings(BaseSettings):
+    broker_url: str | None = None
+
+
+class GatewaySettings(BaseSettings):
+    upstream_timeout: float = Field(10.0, gt=0, description="seconds to wait for an upstream")
+    upstream_connect_timeout: float = Field(2.0, gt=0)
+    upstream_pool_size: int = Field(100, ge=1, description="connections per upstream")
+    max_body_size: int = Field(1024 * 1024, ge=1, description="bytes; larger bodies get 413")
+
+
+class Settings(
+    GatewaySettings,
+    BrokerSettings,
+    CacheSettings,
+    DatabaseSettings,
+    LoggingSettings,
+    ServerSettings,
+    RuntimeSettings,
+):
+    """Every setting of every Mercato process, validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources.append(ConfigFileSource(settings_cls, config_file))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _apply_profile(self) -> Settings:
+        """Fill what no source set with the active environment's defaults."""
+        for name, value in PROFILES[self.environment].items():
+            if name not in self.model_fields_set:
+                object.__setattr__(self, name, value)
+        return self
+
+    # --- derived values ----------------------------------------------------------------
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def effective_log_level(self) -> str:
+        return self.log_level or ("DEBUG" if self.debug else "INFO")
+
+    def service_port(self, service: ServiceName) -> int:
+        port: int = getattr(self, "port" if service == "gateway" else f"{service}_port")
+        return port
+
+    def service_url(self, service: ServiceName) -> str:
+        """Where other processes reach ``service``: its ``*_URL`` or one derived from its port."""
+        explicit: str | None = getattr(self, f"{service}_url", None)
+        if explicit:
+            return explicit.rstrip("/")
+        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.service_port(service)}"
+
+    def database_url_for(self, service: ServiceName) -> str:
+        """The service's own database: its override, the shared URL, or an embedded SQLite."""
+        override: str | None = getattr(self, f"{service}_database_url", None)
+        if override:
+            return override
+        if self.database_url:
+            return self.database_url
+        if self.environment == "testing":
+            return "sqlite+aiosqlite:///:memory:"
+        return f"sqlite+aiosqlite:///{self.data_dir / f'{service}.db'}"
+
+    def problems(self) -> list[str]:
+        """What makes these settings unfit to run; empty when they are fine."""
+        found: list[str] = []
+        if self.is_production:
+            key = self.secret_key.get_secret_value() if self.secret_key else ""
+            if not key:
+                found.append("SECRET_KEY is not set; production needs a random secret key")
+            elif key == INSECURE_SECRET_KEY:
+                found.append("SECRET_KEY is the development default; set a random secret key")
+            elif len(key) < 32:
+                found.append("SECRET_KEY is shorter than 32 characters")
+            if self.debug:
+                found.append("DEBUG=true is not allowed in production")
+            if not self.allowed_hosts:
+                found.append("ALLOWED_HOSTS is empty; list the host names this site answers to")
+            if any("*" in host for host in self.allowed_hosts):
+                found.append("ALLOWED_HOSTS contains a wildcard; list the host names explicitly")
+            if "*" in self.cors_origins:
+                found.append("CORS_ORIGINS contains '*'; list the allowed origins explicitly")
+        return found
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` when :meth:`problems` finds anything."""
+        if found := self.problems():
+            raise ConfigError(found)
+
+
+#: Per-environment defaults for what no source set. Production keeps no insecure default.
+PROFILES: Final[dict[Environment, dict[str, Any]]] = {
+    "development": {
+        "log_format": "console",
+        "allowed_hosts": ["*"],
+        "secret_key": SecretStr(INSECURE_SECRET_KEY),
+        "docs_enabled": True,
+        "auto_migrate": True,
+    },
+    "testing": {
+        "log_format": "console",
+        "log_level": "WARNING",
+        "allowed_hosts": ["*"],
+        "secret_key": SecretStr(INSECURE_SECRET_KEY),
+        "docs_enabled": True,
+        "auto_migrate": True,
+    },
+    "production": {
+        "log_format": "json",
+        "docs_enabled": False,
+        "auto_migrate": False,
+    },
+}
+
+
+# --- the config file source -------------------------------------------------------------
+
+_config_file: ContextVar[Path | None] = ContextVar("mercato_config_file", default=None)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML, JSON, TOML or INI file into a flat ``{setting: value}`` mapping.
+
+    Settings sit at the top level or under a ``mercato`` section (the only choice for INI).
+    """
+    if not path.is_file():
+        raise ConfigError([f"config file {path} does not exist"])
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        data: Any
+        if suffix in {".yaml", ".yml"}:
+            data = yaml.safe_load(text) or {}
+        elif suffix == ".json":
+            data = json.loads(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix in {".ini", ".cfg", ".conf"}:
+            parser = configparser.ConfigParser(interpolation=None)
+            parser.read_string(text, source=str(path))
+            if not parser.has_section(CONFIG_SECTION):
+                raise ConfigError([f"config file {path} has no [{CONFIG_SECTION}] section"])
+            data = dict(parser.items(CONFIG_SECTION))
+        else:
+            raise ConfigError(
+                [f"config file {path}: unknown format {suffix!r} (use .yaml, .json, .toml, .ini)"]
+            )
+    except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"config file {path} cannot be parsed: {exc}"]) from None
+    except configparser.Error as exc:
+        raise ConfigError([f"config file {path} cannot be parsed: {exc}"]) from None
+    if not isinstance(data, Mapping):
+        raise ConfigError([f"config file {path} must hold a mapping of settings"])
+    section = data.get(CONFIG_SECTION)
+    if isinstance(section, Mapping):
+        data = section
+    return {str(key).lower(): value for key, value in data.items()}
+
+
+class ConfigFileSource(PydanticBaseSettingsSource):
+    """Settings from one config file; unknown names are an error, not a silent typo."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+        self.values = read_config_file(path)
+        known = _field_names(settings_cls)
+        if unknown := sorted(set(self.values) - known):
+            raise ConfigError([f"config file {path}: unknown setting {name!r}" for name in unknown])
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {
+            key: _stringify_list(value) if isinstance(value, list) else value
+            for key, value in self.values.items()
+        }
+
+
+def _stringify_list(value: list[Any]) -> str:
+    return ",".join(str(item) for item in value)
+
+
+def _field_names(settings_cls: type[BaseSettings]) -> set[str]:
+    names: set[str] = set()
+    for name, field in settings_cls.model_fields.items():
+        names.add(name)
+        if isinstance(field.validation_alias, str):
+            names.add(field.validation_alias.lower())
+        elif isinstance(field.validation_alias, AliasChoices):
+            names.update(str(choice).lower() for choice in field.validation_alias.choices)
+    return names
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+@contextmanager
+def _using_config_file(path: Path | None) -> Iterator[None]:
+    token = _config_file.set(path)
+    try:
+        yield
+    finally:
+        _config_file.reset(token)
+
+
+def _resolve_config_file(config_file: Path | str | None) -> Path | None:
+    chosen = config_file or os.environ.get("MERCATO_CONFIG")
+    return Path(chosen) if chosen else None
+
+
+def _secrets_dir() -> Path | None:
+    path = Path(os.environ.get("SECRETS_DIR", "/run/secrets"))
+    return path if path.is_dir() else None
+
+
+def load_settings(
+    config_file: Path | str | None = None,
+    *,
+    env_file: Path | str | None = ".env",
+    **overrides: Any,
+) -> Settings:
+    """Build the settings from every source; ``overrides`` are the explicit arguments.
+
+    Raises :class:`ConfigError` for an unreadable config file or invalid values (one line
+    per problem, never echoing a secret's value).
+    """
+    from pydantic import ValidationError
+
+    path = _resolve_config_file(config_file)
+    try:
+        with _using_config_file(path):
+            return Settings(_env_file=env_file, _secrets_dir=_secrets_dir(), **overrides)
+    except ValidationError as exc:
+        raise ConfigError(
+            [
+                f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}"
+                for err in exc.errors(include_input=False)
+            ]
+        ) from None
+
+
+def setting_sources(
+    config_file: Path | str | None = None, *, env_file: Path | str | None = ".env"
+) -> dict[str, str]:
+    """Name the source each setting's effective value came from (for `config show`)."""
+    path = _resolve_config_file(config_file)
+    labelled: list[tuple[str, Mapping[str, Any]]] = [
+        ("environment", {k.lower(): v for k, v in os.environ.items()}),
+    ]
+    if env_file and Path(env_file).is_file():
+        from dotenv import dotenv_values
+
+        labelled.append((f"{env_file}", {k.lower(): v for k, v in dotenv_values(env_file).items()}))
+    if path is not None:
+        labelled.append((f"config file {path}", read_config_file(path)))
+    secrets = _secrets_dir()
+    if secrets is not None:
+        labelled.append(
+            (f"secrets dir {secrets}", {p.name.lower(): True for p in secrets.iterdir()})
+        )
+    environment = load_settings(path, env_file=env_file).environment
+    found: dict[str, str] = {}
+    for name in Settings.model_fields:
+        found[name] = next(
+            (label for label, values in labelled if name in values),
+            f"{environment} profile" if name in PROFILES[environment] else "default",
+        )
+    return found
+
+
+def derived_values(settings: Settings) -> dict[str, Any]:
+    """Effective values that are computed when unset: service URLs, per-service databases."""
+    values: dict[str, Any] = {"log_level": settings.effective_log_level}
+    for service in BACKEND_SERVICES:
+        values[f"{service}_url"] = settings.service_url(service)
+        values[f"{service}_database_url"] = settings.database_url_for(service)
+    return values
+
+
+def is_secret_name(name: str) -> bool:
+    return any(part in name.lower() for part in _SECRET_NAME_PARTS)
+
+
+def mask_url(url: str) -> str:
+    """Hide the password in a URL such as ``postgresql://user:pw@host/db``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:{MASK}@{parts.hostname or ''}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def masked_value(name: str, value: Any) -> Any:
+    """The value as it may be shown to a person: secrets masked, URL passwords hidden."""
+    if value is None:
+        return None
+    if isinstance(value, SecretStr) or is_secret_name(name):
+        return MASK
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,1 @@
+"""Products service: the product catalogue and its stock."""

@@ -1,0 +1,142 @@
+"""Running the services: all of them in one process (`mercato up`), or one per process
+under uvicorn or gunicorn (`mercato serve`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+import sys
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from mercato.platform.db import Database
+from mercato.platform.migrations import MigrationHistory, upgrade
+from mercato.platform.settings import SERVICES, ServiceName, Settings
+
+log = structlog.stdlib.get_logger("mercato.serving")
+
+AppFactory = Callable[[Settings], FastAPI]
+
+
+def app_module(service: ServiceName) -> Any:
+    return importlib.import_module(f"mercato.{service}.app")
+
+
+def app_factory(service: ServiceName) -> AppFactory:
+    factory: AppFactory = app_module(service).create_app
+    return factory
+
+
+def migrations_of(service: ServiceName) -> list[MigrationHistory]:
+    return list(getattr(app_module(service), "MIGRATIONS", []))
+
+
+async def migrate(settings: Settings, services: Sequence[ServiceName]) -> None:
+    """Apply every migration history of ``services`` to their databases."""
+    for service in services:
+        histories = migrations_of(service)
+        if not histories:
+            continue
+        database = Database(settings.database_url_for(service), schema=service)
+        try:
+            await upgrade(database, histories)
+        finally:
+            await database.dispose()
+        log.info("migrated", service=service)
+
+
+def uvicorn_config(app: FastAPI | str, settings: Settings, port: int, **extra: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=port,
+        log_config=None,  # our logging pipeline handles uvicorn's loggers
+        access_log=False,  # our middleware writes one access line per request
+        server_header=False,
+        proxy_headers=False,  # client addresses are resolved by TRUSTED_PROXIES, not here
+        timeout_graceful_shutdown=int(settings.graceful_timeout),
+        lifespan="on",
+        **extra,
+    )
+
+
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the process that runs several."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def run_all(settings: Settings, *, on_ready: Callable[[], None] | None = None) -> int:
+    """Serve every service and the gateway in this process until SIGINT or SIGTERM.
+
+    Returns the exit code: 0 after a signal, 1 when a server could not start.
+    """
+    servers = {
+        service: EmbeddedServer(
+            uvicorn_config(app_factory(service)(settings), settings, settings.service_port(service))
+        )
+        for service in SERVICES
+    }
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def serve(server: EmbeddedServer) -> None:
+        try:
+            await server.serve()
+        except SystemExit:  # uvicorn exits when it cannot bind its port
+            pass
+        finally:
+            stop.set()
+
+    tasks = [asyncio.create_task(serve(server)) for server in servers.values()]
+    while not stop.is_set() and not all(server.started for server in servers.values()):
+        await asyncio.sleep(0.05)
+    failed = [name for name, server in servers.items() if not server.started]
+    if not failed and on_ready is not None:
+        on_ready()
+    await stop.wait()
+    # The gateway stops taking requests first; then the services drain theirs.
+    servers["gateway"].should_exit = True
+    await tasks[list(servers).index("gateway")]
+    for server in servers.values():
+        server.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+    if failed:
+        log.error("could not start", services=failed)
+        return 1
+    return 0
+
+
+def run_event_loop(main: Any) -> Any:
+    """Run a coroutine on uvloop when it is installed (it is, with uvicorn[standard])."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def serve_one(settings: Settings, service: ServiceName, *, workers: int) -> None:
+    """Serve one service: uvicorn for one worker, gunicorn with uvicorn workers for more."""
+    port = settings.service_port(service)
+    if workers <= 1:
+        server = uvicorn.Server(uvicorn_config(app_factory(service)(settings), settings, port))
+        server.run()
+        if not server.started:
+            sys.exit(1)
+        return
+    from mercato.gunicorn_app import GunicornApplication
+
+    GunicornApplication(settings, service, workers=workers).run()

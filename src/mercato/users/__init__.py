@@ -1,0 +1,1 @@
+"""Users service: user profiles."""
