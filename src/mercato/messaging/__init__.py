@@ -1,0 +1,1 @@
+"""Reliable messaging: envelope, outbox, inbox, brokers."""
