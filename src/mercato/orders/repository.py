@@ -1,0 +1,161 @@
+"""Every query of the orders context. Repositories work in the caller's session and never
+commit; state changes are compare-and-set updates, so concurrent writers cannot undo each
+other on SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from mercato.orders.domain import OrderStatus
+from mercato.orders.models import IdempotencyKeyRow, OrderRow
+
+IN_FLIGHT = "in_flight"
+DONE = "done"
+
+
+class OrderRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, order: OrderRow) -> None:
+        self.session.add(order)
+
+    async def get(self, order_id: str) -> OrderRow | None:
+        statement = (
+            select(OrderRow).where(OrderRow.id == order_id).options(selectinload(OrderRow.lines))
+        )
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def page(
+        self, *, user_id: str | None, limit: int, offset: int
+    ) -> tuple[list[OrderRow], int]:
+        """One page of orders, newest first: the user's, or everyone's when ``user_id`` is None."""
+        query = select(OrderRow)
+        count = select(func.count()).select_from(OrderRow)
+        if user_id is not None:
+            query = query.where(OrderRow.user_id == user_id)
+            count = count.where(OrderRow.user_id == user_id)
+        query = (
+            query.options(selectinload(OrderRow.lines))
+            .order_by(OrderRow.created_at.desc(), OrderRow.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        rows = list((await self.session.execute(query)).scalars())
+        total = (await self.session.execute(count)).scalar_one()
+        return rows, int(total)
+
+    async def move(
+        self,
+        order_id: str,
+        *,
+        from_: Collection[OrderStatus],
+        to: OrderStatus,
+        now: datetime,
+        reason: str | None = None,
+    ) -> bool:
+        """Set ``to`` if the order is still in one of ``from_``; False if it was not (it moved
+        on meanwhile, or does not exist). The check and the write are one statement."""
+        values: dict[str, Any] = {"status": to.value, "updated_at": now}
+        if reason is not None:
+            values["reason"] = reason
+        statement = (
+            update(OrderRow)
+            .where(OrderRow.id == order_id, OrderRow.status.in_([s.value for s in from_]))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        result: Any = await self.session.execute(statement)
+        return bool(result.rowcount == 1)
+
+
+class IdempotencyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def claim(
+        self,
+        *,
+        user_id: str,
+        key: str,
+        fingerprint: str,
+        now: datetime,
+        expires_at: datetime,
+    ) -> bool:
+        """Insert the key as in flight; False if the user already has it. The unique
+        constraint on (user_id, key) decides, so concurrent claims have exactly one winner
+        on every database and in every process."""
+        values = {
+            "user_id": user_id,
+            "key": key,
+            "fingerprint": fingerprint,
+            "status": IN_FLIGHT,
+            "created_at": now,
+            "locked_at": now,
+            "expires_at": expires_at,
+        }
+        dialect = self.session.get_bind().dialect.name
+        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(IdempotencyKeyRow)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["user_id", "key"])
+        )
+        result: Any = await self.session.execute(statement)
+        return bool(result.rowcount == 1)
+
+    async def get(self, *, user_id: str, key: str) -> IdempotencyKeyRow | None:
+        statement = select(IdempotencyKeyRow).where(
+            IdempotencyKeyRow.user_id == user_id, IdempotencyKeyRow.key == key
+        )
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def take_over(self, row_id: int, *, locked_at: datetime, now: datetime) -> bool:
+        """Re-lock an in-flight key whose holder gave up (crashed) at ``locked_at``; only one
+        of several concurrent callers succeeds."""
+        statement = (
+            update(IdempotencyKeyRow)
+            .where(
+                IdempotencyKeyRow.id == row_id,
+                IdempotencyKeyRow.status == IN_FLIGHT,
+                IdempotencyKeyRow.locked_at == locked_at,
+            )
+            .values(locked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        result: Any = await self.session.execute(statement)
+        return bool(result.rowcount == 1)
+
+    async def complete(self, row_id: int, *, status: int, body: str, order_id: str | None) -> None:
+        """Record the answer every later retry with this key gets."""
+        statement = (
+            update(IdempotencyKeyRow)
+            .where(IdempotencyKeyRow.id == row_id)
+            .values(status=DONE, response_status=status, response_body=body, order_id=order_id)
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(statement)
+
+    async def release(self, row_id: int) -> None:
+        """Forget an in-flight key whose request failed without effect, so a retry can run."""
+        statement = delete(IdempotencyKeyRow).where(
+            IdempotencyKeyRow.id == row_id, IdempotencyKeyRow.status == IN_FLIGHT
+        )
+        await self.session.execute(statement)
+
+    async def delete_expired(self, now: datetime, *, user_id: str | None = None) -> int:
+        """Delete keys whose time is up (of one user, or of everyone); returns how many."""
+        statement = delete(IdempotencyKeyRow).where(IdempotencyKeyRow.expires_at <= now)
+        if user_id is not None:
+            statement = statement.where(IdempotencyKeyRow.user_id == user_id)
+        result: Any = await self.session.execute(
+            statement.execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)
