@@ -8,44 +8,27 @@ skip with the reason; with ``CI=true`` they fail instead, so CI always exercises
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
 
-TEST_DATABASE_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+from support.servers import (
+    TEST_BROKER_URL,
+    TEST_DATABASE_URL,
+    TEST_REDIS_URL,
+    free_port,
+    require_server,
 )
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-TEST_BROKER_URL = os.environ.get("TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+__all__ = ["free_port"]  # kept importable from here for older tests
 
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def _answers(url: str, default_port: int) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 1):
-            return True
-    except OSError:
-        return False
-
-
-def require_server(url: str, default_port: int, what: str) -> str:
-    """Return ``url`` if its server answers; skip (or fail under CI) otherwise."""
-    if _answers(url, default_port):
-        return url
-    message = f"{what} is not answering at {urlsplit(url).netloc}"
-    if IN_CI:
-        pytest.fail(f"{message} (CI=true: real-server tests must run)")
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -63,18 +46,23 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     name = f"mercato_test_{uuid.uuid4().hex[:12]}"
     admin_dsn = parts._replace(path="/postgres").geturl()
 
-    async def run(sql: str) -> None:
+    async def execute(sql: str) -> None:
         conn = await asyncpg.connect(admin_dsn)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    def run(sql: str) -> None:
+        # In a thread of its own, so that async tests (whose loop is running) can use it too.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, execute(sql)).result()
+
+    run(f'CREATE DATABASE "{name}"')
     try:
         yield parts._replace(scheme="postgresql+asyncpg", path=f"/{name}").geturl()
     finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -83,9 +71,9 @@ def redis_server_url() -> str:
 
 
 @pytest.fixture
-async def redis_url(redis_server_url: str) -> AsyncIterator[str]:
+def redis_url(redis_server_url: str) -> str:
     """The shared Redis server; keys are isolated by a per-test namespace, see ``redis_prefix``."""
-    yield redis_server_url
+    return redis_server_url
 
 
 @pytest.fixture
@@ -97,9 +85,3 @@ def redis_prefix() -> str:
 @pytest.fixture(scope="session")
 def broker_server_url() -> str:
     return require_server(TEST_BROKER_URL, 5672, "RabbitMQ")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -132,7 +132,8 @@ def migrate(
     ] = None,
 ) -> None:
     """Apply the database migrations of every service (or one)."""
-    from mercato.serving import migrate as apply, run_event_loop
+    from mercato.serving import migrate as apply
+    from mercato.serving import run_event_loop
 
     settings = _settings(config)
     _configure_logging(settings, "mercato")

@@ -12,7 +12,7 @@ from uvicorn_worker import UvicornWorker
 from mercato.platform.settings import ServiceName, Settings
 
 
-class MercatoUvicornWorker(UvicornWorker):
+class MercatoUvicornWorker(UvicornWorker):  # type: ignore[misc]
     """uvicorn worker that leaves logging, access lines and banners to Mercato."""
 
     CONFIG_KWARGS: dict[str, Any] = {
@@ -29,7 +29,7 @@ def child_exit(_server: Any, worker: Any) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 class GunicornApplication(BaseApplication):  # type: ignore[misc]

@@ -51,7 +51,9 @@ async def migrate(settings: Settings, services: Sequence[ServiceName]) -> None:
         log.info("migrated", service=service)
 
 
-def uvicorn_config(app: FastAPI | str, settings: Settings, port: int, **extra: Any) -> uvicorn.Config:
+def uvicorn_config(
+    app: FastAPI | str, settings: Settings, port: int, **extra: Any
+) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -99,7 +101,8 @@ async def run_all(settings: Settings, *, on_ready: Callable[[], None] | None = N
             stop.set()
 
     tasks = [asyncio.create_task(serve(server)) for server in servers.values()]
-    while not stop.is_set() and not all(server.started for server in servers.values()):
+    # uvicorn exposes only a `started` flag, so start-up is polled.
+    while not stop.is_set() and not all(server.started for server in servers.values()):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     failed = [name for name, server in servers.items() if not server.started]
     if not failed and on_ready is not None:

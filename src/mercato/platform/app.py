@@ -23,6 +23,7 @@ from mercato.platform.errors import install_error_handlers
 from mercato.platform.middleware import RequestContextMiddleware
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.observability import HttpMetrics, Probe, health_router
+from mercato.platform.security.tokens import TokenVerifier, token_verifier
 from mercato.platform.settings import ServiceName, Settings
 
 log = structlog.stdlib.get_logger("mercato.app")
@@ -37,7 +38,11 @@ class ServiceContext:
     registry: CollectorRegistry
     database: Database | None = None
     cache: Cache | None = None
+    #: Verifies bearer access tokens (``CurrentUser``, ``AdminUser``).
+    tokens: TokenVerifier | None = None
     probes: dict[str, Probe] = field(default_factory=dict)
+    #: Which backend serves each concern ("database": "postgresql"...), shown by /readyz.
+    backends: dict[str, str] = field(default_factory=dict)
 
     @property
     def db(self) -> Database:
@@ -77,6 +82,7 @@ def create_service_app(
         context = ServiceContext(service=service, settings=settings, registry=registry)
         app.state.context = context
         app.state.probes = context.probes
+        app.state.backends = context.backends
         async with AsyncExitStack() as stack:
             if uses_database:
                 context.database = open_database(settings, service)
@@ -84,6 +90,7 @@ def create_service_app(
                 if settings.auto_migrate:
                     await upgrade(context.database, list(migrations))
                 context.probes["database"] = context.database.ping
+                context.backends["database"] = context.database.url.get_backend_name()
             context.cache = create_cache(
                 redis_url=settings.redis_url,
                 namespace=service,
@@ -92,6 +99,9 @@ def create_service_app(
             )
             stack.push_async_callback(context.cache.close)
             context.probes["cache"] = context.cache.ping
+            context.tokens = token_verifier(settings)
+            stack.push_async_callback(context.tokens.close)
+            context.backends["cache"] = "redis" if settings.redis_url else "memory"
             for hook in hooks:
                 await stack.enter_async_context(hook(app, context))
             log.info("service ready", service=service)

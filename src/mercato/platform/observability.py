@@ -53,17 +53,18 @@ def metrics_payload(registry: CollectorRegistry) -> bytes:
     """The text exposition of ``registry``; under gunicorn, of every worker process."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         merged = CollectorRegistry()
-        MultiProcessCollector(merged)
+        MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
     return generate_latest(registry)
 
 
-async def run_probes(probes: Mapping[str, Probe], *, timeout: float = 2.0) -> dict[str, str]:
-    """Run every probe concurrently; each answers "ok" or why it failed (no internals)."""
+async def run_probes(probes: Mapping[str, Probe], *, limit: float = 2.0) -> dict[str, str]:
+    """Run every probe concurrently, each within ``limit`` seconds; each answers "ok" or
+    why it failed (no internals)."""
 
     async def one(probe: Probe) -> str:
         try:
-            await asyncio.wait_for(probe(), timeout)
+            await asyncio.wait_for(probe(), limit)
         except TimeoutError:
             return "timeout"
         except Exception as exc:  # a probe reports any failure; it never raises
@@ -74,12 +75,17 @@ async def run_probes(probes: Mapping[str, Probe], *, timeout: float = 2.0) -> di
     return dict(zip(probes, results, strict=True))
 
 
-def readiness_response(service: str, checks: Mapping[str, str]) -> JSONResponse:
+def readiness_response(
+    service: str, checks: Mapping[str, str], backends: Mapping[str, str]
+) -> JSONResponse:
     ready = all(result == "ok" for result in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "service": service, "checks": checks},
-        status_code=200 if ready else 503,
-    )
+    body = {
+        "status": "ready" if ready else "unavailable",
+        "service": service,
+        "checks": checks,
+        "backends": backends,
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 def health_router(service: str, registry: CollectorRegistry) -> APIRouter:
@@ -96,8 +102,8 @@ def health_router(service: str, registry: CollectorRegistry) -> APIRouter:
         responses={503: {"description": "a dependency is not answering"}},
     )
     async def readyz(request: Request) -> JSONResponse:
-        probes: dict[str, Probe] = request.app.state.probes
-        return readiness_response(service, await run_probes(probes))
+        state = request.app.state
+        return readiness_response(service, await run_probes(state.probes), state.backends)
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:

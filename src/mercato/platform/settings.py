@@ -93,9 +93,9 @@ class ServerSettings(BaseSettings):
     access_log: bool = True
     graceful_timeout: float = Field(10.0, gt=0, description="seconds to drain on shutdown")
 
-    _split = field_validator(
-        "allowed_hosts", "cors_origins", "trusted_proxies", mode="before"
-    )(_split_commas)
+    _split = field_validator("allowed_hosts", "cors_origins", "trusted_proxies", mode="before")(
+        _split_commas
+    )
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -142,6 +142,18 @@ class BrokerSettings(BaseSettings):
     broker_url: str | None = None
 
 
+class ProductsSettings(BaseSettings):
+    """The catalogue: its caches and its demo data (see README, "Products and caching")."""
+
+    products_cache_enabled: bool = Field(True, description="cache-aside on product reads")
+    products_cache_ttl: float = Field(300.0, gt=0, description="seconds a cached read lives")
+    product_max_age: int = Field(60, ge=0, description="Cache-Control max-age of one product")
+    product_list_max_age: int = Field(30, ge=0, description="Cache-Control max-age of lists")
+    seed_demo_catalogue: bool | None = Field(
+        None, description="seed an empty catalogue at start-up (default: in development)"
+    )
+
+
 class OrdersSettings(BaseSettings):
     """Orders, service-to-service calls and notifications (see README, "Orders")."""
 
@@ -171,16 +183,144 @@ class OrdersSettings(BaseSettings):
     )
 
 
+class MessagingSettings(BaseSettings):
+    """Events: outbox relay, consumers, retries (see README, "Events and guarantees")."""
+
+    messaging_max_attempts: int = Field(5, ge=1, description="handler tries before dead letter")
+    messaging_retry_backoff: float = Field(0.5, gt=0, description="first retry delay, seconds")
+    messaging_retry_backoff_max: float = Field(30.0, gt=0, description="longest retry delay")
+    messaging_prefetch: int = Field(16, ge=1, description="unacked messages per consumer")
+    messaging_queue_type: Literal["classic", "quorum"] = "classic"
+    messaging_exchange: str = Field("mercato.events", min_length=1)
+    outbox_poll_interval: float = Field(1.0, gt=0, description="relay safety-net poll, seconds")
+    outbox_batch_size: int = Field(200, ge=1)
+    outbox_retention: float = Field(7 * 86_400.0, ge=0, description="keep sent rows, seconds")
+    inbox_retention: float = Field(30 * 86_400.0, ge=0, description="dedupe window, seconds")
+
+
 class GatewaySettings(BaseSettings):
     upstream_timeout: float = Field(10.0, gt=0, description="seconds to wait for an upstream")
     upstream_connect_timeout: float = Field(2.0, gt=0)
     upstream_pool_size: int = Field(100, ge=1, description="connections per upstream")
     max_body_size: int = Field(1024 * 1024, ge=1, description="bytes; larger bodies get 413")
+    gateway_routes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='JSON {"service": ["http://a:8003", "http://b:8003"]}; '
+        "default: the four services' *_URL (comma-separated URLs are balanced)",
+    )
+    upstream_retries: int = Field(1, ge=0, le=5, description="extra tries, idempotent calls only")
+    upstream_fail_timeout: float = Field(
+        10.0, gt=0, description="seconds a failing instance is skipped (breaker reset timeout)"
+    )
+    upstream_fail_threshold: int = Field(
+        5, ge=1, description="consecutive failures that open an instance's breaker"
+    )
+    rate_limit_enabled: bool = True
+    rate_limit_api: str = Field("600/minute", description="per client address at the gateway")
+    rate_limit_user: str = Field("1200/minute", description="per signed-in user at the gateway")
+    rate_limit_routes: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON {"auth": "120/minute"}: per-client limit of one route group',
+    )
+    auth_offload: bool = Field(True, description="verify bearer tokens at the gateway")
+    content_security_policy: str = (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
+    )
+    referrer_policy: str = "strict-origin-when-cross-origin"
+
+    @field_validator("rate_limit_api", "rate_limit_user")
+    @classmethod
+    def _valid_gateway_limit(cls, value: str) -> str:
+        return _check_rate_limit(value)
+
+    @field_validator("rate_limit_routes")
+    @classmethod
+    def _valid_route_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        return {group: _check_rate_limit(limit) for group, limit in value.items()}
+
+    @field_validator("gateway_routes", mode="before")
+    @classmethod
+    def _split_route_urls(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {name: _split_commas(urls) for name, urls in value.items()}
+        return value
+
+    @field_validator("gateway_routes")
+    @classmethod
+    def _valid_routes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for service, urls in value.items():
+            if not urls or any(urlsplit(url).scheme not in {"http", "https"} for url in urls):
+                raise ValueError(f"route {service!r} needs one or more http(s) URLs")
+        return value
+
+
+def _check_rate_limit(value: str) -> str:
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a rate limit such as '600/minute'") from None
+    return value
+
+
+class SecuritySettings(BaseSettings):
+    """Tokens, passwords, login limits and the bootstrap administrator (see README,
+    "Authentication")."""
+
+    jwt_issuer: str = Field("mercato", min_length=1)
+    jwt_audience: str = Field("mercato", min_length=1)
+    access_token_ttl: int = Field(900, ge=30, le=86_400, description="seconds")
+    refresh_token_ttl: int = Field(14 * 86_400, ge=60, description="seconds")
+    jwt_leeway: float = Field(30.0, ge=0, le=30, description="clock skew, seconds")
+    jwt_private_keys: SecretStr | None = Field(
+        None, description="PEM private keys (Ed25519 or RSA); the first one signs"
+    )
+    jwt_private_keys_file: Path | None = Field(
+        None, description="file of PEM private keys; default DATA_DIR/jwt-keys.pem outside production"
+    )
+    jwt_public_keys: str | None = Field(
+        None, description="a JWKS document or PEM public keys to verify with, instead of JWKS_URL"
+    )
+    jwks_url: str | None = Field(None, description="default: AUTH_URL + /auth/.well-known/jwks.json")
+    jwks_cache_ttl: float = Field(300.0, gt=0, description="seconds between JWKS refreshes")
+    jwks_min_refetch_interval: float = Field(
+        10.0, ge=0, description="at most one JWKS fetch per this many seconds on an unknown kid"
+    )
+    token_cache_size: int = Field(10_000, ge=0, description="verified tokens kept in memory")
+    argon2_time_cost: int = Field(3, ge=1)
+    argon2_memory_cost: int = Field(65_536, ge=8, description="KiB")
+    argon2_parallelism: int = Field(4, ge=1)
+    rate_limit_login: str = "5/minute"
+    rate_limit_login_address: str = "30/minute"
+    rate_limit_prefix: str = Field("mercato-ratelimit", min_length=1)
+    rate_limit_fail_closed: bool = True
+    admin_username: str | None = Field(
+        None, validation_alias=AliasChoices("mercato_admin_username", "admin_username")
+    )
+    admin_password: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("mercato_admin_password", "admin_password")
+    )
+
+    @field_validator("rate_limit_login", "rate_limit_login_address")
+    @classmethod
+    def _valid_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit such as '5/minute'") from None
+        return value
 
 
 class Settings(
     OrdersSettings,
+    ProductsSettings,
+    SecuritySettings,
     GatewaySettings,
+    MessagingSettings,
     BrokerSettings,
     CacheSettings,
     DatabaseSettings,
@@ -296,6 +436,10 @@ PROFILES: Final[dict[Environment, dict[str, Any]]] = {
     "testing": {
         "log_format": "console",
         "log_level": "WARNING",
+        # Argon2 at its cheapest: tests hash many passwords (production keeps the defaults).
+        "argon2_time_cost": 1,
+        "argon2_memory_cost": 1024,
+        "argon2_parallelism": 1,
         "allowed_hosts": ["*"],
         "secret_key": SecretStr(INSECURE_SECRET_KEY),
         "docs_enabled": True,

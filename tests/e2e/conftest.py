@@ -1,0 +1,35 @@
+"""The whole system as a user runs it: `mercato up` in a subprocess, on free ports.
+
+``mercato_up`` is shared by every e2e test of the session (embedded defaults: SQLite files
+in a temporary DATA_DIR, memory cache and broker). Tests talk to it through the gateway only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from support.processes import SERVICE_PORT_SETTINGS, RunningMercato, mercato_up
+from support.servers import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def free_ports() -> dict[str, int]:
+    ports: set[int] = set()
+    while len(ports) < len(SERVICE_PORT_SETTINGS):
+        ports.add(free_port())
+    return dict(zip(SERVICE_PORT_SETTINGS, sorted(ports), strict=True))
+
+
+@pytest.fixture(scope="session")
+def mercato(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMercato]:
+    """`mercato up` on embedded defaults, shared by the session's e2e tests."""
+    with mercato_up(tmp_path_factory.mktemp("mercato-up"), free_ports()) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def gateway_url(mercato: RunningMercato) -> str:
+    return mercato.base_url

@@ -1,0 +1,115 @@
+"""Running `mercato up` as a real subprocess for black-box tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+SERVICE_PORT_SETTINGS = {
+    "gateway": "PORT",
+    "auth": "AUTH_PORT",
+    "users": "USERS_PORT",
+    "products": "PRODUCTS_PORT",
+    "orders": "ORDERS_PORT",
+}
+
+
+@dataclass
+class RunningMercato:
+    """A `mercato up` process: where each service listens and where its log goes."""
+
+    process: subprocess.Popen[bytes]
+    ports: dict[str, int]
+    data_dir: Path
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return self.url("gateway")
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        """Ctrl-C, as a person would; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"mercato up exited with {process.returncode}:\n{log_path.read_text()[-4000:]}"
+            )
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=2)
+            if response.status_code == 200:
+                return
+            last = f"{response.status_code} {response.text}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.2)
+    raise RuntimeError(f"not ready after {timeout} s ({last}):\n{log_path.read_text()[-4000:]}")
+
+
+@contextmanager
+def mercato_up(
+    tmp_path: Path,
+    ports: Mapping[str, int],
+    *,
+    env: Mapping[str, str] | None = None,
+    ready_timeout: float = 60,
+) -> Iterator[RunningMercato]:
+    """Start `mercato up` on ``ports`` with its data under ``tmp_path``; stop it after."""
+    data_dir = tmp_path / "var"
+    log_path = tmp_path / "mercato.log"
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "BROKER_URL", "MERCATO_CONFIG"}
+    }
+    environment.update(
+        {
+            "ENVIRONMENT": "development",
+            "DATA_DIR": str(data_dir),
+            "LOG_FORMAT": "json",
+            "SECRETS_DIR": str(tmp_path / "no-secrets"),
+            **{SERVICE_PORT_SETTINGS[name]: str(port) for name, port in ports.items()},
+            **(env or {}),
+        }
+    )
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mercato", "up"],
+            cwd=tmp_path,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    running = RunningMercato(process, dict(ports), data_dir, log_path)
+    try:
+        wait_ready(running.base_url, process, log_path, ready_timeout)
+        yield running
+    finally:
+        running.stop()

@@ -1,0 +1,291 @@
+"""Settings: every source in its place, every format, the profiles, production refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mercato.cli import app as cli
+from mercato.platform.settings import (
+    INSECURE_SECRET_KEY,
+    MASK,
+    ConfigError,
+    Settings,
+    load_settings,
+    mask_url,
+    setting_sources,
+)
+
+STRONG_KEY = "k" * 48
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No setting leaks in from the machine: no env var, no .env, no secrets dir."""
+    for name in [*Settings.model_fields, "MERCATO_CONFIG", "SECRETS_DIR"]:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("SECRETS_DIR", str(tmp_path / "no-secrets"))
+    monkeypatch.chdir(tmp_path)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+CONFIG_FORMATS = {
+    "yaml": "mercato:\n  port: 9100\n  log_format: json\n  cors_origins: [https://a.example]\n",
+    "json": json.dumps({"port": 9100, "log_format": "json", "cors_origins": "https://a.example"}),
+    "toml": '[mercato]\nport = 9100\nlog_format = "json"\ncors_origins = ["https://a.example"]\n',
+    "ini": "[mercato]\nport = 9100\nlog_format = json\ncors_origins = https://a.example\n",
+}
+
+
+class TestDefaultsAndProfiles:
+    def test_development_runs_on_embedded_defaults(self) -> None:
+        settings = load_settings(env_file=None)
+
+        assert settings.environment == "development"
+        assert settings.port == 8000
+        assert settings.database_url_for("orders") == "sqlite+aiosqlite:///var/orders.db"
+        assert settings.redis_url is None
+        assert settings.broker_url is None
+        assert settings.log_format == "console"
+        assert settings.problems() == []
+
+    def test_testing_uses_in_memory_sqlite(self) -> None:
+        settings = load_settings(env_file=None, environment="testing")
+
+        assert settings.database_url_for("products") == "sqlite+aiosqlite:///:memory:"
+
+    def test_production_has_no_insecure_default(self) -> None:
+        settings = load_settings(env_file=None, environment="production")
+
+        assert settings.secret_key is None
+        assert settings.allowed_hosts == []
+        assert settings.log_format == "json"
+        assert settings.docs_enabled is False
+        assert settings.auto_migrate is False
+
+    def test_an_explicit_value_beats_the_profile(self) -> None:
+        settings = load_settings(env_file=None, environment="production", log_format="console")
+
+        assert settings.log_format == "console"
+
+
+class TestPrecedence:
+    """explicit > environment > .env > config file > secrets dir > defaults."""
+
+    @pytest.fixture
+    def every_source(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+        secrets = tmp_path / "secrets"
+        for name in ("port", "auth_port", "users_port", "products_port", "orders_port"):
+            write(secrets / name, "9005")
+        monkeypatch.setenv("SECRETS_DIR", str(secrets))
+        config = write(
+            tmp_path / "mercato.yaml",
+            "port: 9004\nauth_port: 9004\nusers_port: 9004\nproducts_port: 9004\n",
+        )
+        write(tmp_path / ".env", "PORT=9003\nAUTH_PORT=9003\nUSERS_PORT=9003\n")
+        monkeypatch.setenv("PORT", "9002")
+        monkeypatch.setenv("AUTH_PORT", "9002")
+        return config
+
+    def test_each_source_wins_over_the_ones_below_it(self, every_source: Path) -> None:
+        settings = load_settings(every_source, port=9001)
+
+        assert settings.port == 9001  # explicit
+        assert settings.auth_port == 9002  # environment
+        assert settings.users_port == 9003  # .env
+        assert settings.products_port == 9004  # config file
+        assert settings.orders_port == 9005  # secrets dir
+
+    def test_sources_are_named_for_config_show(self, every_source: Path) -> None:
+        sources = setting_sources(every_source)
+
+        assert sources["auth_port"] == "environment"
+        assert sources["users_port"] == ".env"
+        assert sources["products_port"] == f"config file {every_source}"
+        assert sources["orders_port"].startswith("secrets dir")
+        assert sources["debug"] == "default"
+        assert sources["log_format"] == "development profile"
+
+    def test_config_file_named_by_mercato_config(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        monkeypatch.setenv("MERCATO_CONFIG", str(write(tmp_path / "c.toml", "port = 9444\n")))
+
+        assert load_settings(env_file=None).port == 9444
+
+    def test_per_service_database_url_wins_over_the_shared_one(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://db/shared")
+        monkeypatch.setenv("ORDERS_DATABASE_URL", "postgresql+asyncpg://db/orders")
+        settings = load_settings(env_file=None)
+
+        assert settings.database_url_for("orders") == "postgresql+asyncpg://db/orders"
+        assert settings.database_url_for("users") == "postgresql+asyncpg://db/shared"
+
+    def test_service_urls_follow_their_ports_unless_set(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("PRODUCTS_PORT", "9103")
+        monkeypatch.setenv("USERS_URL", "http://users.internal:80/")
+        settings = load_settings(env_file=None, host="0.0.0.0")
+
+        assert settings.service_url("products") == "http://127.0.0.1:9103"
+        assert settings.service_url("users") == "http://users.internal:80"
+
+    def test_comma_separated_lists(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
+        monkeypatch.setenv("TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1")
+        settings = load_settings(env_file=None)
+
+        assert settings.cors_origins == ["https://a.example", "https://b.example"]
+        assert settings.trusted_proxies == ["10.0.0.0/8", "127.0.0.1"]
+
+
+class TestConfigFiles:
+    @pytest.mark.parametrize("suffix", sorted(CONFIG_FORMATS))
+    def test_every_format_is_read(self, tmp_path: Path, suffix: str) -> None:
+        path = write(tmp_path / f"mercato.{suffix}", CONFIG_FORMATS[suffix])
+        settings = load_settings(path, env_file=None)
+
+        assert settings.port == 9100
+        assert settings.log_format == "json"
+        assert settings.cors_origins == ["https://a.example"]
+
+    def test_an_unknown_setting_is_an_error_not_a_silent_typo(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "mercato.yaml", "prot: 9100\n")
+
+        with pytest.raises(ConfigError, match="unknown setting 'prot'"):
+            load_settings(path, env_file=None)
+
+    @pytest.mark.parametrize(
+        ("name", "text", "message"),
+        [
+            ("missing.yaml", None, "does not exist"),
+            ("bad.yaml", "port: [", "cannot be parsed"),
+            ("bad.json", "{", "cannot be parsed"),
+            ("no-section.ini", "[other]\nport = 1\n", r"no \[mercato\] section"),
+            ("mercato.xml", "<port/>", "unknown format"),
+        ],
+    )
+    def test_unreadable_files_are_reported(
+        self, tmp_path: Path, name: str, text: str | None, message: str
+    ) -> None:
+        path = tmp_path / name
+        if text is not None:
+            write(path, text)
+
+        with pytest.raises(ConfigError, match=message):
+            load_settings(path, env_file=None)
+
+    def test_invalid_values_name_the_setting(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PORT", "99999")
+
+        with pytest.raises(ConfigError) as caught:
+            load_settings(env_file=None)
+
+        assert caught.value.problems[0].startswith("PORT:")
+
+
+class TestProductionRefusals:
+    def test_a_sound_production_configuration_passes(self) -> None:
+        settings = load_settings(
+            env_file=None,
+            environment="production",
+            secret_key=STRONG_KEY,
+            allowed_hosts="shop.example",
+        )
+
+        assert settings.problems() == []
+
+    @pytest.mark.parametrize(
+        ("overrides", "problem"),
+        [
+            ({"secret_key": None}, "SECRET_KEY is not set"),
+            ({"secret_key": INSECURE_SECRET_KEY}, "development default"),
+            ({"secret_key": "short"}, "shorter than 32"),
+            ({"debug": True}, "DEBUG=true"),
+            ({"allowed_hosts": "*"}, "wildcard"),
+            ({"allowed_hosts": "*.example"}, "wildcard"),
+            ({"cors_origins": "*"}, "CORS_ORIGINS"),
+        ],
+    )
+    def test_each_insecure_setting_is_one_problem(
+        self, overrides: dict[str, object], problem: str
+    ) -> None:
+        base: dict[str, object] = {"secret_key": STRONG_KEY, "allowed_hosts": "shop.example"}
+        settings = load_settings(env_file=None, environment="production", **(base | overrides))
+
+        problems = settings.problems()
+        assert len(problems) == 1
+        assert problem in problems[0]
+        with pytest.raises(ConfigError):
+            settings.check()
+
+    def test_the_command_line_refuses_with_exit_code_2_and_never_prints_the_secret(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("ENVIRONMENT", "production")
+        monkeypatch.setenv("SECRET_KEY", "tiny-secret")
+        monkeypatch.setenv("DEBUG", "true")
+
+        result = CliRunner().invoke(cli, ["config", "check"])
+
+        assert result.exit_code == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 3  # short key, DEBUG, no ALLOWED_HOSTS: one line each
+        assert "tiny-secret" not in result.output + result.stderr
+
+    def test_up_refuses_in_production_without_a_secret_key(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("ENVIRONMENT", "production")
+        monkeypatch.setenv("ALLOWED_HOSTS", "shop.example")
+
+        result = CliRunner().invoke(cli, ["up"])
+
+        assert result.exit_code == 2
+        assert "SECRET_KEY is not set" in result.stderr
+
+
+class TestConfigShow:
+    def test_secrets_are_masked_and_sources_shown(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("SECRET_KEY", "super-secret-value-0123456789abcdef")
+        monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://app:hunter2@db:5432/shop")
+
+        result = CliRunner().invoke(cli, ["config", "show", "--json"])
+
+        assert result.exit_code == 0, result.output
+        shown = json.loads(result.stdout)
+        assert shown["secret_key"] == {"value": MASK, "source": "environment"}
+        assert shown["database_url"]["value"] == f"postgresql+asyncpg://app:{MASK}@db:5432/shop"
+        assert shown["orders_url"] == {"value": "http://127.0.0.1:8002", "source": "derived"}
+        assert "super-secret" not in result.stdout
+        assert "hunter2" not in result.stdout
+
+    def test_table_output_lists_every_setting(self) -> None:
+        result = CliRunner().invoke(cli, ["config", "show"])
+
+        assert result.exit_code == 0
+        names = {line.split()[0] for line in result.stdout.splitlines()}
+        assert {name.upper() for name in Settings.model_fields} <= names
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("redis://:pw@cache:6379/0", f"redis://:{MASK}@cache:6379/0"),
+        ("amqp://guest:guest@mq/", f"amqp://guest:{MASK}@mq/"),
+        ("sqlite+aiosqlite:///var/x.db", "sqlite+aiosqlite:///var/x.db"),
+    ],
+)
+def test_mask_url(url: str, masked: str) -> None:
+    assert mask_url(url) == masked

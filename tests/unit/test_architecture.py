@@ -1,0 +1,71 @@
+"""The import rules of DESIGN.md, checked on the source tree itself."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "mercato"
+CONTEXTS = ("auth", "users", "products", "orders")
+KERNEL = ("platform", "messaging")
+FRAMEWORKS = ("fastapi", "starlette", "sqlalchemy", "aio_pika", "aiokafka", "redis")
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def context_of(module: str) -> str | None:
+    parts = module.split(".")
+    if len(parts) > 1 and parts[0] == "mercato" and parts[1] in CONTEXTS:
+        return parts[1]
+    return None
+
+
+def modules_under(package: str) -> list[Path]:
+    return sorted((SRC / package).rglob("*.py"))
+
+
+def test_the_tree_is_where_this_test_looks() -> None:
+    assert all(modules_under(package) for package in (*CONTEXTS, *KERNEL))
+
+
+@pytest.mark.parametrize("package", KERNEL)
+def test_the_kernel_imports_no_context(package: str) -> None:
+    offenders = {
+        f"{path.relative_to(SRC)} imports {name}"
+        for path in modules_under(package)
+        for name in imports_of(path)
+        if name.split(".")[:2][-1] in (*CONTEXTS, "gateway", "cli", "serving")
+        and name.startswith("mercato.")
+    }
+    assert not offenders
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_a_context_imports_only_the_contracts_of_another(context: str) -> None:
+    offenders = set()
+    for path in modules_under(context):
+        for name in imports_of(path):
+            other = context_of(name)
+            if other not in (None, context) and name != f"mercato.{other}.contracts":
+                offenders.add(f"{path.relative_to(SRC)} imports {name}")
+    assert not offenders
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_domain_code_is_plain_python(context: str) -> None:
+    domain = SRC / context / "domain.py"
+    if not domain.exists():
+        pytest.skip(f"{context} has no domain.py yet")
+    used = {name.split(".")[0] for name in imports_of(domain)}
+    assert not used & set(FRAMEWORKS)
