@@ -243,9 +243,19 @@ class _ServiceDefault:
         return event_dict
 
 
+def _drop_uvicorn_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """uvicorn adds a copy of its message with terminal colour codes; the message is enough."""
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
 def _formatter(service: str, renderer: list[Processor]) -> structlog.stdlib.ProcessorFormatter:
     return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_call_time_processors(), structlog.stdlib.ExtraAdder()],
+        foreign_pre_chain=[
+            *_call_time_processors(),
+            structlog.stdlib.ExtraAdder(),
+            _drop_uvicorn_color_message,
+        ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             _ServiceDefault(service),

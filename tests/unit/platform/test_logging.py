@@ -364,3 +364,15 @@ def test_invalid_rotate_is_refused_with_a_clear_message(tmp_path: Path, rotate: 
 def test_rotate_without_a_file_is_refused() -> None:
     with pytest.raises(ValueError, match="rotate needs log_file"):
         configure_logging(service="auth", rotate="10MB")
+
+
+def test_uvicorn_colour_copy_of_the_message_is_dropped(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(service="gateway", fmt="json")
+
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on %s", "http://x", extra={"color_message": "\x1b[1m%s\x1b[0m"}
+    )
+
+    [line] = json_lines(capsys.readouterr().err)
+    assert line["event"] == "Uvicorn running on http://x"
+    assert "color_message" not in line
