@@ -1,0 +1,86 @@
+"""``CurrentUser`` and ``AdminUser``: every service verifies bearer tokens itself.
+
+A missing or refused token answers 401 problem+json with ``WWW-Authenticate: Bearer``; a
+valid token without the role answers 403. The verifier is the service context's
+``tokens`` (built in the lifespan from settings, see :func:`.tokens.token_verifier`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
+from typing import Annotated, Final
+
+import structlog
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from mercato.platform.app import Context
+from mercato.platform.errors import Forbidden, ServiceUnavailable, Unauthorized
+from mercato.platform.net import TrustedProxies
+from mercato.platform.security.tokens import InvalidToken, KeysUnavailable, Principal
+
+security_log = structlog.stdlib.get_logger("mercato.security")
+
+#: Where the ``/docs`` Authorize button posts the OAuth2 password form (through the gateway).
+TOKEN_URL: Final = "/api/v1/auth/token"  # noqa: S105 - a path, not a secret
+
+bearer_scheme = OAuth2PasswordBearer(
+    tokenUrl=TOKEN_URL,
+    scheme_name="bearer",
+    description="An access token from `POST /api/v1/auth/login` or `/api/v1/auth/token`.",
+    auto_error=False,
+)
+
+
+@lru_cache(maxsize=16)
+def _proxies(networks: tuple[str, ...]) -> TrustedProxies:
+    return TrustedProxies(networks)
+
+
+def client_address(request: Request, trusted_proxies: list[str]) -> str:
+    """The client's address, believing ``X-Forwarded-For`` only from a trusted proxy."""
+    return _proxies(tuple(trusted_proxies)).client_address(request.scope)
+
+
+async def current_principal(
+    request: Request,
+    context: Context,
+    token: Annotated[str | None, Depends(bearer_scheme)],
+) -> Principal:
+    if context.tokens is None:
+        raise RuntimeError(f"the {context.service} service has no token verifier")
+    if not token:
+        raise Unauthorized("A bearer access token is required.")
+    try:
+        principal = await context.tokens.verify(token)
+    except InvalidToken as exc:
+        security_log.warning(
+            "security.bad_token",
+            outcome="refused",
+            reason=exc.reason,
+            client=client_address(request, context.settings.trusted_proxies),
+            path=request.url.path,
+        )
+        raise Unauthorized("The access token is invalid or expired.") from None
+    except KeysUnavailable:
+        raise ServiceUnavailable("Tokens cannot be verified right now.") from None
+    request.state.principal = principal
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+def require_role(role: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that lets only principals holding ``role`` through (else 403)."""
+
+    async def check(principal: CurrentUser) -> Principal:
+        if not principal.has_role(role):
+            raise Forbidden(f"This needs the {role!r} role.")
+        return principal
+
+    return check
+
+
+AdminUser = Annotated[Principal, Depends(require_role("admin"))]

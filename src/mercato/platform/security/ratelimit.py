@@ -1,0 +1,176 @@
+"""Rate limits on the ``limits`` library, shared by every instance when Redis is configured.
+
+``await limiter.hit("5/minute", "login", username, address)`` consumes one unit and answers a
+:class:`RateLimitResult` that carries everything a 429 needs (``Retry-After`` and the
+``RateLimit-*`` headers). When the storage is down, ``fail_closed=True`` refuses (the result
+says ``unavailable``, callers answer 503) instead of letting every request through.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final, Literal
+
+import structlog
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
+from limits.aio.strategies import RateLimiter as LimitsStrategy
+from limits.errors import StorageError
+
+from mercato.platform.errors import AppError, ServiceUnavailable
+
+log = structlog.stdlib.get_logger("mercato.security")
+
+Strategy = Literal["fixed-window", "moving-window", "sliding-window-counter"]
+_STRATEGIES: Final[dict[Strategy, type[LimitsStrategy]]] = {
+    "fixed-window": FixedWindowRateLimiter,
+    "moving-window": MovingWindowRateLimiter,
+    "sliding-window-counter": SlidingWindowCounterRateLimiter,
+}
+#: Seconds a client is told to wait when the limit storage is down.
+UNAVAILABLE_RETRY_AFTER: Final = 5
+
+
+class TooManyRequests(AppError):
+    status, title, slug = 429, "Too Many Requests", "rate-limited"
+
+
+@lru_cache(maxsize=256)
+def parse_limit(limit: str) -> RateLimitItem:
+    """``"5/minute"`` as a limits item (the first, when several are given)."""
+    return parse_many(limit)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitResult:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: float  # epoch seconds when the window frees up
+    unavailable: bool = False  # the storage did not answer
+
+    @property
+    def retry_after(self) -> int:
+        if self.unavailable:
+            return UNAVAILABLE_RETRY_AFTER
+        return max(1, math.ceil(self.reset - time.time()))
+
+    def headers(self) -> dict[str, str]:
+        """``RateLimit-*`` headers, and ``Retry-After`` on a refusal."""
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(max(0, self.remaining)),
+            "RateLimit-Reset": str(max(0, math.ceil(self.reset - time.time()))),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(self.retry_after)
+        return headers
+
+    def raise_for_refusal(self, detail: str = "Too many requests; try again later.") -> None:
+        """Raise 429 (limit reached) or 503 (storage down, failing closed) when refused."""
+        if self.allowed:
+            return
+        headers = self.headers()
+        if self.unavailable:
+            raise _Unavailable("Rate limiting is unavailable; try again shortly.", headers)
+        raise _Refused(detail, headers)
+
+
+class _Refused(TooManyRequests):
+    def __init__(self, detail: str, headers: dict[str, str]) -> None:
+        super().__init__(detail)
+        self.headers = headers  # type: ignore[misc]
+
+
+class _Unavailable(ServiceUnavailable):
+    def __init__(self, detail: str, headers: dict[str, str]) -> None:
+        super().__init__(detail)
+        self.headers = headers  # type: ignore[misc]
+
+
+def _storage(redis_url: str | None, prefix: str, timeout: float) -> Storage:
+    if not redis_url:
+        return MemoryStorage()
+    url = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    return RedisStorage(
+        url, wrap_exceptions=True, implementation="redispy", key_prefix=prefix, **options
+    )
+
+
+class RateLimiter:
+    """Counts hits per key in memory or in Redis (``redis_url``)."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        prefix: str = "mercato-ratelimit",
+        strategy: Strategy = "moving-window",
+        fail_closed: bool = True,
+        timeout: float = 1.0,
+    ) -> None:
+        self.storage = _storage(redis_url, prefix, timeout)
+        self.strategy = _STRATEGIES[strategy](self.storage)
+        self.fail_closed = fail_closed
+        self.shared = bool(redis_url)
+
+    async def hit(
+        self, limit: str | RateLimitItem, *key_parts: str, cost: int = 1
+    ) -> RateLimitResult:
+        """Consume ``cost`` units of ``limit`` for the key made of ``key_parts``."""
+        item = parse_limit(limit) if isinstance(limit, str) else limit
+        try:
+            allowed = await self.strategy.hit(item, *key_parts, cost=cost)
+            stats = await self.strategy.get_window_stats(item, *key_parts)
+        except (StorageError, ConnectionError, TimeoutError, OSError) as exc:
+            log.warning(
+                "rate limit storage unavailable",
+                error=type(exc).__name__,
+                outcome="refused" if self.fail_closed else "allowed",
+            )
+            return RateLimitResult(
+                allowed=not self.fail_closed,
+                limit=item.amount,
+                remaining=0,
+                reset=time.time() + UNAVAILABLE_RETRY_AFTER,
+                unavailable=True,
+            )
+        return RateLimitResult(
+            allowed=allowed,
+            limit=item.amount,
+            remaining=stats.remaining,
+            reset=stats.reset_time,
+        )
+
+    async def clear(self, limit: str | RateLimitItem, *key_parts: str) -> None:
+        item = parse_limit(limit) if isinstance(limit, str) else limit
+        await self.strategy.clear(item, *key_parts)
+
+    async def ping(self) -> None:
+        """Raise when the storage does not answer (a readiness probe)."""
+        try:
+            healthy = await self.storage.check()
+        except StorageError as exc:
+            raise ConnectionError("rate limit storage unavailable") from exc
+        if not healthy:
+            raise ConnectionError("rate limit storage unavailable")
+
+    async def close(self) -> None:
+        if isinstance(self.storage, MemoryStorage):
+            timer = self.storage.timer
+            if timer is not None and not timer.done():
+                timer.cancel()
+            return
+        if isinstance(self.storage, RedisStorage):
+            client = getattr(self.storage.bridge, "storage", None)
+            if client is not None:
+                await client.aclose()

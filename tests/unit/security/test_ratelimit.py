@@ -1,0 +1,52 @@
+"""The rate limiter on memory storage: counting, headers, refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from mercato.platform.errors import ServiceUnavailable
+from mercato.platform.security.ratelimit import RateLimiter, RateLimitResult, TooManyRequests
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_hits_past_the_limit_are_refused_with_the_headers_of_a_429() -> None:
+    limiter = RateLimiter()
+    try:
+        results = [await limiter.hit("3/minute", "login", "alice") for _ in range(4)]
+    finally:
+        await limiter.close()
+    assert [r.allowed for r in results] == [True, True, True, False]
+    assert [r.remaining for r in results] == [2, 1, 0, 0]
+    refused = results[-1]
+    headers = refused.headers()
+    assert headers["RateLimit-Limit"] == "3"
+    assert headers["RateLimit-Remaining"] == "0"
+    assert 1 <= int(headers["Retry-After"]) <= 60
+    assert 0 <= int(headers["RateLimit-Reset"]) <= 60
+    with pytest.raises(TooManyRequests) as caught:
+        refused.raise_for_refusal()
+    assert caught.value.headers["Retry-After"] == headers["Retry-After"]
+
+
+async def test_keys_are_counted_separately() -> None:
+    limiter = RateLimiter()
+    try:
+        await limiter.hit("1/minute", "login", "alice")
+        assert not (await limiter.hit("1/minute", "login", "alice")).allowed
+        assert (await limiter.hit("1/minute", "login", "bob")).allowed
+    finally:
+        await limiter.close()
+
+
+def test_an_allowed_result_raises_nothing_and_has_no_retry_after() -> None:
+    result = RateLimitResult(allowed=True, limit=5, remaining=4, reset=0)
+    result.raise_for_refusal()
+    assert "Retry-After" not in result.headers()
+
+
+def test_an_unavailable_storage_refusal_is_a_503() -> None:
+    result = RateLimitResult(allowed=False, limit=5, remaining=0, reset=0, unavailable=True)
+    with pytest.raises(ServiceUnavailable) as caught:
+        result.raise_for_refusal()
+    assert caught.value.headers["Retry-After"] == "5"
