@@ -167,6 +167,16 @@ def config_show(
         typer.echo(f"{name.upper():<{width}}  {shown!s:<40}  ({row['source']})")
 
 
+@config_app.command("docs")
+def config_docs(
+    env: Annotated[bool, typer.Option("--env", help="Print .env.example instead.")] = False,
+) -> None:
+    """Print the configuration reference (docs/configuration.md) or .env.example."""
+    from mercato.platform.config_docs import configuration_markdown, env_example
+
+    typer.echo(env_example() if env else configuration_markdown(), nl=False)
+
+
 @config_app.command("check")
 def config_check(config: ConfigOption = None) -> None:
     """Validate the configuration; exit 2 with one line per problem."""

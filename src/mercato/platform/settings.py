@@ -69,28 +69,43 @@ def _split_commas(value: Any) -> Any:
 
 
 class RuntimeSettings(BaseSettings):
-    environment: Environment = "development"
-    debug: bool = False
-    data_dir: Path = Path("./var")
-    secret_key: SecretStr | None = None
+    environment: Environment = Field(
+        "development", description="development, testing or production: picks the profile"
+    )
+    debug: bool = Field(False, description="verbose logs; refused in production")
+    data_dir: Path = Field(
+        Path("./var"), description="where embedded data lives (SQLite files, dev keys, mail)"
+    )
+    secret_key: SecretStr | None = Field(
+        None, description="secret for signing (CSRF, sessions); >= 32 random chars in production"
+    )
 
 
 class ServerSettings(BaseSettings):
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="interface every process listens on")
     port: int = Field(8000, ge=1, le=65535, description="gateway port")
-    auth_port: int = Field(8004, ge=1, le=65535)
-    users_port: int = Field(8001, ge=1, le=65535)
-    products_port: int = Field(8003, ge=1, le=65535)
-    orders_port: int = Field(8002, ge=1, le=65535)
-    auth_url: str | None = None
-    users_url: str | None = None
-    products_url: str | None = None
-    orders_url: str | None = None
-    allowed_hosts: CommaList = Field(default_factory=list)
-    cors_origins: CommaList = Field(default_factory=list)
-    trusted_proxies: CommaList = Field(default_factory=list)
-    docs_enabled: bool | None = None
-    access_log: bool = True
+    auth_port: int = Field(8004, ge=1, le=65535, description="auth service port")
+    users_port: int = Field(8001, ge=1, le=65535, description="users service port")
+    products_port: int = Field(8003, ge=1, le=65535, description="products service port")
+    orders_port: int = Field(8002, ge=1, le=65535, description="orders service port")
+    auth_url: str | None = Field(None, description="auth base URL; unset: from AUTH_PORT")
+    users_url: str | None = Field(None, description="users base URL; unset: from USERS_PORT")
+    products_url: str | None = Field(
+        None, description="products base URL; unset: from PRODUCTS_PORT"
+    )
+    orders_url: str | None = Field(None, description="orders base URL; unset: from ORDERS_PORT")
+    allowed_hosts: CommaList = Field(
+        default_factory=list, description="host names the gateway answers to (comma-separated)"
+    )
+    cors_origins: CommaList = Field(
+        default_factory=list, description="origins allowed by CORS (comma-separated; no *)"
+    )
+    trusted_proxies: CommaList = Field(
+        default_factory=list,
+        description="proxy addresses/networks whose X-Forwarded-For is believed",
+    )
+    docs_enabled: bool | None = Field(None, description="serve /docs (Swagger UI)")
+    access_log: bool = Field(True, description="one log line per request")
     graceful_timeout: float = Field(10.0, gt=0, description="seconds to drain on shutdown")
 
     _split = field_validator("allowed_hosts", "cors_origins", "trusted_proxies", mode="before")(
@@ -109,11 +124,15 @@ class ServerSettings(BaseSettings):
 
 
 class LoggingSettings(BaseSettings):
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = None
-    log_format: Literal["json", "console"] | None = None
-    log_file: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = Field(
+        None, description="DEBUG, INFO, WARNING, ERROR or CRITICAL (INFO; DEBUG with DEBUG=true)"
+    )
+    log_format: Literal["json", "console"] | None = Field(
+        None, description="json (one JSON object a line) or console (readable)"
+    )
+    log_file: Path | None = Field(None, description="also write JSON lines to this file")
     log_rotate: str = Field("10MB", description="size (10MB) or time (midnight, h, d)")
-    log_backups: int = Field(7, ge=0)
+    log_backups: int = Field(7, ge=0, description="rotated log files kept")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -122,24 +141,40 @@ class LoggingSettings(BaseSettings):
 
 
 class DatabaseSettings(BaseSettings):
-    database_url: str | None = None
-    auth_database_url: str | None = None
-    users_database_url: str | None = None
-    products_database_url: str | None = None
-    orders_database_url: str | None = None
-    database_pool_size: int = Field(10, ge=1)
-    database_echo: bool = False
+    database_url: str | None = Field(
+        None, description="shared database (postgresql+asyncpg://...); unset: SQLite per service"
+    )
+    auth_database_url: str | None = Field(
+        None, description="the auth service's own database, over DATABASE_URL"
+    )
+    users_database_url: str | None = Field(
+        None, description="the users service's own database, over DATABASE_URL"
+    )
+    products_database_url: str | None = Field(
+        None, description="the products service's own database, over DATABASE_URL"
+    )
+    orders_database_url: str | None = Field(
+        None, description="the orders service's own database, over DATABASE_URL"
+    )
+    database_pool_size: int = Field(10, ge=1, description="connections per service pool")
+    database_echo: bool = Field(False, description="log every SQL statement")
     auto_migrate: bool | None = Field(None, description="apply migrations at start-up")
 
 
 class CacheSettings(BaseSettings):
-    redis_url: str | None = None
-    cache_max_entries: int = Field(10_000, ge=1)
-    cache_default_ttl: float = Field(300.0, gt=0)
+    redis_url: str | None = Field(
+        None, description="Redis for cache and shared rate limits; unset: in-process memory"
+    )
+    cache_max_entries: int = Field(
+        10_000, ge=1, description="entries kept by the in-memory cache (LRU)"
+    )
+    cache_default_ttl: float = Field(300.0, gt=0, description="seconds a cache entry lives")
 
 
 class BrokerSettings(BaseSettings):
-    broker_url: str | None = None
+    broker_url: str | None = Field(
+        None, description="amqp:// (RabbitMQ) or kafka://; unset: in-process broker"
+    )
 
 
 class ProductsSettings(BaseSettings):
@@ -200,7 +235,9 @@ class MessagingSettings(BaseSettings):
 
 class GatewaySettings(BaseSettings):
     upstream_timeout: float = Field(10.0, gt=0, description="seconds to wait for an upstream")
-    upstream_connect_timeout: float = Field(2.0, gt=0)
+    upstream_connect_timeout: float = Field(
+        2.0, gt=0, description="seconds to connect to an upstream"
+    )
     upstream_pool_size: int = Field(100, ge=1, description="connections per upstream")
     max_body_size: int = Field(1024 * 1024, ge=1, description="bytes; larger bodies get 413")
     gateway_routes: dict[str, list[str]] = Field(
@@ -278,12 +315,15 @@ class SecuritySettings(BaseSettings):
         None, description="PEM private keys (Ed25519 or RSA); the first one signs"
     )
     jwt_private_keys_file: Path | None = Field(
-        None, description="file of PEM private keys; default DATA_DIR/jwt-keys.pem outside production"
+        None,
+        description="file of PEM private keys; default DATA_DIR/jwt-keys.pem outside production",
     )
     jwt_public_keys: str | None = Field(
         None, description="a JWKS document or PEM public keys to verify with, instead of JWKS_URL"
     )
-    jwks_url: str | None = Field(None, description="default: AUTH_URL + /auth/.well-known/jwks.json")
+    jwks_url: str | None = Field(
+        None, description="default: AUTH_URL + /auth/.well-known/jwks.json"
+    )
     jwks_cache_ttl: float = Field(300.0, gt=0, description="seconds between JWKS refreshes")
     jwks_min_refetch_interval: float = Field(
         10.0, ge=0, description="at most one JWKS fetch per this many seconds on an unknown kid"
