@@ -8,6 +8,7 @@ when the URL says so, each service in its own schema (``search_path``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -50,6 +51,9 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.is_postgres = self.url.get_backend_name() == "postgresql"
         self.schema = schema if self.is_postgres else None
+        #: An in-memory SQLite database is one shared connection, which cannot hold two
+        #: transactions at once: its units of work (outbox relay, consumers, requests) take turns.
+        self._serial: asyncio.Lock | None = None
         self.engine = self._create_engine(engine_options)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(
@@ -71,6 +75,7 @@ class Database:
         in_memory = database in {"", ":memory:"} or "mode=memory" in database
         if in_memory:
             options.update(poolclass=StaticPool)
+            self._serial = asyncio.Lock()
         else:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         # Let SQLAlchemy, not the driver, decide when a transaction begins (see _begin).
@@ -96,13 +101,17 @@ class Database:
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
         """A new unit of work; ``read_only`` lets SQLite readers run beside a writer."""
-        return UnitOfWork(self._read_sessions if read_only else self._sessions)
+        return UnitOfWork(self._read_sessions if read_only else self._sessions, self._serial)
 
     def connect(self) -> Any:
         """A raw connection context, for schema management and health checks."""
         return self.engine.connect()
 
     async def ping(self) -> None:
+        if self._serial is not None:
+            async with self._serial, self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            return
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
@@ -122,8 +131,11 @@ class UnitOfWork:
     woken this way).
     """
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], serial: asyncio.Lock | None = None
+    ) -> None:
         self._sessions = sessions
+        self._serial = serial
         self._session: AsyncSession | None = None
         self._after_commit: list[AfterCommit] = []
 
@@ -134,6 +146,8 @@ class UnitOfWork:
         return self._session
 
     async def __aenter__(self) -> Self:
+        if self._serial is not None:
+            await self._serial.acquire()
         self._session = self._sessions()
         self._after_commit = []
         return self
@@ -150,6 +164,8 @@ class UnitOfWork:
         finally:
             await session.close()
             self._session = None
+            if self._serial is not None:
+                self._serial.release()
 
     def after_commit(self, callback: AfterCommit) -> None:
         self._after_commit.append(callback)
