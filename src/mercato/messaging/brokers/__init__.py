@@ -1,0 +1,50 @@
+"""Broker backends behind one interface, chosen by ``BROKER_URL``."""
+
+from __future__ import annotations
+
+from mercato.messaging.brokers.base import (
+    Broker,
+    BrokerUnavailable,
+    Delivery,
+    DeliveryCallback,
+    OutgoingMessage,
+    Settled,
+    Subscription,
+)
+
+
+def create_broker(
+    url: str | None,
+    *,
+    exchange: str = "mercato.events",
+    queue_type: str = "classic",
+    retry_delays: tuple[float, ...] = (),
+) -> Broker:
+    """The broker for ``url``: memory (unset), RabbitMQ (``amqp://``), Kafka (``kafka://``)."""
+    if not url or url.startswith("memory:"):
+        from mercato.messaging.brokers.memory import MemoryBroker
+
+        return MemoryBroker.for_running_loop()
+    if url.startswith(("amqp://", "amqps://")):
+        from mercato.messaging.brokers.rabbitmq import RabbitBroker
+
+        return RabbitBroker(
+            url, exchange=exchange, queue_type=queue_type, retry_delays=retry_delays
+        )
+    if url.startswith("kafka://"):
+        from mercato.messaging.brokers.kafka import KafkaBroker
+
+        return KafkaBroker(url, topic=exchange)
+    raise ValueError(f"BROKER_URL {url.split(':', 1)[0]}:// is not supported (amqp, kafka)")
+
+
+__all__ = [
+    "Broker",
+    "BrokerUnavailable",
+    "Delivery",
+    "DeliveryCallback",
+    "OutgoingMessage",
+    "Settled",
+    "Subscription",
+    "create_broker",
+]

@@ -1,0 +1,201 @@
+"""The in-process broker: topic routing, consumer groups, ack, retry, dead letter.
+
+One instance per event loop, shared by every service app running on it (``mercato up``, or
+a test with several apps), so they see each other's events. A group's queue lives as long as
+the loop, like a durable queue: messages wait there while its consumers restart.
+
+Nothing survives the process, which is why this backend *settles on delivery*: the outbox
+row counts as sent only once every group bound at publish time handled (or dead-lettered)
+it. A crash leaves the row unsent, and the next start publishes it again; consumers skip
+what they had already handled (inbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from mercato.messaging.brokers.base import (
+    Broker,
+    Delivery,
+    DeliveryCallback,
+    OutgoingMessage,
+    Settled,
+    Subscription,
+)
+from mercato.platform.logging import get_logger
+
+log = get_logger("mercato.messaging.memory")
+
+_brokers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MemoryBroker] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@dataclass(eq=False)
+class _Tracker:
+    """How many groups still have to settle one published message."""
+
+    ref: int
+    pending: int
+    settled: Settled | None
+
+    def done(self) -> None:
+        self.pending -= 1
+        if self.pending == 0 and self.settled is not None:
+            self.settled(self.ref)
+
+
+@dataclass(eq=False)
+class _Queued:
+    message: OutgoingMessage
+    tracker: _Tracker
+    attempt: int = 1
+
+
+@dataclass(eq=False)
+class DeadLetter:
+    message: OutgoingMessage
+    reason: str
+    attempts: int
+
+
+@dataclass(eq=False)
+class _Group:
+    name: str
+    bindings: frozenset[str] = frozenset()
+    queue: asyncio.Queue[_Queued] = field(default_factory=asyncio.Queue)
+    in_flight: int = 0
+    retrying: int = 0
+    dead: list[DeadLetter] = field(default_factory=list)
+
+    def matches(self, message: OutgoingMessage) -> bool:
+        if message.target is not None and message.target != self.name:
+            return False
+        return message.event_type in self.bindings or "#" in self.bindings
+
+
+class MemoryBroker(Broker):
+    name = "memory"
+    settles_on_delivery = True
+
+    def __init__(self) -> None:
+        self.groups: dict[str, _Group] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    @classmethod
+    def for_running_loop(cls) -> MemoryBroker:
+        loop = asyncio.get_running_loop()
+        broker = _brokers.get(loop)
+        if broker is None:
+            broker = _brokers[loop] = cls()
+        return broker
+
+    async def publish(
+        self, messages: Sequence[OutgoingMessage], settled: Settled | None = None
+    ) -> None:
+        for message in messages:
+            groups = [group for group in self.groups.values() if group.matches(message)]
+            tracker = _Tracker(message.ref, len(groups), settled)
+            if not groups:
+                tracker.pending = 1
+                tracker.done()  # nobody listens: delivered to all (zero) groups
+            for group in groups:
+                group.queue.put_nowait(_Queued(message, tracker))
+
+    async def subscribe(
+        self,
+        group: str,
+        routing_keys: Sequence[str],
+        callback: DeliveryCallback,
+        *,
+        prefetch: int,
+    ) -> Subscription:
+        state = self.groups.get(group)
+        if state is None:
+            state = self.groups[group] = _Group(group)
+        state.bindings = state.bindings | frozenset(routing_keys)
+        return _MemorySubscription(self, state, callback, prefetch)
+
+    async def ping(self) -> None:
+        return None
+
+    async def dead_letter_count(self, group: str) -> int:
+        state = self.groups.get(group)
+        return len(state.dead) if state else 0
+
+    def _schedule_retry(self, group: _Group, item: _Queued, delay: float) -> None:
+        group.retrying += 1
+        loop = asyncio.get_running_loop()
+
+        def requeue() -> None:
+            self._timers.discard(handle)
+            group.retrying -= 1
+            group.queue.put_nowait(item)
+
+        handle = loop.call_later(delay, requeue)
+        self._timers.add(handle)
+
+
+class _MemoryDelivery(Delivery):
+    def __init__(self, broker: MemoryBroker, group: _Group, item: _Queued) -> None:
+        self.broker, self.group, self.item = broker, group, item
+        self.body = item.message.body
+        self.attempt = item.attempt
+        self.target = item.message.target
+
+    async def ack(self) -> None:
+        self.item.tracker.done()
+
+    async def retry(self, delay: float) -> None:
+        self.item.attempt += 1
+        self.broker._schedule_retry(self.group, self.item, delay)
+
+    async def dead_letter(self, reason: str) -> None:
+        self.group.dead.append(DeadLetter(self.item.message, reason, self.item.attempt))
+        self.item.tracker.done()
+
+
+class _MemorySubscription(Subscription):
+    def __init__(
+        self, broker: MemoryBroker, group: _Group, callback: DeliveryCallback, prefetch: int
+    ) -> None:
+        self.broker, self.group, self.callback = broker, group, callback
+        self._stopping = False
+        self._waiting: set[asyncio.Task[None]] = set()
+        self._workers = [asyncio.create_task(self._work()) for _ in range(prefetch)]
+
+    async def _work(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        while not self._stopping:
+            self._waiting.add(task)
+            try:
+                item = await self.group.queue.get()
+            finally:
+                self._waiting.discard(task)
+            self.group.in_flight += 1
+            try:
+                await self.callback(_MemoryDelivery(self.broker, self.group, item))
+            except Exception:  # the runner settles every message; this is a last resort
+                log.exception("memory consumer callback failed", group=self.group.name)
+                self.broker._schedule_retry(self.group, item, 1.0)
+            finally:
+                self.group.in_flight -= 1
+
+    async def stop(self, grace: float) -> None:
+        # Stop pulling, then let the handlers in flight finish (their messages settle).
+        self._stopping = True
+        for task in list(self._waiting):
+            task.cancel()
+        _, still_running = await asyncio.wait(self._workers, timeout=grace)
+        if still_running:
+            log.warning("consumer stopped with handlers in flight", group=self.group.name)
+            for task in still_running:
+                task.cancel()
+            await asyncio.gather(*still_running, return_exceptions=True)
+
+    async def pending(self) -> int:
+        return self.group.queue.qsize() + self.group.in_flight + self.group.retrying

@@ -1,0 +1,362 @@
+"""The transactional outbox: ``publish()`` adds a row to the caller's transaction, and the
+:class:`OutboxRelay` sends committed rows to the broker, in order of creation.
+
+The relay is woken right after a commit that published something, and polls as a safety
+net. It marks a row sent only after the broker confirmed it (memory: once every consumer
+group handled it). On PostgreSQL several relays share the table with
+``SELECT ... FOR UPDATE SKIP LOCKED``; on SQLite one relay per file sends, guarded by a file
+lock next to the database (and a lock per process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, cast
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mercato.messaging.brokers import Broker, BrokerUnavailable, OutgoingMessage
+from mercato.messaging.envelope import Envelope, traceparent_var
+from mercato.messaging.events import EventData
+from mercato.messaging.metrics import MessagingMetrics
+from mercato.messaging.tables import outbox
+from mercato.platform.db import Database, UnitOfWork
+from mercato.platform.logging import get_logger
+from mercato.platform.middleware import request_id_var
+
+log = get_logger("mercato.messaging.outbox")
+
+#: Running relays and the service name of each database, keyed by the engine's pool (the
+#: same for every session of one ``Database``), so ``publish`` can wake the right relay.
+_relays: dict[object, set[OutboxRelay]] = {}
+_sources: dict[object, str] = {}
+
+
+def _pool_key(bind: Any) -> object:
+    engine: AsyncEngine = bind
+    return engine.sync_engine.pool
+
+
+async def publish(
+    uow: UnitOfWork,
+    event: EventData,
+    *,
+    key: str | None = None,
+    source: str | None = None,
+) -> Envelope[Any]:
+    """Announce ``event`` with the transaction of ``uow``: it is sent after ``uow.commit()``
+    and never if the transaction rolls back. ``key`` keeps one aggregate's events in order
+    (Kafka partition). Returns the envelope, with ``source`` and ``request_id`` filled."""
+    pool = _pool_key(uow.session.bind)
+    envelope_type: type[Envelope[Any]] = cast(Any, Envelope)[type(event)]
+    envelope = envelope_type(
+        type=event.event_type,
+        source=source or _sources.get(pool, "unknown"),
+        request_id=request_id_var.get(),
+        traceparent=traceparent_var.get(),
+        data=event,
+    )
+    await uow.session.execute(insert(outbox).values(**_row(envelope, key)))
+    uow.after_commit(lambda: wake(pool))
+    return envelope
+
+
+def _row(envelope: Envelope[Any], key: str | None, target: str | None = None) -> dict[str, Any]:
+    return {
+        "event_id": envelope.id,
+        "event_type": envelope.type,
+        "partition_key": key,
+        "target": target,
+        "payload": envelope.model_dump_json(),
+        "created_at": envelope.occurred_at,
+    }
+
+
+def wake(pool: object) -> None:
+    for relay in _relays.get(pool, ()):
+        relay.wake()
+
+
+class _FileLock:
+    """An exclusive, non-blocking lock on a file next to an SQLite database."""
+
+    def __init__(self, database: Database) -> None:
+        name = database.url.database or ""
+        self.path = None if name in {"", ":memory:"} else Path(f"{name}.relay-lock")
+        self._file: IO[bytes] | None = None
+
+    def acquire(self) -> bool:
+        if self.path is None or self._file is not None:
+            return True
+        handle = open(self.path, "ab")  # noqa: SIM115 - held open while we own the lock
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._file = handle
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class OutboxRelay:
+    """Sends one database's committed outbox rows to the broker."""
+
+    def __init__(
+        self,
+        database: Database,
+        broker: Broker,
+        *,
+        service: str,
+        metrics: MessagingMetrics | None = None,
+        batch_size: int = 200,
+        poll_interval: float = 1.0,
+        retention: float = 7 * 86_400.0,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.database, self.broker, self.service = database, broker, service
+        self.metrics = metrics
+        self.batch_size, self.poll_interval = batch_size, poll_interval
+        self.retention, self.max_backoff = retention, max_backoff
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pool = database.engine.sync_engine.pool
+        self._file_lock = _FileLock(database) if database.is_sqlite else None
+        # Memory broker: rows published in this process's lifetime but not yet settled.
+        self._high_water = 0
+        self._settled: set[int] = set()
+        self._last_prune = 0.0
+        self._last_gauge = 0.0
+
+    # --- life cycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        _relays.setdefault(self._pool, set()).add(self)
+        _sources[self._pool] = self.service
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.service}")
+
+    async def stop(self, *, flush_timeout: float = 5.0) -> None:
+        """Stop the loop, then try once more to send what is committed (graceful shutdown)."""
+        relays = _relays.get(self._pool, set())
+        relays.discard(self)
+        if not relays:
+            _relays.pop(self._pool, None)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.run_once(), flush_timeout)
+        if self._file_lock is not None:
+            self._file_lock.release()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        failures = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sent = await self.run_once()
+                failures = 0
+                now = loop.time()
+                if now - self._last_gauge >= self.poll_interval:
+                    self._last_gauge = now
+                    await self.update_gauges()
+                if now - self._last_prune >= max(self.poll_interval * 60, 60.0):
+                    self._last_prune = now
+                    await self.prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                sent = 0
+                log.warning(
+                    "outbox relay could not publish; will retry",
+                    service=self.service,
+                    error=f"{type(exc).__name__}: {exc}",
+                    failures=failures,
+                )
+            if sent >= self.batch_size:
+                continue  # more is waiting
+            delay = self.poll_interval
+            if failures:
+                delay = min(self.poll_interval * 2 ** min(failures, 10), self.max_backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.clear()
+
+    # --- one pass ----------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Send one batch of committed rows; return how many the broker confirmed."""
+        await self._mark_settled()
+        if self._file_lock is not None and not self._file_lock.acquire():
+            return 0  # another process owns this SQLite file's relay
+        if self.database.is_postgres:
+            return await self._send_locked()
+        return await self._send_serial()
+
+    async def _send_locked(self) -> int:
+        """PostgreSQL: lock a batch (skipping rows other relays hold) for the publish."""
+        async with self.database.unit_of_work() as uow:
+            rows = (
+                await uow.session.execute(self._pending_query().with_for_update(skip_locked=True))
+            ).all()
+            if not rows:
+                return 0
+            messages = [self._message(row) for row in rows]
+            try:
+                await self._publish(messages)
+            except BrokerUnavailable as exc:
+                await uow.rollback()
+                await self._record_failure(messages, exc)
+                raise
+            if not self.broker.settles_on_delivery:
+                await self._mark_sent(uow, [m.ref for m in messages])
+            await uow.commit()
+        self._count(messages)
+        return len(messages)
+
+    async def _send_serial(self) -> int:
+        """SQLite: read, publish, then mark, in short transactions (one relay per file)."""
+        async with self.database.unit_of_work(read_only=True) as uow:
+            rows = (await uow.session.execute(self._pending_query())).all()
+        if not rows:
+            return 0
+        messages = [self._message(row) for row in rows]
+        try:
+            await self._publish(messages)
+        except BrokerUnavailable as exc:
+            await self._record_failure(messages, exc)
+            raise
+        if not self.broker.settles_on_delivery:
+            async with self.database.unit_of_work() as uow:
+                await self._mark_sent(uow, [m.ref for m in messages])
+                await uow.commit()
+        self._count(messages)
+        return len(messages)
+
+    def _pending_query(self) -> Any:
+        query = select(
+            outbox.c.seq,
+            outbox.c.event_id,
+            outbox.c.event_type,
+            outbox.c.partition_key,
+            outbox.c.target,
+            outbox.c.payload,
+        ).where(outbox.c.sent_at.is_(None))
+        if self.broker.settles_on_delivery:
+            query = query.where(outbox.c.seq > self._high_water)
+        return query.order_by(outbox.c.seq).limit(self.batch_size)
+
+    @staticmethod
+    def _message(row: Any) -> OutgoingMessage:
+        return OutgoingMessage(
+            ref=row.seq,
+            event_id=row.event_id,
+            event_type=row.event_type,
+            body=row.payload.encode(),
+            key=row.partition_key,
+            target=row.target,
+        )
+
+    async def _publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        try:
+            await self.broker.publish(
+                messages, self._on_settled if self.broker.settles_on_delivery else None
+            )
+        except BrokerUnavailable:
+            raise
+        except Exception as exc:  # any client error means "not confirmed"
+            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        if self.broker.settles_on_delivery:
+            self._high_water = max(self._high_water, messages[-1].ref)
+
+    def _count(self, messages: Sequence[OutgoingMessage]) -> None:
+        if self.metrics is not None:
+            for message in messages:
+                self.metrics.published.labels(self.service, message.event_type).inc()
+
+    async def _record_failure(self, messages: Sequence[OutgoingMessage], exc: Exception) -> None:
+        if self.metrics is not None:
+            self.metrics.publish_failures.labels(self.service).inc()
+        with contextlib.suppress(Exception):
+            async with self.database.unit_of_work() as uow:
+                await uow.session.execute(
+                    update(outbox)
+                    .where(outbox.c.seq.in_([m.ref for m in messages]))
+                    .values(attempts=outbox.c.attempts + 1, last_error=str(exc)[:500])
+                )
+                await uow.commit()
+
+    @staticmethod
+    async def _mark_sent(uow: UnitOfWork, refs: Sequence[int]) -> None:
+        await uow.session.execute(
+            update(outbox).where(outbox.c.seq.in_(refs)).values(sent_at=datetime.now(UTC))
+        )
+
+    def _on_settled(self, ref: int) -> None:
+        self._settled.add(ref)
+        self._wake.set()
+
+    async def _mark_settled(self) -> None:
+        if not self._settled:
+            return
+        refs, self._settled = sorted(self._settled), set()
+        try:
+            async with self.database.unit_of_work() as uow:
+                await self._mark_sent(uow, refs)
+                await uow.commit()
+        except Exception:
+            self._settled.update(refs)
+            raise
+
+    # --- housekeeping ------------------------------------------------------------------
+
+    async def backlog(self) -> tuple[int, float]:
+        """Unsent rows and the age in seconds of the oldest one (0 when none)."""
+        async with self.database.unit_of_work(read_only=True) as uow:
+            row = (
+                await uow.session.execute(
+                    select(func.count(), func.min(outbox.c.created_at)).where(
+                        outbox.c.sent_at.is_(None)
+                    )
+                )
+            ).one()
+        count, oldest = int(row[0]), row[1]
+        if oldest is None:
+            return count, 0.0
+        if oldest.tzinfo is None:  # SQLite returns naive datetimes
+            oldest = oldest.replace(tzinfo=UTC)
+        return count, max((datetime.now(UTC) - oldest).total_seconds(), 0.0)
+
+    async def update_gauges(self) -> None:
+        if self.metrics is None:
+            return
+        count, age = await self.backlog()
+        self.metrics.outbox_backlog.labels(self.service).set(count)
+        self.metrics.outbox_oldest_age.labels(self.service).set(age)
+
+    async def prune(self) -> int:
+        """Delete rows sent longer ago than the retention; return how many."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.retention)
+        async with self.database.unit_of_work() as uow:
+            result: Any = await uow.session.execute(
+                delete(outbox).where(outbox.c.sent_at.is_not(None), outbox.c.sent_at < cutoff)
+            )
+            await uow.commit()
+        return int(result.rowcount or 0)

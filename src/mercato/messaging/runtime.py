@@ -1,0 +1,133 @@
+"""Wiring: ``messaging_hook(handlers)`` starts a service's outbox relay and consumers in its
+lifespan; the same :class:`MessagingRuntime` runs under ``mercato worker``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from mercato.messaging.brokers import Broker, create_broker
+from mercato.messaging.consumer import Consumer, Handlers, backoff
+from mercato.messaging.metrics import MessagingMetrics
+from mercato.messaging.outbox import OutboxRelay
+from mercato.platform.app import ServiceContext
+from mercato.platform.logging import get_logger
+from mercato.platform.migrations import MigrationHistory
+from mercato.platform.settings import Settings
+
+log = get_logger("mercato.messaging")
+
+MESSAGING_MIGRATIONS = MigrationHistory(
+    "mercato.messaging:migrations", version_table="alembic_version_messaging"
+)
+
+
+def retry_delays(settings: Settings) -> tuple[float, ...]:
+    """The delay before each retry (attempt 1 -> 2, 2 -> 3, ...)."""
+    return tuple(
+        backoff(
+            attempt,
+            base=settings.messaging_retry_backoff,
+            cap=settings.messaging_retry_backoff_max,
+        )
+        for attempt in range(1, settings.messaging_max_attempts)
+    )
+
+
+def broker_for(settings: Settings) -> Broker:
+    return create_broker(
+        settings.broker_url,
+        exchange=settings.messaging_exchange,
+        queue_type=settings.messaging_queue_type,
+        retry_delays=retry_delays(settings),
+    )
+
+
+@dataclass
+class MessagingRuntime:
+    """A service's broker connection, outbox relay and (when it handles events) consumer."""
+
+    service: str
+    broker: Broker
+    relay: OutboxRelay
+    consumer: Consumer | None = None
+
+    async def pending(self) -> int:
+        """Rows not yet sent plus messages this service's group has not settled."""
+        backlog, _ = await self.relay.backlog()
+        return backlog + (await self.consumer.pending() if self.consumer else 0)
+
+
+@asynccontextmanager
+async def run_messaging(
+    context: ServiceContext, handlers: Handlers | None
+) -> AsyncIterator[MessagingRuntime]:
+    settings, service = context.settings, context.service
+    metrics = MessagingMetrics.of(context.registry)
+    broker = broker_for(settings)
+    await broker.start()
+    relay = OutboxRelay(
+        context.db,
+        broker,
+        service=service,
+        metrics=metrics,
+        batch_size=settings.outbox_batch_size,
+        poll_interval=settings.outbox_poll_interval,
+        retention=settings.outbox_retention,
+    )
+    consumer = None
+    if handlers is not None:
+        consumer = Consumer(
+            handlers,
+            context.db,
+            broker,
+            service=service,
+            metrics=metrics,
+            max_attempts=settings.messaging_max_attempts,
+            retry_backoff=settings.messaging_retry_backoff,
+            retry_backoff_max=settings.messaging_retry_backoff_max,
+            prefetch=settings.messaging_prefetch,
+        )
+    runtime = MessagingRuntime(service, broker, relay, consumer)
+    try:
+        if consumer is not None:
+            await consumer.start()
+        await relay.start()
+        log.info(
+            "messaging started",
+            service=service,
+            broker=broker.name,
+            handles=handlers.event_types if handlers else [],
+        )
+        yield runtime
+    finally:
+        # Drain: stop taking messages, finish those in flight, flush the outbox, disconnect.
+        if consumer is not None:
+            await consumer.stop(settings.graceful_timeout)
+        await relay.stop(flush_timeout=settings.graceful_timeout)
+        await broker.close()
+
+
+def messaging_hook(
+    handlers: Handlers | None = None,
+) -> Callable[[FastAPI, ServiceContext], AbstractAsyncContextManager[None]]:
+    """A lifespan hook: the service's outbox relay, its consumers (if ``handlers``), and a
+    ``broker`` readiness probe. The runtime is on ``app.state.messaging``."""
+
+    @asynccontextmanager
+    async def hook(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
+        async with run_messaging(context, handlers) as runtime:
+            app.state.messaging = runtime
+            context.probes["broker"] = runtime.broker.ping
+            backends = getattr(context, "backends", None)
+            if isinstance(backends, dict):
+                backends["broker"] = runtime.broker.name
+            try:
+                yield
+            finally:
+                context.probes.pop("broker", None)
+
+    return hook
