@@ -1,19 +1,186 @@
-"""The orders service's composition root."""
+"""The orders service's composition root, and the notification worker's."""
 
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import structlog
 from fastapi import FastAPI
+from prometheus_client import Gauge
 
-from mercato.platform.app import create_service_app
+from mercato.messaging import (
+    MESSAGING_MIGRATIONS,
+    Consumer,
+    Handlers,
+    MessagingRuntime,
+    messaging_hook,
+)
+from mercato.orders.api import router
+from mercato.orders.notifications import mailer_from_settings, notification_handlers
+from mercato.orders.service import (
+    Catalogue,
+    IdempotencyPolicy,
+    OrdersService,
+    ProductsCatalogue,
+    saga_handlers,
+)
+from mercato.platform.app import LifespanHook, ServiceContext, create_service_app
+from mercato.platform.http import (
+    ClientPolicy,
+    ServiceClients,
+    install_service_clients,
+    open_service_clients,
+)
 from mercato.platform.migrations import MigrationHistory
+from mercato.platform.resilience import BreakerState, CircuitBreaker
 from mercato.platform.settings import Settings, load_settings
 
-MIGRATIONS = [MigrationHistory("mercato.orders:migrations")]
+log = structlog.stdlib.get_logger("mercato.orders")
+
+MIGRATIONS = [MigrationHistory("mercato.orders:migrations"), MESSAGING_MIGRATIONS]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def client_policy(settings: Settings) -> ClientPolicy:
+    return ClientPolicy(
+        timeout=settings.service_call_timeout,
+        connect_timeout=settings.service_call_connect_timeout,
+        retries=settings.service_call_retries,
+        backoff=settings.service_call_backoff,
+        backoff_max=settings.service_call_backoff_max,
+        failure_threshold=settings.circuit_failure_threshold,
+        reset_timeout=settings.circuit_reset_timeout,
+    )
+
+
+def orders_runtime(catalogue: Catalogue | None = None) -> LifespanHook:
+    """Start-up of the orders service: the products client (unless a ``catalogue`` is given,
+    as tests do), the use cases, and the periodic pruning of expired idempotency keys."""
+
+    @asynccontextmanager
+    async def run(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
+        settings = context.settings
+        clients = ServiceClients(
+            {"products": settings.service_url("products")},
+            policy=client_policy(settings),
+            pool_size=settings.service_call_pool_size,
+        )
+        async with open_service_clients(clients):
+            install_service_clients(app, clients)
+            _export_breakers(context, clients.breakers)
+            service = OrdersService(
+                context.db,
+                catalogue or ProductsCatalogue(clients["products"]),
+                policy=IdempotencyPolicy(
+                    ttl=timedelta(seconds=settings.idempotency_key_ttl),
+                    lock_timeout=timedelta(seconds=settings.idempotency_lock_timeout),
+                ),
+            )
+            app.state.orders = service
+            pruner = asyncio.create_task(
+                _prune_forever(service, settings.idempotency_prune_interval)
+            )
+            try:
+                yield
+            finally:
+                pruner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pruner
+
+    return run
+
+
+async def _prune_forever(service: OrdersService, interval: float) -> None:
+    while True:
+        try:
+            if pruned := await service.prune_idempotency_keys():
+                log.info("expired idempotency keys pruned", count=pruned)
+        except Exception:  # the database may be away for a while; try again next time
+            log.warning("idempotency key pruning failed", exc_info=True)
+        await asyncio.sleep(interval)
+
+
+def _export_breakers(context: ServiceContext, breakers: dict[str, CircuitBreaker]) -> None:
+    gauge = Gauge(
+        "upstream_circuit_state",
+        "State of the circuit breaker of each upstream: 0 closed, 1 half-open, 2 open.",
+        ["service", "upstream"],
+        registry=context.registry,
+    )
+    for name, breaker in breakers.items():
+        child = gauge.labels(context.service, name)
+        child.set(breaker.state_code)
+
+        def changed(
+            b: CircuitBreaker, old: BreakerState, new: BreakerState, child: Gauge = child
+        ) -> None:
+            child.set(b.state_code)
+            log.warning("circuit breaker changed", upstream=b.name, old=old.value, new=new.value)
+
+        breaker.add_listener(changed)
+
+
+def _notification_handlers(settings: Settings) -> Handlers:
+    return notification_handlers(mailer_from_settings(settings), sender=settings.mail_from)
+
+
+def notifications_beside_saga(settings: Settings) -> LifespanHook:
+    """The ``notifications`` consumer group on the broker the orders service's messaging
+    runtime already opened (entered after ``messaging_hook``): one relay, two groups."""
+    handlers = _notification_handlers(settings)
+
+    @asynccontextmanager
+    async def run(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
+        runtime: MessagingRuntime = app.state.messaging
+        consumer = Consumer(
+            handlers,
+            context.db,
+            runtime.broker,
+            service=context.service,
+            max_attempts=settings.messaging_max_attempts,
+            retry_backoff=settings.messaging_retry_backoff,
+            retry_backoff_max=settings.messaging_retry_backoff_max,
+            prefetch=settings.messaging_prefetch,
+        )
+        await consumer.start()
+        app.state.notifications = consumer
+        try:
+            yield
+        finally:
+            await consumer.stop(settings.graceful_timeout)
+
+    return run
+
+
+def create_app(settings: Settings | None = None, *, catalogue: Catalogue | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    hooks: list[LifespanHook] = [orders_runtime(catalogue), messaging_hook(saga_handlers)]
+    if settings.notifications_in_process:
+        hooks.append(notifications_beside_saga(settings))
     return create_service_app(
-        settings or load_settings(),
+        settings,
         "orders",
         title="Mercato orders service",
         description="Orders and the order saga.",
+        routers=[router],
         migrations=MIGRATIONS,
+        hooks=hooks,
+    )
+
+
+def create_worker_app(settings: Settings | None = None) -> FastAPI:
+    """The notification worker on its own (``mercato worker``): no orders routes, only
+    ``/healthz``, ``/readyz`` and ``/metrics`` beside the consumer. Run the orders service
+    with ``NOTIFICATIONS_IN_PROCESS=false`` then."""
+    settings = settings or load_settings()
+    return create_service_app(
+        settings,
+        "orders",
+        title="Mercato notification worker",
+        description="Mails customers when their orders are confirmed or rejected.",
+        migrations=MIGRATIONS,
+        hooks=[messaging_hook(_notification_handlers(settings))],
     )

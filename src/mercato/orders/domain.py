@@ -53,7 +53,7 @@ class InvalidTransition(OrderError):
         self.wanted = wanted
 
 
-class InvalidOrder(OrderError):
+class InvalidOrder(OrderError, ValueError):
     """The order's lines break a rule (duplicate products, mixed currencies...)."""
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from mercato.orders.domain import OrderStatus
-from mercato.orders.models import IdempotencyKeyRow, OrderRow
+from mercato.orders.models import IdempotencyKeyRow, OrderRow, RecipientRow
 
 IN_FLIGHT = "in_flight"
 DONE = "done"
@@ -76,6 +76,12 @@ class OrderRepository:
         return bool(result.rowcount == 1)
 
 
+def _insert_for(session: AsyncSession) -> Any:
+    """The dialect's INSERT, which knows ``ON CONFLICT`` (PostgreSQL and SQLite alike)."""
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
 class IdempotencyRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -88,10 +94,10 @@ class IdempotencyRepository:
         fingerprint: str,
         now: datetime,
         expires_at: datetime,
-    ) -> bool:
-        """Insert the key as in flight; False if the user already has it. The unique
-        constraint on (user_id, key) decides, so concurrent claims have exactly one winner
-        on every database and in every process."""
+    ) -> int | None:
+        """Insert the key as in flight and return its row id; None if the user already has
+        it. The unique constraint on (user_id, key) decides, so concurrent claims have
+        exactly one winner on every database and in every process."""
         values = {
             "user_id": user_id,
             "key": key,
@@ -101,15 +107,14 @@ class IdempotencyRepository:
             "locked_at": now,
             "expires_at": expires_at,
         }
-        dialect = self.session.get_bind().dialect.name
-        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
         statement = (
-            insert(IdempotencyKeyRow)
+            _insert_for(self.session)(IdempotencyKeyRow)
             .values(**values)
             .on_conflict_do_nothing(index_elements=["user_id", "key"])
+            .returning(IdempotencyKeyRow.id)
         )
-        result: Any = await self.session.execute(statement)
-        return bool(result.rowcount == 1)
+        row_id = (await self.session.execute(statement)).scalar_one_or_none()
+        return None if row_id is None else int(row_id)
 
     async def get(self, *, user_id: str, key: str) -> IdempotencyKeyRow | None:
         statement = select(IdempotencyKeyRow).where(
@@ -159,3 +164,21 @@ class IdempotencyRepository:
             statement.execution_options(synchronize_session=False)
         )
         return int(result.rowcount or 0)
+
+
+class RecipientRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def save(self, *, user_id: str, email: str, name: str, now: datetime) -> None:
+        insert = _insert_for(self.session)(RecipientRow).values(
+            user_id=user_id, email=email, name=name, updated_at=now
+        )
+        statement = insert.on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={"email": email, "name": name, "updated_at": now},
+        )
+        await self.session.execute(statement)
+
+    async def get(self, user_id: str) -> RecipientRow | None:
+        return await self.session.get(RecipientRow, user_id)

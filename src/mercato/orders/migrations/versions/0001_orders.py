@@ -1,4 +1,4 @@
-"""Orders, order lines and idempotency keys.
+"""Orders, order lines, idempotency keys and notification recipients.
 
 Revision ID: 0001_orders
 Revises:
@@ -67,9 +67,18 @@ def upgrade() -> None:
         sa.UniqueConstraint("user_id", "key", name=op.f("uq_idempotency_keys_user_id_key")),
     )
     op.create_index(op.f("ix_idempotency_keys_expires_at"), "idempotency_keys", ["expires_at"])
+    op.create_table(
+        "notification_recipients",
+        sa.Column("user_id", sa.String(64), nullable=False),
+        sa.Column("email", sa.String(320), nullable=False),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("user_id", name=op.f("pk_notification_recipients")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("notification_recipients")
     op.drop_index(op.f("ix_idempotency_keys_expires_at"), table_name="idempotency_keys")
     op.drop_table("idempotency_keys")
     op.drop_table("order_lines")

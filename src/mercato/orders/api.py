@@ -1,0 +1,86 @@
+"""The orders routes (API.md, "Orders service"): thin, each calls one use case."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from mercato.orders.dependencies import IdempotencyKey, Orders
+from mercato.orders.schemas import OrderOut, OrderPage, PlaceOrder
+from mercato.platform.errors import Forbidden
+from mercato.platform.security.dependencies import CurrentUser
+
+router = APIRouter(prefix="/orders", tags=["orders"])
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {}}}
+
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _problem("Missing or invalid access token."),
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=OrderOut,
+    summary="Place an order (pending until stock is reserved)",
+    responses={
+        **AUTH_ERRORS,
+        409: _problem("A request with this Idempotency-Key is still in flight."),
+        422: _problem("Invalid body, unknown product, or a key reused with another body."),
+        503: _problem("The products service is unavailable; nothing was written."),
+    },
+)
+async def place_order(
+    body: PlaceOrder, user: CurrentUser, orders: Orders, idempotency_key: IdempotencyKey = None
+) -> Response:
+    answer = await orders.place(user.user_id, body, idempotency_key)
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
+    return Response(
+        answer.body, status_code=answer.status, media_type=answer.media_type, headers=headers
+    )
+
+
+# The gateway may forward `/api/v1/orders/` as `/orders/`; answer it rather than redirect a POST.
+router.add_api_route("/", place_order, methods=["POST"], status_code=201, include_in_schema=False)
+
+
+@router.get("", response_model=OrderPage, responses=AUTH_ERRORS | {403: _problem("all=true")})
+async def list_orders(
+    user: CurrentUser,
+    orders: Orders,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    everyone: Annotated[bool, Query(alias="all", description="admin: every user's")] = False,
+) -> OrderPage:
+    """The caller's orders, newest first (an admin passes ``all=true`` for everyone's)."""
+    if everyone and not user.is_admin:
+        raise Forbidden("Only an administrator may list every user's orders.")
+    return await orders.page(user, everyone=everyone, limit=limit, offset=offset)
+
+
+@router.get(
+    "/{order_id}",
+    response_model=OrderOut,
+    responses=AUTH_ERRORS | {404: _problem("No such order (or not yours).")},
+)
+async def get_order(order_id: str, user: CurrentUser, orders: Orders) -> OrderOut:
+    return await orders.get(user, order_id)
+
+
+@router.post(
+    "/{order_id}/cancel",
+    response_model=OrderOut,
+    responses=AUTH_ERRORS
+    | {
+        404: _problem("No such order (or not yours)."),
+        409: _problem("The order is rejected or already cancelled."),
+    },
+)
+async def cancel_order(order_id: str, user: CurrentUser, orders: Orders) -> OrderOut:
+    """Cancel a pending or confirmed order; its reserved stock is released."""
+    return await orders.cancel(user, order_id)

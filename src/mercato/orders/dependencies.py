@@ -1,0 +1,30 @@
+"""Annotated dependencies of the orders API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from mercato.orders.service import OrdersService
+
+
+def orders_service(request: Request) -> OrdersService:
+    """The service the lifespan built (see :func:`mercato.orders.app.orders_runtime`)."""
+    service: OrdersService = request.app.state.orders
+    return service
+
+
+Orders = Annotated[OrdersService, Depends(orders_service)]
+
+#: ``Idempotency-Key``: 1 to 255 printable ASCII characters; anything else is a 422.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x20-\x7e]+$",
+        description="Makes a retry safe: the same key and body answer the first answer again.",
+    ),
+]

@@ -1,0 +1,66 @@
+"""Request and response bodies of the orders API (API.md, "Orders service")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+
+from mercato.orders.domain import MAX_DISTINCT_ITEMS, MAX_QUANTITY, OrderStatus, ensure_distinct
+
+#: Money on the wire: a decimal string with two places ("19.99").
+MoneyStr = Annotated[Decimal, PlainSerializer(lambda v: f"{v:.2f}", return_type=str)]
+
+
+class OrderItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
+
+
+class PlaceOrder(BaseModel):
+    """``POST /orders``: 1 to 50 distinct products, each 1 to 100 units."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[OrderItemIn] = Field(min_length=1, max_length=MAX_DISTINCT_ITEMS)
+    shipping_address: str | None = Field(None, min_length=1, max_length=1000)
+
+    @field_validator("items")
+    @classmethod
+    def _distinct_products(cls, items: list[OrderItemIn]) -> list[OrderItemIn]:
+        ensure_distinct([item.product_id for item in items])  # InvalidOrder is a ValueError: 422
+        return items
+
+
+class OrderLineOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    product_id: str
+    name: str
+    quantity: int
+    unit_price: MoneyStr
+    line_total: MoneyStr
+
+
+class OrderOut(BaseModel):
+    id: str
+    user_id: str
+    status: OrderStatus
+    reason: str | None = Field(None, description="why the order was rejected")
+    items: list[OrderLineOut]
+    total: MoneyStr
+    currency: str
+    shipping_address: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderPage(BaseModel):
+    items: list[OrderOut]
+    total: int
+    limit: int
+    offset: int

@@ -1,0 +1,454 @@
+"""Use cases of the orders context: place (idempotently), read, list and cancel orders, and
+the saga's event handlers. Nothing here commits except through a unit of work it opened
+itself; handlers work in the runner's unit of work and never commit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final, Protocol
+from urllib.parse import quote
+
+import structlog
+
+from mercato.messaging import Envelope, Handlers, publish
+from mercato.orders.contracts import (
+    OrderCancelled,
+    OrderConfirmed,
+    OrderLine,
+    OrderPlaced,
+    OrderRejected,
+)
+from mercato.orders.domain import (
+    CANCELLABLE,
+    CENT,
+    InvalidOrder,
+    InvalidTransition,
+    OrderStatus,
+    PricedOrder,
+    PricedProduct,
+    ensure_cancellable,
+    price_order,
+    request_fingerprint,
+)
+from mercato.orders.models import OrderLineRow, OrderRow
+from mercato.orders.repository import DONE, IdempotencyRepository, OrderRepository
+from mercato.orders.schemas import OrderLineOut, OrderOut, OrderPage, PlaceOrder
+from mercato.platform.db import Database, UnitOfWork
+from mercato.platform.errors import AppError, Conflict, NotFound, UnprocessableEntity
+from mercato.platform.http import ServiceClient
+from mercato.platform.security.tokens import Principal
+from mercato.products.contracts import StockRejected, StockReserved
+
+log = structlog.stdlib.get_logger("mercato.orders")
+
+JSON: Final = "application/json"
+PROBLEM_JSON: Final = "application/problem+json"
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- the products upstream --------------------------------------------------------------
+
+
+class Catalogue(Protocol):
+    async def priced(self, product_ids: Sequence[str]) -> dict[str, PricedProduct]:
+        """Every product of ``product_ids`` with its current name, price and currency;
+        :class:`~mercato.platform.errors.UnprocessableEntity` naming those that do not
+        exist; a 503 error when the catalogue cannot answer."""
+        ...
+
+
+class ProductsCatalogue:
+    """The products service, read through a resilient :class:`ServiceClient`."""
+
+    def __init__(self, client: ServiceClient) -> None:
+        self.client = client
+
+    async def priced(self, product_ids: Sequence[str]) -> dict[str, PricedProduct]:
+        answers = await asyncio.gather(
+            *(self.client.get(f"/products/{quote(pid, safe='')}") for pid in product_ids),
+            return_exceptions=True,
+        )
+        found: dict[str, PricedProduct] = {}
+        unknown: list[int] = []
+        for index, (product_id, answer) in enumerate(zip(product_ids, answers, strict=True)):
+            if isinstance(answer, BaseException):
+                raise answer
+            if answer.status == 200:
+                data = answer.json()
+                found[product_id] = PricedProduct(
+                    product_id=product_id,
+                    name=str(data["name"]),
+                    price=_decimal(data["price"]),
+                    currency=str(data.get("currency") or "USD"),
+                )
+            else:  # 404, or an id the catalogue refuses outright: no such product
+                unknown.append(index)
+        if unknown:
+            raise UnprocessableEntity(
+                "The order names products that do not exist.",
+                errors=[
+                    {"loc": ["body", "items", i, "product_id"], "msg": "unknown product"}
+                    for i in unknown
+                ],
+            )
+        return found
+
+
+def _decimal(value: Any) -> Decimal:
+    return Decimal(str(value))
+
+
+# --- answers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer kept as text, so that an idempotent retry gets the very same one."""
+
+    status: int
+    body: str
+    replayed: bool = False
+
+    @property
+    def media_type(self) -> str:
+        return PROBLEM_JSON if self.status >= 400 else JSON
+
+
+def order_out(row: OrderRow, **changes: Any) -> OrderOut:
+    lines = [
+        OrderLineOut(
+            product_id=line.product_id,
+            name=line.name,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            line_total=(line.unit_price * line.quantity).quantize(CENT),
+        )
+        for line in row.lines
+    ]
+    values: dict[str, Any] = {
+        "id": row.id,
+        "user_id": row.user_id,
+        "status": OrderStatus(row.status),
+        "reason": row.reason,
+        "items": lines,
+        "total": row.total,
+        "currency": row.currency,
+        "shipping_address": row.shipping_address,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+    values.update(changes)
+    return OrderOut(**values)
+
+
+def problem_body(error: AppError) -> str:
+    slug = error.slug or f"http-{error.status}"
+    body = {
+        "type": f"urn:mercato:problem:{slug}",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        **error.extra,
+    }
+    return json.dumps(body, default=str)
+
+
+# --- the use cases ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyPolicy:
+    ttl: timedelta = timedelta(hours=24)
+    lock_timeout: timedelta = timedelta(seconds=60)
+
+
+class OrdersService:
+    def __init__(
+        self,
+        database: Database,
+        catalogue: Catalogue,
+        *,
+        policy: IdempotencyPolicy | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.database = database
+        self.catalogue = catalogue
+        self.policy = policy or IdempotencyPolicy()
+        self.clock = clock
+
+    # -- placing -----------------------------------------------------------------------
+
+    async def place(self, user_id: str, request: PlaceOrder, key: str | None) -> Answer:
+        """Place an order as ``pending`` with its ``order.placed`` event, in one transaction.
+
+        With an ``Idempotency-Key``: the first request with the key runs, later ones with the
+        same body get its answer again, a different body 422, and a retry while the first
+        is still running 409. An error that may pass (503) frees the key for a retry; an
+        answer (201 or a 4xx about the order itself) is kept with the key.
+        """
+        if key is None:
+            return await self._create(user_id, request, key_row=None)
+        fingerprint = request_fingerprint(request.model_dump(mode="json"))
+        claimed = await self._claim(user_id, key, fingerprint)
+        if isinstance(claimed, Answer):
+            return claimed
+        try:
+            return await self._create(user_id, request, key_row=claimed)
+        except AppError as error:
+            if error.status >= 500:
+                await self._release(claimed)
+                raise
+            answer = Answer(error.status, problem_body(error))
+            await self._remember(claimed, answer, order_id=None)
+            raise
+        except BaseException:
+            await asyncio.shield(self._release(claimed))
+            raise
+
+    async def _claim(self, user_id: str, key: str, fingerprint: str) -> int | Answer:
+        now = self.clock()
+        for _ in range(3):
+            async with self.database.unit_of_work() as uow:
+                keys = IdempotencyRepository(uow.session)
+                row_id = await keys.claim(
+                    user_id=user_id,
+                    key=key,
+                    fingerprint=fingerprint,
+                    now=now,
+                    expires_at=now + self.policy.ttl,
+                )
+                if row_id is not None:
+                    await uow.commit()
+                    return row_id
+                row = await keys.get(user_id=user_id, key=key)
+                if row is None:  # released or pruned since the insert: claim again
+                    continue
+                if row.expires_at <= now:
+                    await keys.delete_expired(now, user_id=user_id)
+                    await uow.commit()
+                    continue
+                if row.fingerprint != fingerprint:
+                    raise UnprocessableEntity(
+                        "This Idempotency-Key was already used with a different request body."
+                    )
+                if row.status == DONE:
+                    assert row.response_status is not None
+                    assert row.response_body is not None
+                    return Answer(row.response_status, row.response_body, replayed=True)
+                stale = row.locked_at <= now - self.policy.lock_timeout
+                if stale and await keys.take_over(row.id, locked_at=row.locked_at, now=now):
+                    await uow.commit()
+                    log.warning("idempotency key taken over", user_id=user_id, key_id=row.id)
+                    return row.id
+                raise Conflict(
+                    "A request with this Idempotency-Key is still being processed; retry later."
+                )
+        raise Conflict("This Idempotency-Key is changing hands; retry later.")
+
+    async def _release(self, key_row: int) -> None:
+        try:
+            async with self.database.unit_of_work() as uow:
+                await IdempotencyRepository(uow.session).release(key_row)
+                await uow.commit()
+        except Exception:  # the key is retaken after the lock timeout
+            log.warning("idempotency key not released", key_id=key_row, exc_info=True)
+
+    async def _remember(self, key_row: int, answer: Answer, *, order_id: str | None) -> None:
+        async with self.database.unit_of_work() as uow:
+            keys = IdempotencyRepository(uow.session)
+            await keys.complete(key_row, status=answer.status, body=answer.body, order_id=order_id)
+            await uow.commit()
+
+    async def _price(self, request: PlaceOrder) -> PricedOrder:
+        product_ids = [item.product_id for item in request.items]
+        products = await self.catalogue.priced(product_ids)
+        try:
+            return price_order([(i.product_id, i.quantity) for i in request.items], products)
+        except InvalidOrder as exc:
+            raise UnprocessableEntity(str(exc)) from None
+
+    async def _create(self, user_id: str, request: PlaceOrder, *, key_row: int | None) -> Answer:
+        priced = await self._price(request)  # before any transaction: nothing is held open
+        now = self.clock()
+        order = OrderRow(
+            id=_new_id(),
+            user_id=user_id,
+            status=OrderStatus.PENDING.value,
+            reason=None,
+            total=priced.total,
+            currency=priced.currency,
+            shipping_address=request.shipping_address,
+            created_at=now,
+            updated_at=now,
+            lines=[
+                OrderLineRow(
+                    position=position,
+                    product_id=line.product_id,
+                    name=line.name,
+                    quantity=line.quantity,
+                    unit_price=line.unit_price,
+                )
+                for position, line in enumerate(priced.lines)
+            ],
+        )
+        answer = Answer(201, order_out(order).model_dump_json())
+        async with self.database.unit_of_work() as uow:
+            OrderRepository(uow.session).add(order)
+            event = OrderPlaced(
+                order_id=order.id,
+                user_id=user_id,
+                items=[
+                    OrderLine(product_id=x.product_id, quantity=x.quantity) for x in priced.lines
+                ],
+                total=priced.total,
+                currency=priced.currency,
+            )
+            await publish(uow, event, key=order.id)
+            if key_row is not None:
+                keys = IdempotencyRepository(uow.session)
+                await keys.complete(key_row, status=201, body=answer.body, order_id=order.id)
+            await uow.commit()
+        log.info("order placed", order_id=order.id, total=str(priced.total))
+        return answer
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def get(self, principal: Principal, order_id: str) -> OrderOut:
+        async with self.database.unit_of_work(read_only=True) as uow:
+            row = await OrderRepository(uow.session).get(order_id)
+            if row is None or not _may_see(principal, row):
+                raise NotFound("No such order.")
+            return order_out(row)
+
+    async def page(
+        self, principal: Principal, *, everyone: bool, limit: int, offset: int
+    ) -> OrderPage:
+        async with self.database.unit_of_work(read_only=True) as uow:
+            rows, total = await OrderRepository(uow.session).page(
+                user_id=None if everyone else principal.user_id, limit=limit, offset=offset
+            )
+            return OrderPage(
+                items=[order_out(row) for row in rows], total=total, limit=limit, offset=offset
+            )
+
+    # -- cancelling --------------------------------------------------------------------
+
+    async def cancel(self, principal: Principal, order_id: str) -> OrderOut:
+        """Cancel a ``pending`` or ``confirmed`` order and announce it (stock is released);
+        409 from any other state."""
+        now = self.clock()
+        async with self.database.unit_of_work() as uow:
+            orders = OrderRepository(uow.session)
+            row = await orders.get(order_id)
+            if row is None or not _may_see(principal, row):
+                raise NotFound("No such order.")
+            try:
+                ensure_cancellable(OrderStatus(row.status))
+            except InvalidTransition as exc:
+                raise Conflict(f"The order can no longer be cancelled: {exc}.") from None
+            if not await orders.move(
+                order_id, from_=CANCELLABLE, to=OrderStatus.CANCELLED, now=now
+            ):
+                raise Conflict("The order changed meanwhile and can no longer be cancelled.")
+            event = OrderCancelled(
+                order_id=row.id,
+                user_id=row.user_id,
+                items=[OrderLine(product_id=x.product_id, quantity=x.quantity) for x in row.lines],
+            )
+            await publish(uow, event, key=row.id)
+            result = order_out(row, status=OrderStatus.CANCELLED, updated_at=now)
+            await uow.commit()
+        log.info("order cancelled", order_id=order_id, by=principal.user_id)
+        return result
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    async def prune_idempotency_keys(self) -> int:
+        """Delete every expired idempotency key; returns how many."""
+        async with self.database.unit_of_work() as uow:
+            count = await IdempotencyRepository(uow.session).delete_expired(self.clock())
+            await uow.commit()
+        return count
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _may_see(principal: Principal, row: OrderRow) -> bool:
+    return principal.is_admin or row.user_id == principal.user_id
+
+
+# --- the saga ---------------------------------------------------------------------------
+
+#: The orders service's consumer group: the replies of products to ``order.placed``.
+saga_handlers = Handlers("orders")
+
+
+@saga_handlers.on(StockReserved)
+async def confirm_order(event: Envelope[StockReserved], uow: UnitOfWork) -> None:
+    """``stock.reserved``: a pending order becomes ``confirmed`` (``order.confirmed``)."""
+    await _settle(uow, event.data.order_id, OrderStatus.CONFIRMED, event_id=event.id)
+
+
+@saga_handlers.on(StockRejected)
+async def reject_order(event: Envelope[StockRejected], uow: UnitOfWork) -> None:
+    """``stock.rejected``: a pending order becomes ``rejected`` with the reason
+    (``order.rejected``)."""
+    await _settle(
+        uow, event.data.order_id, OrderStatus.REJECTED, event_id=event.id, reason=event.data.reason
+    )
+
+
+async def _settle(
+    uow: UnitOfWork,
+    order_id: str,
+    to: OrderStatus,
+    *,
+    event_id: str,
+    reason: str | None = None,
+    clock: Clock = utc_now,
+) -> None:
+    orders = OrderRepository(uow.session)
+    row = await orders.get(order_id)
+    if row is None:
+        log.warning("saga event for an unknown order", order_id=order_id, event_id=event_id)
+        return
+    moved = await orders.move(
+        order_id, from_={OrderStatus.PENDING}, to=to, now=clock(), reason=reason
+    )
+    if not moved:  # a late or repeated reply: the order is past pending; leave it be
+        log.info(
+            "saga event ignored",
+            order_id=order_id,
+            status=row.status,
+            wanted=to.value,
+            event_id=event_id,
+        )
+        return
+    if to is OrderStatus.CONFIRMED:
+        await publish(
+            uow,
+            OrderConfirmed(
+                order_id=order_id, user_id=row.user_id, total=row.total, currency=row.currency
+            ),
+            key=order_id,
+        )
+    else:
+        await publish(
+            uow,
+            OrderRejected(order_id=order_id, user_id=row.user_id, reason=reason or "rejected"),
+            key=order_id,
+        )
+    log.info("order settled", order_id=order_id, status=to.value)

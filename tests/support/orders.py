@@ -1,0 +1,176 @@
+"""Helpers for the orders tests: a stand-in products service on a real local port, and an
+orders app wired to it.
+
+    async with products_stub() as products:
+        products.add("p1", price="19.99")
+        async with orders_client(tmp_path, products.url) as harness:
+            await harness.client.post("/orders", json=..., headers=auth_headers("u1"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from conftest import free_port
+from mercato.orders.app import create_app
+from mercato.orders.models import IdempotencyKeyRow, OrderRow
+from mercato.platform.db import Database
+from mercato.platform.settings import Settings
+from support.auth import test_settings
+
+
+@dataclass
+class ProductsStub:
+    """``GET /products/{id}`` from a dict, as the products service answers it."""
+
+    port: int
+    products: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: int = 0
+    delay: float = 0.0
+    runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def add(
+        self,
+        product_id: str | None = None,
+        *,
+        price: str = "10.00",
+        name: str | None = None,
+        currency: str = "USD",
+        stock: int = 100,
+    ) -> str:
+        pid = product_id or str(uuid.uuid4())
+        self.products[pid] = {
+            "id": pid,
+            "sku": f"SKU-{pid[:8]}",
+            "name": name or f"Product {pid[:8]}",
+            "description": "",
+            "price": price,
+            "currency": currency,
+            "category": "general",
+            "stock": stock,
+            "created_at": "2026-11-30T10:00:00Z",
+            "updated_at": "2026-11-30T10:00:00Z",
+        }
+        return pid
+
+    async def start(self) -> None:
+        async def product(request: web.Request) -> web.Response:
+            self.requests += 1
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            found = self.products.get(request.match_info["product_id"])
+            if found is None:
+                return web.json_response({"status": 404, "title": "Not Found"}, status=404)
+            return web.json_response(found)
+
+        app = web.Application()
+        app.router.add_get("/products/{product_id}", product)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+@asynccontextmanager
+async def products_stub() -> AsyncIterator[ProductsStub]:
+    stub = ProductsStub(port=free_port())
+    await stub.start()
+    try:
+        yield stub
+    finally:
+        await stub.stop()
+
+
+def orders_settings(tmp_path: Path, products_url: str, **overrides: Any) -> Settings:
+    """Testing settings: a SQLite file (so concurrent requests get real transactions), the
+    stub as products, fast retries, and ``.eml`` files under ``tmp_path``."""
+    values: dict[str, Any] = {
+        "orders_database_url": f"sqlite+aiosqlite:///{tmp_path / 'orders.db'}",
+        "products_url": products_url,
+        "data_dir": tmp_path,
+        "service_call_retries": 1,
+        "service_call_backoff": 0.001,
+        "service_call_backoff_max": 0.002,
+        "service_call_timeout": 2.0,
+        **overrides,
+    }
+    return test_settings(**values)
+
+
+@dataclass
+class OrdersHarness:
+    app: FastAPI
+    client: httpx.AsyncClient
+    settings: Settings
+
+    @property
+    def database(self) -> Database:
+        database: Database = self.app.state.context.db
+        return database
+
+    async def count(self, what: Any) -> int:
+        async with self.database.unit_of_work(read_only=True) as uow:
+            return int(
+                (await uow.session.execute(select(func.count()).select_from(what))).scalar_one()
+            )
+
+    async def orders(self) -> int:
+        return await self.count(OrderRow)
+
+    async def keys(self) -> int:
+        return await self.count(IdempotencyKeyRow)
+
+    async def outbox(self, event_type: str | None = None) -> int:
+        from mercato.messaging.tables import outbox
+
+        query = select(func.count()).select_from(outbox)
+        if event_type:
+            query = query.where(outbox.c.event_type == event_type)
+        async with self.database.unit_of_work(read_only=True) as uow:
+            return int((await uow.session.execute(query)).scalar_one())
+
+    async def status_of(self, order_id: str, headers: dict[str, str]) -> str:
+        response = await self.client.get(f"/orders/{order_id}", headers=headers)
+        assert response.status_code == 200, response.text
+        return str(response.json()["status"])
+
+
+@asynccontextmanager
+async def orders_client(
+    tmp_path: Path, products_url: str, **overrides: Any
+) -> AsyncIterator[OrdersHarness]:
+    settings = orders_settings(tmp_path, products_url, **overrides)
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
+    ):
+        yield OrdersHarness(app, client, settings)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, attempts: int = 200) -> None:
+    """Poll ``check`` (bounded: ``attempts`` x 25 ms) until it is true; fail otherwise."""
+    for _ in range(attempts):
+        if await check():
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("the condition did not become true in time")
