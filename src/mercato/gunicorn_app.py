@@ -44,7 +44,7 @@ class GunicornApplication(BaseApplication):  # type: ignore[misc]
             "bind": f"{self.settings.host}:{self.settings.service_port(self.service)}",
             "workers": self.workers,
             "worker_class": f"{__name__}.MercatoUvicornWorker",
-            "graceful_timeout": self.settings.graceful_timeout,
+            "graceful_timeout": int(self.settings.graceful_timeout),
             "keepalive": 75,
             "child_exit": child_exit,
             "proc_name": f"mercato-{self.service}",

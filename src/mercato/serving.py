@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Generator, Sequence
@@ -131,6 +133,18 @@ def run_event_loop(main: Any) -> Any:
     return uvloop.run(main)
 
 
+def _share_metrics_between_workers(settings: Settings, service: ServiceName) -> None:
+    """Give gunicorn's workers one prometheus-client multiprocess directory (emptied at start),
+    so that /metrics answers for the whole service, not for the worker that took the request.
+    Must run before prometheus_client is imported."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    directory = settings.data_dir / "metrics" / service
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 def serve_one(settings: Settings, service: ServiceName, *, workers: int) -> None:
     """Serve one service: uvicorn for one worker, gunicorn with uvicorn workers for more."""
     port = settings.service_port(service)
@@ -140,6 +154,11 @@ def serve_one(settings: Settings, service: ServiceName, *, workers: int) -> None
         if not server.started:
             sys.exit(1)
         return
+    _share_metrics_between_workers(settings, service)
     from mercato.gunicorn_app import GunicornApplication
 
+    if settings.auto_migrate:
+        # Once, before forking: workers migrating side by side would race on the schema.
+        run_event_loop(migrate(settings, [service]))
+        settings = settings.model_copy(update={"auto_migrate": False})
     GunicornApplication(settings, service, workers=workers).run()
