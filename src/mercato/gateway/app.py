@@ -1,49 +1,159 @@
-"""The gateway's composition root: the proxy, and readiness that aggregates the services."""
+"""The gateway's composition root: the proxy with its guards, the security headers, CORS,
+OpenAPI aggregation with Swagger UI, and readiness that aggregates the services."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
+from typing import Any, Final
 
 from fastapi import FastAPI
-from starlette.routing import Route
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
-from mercato.gateway.proxy import ServiceProxy
+from mercato.gateway.guards import AccessGuard
+from mercato.gateway.metrics import GatewayMetrics
+from mercato.gateway.middleware import (
+    ApiDispatchMiddleware,
+    SecurityHeadersMiddleware,
+    cors_options,
+    security_headers,
+)
+from mercato.gateway.openapi import OpenAPIAggregator, docs_router, docs_static
+from mercato.gateway.proxy import API_PREFIX, Guard, ServiceProxy
+from mercato.gateway.upstreams import build_upstreams, route_table
 from mercato.platform.app import ServiceContext, create_service_app
 from mercato.platform.net import TrustedProxies
-from mercato.platform.settings import BACKEND_SERVICES, Settings, load_settings
+from mercato.platform.security.ratelimit import RateLimiter, Strategy
+from mercato.platform.security.tokens import token_verifier
+from mercato.platform.settings import Settings, load_settings
 
-API_PREFIX = "/api/v1"
+__all__ = ["API_PREFIX", "create_app"]
+
+TITLE = "Mercato API"
+DESCRIPTION = "The Mercato API: every service behind one front door."
+#: The gateway counts with a sliding-window counter: O(1) per hit in memory and in Redis.
+RATE_LIMIT_STRATEGY: Final[Strategy] = "sliding-window-counter"
+
+
+@dataclass
+class GatewayRuntime:
+    """What exists only while the gateway runs (its sessions belong to the event loop)."""
+
+    proxy: ServiceProxy | None = None
+    aggregator: OpenAPIAggregator | None = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    proxy = ServiceProxy(
-        {service: settings.service_url(service) for service in BACKEND_SERVICES},
-        trusted_proxies=TrustedProxies(settings.trusted_proxies),
-        timeout=settings.upstream_timeout,
-        connect_timeout=settings.upstream_connect_timeout,
-        pool_size=settings.upstream_pool_size,
-    )
+    runtime = GatewayRuntime()
+    trusted = TrustedProxies(settings.trusted_proxies)
 
     @asynccontextmanager
-    async def run_proxy(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
-        await proxy.start()
-        for service in BACKEND_SERVICES:
-            context.probes[service] = partial(proxy.ready, service)
-        try:
-            yield
-        finally:
-            await proxy.close()
+    async def run_gateway(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
+        metrics = GatewayMetrics(context.registry)
+        async with AsyncExitStack() as stack:
+            upstreams = build_upstreams(
+                route_table(settings), settings, on_state_change=metrics.breaker_changed
+            )
+            for upstream in upstreams.values():
+                stack.push_async_callback(upstream.close)
+                for instance in upstream.instances:
+                    metrics.track(instance.breaker)
+            guards: list[Guard] = []
+            verifier = token_verifier(settings) if settings.auth_offload else None
+            if verifier is not None:
+                stack.push_async_callback(verifier.close)
+            limiter = None
+            if settings.rate_limit_enabled:
+                limiter = RateLimiter(
+                    settings.redis_url,
+                    prefix=settings.rate_limit_prefix,
+                    strategy=RATE_LIMIT_STRATEGY,
+                    fail_closed=settings.rate_limit_fail_closed,
+                )
+                stack.push_async_callback(limiter.close)
+                if limiter.shared:
+                    context.probes["ratelimit"] = limiter.ping
+            if verifier is not None or limiter is not None:
+                guards.append(
+                    AccessGuard(
+                        verifier=verifier,
+                        limiter=limiter,
+                        trusted_proxies=trusted,
+                        api_limit=settings.rate_limit_api,
+                        user_limit=settings.rate_limit_user,
+                        route_limits=settings.rate_limit_routes,
+                    )
+                )
+            proxy = ServiceProxy(
+                upstreams,
+                trusted_proxies=trusted,
+                max_body_size=settings.max_body_size,
+                retries=settings.upstream_retries,
+                metrics=metrics,
+                guards=guards,
+            )
+            for name in upstreams:
+                context.probes[name] = partial(proxy.ready, name)
+            runtime.aggregator = OpenAPIAggregator(
+                upstreams, title=TITLE, version="1.0.0", description=DESCRIPTION
+            )
+            runtime.proxy = proxy
+            try:
+                yield
+            finally:
+                # uvicorn has stopped accepting and waited for open connections; wait for
+                # what is still in flight before the sessions close under it.
+                await proxy.drain(within=settings.graceful_timeout)
+                runtime.proxy = None
 
     app = create_service_app(
         settings,
         "gateway",
-        title="Mercato API",
-        description="The Mercato API: every service behind one front door.",
-        hooks=[run_proxy],
+        title=TITLE,
+        description=DESCRIPTION,
+        hooks=[run_gateway],
         uses_database=False,
     )
-    app.router.routes.append(Route(API_PREFIX + "/{service}{rest:path}", endpoint=proxy))
+    _replace_docs(app, settings, runtime)
+    _install_middleware(app, settings, runtime)
+    app.state.gateway = runtime
     return app
+
+
+def _replace_docs(app: FastAPI, settings: Settings, runtime: GatewayRuntime) -> None:
+    """The gateway's /openapi.json is the merged API, not its own few routes."""
+    own = {app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url}
+    app.router.routes[:] = [
+        route for route in app.router.routes if getattr(route, "path", None) not in own
+    ]
+    app.openapi_url = None
+    app.docs_url = None
+
+    async def document() -> dict[str, Any]:
+        if runtime.aggregator is None:
+            return {"openapi": "3.1.0", "info": {"title": TITLE, "version": "1.0.0"}, "paths": {}}
+        return await runtime.aggregator.document()
+
+    if settings.docs_enabled:
+        app.include_router(docs_router(document, title=TITLE))
+        app.router.routes.append(docs_static())
+
+
+def _install_middleware(app: FastAPI, settings: Settings, runtime: GatewayRuntime) -> None:
+    # Innermost: inside the platform's request-id/log/metrics middleware, before routing.
+    def current_proxy() -> ASGIApp | None:
+        return runtime.proxy
+
+    app.user_middleware.append(Middleware(ApiDispatchMiddleware, proxy=current_proxy))
+    # Outermost: add_middleware wraps what is there, so CORS, then the headers around all.
+    app.add_middleware(CORSMiddleware, **cors_options(settings))
+    app.add_middleware(
+        SecurityHeadersMiddleware,
+        headers=security_headers(settings),
+        csp=settings.content_security_policy,
+    )

@@ -1,26 +1,55 @@
 """The reverse proxy: ``/api/v1/<service>/<rest>`` -> ``<service>:/<service>/<rest>``.
 
-A raw ASGI endpoint on pooled, kept-alive aiohttp sessions (one per upstream; see
-docs/adr/0002-gateway-http-client.md). Bodies stream both ways, hop-by-hop headers are
-dropped, ``X-Forwarded-For/Proto/Host`` and ``X-Request-ID`` are set, and an upstream that
-is down or slow answers 502 or 504 problem+json.
+A raw ASGI app (no Starlette routing, no pydantic per request) on one pooled, kept-alive
+aiohttp session per service (docs/adr/0002-gateway-http-client.md). For each request it:
+
+1. finds the service in the route table (404 when there is none);
+2. refuses a body above ``MAX_BODY_SIZE`` (413), by ``Content-Length`` before reading, or
+   while streaming;
+3. runs the guards (auth offload, rate limits), which may refuse (401, 429) or add headers;
+4. picks an instance round-robin whose circuit breaker admits the call (503 when none does);
+5. streams the request up and the response down, dropping hop-by-hop headers, setting
+   ``X-Forwarded-For/Proto/Host`` and passing ``X-Request-ID``;
+6. maps a slow upstream to 504 and an unreachable one to 502, counting both against the
+   instance's breaker (and 502/503/504 answers too), and retries on another instance when
+   the call never reached an upstream, or when the method is idempotent.
+
+In-flight requests are counted so that shutdown can drain them (:meth:`ServiceProxy.drain`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Final
 
 import aiohttp
 import structlog
 from starlette.types import Message, Receive, Scope, Send
+from yarl import URL
 
-from mercato.platform.errors import problem
+from mercato.gateway.metrics import GatewayMetrics
+from mercato.gateway.upstreams import Instance, Upstream
+from mercato.platform.errors import AppError, problem
 from mercato.platform.net import TrustedProxies
+from mercato.platform.resilience import CircuitOpenError, Permit
 
 log = structlog.stdlib.get_logger("mercato.gateway")
 
-#: RFC 9110 7.6.1 connection-specific headers, never forwarded (plus Host, which we set).
+API_PREFIX: Final = "/api/v1"
+_PREFIX_LEN: Final = len(API_PREFIX)
+
+Headers = list[tuple[bytes, bytes]]
+
+Guard = Callable[[Scope, str], Awaitable[Headers | None]]
+"""Runs before a request goes upstream: ``(scope, service) -> extra response headers``.
+
+Raises an :class:`AppError` (401, 429...) to refuse the request; the proxy answers it as
+problem+json and nothing reaches the service.
+"""
+
+#: RFC 9110 7.6.1 connection-specific headers, never forwarded.
 HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
@@ -40,11 +69,37 @@ _REQUEST_DROP: Final = HOP_BY_HOP | {
     b"x-forwarded-proto",
     b"x-forwarded-host",
     b"x-request-id",
+    b"content-length",  # aiohttp sets it from the body it sends
 }
-_RESPONSE_DROP: Final = HOP_BY_HOP | {b"server", b"date", b"x-request-id"}  # the id is set by our middleware
+#: Dropped from upstream answers: the gateway sets its own request id, security headers and
+#: CORS policy, and shows no server banner.
+_RESPONSE_DROP: Final = HOP_BY_HOP | {
+    b"server",
+    b"date",
+    b"x-request-id",
+    b"strict-transport-security",
+    b"x-content-type-options",
+    b"x-frame-options",
+    b"referrer-policy",
+    b"access-control-allow-origin",
+    b"access-control-allow-credentials",
+    b"access-control-allow-methods",
+    b"access-control-allow-headers",
+    b"access-control-expose-headers",
+    b"access-control-max-age",
+}
+_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: Upstream answers that say the instance is unhealthy (count against its breaker).
+_UNHEALTHY: Final = frozenset({502, 503, 504})
+#: Responses up to this size (by Content-Length) are read whole and sent in one message.
+_BUFFER_LIMIT: Final = 256 * 1024
 
 
-def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
+class PayloadTooLarge(AppError):
+    status, title, slug = 413, "Content Too Large", "payload-too-large"
+
+
+def _connection_tokens(headers: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
     """Header names listed in ``Connection``, which are hop-by-hop too."""
     tokens: set[bytes] = set()
     for name, value in headers:
@@ -53,113 +108,303 @@ def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
     return tokens
 
 
-class Upstream:
-    """One service's base URL and its pooled HTTP session."""
+class ClientGone(Exception):
+    """The client disconnected before its request body was read."""
 
-    def __init__(self, name: str, base_url: str, *, pool_size: int, timeout: aiohttp.ClientTimeout):
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=pool_size, keepalive_timeout=60, ttl_dns_cache=300),
-            timeout=timeout,
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
 
-    async def close(self) -> None:
-        await self.session.close()
+class _RouteLabel:
+    """Stands in for a Starlette route in ``scope["route"]``, so the platform's request
+    metrics label proxied requests by service, not by raw path."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
 
 
 class ServiceProxy:
-    """An ASGI app that forwards a request to the upstream named in its path."""
+    """An ASGI app that forwards ``/api/v1/<service>/...`` to that service."""
 
     def __init__(
         self,
-        upstreams: Mapping[str, str],
+        upstreams: Mapping[str, Upstream],
         *,
         trusted_proxies: TrustedProxies,
-        timeout: float,
-        connect_timeout: float,
-        pool_size: int,
+        max_body_size: int,
+        retries: int,
+        metrics: GatewayMetrics | None = None,
+        guards: Sequence[Guard] = (),
     ) -> None:
-        self._urls = dict(upstreams)
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=timeout
-        )
-        self._pool_size = pool_size
+        self.upstreams = dict(upstreams)
         self.trusted = trusted_proxies
-        self.upstreams: dict[str, Upstream] = {}
-
-    async def start(self) -> None:
-        self.upstreams = {
-            name: Upstream(name, url, pool_size=self._pool_size, timeout=self._timeout)
-            for name, url in self._urls.items()
-        }
+        self.max_body_size = max_body_size
+        self.retries = retries
+        self.metrics = metrics
+        self.guards = list(guards)
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._labels = {name: _RouteLabel(f"{API_PREFIX}/{name}/{{path}}") for name in upstreams}
+        self._unknown = _RouteLabel(f"{API_PREFIX}/{{unknown}}")
 
     async def close(self) -> None:
         for upstream in self.upstreams.values():
             await upstream.close()
-        self.upstreams = {}
+
+    async def drain(self, within: float) -> bool:
+        """Wait until no request is in flight (at most ``within`` seconds); True if idle."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), within)
+        except TimeoutError:
+            log.warning("shutdown with requests still in flight", in_flight=self.in_flight)
+            return False
+        return True
 
     async def ready(self, name: str) -> None:
-        """Raise unless the upstream's ``/readyz`` answers 200."""
+        """Raise unless some instance of ``name`` answers ``/readyz`` with 200."""
         upstream = self.upstreams[name]
-        async with upstream.session.get(f"{upstream.base_url}/readyz") as response:
-            if response.status != 200:
-                raise RuntimeError(f"{name} answered {response.status}")
+        failures: list[str] = []
+        for instance in upstream.instances:
+            try:
+                async with upstream.session.get(instance.base / "readyz") as response:
+                    if response.status == 200:
+                        return
+                    failures.append(f"{instance.url} answered {response.status}")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                failures.append(f"{instance.url}: {type(exc).__name__}")
+        raise RuntimeError("; ".join(failures))
+
+    # -- the request path ----------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        params = scope.get("path_params", {})
-        service, rest = str(params.get("service", "")), str(params.get("rest", ""))
-        request_id = scope.get("state", {}).get("request_id")
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        upstream_path = raw_path[_PREFIX_LEN:] if raw_path.startswith(b"/api/v1/") else b"/"
+        service = upstream_path[1:].split(b"/", 1)[0].split(b"?", 1)[0].decode("latin-1")
         upstream = self.upstreams.get(service)
+        state = scope.setdefault("state", {})
+        request_id: str | None = state.get("request_id")
         if upstream is None:
-            response = problem(404, detail=f"No service is named {service!r}.", request_id=request_id)
-            await response(scope, receive, send)
+            scope["route"] = self._unknown
+            await problem(404, detail=f"No service is named {service!r}.", request_id=request_id)(
+                scope, receive, send
+            )
             return
-        url = f"{upstream.base_url}/{service}{rest}"
-        query = scope.get("query_string", b"")
-        if query:
-            url = f"{url}?{query.decode('latin-1')}"
-        headers = self._request_headers(scope, request_id)
-        body = await _request_body(receive)
-        started = False
+        scope["route"] = self._labels[service]
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            await self._forward(scope, receive, send, upstream, upstream_path, request_id)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        upstream: Upstream,
+        path: bytes,
+        request_id: str | None,
+    ) -> None:
+        raw_headers: Headers = scope["headers"]
+        try:
+            declared = _content_length(raw_headers)
+            if declared is not None and declared > self.max_body_size:
+                raise PayloadTooLarge(f"The body is larger than {self.max_body_size} bytes.")
+            extra: Headers = []
+            for guard in self.guards:
+                added = await guard(scope, upstream.name)
+                if added:
+                    extra.extend(added)
+            body = await self._request_body(receive)
+        except AppError as refusal:
+            await self._refuse(scope, receive, send, refusal, request_id)
+            return
+        except ClientGone:
+            return
+
+        query: bytes = scope.get("query_string", b"")
+        target = path + b"?" + query if query else path
+        headers = self._request_headers(scope, raw_headers, request_id)
+        method: str = scope["method"]
+        replayable = not isinstance(body, _BodyStream)
+        attempts = 1 + (self.retries if replayable else 0)
+        tried: Instance | None = None
+        for attempt in range(attempts):
+            try:
+                instance, permit = upstream.choose(exclude=tried)
+            except CircuitOpenError as refused:
+                if self.metrics:
+                    self.metrics.error(upstream.name, "circuit_open")
+                await self._refuse(scope, receive, send, refused, request_id)
+                return
+            tried = instance
+            url = URL(instance.url + target.decode("latin-1"), encoded=True)
+            outcome = await self._attempt(
+                scope, receive, send, upstream, permit, method, url, headers, body, extra
+            )
+            if outcome is _Outcome.DONE:
+                return
+            last = attempt == attempts - 1
+            if outcome is _Outcome.NOT_SENT and not last:
+                continue
+            if outcome is _Outcome.BROKEN and method in _IDEMPOTENT and not last:
+                continue
+            await self._upstream_failed(scope, receive, send, upstream.name, outcome, request_id)
+            return
+
+    async def _attempt(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        upstream: Upstream,
+        permit: Permit,
+        method: str,
+        url: URL,
+        headers: list[tuple[str, str]],
+        body: bytes | _BodyStream | None,
+        extra: Headers,
+    ) -> _Outcome:
+        started = time.perf_counter()
+        data = body.iterate() if isinstance(body, _BodyStream) else body
+        head_sent = [False]
         try:
             async with upstream.session.request(
-                scope["method"], url, headers=headers, data=body, allow_redirects=False
-            ) as upstream_response:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": upstream_response.status,
-                        "headers": _response_headers(upstream_response.raw_headers),
-                    }
+                method, url, headers=headers, data=data, allow_redirects=False
+            ) as response:
+                status = response.status
+                if status in _UNHEALTHY:
+                    permit.failure()
+                else:
+                    permit.success()
+                if self.metrics:
+                    self.metrics.observe(upstream.name, status, time.perf_counter() - started)
+                await self._relay(send, response, extra, head_sent)
+                return _Outcome.DONE
+        except Exception as exc:
+            if head_sent[0]:
+                raise  # the answer is half sent: only dropping the connection is honest
+            if isinstance(body, _BodyStream) and body.overflowed:
+                permit.release()
+                too_large = PayloadTooLarge(f"The body is larger than {self.max_body_size} bytes.")
+                await self._refuse(
+                    scope, receive, send, too_large, scope["state"].get("request_id")
                 )
-                started = True
-                async for chunk in upstream_response.content.iter_any():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
-        except TimeoutError:
-            if started:
-                raise
-            log.warning("upstream timed out", upstream=service)
-            await problem(
-                504, detail=f"The {service} service did not answer in time.", request_id=request_id
-            )(scope, receive, send)
-        except aiohttp.ClientError as exc:
-            if started:
-                raise
-            log.warning("upstream unreachable", upstream=service, error=type(exc).__name__)
-            await problem(
-                502, detail=f"The {service} service is unreachable.", request_id=request_id
-            )(scope, receive, send)
+                return _Outcome.DONE
+            if isinstance(exc, TimeoutError):
+                permit.failure()
+                return self._failed(upstream.name, "timeout", _Outcome.TIMEOUT)
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                permit.failure()
+                return self._failed(upstream.name, "connect", _Outcome.NOT_SENT)
+            if isinstance(exc, aiohttp.ClientConnectionError):
+                permit.failure()
+                return self._failed(upstream.name, "disconnect", _Outcome.BROKEN)
+            permit.release()
+            raise
+        except BaseException:
+            permit.release()
+            raise
 
-    def _request_headers(self, scope: Scope, request_id: str | None) -> list[tuple[str, str]]:
-        raw: list[tuple[bytes, bytes]] = scope["headers"]
-        drop = _REQUEST_DROP | _connection_tokens(raw)
+    def _failed(self, upstream: str, kind: str, outcome: _Outcome) -> _Outcome:
+        if self.metrics:
+            self.metrics.error(upstream, kind)
+        log.warning("upstream call failed", upstream=upstream, kind=kind)
+        return outcome
+
+    async def _relay(
+        self, send: Send, response: aiohttp.ClientResponse, extra: Headers, head_sent: list[bool]
+    ) -> None:
+        headers = _response_headers(response.raw_headers)
+        if extra:
+            headers.extend(extra)
+        start = {"type": "http.response.start", "status": response.status, "headers": headers}
+        length = response.content_length
+        if length is not None and length <= _BUFFER_LIMIT:
+            payload = await response.read()
+            head_sent[0] = True
+            await send(start)
+            await send({"type": "http.response.body", "body": payload})
+            return
+        head_sent[0] = True
+        await send(start)
+        async for chunk in response.content.iter_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, error: AppError, request_id: str | None
+    ) -> None:
+        if self.metrics and not isinstance(error, CircuitOpenError):
+            self.metrics.refused(error.slug or str(error.status))
+        await problem(
+            error.status,
+            title=error.title,
+            detail=error.detail,
+            type_=f"urn:mercato:problem:{error.slug or f'http-{error.status}'}",
+            request_id=request_id,
+            headers=error.headers,
+            **error.extra,
+        )(scope, receive, send)
+
+    async def _upstream_failed(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        service: str,
+        outcome: _Outcome,
+        request_id: str | None,
+    ) -> None:
+        if outcome is _Outcome.TIMEOUT:
+            response = problem(
+                504,
+                detail=f"The {service} service did not answer in time.",
+                type_="urn:mercato:problem:upstream-timeout",
+                request_id=request_id,
+            )
+        else:
+            response = problem(
+                502,
+                detail=f"The {service} service is unreachable.",
+                type_="urn:mercato:problem:upstream-unreachable",
+                request_id=request_id,
+            )
+        await response(scope, receive, send)
+
+    async def _request_body(self, receive: Receive) -> bytes | _BodyStream | None:
+        """The whole body when it is small (read into memory: such a request can be
+        retried), else a stream that is forwarded as it arrives and stops at the limit."""
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more and size <= _BUFFER_LIMIT:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_size:
+                raise PayloadTooLarge(f"The body is larger than {self.max_body_size} bytes.")
+            if chunk:
+                chunks.append(chunk)
+            more = message.get("more_body", False)
+        if not more:
+            return b"".join(chunks) or None
+        return _BodyStream(receive, b"".join(chunks), self.max_body_size)
+
+    def _request_headers(
+        self, scope: Scope, raw: Headers, request_id: str | None
+    ) -> list[tuple[str, str]]:
+        drop = _REQUEST_DROP
+        if any(name == b"connection" for name, _ in raw):
+            drop = drop | _connection_tokens(raw)
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw if k not in drop]
-        trusted_peer = self.trusted.is_trusted(self.trusted.peer(scope))
+        peer = self.trusted.peer(scope)
+        trusted_peer = self.trusted.is_trusted(peer)
         proto = _first(raw, b"x-forwarded-proto") if trusted_peer else None
         host = (_first(raw, b"x-forwarded-host") if trusted_peer else None) or _first(raw, b"host")
         headers.append(("X-Forwarded-For", self.trusted.forwarded_for(scope)))
@@ -171,34 +416,69 @@ class ServiceProxy:
         return headers
 
 
-def _first(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+class _Outcome:
+    """How one attempt ended (a tiny enum without Enum's lookup cost)."""
+
+    DONE: _Outcome
+    NOT_SENT: _Outcome  # never reached the upstream: safe to retry for any method
+    BROKEN: _Outcome  # the connection broke: retry only idempotent methods
+    TIMEOUT: _Outcome  # no answer in time: not retried (it would double the wait)
+
+
+_Outcome.DONE = _Outcome()
+_Outcome.NOT_SENT = _Outcome()
+_Outcome.BROKEN = _Outcome()
+_Outcome.TIMEOUT = _Outcome()
+
+
+class _BodyStream:
+    """A request body that arrives in several messages; forwarded as it comes."""
+
+    def __init__(self, receive: Receive, first: bytes, limit: int) -> None:
+        self._receive = receive
+        self._first = first
+        self._limit = limit
+        self.overflowed = False
+
+    async def iterate(self) -> AsyncIterator[bytes]:
+        size = len(self._first)
+        if self._first:
+            yield self._first
+        more = True
+        while more:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self._limit:
+                self.overflowed = True
+                raise PayloadTooLarge
+            if chunk:
+                yield chunk
+            more = message.get("more_body", False)
+
+
+def _content_length(headers: Headers) -> int | None:
+    for key, value in headers:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _first(headers: Headers, name: bytes) -> str | None:
     for key, value in headers:
         if key == name:
             return value.decode("latin-1")
     return None
 
 
-def _response_headers(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:
+def _response_headers(raw: tuple[tuple[bytes, bytes], ...]) -> Headers:
     pairs = [(k.lower(), v) for k, v in raw]
-    drop = _RESPONSE_DROP | _connection_tokens(pairs)
+    drop = _RESPONSE_DROP
+    if any(name == b"connection" for name, _ in pairs):
+        drop = drop | _connection_tokens(pairs)
     return [(k, v) for k, v in pairs if k not in drop]
-
-
-async def _request_body(receive: Receive) -> bytes | AsyncIterator[bytes] | None:
-    """The whole body when it came in one message (the usual case), else a stream."""
-    first: Message = await receive()
-    chunk = first.get("body", b"")
-    if not first.get("more_body", False):
-        return chunk or None
-
-    async def stream() -> AsyncIterator[bytes]:
-        yield chunk
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            yield message.get("body", b"")
-            more = message.get("more_body", False)
-
-    return stream()

@@ -1,0 +1,76 @@
+"""The gateway's own metrics, next to the per-route request metrics every service has.
+
+Labelled children are looked up once and kept, so the hot path pays one dict lookup and one
+increment per metric.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from mercato.platform.observability import LATENCY_BUCKETS
+from mercato.platform.resilience import STATE_CODES, BreakerState, CircuitBreaker
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._requests = Counter(
+            "gateway_upstream_requests_total",
+            "Answers received from upstream services, by upstream and status.",
+            ["upstream", "status"],
+            registry=registry,
+        )
+        self._latency = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Time from sending a request upstream to its response head, by upstream.",
+            ["upstream"],
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self._errors = Counter(
+            "gateway_upstream_errors_total",
+            "Upstream calls that failed: timeout, connect, disconnect, circuit_open.",
+            ["upstream", "kind"],
+            registry=registry,
+        )
+        self._breaker = Gauge(
+            "gateway_circuit_breaker_state",
+            "Circuit breaker of each upstream instance: 0 closed, 1 half-open, 2 open.",
+            ["upstream", "instance"],
+            registry=registry,
+        )
+        self._refused = Counter(
+            "gateway_refused_total",
+            "Requests the gateway answered itself: unauthorized, rate_limited, too_large.",
+            ["reason"],
+            registry=registry,
+        )
+        self._request_children: dict[tuple[str, int], Counter] = {}
+        self._latency_children: dict[str, Histogram] = {}
+
+    def observe(self, upstream: str, status: int, seconds: float) -> None:
+        key = (upstream, status)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self._requests.labels(upstream, str(status))
+        counter.inc()
+        histogram = self._latency_children.get(upstream)
+        if histogram is None:
+            histogram = self._latency_children[upstream] = self._latency.labels(upstream)
+        histogram.observe(seconds)
+
+    def error(self, upstream: str, kind: str) -> None:
+        self._errors.labels(upstream, kind).inc()
+
+    def refused(self, reason: str) -> None:
+        self._refused.labels(reason).inc()
+
+    def breaker_changed(
+        self, breaker: CircuitBreaker, old: BreakerState, new: BreakerState
+    ) -> None:
+        upstream, _, instance = breaker.name.partition("@")
+        self._breaker.labels(upstream, instance).set(STATE_CODES[new])
+
+    def track(self, breaker: CircuitBreaker) -> None:
+        """Publish ``breaker``'s current state (the listener keeps it current)."""
+        self.breaker_changed(breaker, breaker.state, breaker.state)

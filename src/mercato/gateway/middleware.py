@@ -1,0 +1,128 @@
+"""The gateway's pure ASGI middleware: security headers, CORS, and the fast path to the proxy.
+
+Order, outermost first: :class:`SecurityHeadersMiddleware` (so every answer, errors included,
+carries the headers) -> CORS -> the platform's request-id/log/metrics middleware ->
+:class:`ApiDispatchMiddleware`, which hands ``/api/v1/...`` straight to the proxy without
+Starlette's router and exception layers; everything else (health, docs, storefront) goes on
+to the FastAPI routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mercato.platform.errors import problem
+from mercato.platform.settings import Settings
+
+Headers = list[tuple[bytes, bytes]]
+
+_CSP: Final = b"content-security-policy"
+_DROP: Final = frozenset({b"server", b"x-powered-by"})
+
+#: Headers a browser may send cross-origin, and may read from an answer.
+CORS_ALLOW_HEADERS: Final = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"]
+CORS_EXPOSE_HEADERS: Final = [
+    "X-Request-ID",
+    "ETag",
+    "Location",
+    "Retry-After",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+]
+
+
+def security_headers(settings: Settings) -> Headers:
+    """The headers API.md puts on every gateway answer, as raw ASGI pairs."""
+    return [
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
+        (b"referrer-policy", settings.referrer_policy.encode("latin-1")),
+    ]
+
+
+class SecurityHeadersMiddleware:
+    """Adds the security headers to every answer and removes any server banner.
+
+    A response that already set its own ``Content-Security-Policy`` (a storefront page with
+    a script nonce) keeps it; every other answer gets the configured policy.
+    """
+
+    def __init__(self, app: ASGIApp, *, headers: Headers, csp: str) -> None:
+        self.app = app
+        self.headers = headers
+        self.csp = (_CSP, csp.encode("latin-1"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                own: Headers = message.get("headers", [])
+                has_csp = False
+                kept: Headers = []
+                for name, value in own:
+                    lowered = name.lower()
+                    if lowered in _DROP:
+                        continue
+                    if lowered == _CSP:
+                        has_csp = True
+                    kept.append((name, value))
+                kept.extend(self.headers)
+                if not has_csp:
+                    kept.append(self.csp)
+                message["headers"] = kept
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def cors_options(settings: Settings) -> dict[str, Any]:
+    """Options of Starlette's (pure ASGI) ``CORSMiddleware``: origins from ``CORS_ORIGINS``
+    only; credentials only with an explicit list, never with a wildcard."""
+    origins = list(settings.cors_origins)
+    return {
+        "allow_origins": origins,
+        "allow_credentials": "*" not in origins,
+        "allow_methods": ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        "allow_headers": CORS_ALLOW_HEADERS,
+        "expose_headers": CORS_EXPOSE_HEADERS,
+        "max_age": 600,
+    }
+
+
+class ApiDispatchMiddleware:
+    """Sends ``/api/v1/...`` to the proxy directly; the rest to the FastAPI app.
+
+    ``proxy`` is looked up per request because the proxy exists only while the lifespan runs
+    (its HTTP sessions belong to the event loop).
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, proxy: Callable[[], ASGIApp | None], prefix: str = "/api/v1"
+    ) -> None:
+        self.app = app
+        self.proxy = proxy
+        self.prefix = prefix
+        self.prefix_slash = prefix + "/"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith(self.prefix_slash) or path == self.prefix:
+                proxy = self.proxy()
+                if proxy is None:
+                    request_id = scope.get("state", {}).get("request_id")
+                    await problem(503, detail="The gateway is not started.", request_id=request_id)(
+                        scope, receive, send
+                    )
+                    return
+                await proxy(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
