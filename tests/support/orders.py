@@ -39,6 +39,7 @@ class ProductsStub:
     requests: int = 0
     delay: float = 0.0
     runner: web.AppRunner | None = None
+    requested: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def url(self) -> str:
@@ -71,6 +72,7 @@ class ProductsStub:
     async def start(self) -> None:
         async def product(request: web.Request) -> web.Response:
             self.requests += 1
+            self.requested.set()
             if self.delay:
                 await asyncio.sleep(self.delay)
             found = self.products.get(request.match_info["product_id"])
