@@ -25,11 +25,14 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from fastapi import FastAPI
 
 from mercato.platform.security.keys import KeySet, SigningKey
 from mercato.platform.security.tokens import TOKEN_TYPE, TokenIssuer
@@ -124,3 +127,17 @@ def unsigned_token(claim_values: dict[str, Any] | None = None, **header: Any) ->
 
     head = {"alg": "none", "typ": TOKEN_TYPE, "kid": TEST_KEY.kid, **header}
     return f"{part(head)}.{part(claim_values or claims())}."
+
+
+@asynccontextmanager
+async def app_client(
+    app: FastAPI, *, client: tuple[str, int] = ("203.0.113.7", 50000)
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Enter ``app``'s lifespan and answer an ``httpx`` client talking to it in-process,
+    from the socket address ``client``."""
+    transport = httpx.ASGITransport(app, client=client)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+    ):
+        yield http

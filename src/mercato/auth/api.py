@@ -1,0 +1,120 @@
+"""The auth routes of API.md: thin, each parses, calls the service and answers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request, Response, status
+
+from mercato.auth.dependencies import Auth, ClientAddress
+from mercato.auth.schemas import (
+    LoginRequest,
+    Me,
+    RefreshRequest,
+    RegisteredUser,
+    RegisterRequest,
+    TokenPair,
+)
+from mercato.auth.service import BAD_REFRESH, RefreshRefused
+from mercato.platform.app import Context
+from mercato.platform.errors import Unauthorized
+from mercato.platform.security.dependencies import CurrentUser
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+PROBLEM: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid credentials or token"},
+    422: {"description": "Invalid request"},
+}
+LOGIN_ANSWERS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Bad credentials (the same for an unknown user and a wrong password)"},
+    422: {"description": "Invalid request"},
+    429: {"description": "Too many login attempts"},
+}
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RegisteredUser,
+    responses={409: {"description": "Username or e-mail taken"}, 422: PROBLEM[422]},
+)
+async def register(body: RegisterRequest, context: Context, auth: Auth) -> RegisteredUser:
+    async with context.db.unit_of_work() as uow:
+        user = await auth.register(uow, body)
+        await uow.commit()
+    return RegisteredUser(
+        id=user.id, username=user.username, email=user.email, created_at=user.created_at
+    )
+
+
+async def _login(
+    context: Context, auth: Auth, client: str, username: str, password: str
+) -> TokenPair:
+    await auth.check_login_limits(username, client)
+    async with context.db.unit_of_work(read_only=True) as uow:
+        who = await auth.authenticate(uow, username, password, client=client)
+    async with context.db.unit_of_work() as uow:
+        pair = await auth.start_session(uow, who, client=client)
+        await uow.commit()
+    return pair
+
+
+@router.post("/login", response_model=TokenPair, responses=LOGIN_ANSWERS)
+async def login(
+    body: LoginRequest, context: Context, auth: Auth, client: ClientAddress, response: Response
+) -> TokenPair:
+    response.headers["Cache-Control"] = "no-store"
+    return await _login(context, auth, client, body.username, body.password)
+
+
+@router.post("/token", response_model=TokenPair, responses=LOGIN_ANSWERS)
+async def token(
+    username: Annotated[str, Form(min_length=1, max_length=320)],
+    password: Annotated[str, Form(min_length=1, max_length=128)],
+    context: Context,
+    auth: Auth,
+    client: ClientAddress,
+    response: Response,
+) -> TokenPair:
+    """The OAuth2 password flow, so that the ``/docs`` Authorize button works."""
+    response.headers["Cache-Control"] = "no-store"
+    return await _login(context, auth, client, username, password)
+
+
+@router.post("/refresh", response_model=TokenPair, responses={401: PROBLEM[401]})
+async def refresh(
+    body: RefreshRequest, context: Context, auth: Auth, client: ClientAddress, response: Response
+) -> TokenPair:
+    async with context.db.unit_of_work() as uow:
+        outcome = await auth.refresh(uow, body.refresh_token, client=client)
+        await uow.commit()  # also when refused: a reuse revokes the family for good
+    if isinstance(outcome, RefreshRefused):
+        raise Unauthorized(BAD_REFRESH)
+    response.headers["Cache-Control"] = "no-store"
+    return outcome
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses={401: PROBLEM[401]})
+async def logout(
+    body: RefreshRequest, user: CurrentUser, context: Context, auth: Auth, client: ClientAddress
+) -> Response:
+    async with context.db.unit_of_work() as uow:
+        await auth.logout(uow, user.user_id, body.refresh_token, client=client)
+        await uow.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me", response_model=Me, responses={401: PROBLEM[401]})
+async def me(user: CurrentUser, context: Context, auth: Auth) -> Me:
+    async with context.db.unit_of_work(read_only=True) as uow:
+        row = await auth.me(uow, user.user_id)
+        return Me(id=row.id, username=row.username, email=row.email, roles=list(row.roles))
+
+
+@router.get("/.well-known/jwks.json")
+async def jwks(request: Request, response: Response) -> dict[str, list[dict[str, Any]]]:
+    """The public keys that verify access tokens (never a private part)."""
+    response.headers["Cache-Control"] = "public, max-age=300"
+    keys: dict[str, list[dict[str, Any]]] = request.app.state.jwks
+    return keys

@@ -1,0 +1,103 @@
+"""Rules of the auth context: what a username and a password may be, and the refresh
+tokens' life. Plain Python: no web framework, no ORM."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from importlib import resources
+from typing import Final
+
+USERNAME_MIN: Final = 3
+USERNAME_MAX: Final = 50
+PASSWORD_MIN: Final = 8
+PASSWORD_MAX: Final = 128
+AGE_MAX: Final = 150
+
+CUSTOMER: Final = "customer"
+ADMIN: Final = "admin"
+DEFAULT_ROLES: Final = (CUSTOMER,)
+
+_USERNAME = re.compile(rf"[A-Za-z0-9]{{{USERNAME_MIN},{USERNAME_MAX}}}")
+
+
+def username_problem(username: str) -> str | None:
+    """Why ``username`` is refused, or ``None``: 3..50 ASCII letters and digits."""
+    if _USERNAME.fullmatch(username) is None:
+        return f"must be {USERNAME_MIN} to {USERNAME_MAX} characters, letters and digits only"
+    return None
+
+
+@lru_cache(maxsize=1)
+def common_passwords() -> frozenset[str]:
+    """The bundled list of common passwords (lower-case)."""
+    text = resources.files("mercato.auth").joinpath("data/common-passwords.txt").read_text("utf-8")
+    return frozenset(
+        line.strip().lower()
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+
+
+def password_problem(password: str) -> str | None:
+    """Why ``password`` is refused, or ``None``."""
+    if len(password) < PASSWORD_MIN:
+        return f"must be at least {PASSWORD_MIN} characters"
+    if len(password) > PASSWORD_MAX:
+        return f"must be at most {PASSWORD_MAX} characters"
+    if not any(char.isupper() for char in password):
+        return "must contain an upper-case letter"
+    if not any(char.isdigit() for char in password):
+        return "must contain a digit"
+    if password.lower() in common_passwords():
+        return "is too common; choose another"
+    return None
+
+
+def username_key(username: str) -> str:
+    """Usernames are unique whatever their case."""
+    return username.lower()
+
+
+def email_key(email: str) -> str:
+    """E-mail addresses are unique whatever their case."""
+    return email.strip().lower()
+
+
+# --- refresh tokens ---------------------------------------------------------------------
+
+REFRESH_TOKEN_BYTES: Final = 32
+
+
+def new_refresh_token() -> str:
+    """An opaque, unguessable refresh token (never stored as is)."""
+    return secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+
+
+def refresh_token_hash(token: str) -> str:
+    """What is stored: a SHA-256 digest (the token is high-entropy, so no salt is needed)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshState:
+    """What is known about a presented refresh token."""
+
+    family_revoked: bool
+    used: bool
+    expires_at: datetime
+
+    def verdict(self, now: datetime) -> str:
+        """``ok``, or why it is refused: ``revoked``, ``reused`` (revoke the family) or
+        ``expired``."""
+        if self.family_revoked:
+            return "revoked"
+        if self.used:
+            return "reused"
+        if self.expires_at <= now:
+            return "expired"
+        return "ok"

@@ -1,0 +1,68 @@
+"""Request and response bodies of the auth API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+from mercato.auth import domain
+
+
+class Strict(BaseModel):
+    """Unknown fields are refused (422): a client cannot set ``roles`` or ``is_admin``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterRequest(Strict):
+    username: str = Field(min_length=domain.USERNAME_MIN, max_length=domain.USERNAME_MAX)
+    email: EmailStr = Field(max_length=320)
+    password: str = Field(min_length=domain.PASSWORD_MIN, max_length=domain.PASSWORD_MAX)
+    age: int | None = Field(None, ge=0, le=domain.AGE_MAX)
+    full_name: str | None = Field(None, max_length=200)
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        if problem := domain.username_problem(value):
+            raise ValueError(f"username {problem}")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: str) -> str:
+        if problem := domain.password_problem(value):
+            raise ValueError(f"password {problem}")
+        return value
+
+
+class RegisteredUser(BaseModel):
+    id: str
+    username: str
+    email: str
+    created_at: datetime
+
+
+class LoginRequest(Strict):
+    username: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=domain.PASSWORD_MAX)
+
+
+class RefreshRequest(Strict):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type
+    expires_in: int
+
+
+class Me(BaseModel):
+    id: str
+    username: str
+    email: str
+    roles: list[str]

@@ -1,0 +1,284 @@
+"""Use cases of the auth context. Callers own the unit of work; nothing here commits."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+
+from mercato.auth import domain
+from mercato.auth.contracts import UserRegistered
+from mercato.auth.models import RefreshFamilyRow, RefreshTokenRow, UserRow
+from mercato.auth.repository import RefreshTokenRepository, UserRepository
+from mercato.auth.schemas import RegisterRequest, TokenPair
+from mercato.messaging import publish
+from mercato.platform.db import UnitOfWork
+from mercato.platform.errors import Conflict, NotFound, Unauthorized
+from mercato.platform.security.passwords import PasswordHasher
+from mercato.platform.security.ratelimit import RateLimiter
+from mercato.platform.security.tokens import TokenIssuer
+from mercato.platform.settings import Settings
+
+security_log = structlog.stdlib.get_logger("mercato.security")
+
+BAD_CREDENTIALS = "Invalid username or password."
+BAD_REFRESH = "The refresh token is invalid, expired or revoked."
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    user_id: str
+    roles: list[str]
+    new_hash: str | None  # the password hash upgraded to the current parameters
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRefused:
+    reason: str  # revoked, reused, expired, unknown, inactive
+
+
+class AuthService:
+    """The auth use cases, with the adapters they need (built once per app)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        hasher: PasswordHasher,
+        issuer: TokenIssuer,
+        limiter: RateLimiter,
+    ) -> None:
+        self.settings = settings
+        self.hasher = hasher
+        self.issuer = issuer
+        self.limiter = limiter
+
+    # --- registration -------------------------------------------------------------------
+
+    async def register(
+        self,
+        uow: UnitOfWork,
+        data: RegisterRequest,
+        *,
+        roles: tuple[str, ...] = domain.DEFAULT_ROLES,
+    ) -> UserRow:
+        """Create the account and announce ``user.registered``; 409 if the username or the
+        e-mail is taken (whatever its case)."""
+        password_hash = await self.hasher.hash(data.password)
+        users = UserRepository(uow.session)
+        username_key, email_key = domain.username_key(data.username), domain.email_key(data.email)
+        username_taken, email_taken = await users.taken(username_key, email_key)
+        if username_taken:
+            raise Conflict("This username is already registered.")
+        if email_taken:
+            raise Conflict("This e-mail address is already registered.")
+        now = utcnow()
+        user = UserRow(
+            id=str(uuid.uuid4()),
+            username=data.username,
+            username_key=username_key,
+            email=data.email,
+            email_key=email_key,
+            password_hash=password_hash,
+            roles=sorted(roles),
+            is_active=True,
+            created_at=now,
+            updated_at=now,
+        )
+        users.add(user)
+        try:
+            await users.flush()
+        except IntegrityError:  # a concurrent registration won the race
+            raise Conflict("This username or e-mail address is already registered.") from None
+        await publish(
+            uow,
+            UserRegistered(
+                user_id=user.id,
+                username=user.username,
+                email=user.email,
+                full_name=data.full_name,
+                age=data.age,
+                roles=list(user.roles),
+                created_at=now,
+            ),
+            key=user.id,
+        )
+        return user
+
+    # --- login --------------------------------------------------------------------------
+
+    async def check_login_limits(self, username: str, client: str) -> None:
+        """Count the attempt against both login limits; 429 (or 503 when the limit storage
+        is down) past either."""
+        key = domain.username_key(username)
+        for limit, parts in (
+            (self.settings.rate_limit_login_address, ("login-address", client)),
+            (self.settings.rate_limit_login, ("login", key, client)),
+        ):
+            result = await self.limiter.hit(limit, *parts)
+            if not result.allowed:
+                security_log.warning(
+                    "security.rate_limited",
+                    outcome="storage-unavailable" if result.unavailable else "refused",
+                    username=username,
+                    client=client,
+                    limit=limit,
+                )
+                result.raise_for_refusal("Too many login attempts; try again later.")
+
+    async def authenticate(
+        self, uow: UnitOfWork, username: str, password: str, *, client: str
+    ) -> Authenticated:
+        """Check the credentials; the same 401 (after the same work) for an unknown user,
+        an inactive one and a wrong password."""
+        user = await UserRepository(uow.session).by_username_key(domain.username_key(username))
+        check = await self.hasher.verify(password, user.password_hash if user else None)
+        if user is None or not check.ok or not user.is_active:
+            security_log.warning(
+                "security.login_failed",
+                outcome="refused",
+                username=username,
+                user_id=user.id if user else None,
+                client=client,
+            )
+            raise Unauthorized(BAD_CREDENTIALS)
+        return Authenticated(user_id=user.id, roles=list(user.roles), new_hash=check.new_hash)
+
+    async def start_session(self, uow: UnitOfWork, who: Authenticated, *, client: str) -> TokenPair:
+        """A new refresh-token family and a token pair (and the upgraded hash, if any)."""
+        now = utcnow()
+        if who.new_hash is not None:
+            user = await UserRepository(uow.session).get(who.user_id)
+            if user is not None:
+                user.password_hash = who.new_hash
+                user.updated_at = now
+        family = RefreshFamilyRow(id=str(uuid.uuid4()), user_id=who.user_id, created_at=now)
+        tokens = RefreshTokenRepository(uow.session)
+        tokens.add_family(family)
+        await uow.session.flush()
+        refresh_token = self._new_refresh_token(tokens, family.id, now)
+        security_log.info("security.login_ok", outcome="ok", user_id=who.user_id, client=client)
+        return self._pair(who.user_id, who.roles, refresh_token)
+
+    def _new_refresh_token(
+        self, tokens: RefreshTokenRepository, family_id: str, now: datetime
+    ) -> str:
+        token = domain.new_refresh_token()
+        tokens.add_token(
+            RefreshTokenRow(
+                token_hash=domain.refresh_token_hash(token),
+                family_id=family_id,
+                created_at=now,
+                expires_at=now + timedelta(seconds=self.settings.refresh_token_ttl),
+            )
+        )
+        return token
+
+    def _pair(self, user_id: str, roles: list[str], refresh_token: str) -> TokenPair:
+        access = self.issuer.issue(user_id, roles)
+        return TokenPair(
+            access_token=access.token, refresh_token=refresh_token, expires_in=access.expires_in
+        )
+
+    # --- refresh and logout -------------------------------------------------------------
+
+    async def refresh(
+        self, uow: UnitOfWork, refresh_token: str, *, client: str
+    ) -> TokenPair | RefreshRefused:
+        """Rotate ``refresh_token``. Presenting one already rotated revokes its family
+        (reuse detection); the caller commits either way, so the revocation sticks."""
+        now = utcnow()
+        tokens = RefreshTokenRepository(uow.session)
+        found = await tokens.get_for_update(domain.refresh_token_hash(refresh_token))
+        if found is None:
+            return self._refused("unknown", client)
+        row, family = found
+        state = domain.RefreshState(
+            family_revoked=family.revoked_at is not None,
+            used=row.used_at is not None,
+            expires_at=row.expires_at,
+        )
+        verdict = state.verdict(now)
+        if verdict == "ok" and not await tokens.mark_used(row.token_hash, now):
+            verdict = "reused"  # rotated concurrently by another request
+        if verdict == "reused":
+            await tokens.revoke_family(family.id, now, "reuse")
+            security_log.warning(
+                "security.refresh_reuse",
+                outcome="family-revoked",
+                user_id=family.user_id,
+                family_id=family.id,
+                client=client,
+            )
+            return RefreshRefused("reused")
+        if verdict != "ok":
+            return self._refused(verdict, client, user_id=family.user_id)
+        user = await UserRepository(uow.session).get(family.user_id)
+        if user is None or not user.is_active:
+            await tokens.revoke_family(family.id, now, "inactive")
+            return self._refused("inactive", client, user_id=family.user_id)
+        new_token = self._new_refresh_token(tokens, family.id, now)
+        security_log.info("security.refresh_ok", outcome="ok", user_id=user.id, client=client)
+        return self._pair(user.id, list(user.roles), new_token)
+
+    @staticmethod
+    def _refused(reason: str, client: str, user_id: str | None = None) -> RefreshRefused:
+        security_log.warning(
+            "security.refresh_refused",
+            outcome="refused",
+            reason=reason,
+            user_id=user_id,
+            client=client,
+        )
+        return RefreshRefused(reason)
+
+    async def logout(
+        self, uow: UnitOfWork, user_id: str, refresh_token: str, *, client: str
+    ) -> None:
+        """Revoke the family of ``refresh_token`` if it is the caller's (else do nothing,
+        revealing nothing)."""
+        tokens = RefreshTokenRepository(uow.session)
+        found = await tokens.get_for_update(domain.refresh_token_hash(refresh_token))
+        if found is None or found[1].user_id != user_id:
+            return
+        await tokens.revoke_family(found[1].id, utcnow(), "logout")
+        security_log.info("security.logout", outcome="ok", user_id=user_id, client=client)
+
+    # --- reads and administration -------------------------------------------------------
+
+    async def me(self, uow: UnitOfWork, user_id: str) -> UserRow:
+        user = await UserRepository(uow.session).get(user_id)
+        if user is None:
+            raise NotFound("No such user.")
+        return user
+
+    async def ensure_admin(
+        self, uow: UnitOfWork, username: str, password: str, *, email: str | None = None
+    ) -> tuple[UserRow, bool]:
+        """Make sure ``username`` exists with the admin role (created with ``password`` if
+        missing; an existing account is promoted and keeps its password). Answers the user
+        and whether it was created."""
+        if problem := domain.username_problem(username):
+            raise ValueError(f"admin username {problem}")
+        existing = await UserRepository(uow.session).by_username_key(domain.username_key(username))
+        if existing is not None:
+            if domain.ADMIN not in existing.roles:
+                existing.roles = sorted({*existing.roles, domain.ADMIN})
+                existing.updated_at = utcnow()
+            return existing, False
+        if problem := domain.password_problem(password):
+            raise ValueError(f"admin password {problem}")
+        data = RegisterRequest(
+            username=username,
+            email=email or f"{username.lower()}@admin.mercato.example",
+            password=password,
+        )
+        user = await self.register(uow, data, roles=(domain.ADMIN, domain.CUSTOMER))
+        return user, True
