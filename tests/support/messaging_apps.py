@@ -178,3 +178,30 @@ def unsent_count(database: Database) -> Any:
     return count(
         database, select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
     )
+
+
+async def delete_rabbit_topology(settings: Settings, groups: list[str]) -> None:
+    """Remove what a test declared on a shared RabbitMQ (its exchanges and group queues)."""
+    import aio_pika
+
+    from mercato.messaging.brokers.rabbitmq import (
+        dead_letter_queue_name,
+        queue_name,
+        retry_queue_name,
+    )
+    from mercato.messaging.runtime import retry_delays
+
+    assert settings.broker_url is not None
+    exchange = settings.messaging_exchange
+    connection = await aio_pika.connect(settings.broker_url)
+    try:
+        channel = await connection.channel()
+        for group in groups:
+            await channel.queue_delete(queue_name(exchange, group))
+            await channel.queue_delete(dead_letter_queue_name(exchange, group))
+            for delay in set(retry_delays(settings)):
+                await channel.queue_delete(retry_queue_name(exchange, group, delay))
+        await channel.exchange_delete(exchange)
+        await channel.exchange_delete(f"{exchange}.dlx")
+    finally:
+        await connection.close()

@@ -1,0 +1,191 @@
+"""The messaging path on a real RabbitMQ (and PostgreSQL): outbox -> exchange -> queue -> inbox."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import aio_pika
+import pytest
+from fastapi import FastAPI
+
+from mercato.messaging import MESSAGING_MIGRATIONS, OutboxRelay
+from mercato.messaging.brokers import BrokerUnavailable
+from mercato.messaging.brokers.rabbitmq import RabbitBroker, dead_letter_queue_name
+from mercato.platform.db import Database
+from mercato.platform.migrations import upgrade
+from mercato.platform.settings import Settings
+from support.messaging import drain
+from support.messaging_apps import (
+    Behaviour,
+    consumer_app,
+    dead_letter_count,
+    delete_rabbit_topology,
+    effect_count,
+    inbox_count,
+    messaging_settings,
+    producer_app,
+    publish_things,
+    unsent_count,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+
+@pytest.fixture
+async def rabbit_settings(broker_server_url: str) -> AsyncIterator[Settings]:
+    settings = messaging_settings(
+        broker_url=broker_server_url,
+        messaging_exchange=f"test-{uuid.uuid4().hex[:10]}",
+        messaging_max_attempts=3,
+    )
+    yield settings
+    await delete_rabbit_topology(settings, ["products", "users"])
+
+
+@asynccontextmanager
+async def running(*apps: FastAPI) -> AsyncIterator[None]:
+    async with AsyncExitStack() as stack:
+        for app in apps:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        yield
+
+
+async def test_events_flow_through_rabbitmq_once_each(rabbit_settings: Settings) -> None:
+    behaviour = Behaviour()
+    producer = producer_app(rabbit_settings)
+    consumer = consumer_app(rabbit_settings, behaviour)
+    async with running(consumer, producer):
+        await publish_things(producer.state.context.db, range(50))
+        await drain(producer, consumer, within=20)
+        db = consumer.state.context.db
+        assert await effect_count(db) == 50
+        assert await inbox_count(db) == 50
+        assert await unsent_count(producer.state.context.db) == 0
+        assert sorted(e.data.n for e in behaviour.seen) == list(range(50))
+
+
+async def test_the_whole_path_on_postgresql(rabbit_settings: Settings, postgres_url: str) -> None:
+    settings = rabbit_settings.model_copy(update={"database_url": postgres_url})
+    behaviour = Behaviour(follow_up=True)
+    producer = producer_app(settings)
+    consumer = consumer_app(settings, behaviour)
+    async with running(consumer, producer):
+        await publish_things(producer.state.context.db, range(20))
+        await drain(producer, consumer, within=20)
+        db = consumer.state.context.db
+        assert await effect_count(db) == 20
+        assert await inbox_count(db) == 20
+        assert await unsent_count(db) == 0  # the follow-ups were sent too
+
+
+async def test_two_groups_each_get_every_event(rabbit_settings: Settings) -> None:
+    products, users = Behaviour(), Behaviour()
+    producer = producer_app(rabbit_settings)
+    first = consumer_app(rabbit_settings, products, service="products")
+    second = consumer_app(rabbit_settings, users, service="users")
+    async with running(first, second, producer):
+        await publish_things(producer.state.context.db, range(10))
+        await drain(producer, first, second, within=20)
+        assert len(products.seen) == len(users.seen) == 10
+
+
+async def test_retries_then_dead_letter_queue(rabbit_settings: Settings) -> None:
+    behaviour = Behaviour(fail_times={1: 1}, always_fail={2})
+    producer = producer_app(rabbit_settings)
+    consumer = consumer_app(rabbit_settings, behaviour)
+    async with running(consumer, producer):
+        await publish_things(producer.state.context.db, [1, 2, 3])
+        await drain(producer, consumer, within=20)
+        db = consumer.state.context.db
+        assert behaviour.calls == {1: 2, 2: 3, 3: 1}
+        assert await effect_count(db) == 2
+        assert await dead_letter_count(db) == 1
+        runtime = consumer.state.messaging
+        assert await runtime.broker.dead_letter_count("products") == 1
+
+
+async def test_the_broker_probe_answers(rabbit_settings: Settings) -> None:
+    import httpx
+
+    producer = producer_app(rabbit_settings)
+    async with (
+        running(producer),
+        httpx.AsyncClient(transport=httpx.ASGITransport(producer), base_url="http://t") as http,
+    ):
+        body = (await http.get("/readyz")).json()
+        assert body["checks"]["broker"] == "ok"
+
+
+async def test_the_service_starts_and_queues_events_while_rabbitmq_is_down() -> None:
+    from support.servers import free_port
+
+    settings = messaging_settings(broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    producer = producer_app(settings)
+    async with running(producer):
+        await publish_things(producer.state.context.db, range(3))
+        relay = producer.state.messaging.relay
+        with pytest.raises(BrokerUnavailable):
+            await relay.run_once()
+        assert await unsent_count(producer.state.context.db) == 3
+
+
+@pytest.mark.parametrize("relays", [3])
+async def test_relays_on_postgres_never_send_a_row_twice(
+    rabbit_settings: Settings, postgres_url: str, relays: int
+) -> None:
+    """Several relays on one outbox (FOR UPDATE SKIP LOCKED): every row reaches the
+    exchange exactly once."""
+    database = Database(postgres_url, schema="orders")
+    await upgrade(database, [MESSAGING_MIGRATIONS])
+    await publish_things(database, range(300))
+    assert rabbit_settings.broker_url is not None
+    connection = await aio_pika.connect(rabbit_settings.broker_url)
+    seen: list[str] = []
+    brokers = []
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            rabbit_settings.messaging_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, "#")
+
+        async def record(message: Any) -> None:
+            seen.append(message.message_id)
+            await message.ack()
+
+        await queue.consume(record)
+        workers = []
+        for _ in range(relays):
+            broker = RabbitBroker(
+                rabbit_settings.broker_url, exchange=rabbit_settings.messaging_exchange
+            )
+            brokers.append(broker)
+            workers.append(OutboxRelay(database, broker, service="orders", batch_size=20))
+
+        async def drain_with(relay: OutboxRelay) -> None:
+            while await relay.run_once():
+                pass
+
+        await asyncio.gather(*(drain_with(relay) for relay in workers))
+        for _ in range(200):
+            if len(seen) >= 300:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        assert len(seen) == 300
+        assert len(set(seen)) == 300
+        assert await unsent_count(database) == 0
+    finally:
+        for broker in brokers:
+            await broker.close()
+        await connection.close()
+        await database.dispose()
+
+
+async def test_dead_letter_queue_name_is_per_group() -> None:
+    assert dead_letter_queue_name("mercato.events", "orders") == "mercato.events.orders.dlq"
