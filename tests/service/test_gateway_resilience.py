@@ -1,0 +1,154 @@
+"""Circuit breakers per upstream instance, readiness aggregation, metrics and draining."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from support.gateway import gateway_settings, running
+from support.standin import Server, StandIn, serve
+
+pytestmark = pytest.mark.anyio
+
+
+def breaker_state(metrics: str, upstream: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith("gateway_circuit_breaker_state{") and f'upstream="{upstream}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no breaker gauge for {upstream}")
+
+
+async def test_dead_upstream_opens_the_breaker_then_503_fast_then_closes_when_healed() -> None:
+    standin = StandIn()
+    server = Server(standin)  # not started: the upstream is dead
+    settings = gateway_settings(
+        {"products": server.url},
+        upstream_fail_threshold=2,
+        upstream_fail_timeout=0.5,
+        upstream_retries=0,
+    )
+    async with running(settings) as (_, http):
+        first = [await http.get("/api/v1/products/echo") for _ in range(2)]
+        assert [r.status_code for r in first] == [502, 502]
+
+        await server.start()  # healed, but the breaker is open: no call gets through yet
+        try:
+            refused = await http.get("/api/v1/products/echo")
+            assert refused.status_code == 503
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["type"] == "urn:mercato:problem:circuit-open"
+            assert refused.headers["retry-after"] == "1"
+            assert standin.received == []
+            metrics = (await http.get("/metrics")).text
+            assert breaker_state(metrics, "products") == 2
+            assert (
+                'gateway_upstream_errors_total{kind="circuit_open",upstream="products"}' in metrics
+            )
+
+            await asyncio.sleep(0.6)  # past the reset timeout: one trial call is let through
+            healed = await http.get("/api/v1/products/echo")
+            assert healed.status_code == 200
+            assert len(standin.received) == 1
+            assert breaker_state((await http.get("/metrics")).text, "products") == 0
+        finally:
+            await server.stop()
+
+
+async def test_an_upstream_answering_503_trips_its_breaker() -> None:
+    standin = StandIn()
+    async with (
+        serve(standin) as upstream,
+        running(
+            gateway_settings(
+                {"orders": upstream.url}, upstream_fail_threshold=3, upstream_retries=0
+            )
+        ) as (_, http),
+    ):
+        statuses = [(await http.get("/api/v1/orders/status/503")).status_code for _ in range(3)]
+        after = await http.get("/api/v1/orders/echo")
+    assert statuses == [503, 503, 503]
+    assert after.status_code == 503
+    assert after.json()["type"] == "urn:mercato:problem:circuit-open"
+    assert len(standin.received) == 3
+
+
+async def test_a_404_or_500_answer_does_not_trip_the_breaker() -> None:
+    standin = StandIn()
+    async with (
+        serve(standin) as upstream,
+        running(gateway_settings({"orders": upstream.url}, upstream_fail_threshold=2)) as (_, http),
+    ):
+        for code in (404, 500, 404, 500):
+            assert (await http.get(f"/api/v1/orders/status/{code}")).status_code == code
+        assert (await http.get("/api/v1/orders/echo")).status_code == 200
+
+
+async def test_a_failing_instance_is_skipped_while_the_other_serves() -> None:
+    live = StandIn("live")
+    dead = Server(StandIn("dead"))
+    async with (
+        serve(live) as upstream,
+        running(
+            gateway_settings(
+                {"products": [dead.url, upstream.url]},
+                upstream_fail_threshold=1,
+                upstream_retries=1,
+            )
+        ) as (_, http),
+    ):
+        answers = [await http.get("/api/v1/products/echo") for _ in range(6)]
+        metrics = (await http.get("/metrics")).text
+    assert all(answer.status_code == 200 for answer in answers)
+    # The dead instance was tried once, then skipped: one connect error in all.
+    assert 'gateway_upstream_errors_total{kind="connect",upstream="products"} 1.0' in metrics
+
+
+async def test_readyz_aggregates_the_services() -> None:
+    ready, unready = StandIn(), StandIn()
+    unready.ready = False
+    async with (
+        serve(ready) as one,
+        serve(unready) as two,
+        running(gateway_settings({"products": one.url, "orders": two.url})) as (_, http),
+    ):
+        degraded = await http.get("/readyz")
+        unready.ready = True
+        healthy = await http.get("/readyz")
+    assert degraded.status_code == 503
+    assert degraded.json()["checks"]["products"] == "ok"
+    assert degraded.json()["checks"]["orders"] != "ok"
+    assert healthy.status_code == 200
+
+
+async def test_metrics_count_proxied_requests_per_route_and_upstream() -> None:
+    standin = StandIn()
+    async with (
+        serve(standin) as upstream,
+        running(gateway_settings({"products": upstream.url})) as (_, http),
+    ):
+        await http.get("/api/v1/products/echo")
+        await http.get("/api/v1/products/status/404")
+        metrics = (await http.get("/metrics")).text
+    assert 'gateway_upstream_requests_total{status="200",upstream="products"} 1.0' in metrics
+    assert 'gateway_upstream_requests_total{status="404",upstream="products"} 1.0' in metrics
+    assert 'route="/api/v1/products/{path}"' in metrics
+    assert 'gateway_upstream_duration_seconds_count{upstream="products"} 2.0' in metrics
+
+
+async def test_shutdown_drains_requests_in_flight() -> None:
+    from mercato.gateway.app import create_app
+
+    standin = StandIn()
+    async with serve(standin) as upstream:
+        gateway = Server(create_app(gateway_settings({"products": upstream.url})))
+        await gateway.start()
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            pending = asyncio.create_task(http.get("/api/v1/products/slow?seconds=0.5"))
+            while not standin.received:  # noqa: ASYNC110 - the stand-in only records
+                await asyncio.sleep(0.01)
+            await gateway.stop()  # asks the server to exit while the request is in flight
+            response = await pending
+    assert response.status_code == 200
+    assert response.json() == {"slept": True}
