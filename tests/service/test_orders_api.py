@@ -219,3 +219,24 @@ async def test_the_order_total_is_exact_for_many_lines(
     response = await orders.client.post("/orders", json=body, headers=ALICE)
     assert response.status_code == 201
     assert Decimal(response.json()["total"]) == Decimal("15.00")
+
+
+async def test_products_down_is_a_503_problem_and_writes_nothing(
+    orders: OrdersHarness, products: ProductsStub
+) -> None:
+    body = {"items": [{"product_id": products.add(), "quantity": 1}]}
+    await products.stop()
+    for _ in range(3):  # enough failures to open the breaker (1 try + 1 retry each)
+        response = await orders.client.post("/orders", json=body, headers=ALICE)
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "retry-after" in response.headers
+        assert "127.0.0.1" not in response.text
+    assert orders.app.state.service_clients.breakers["products"].state.value == "open"
+    metrics = (await orders.client.get("/metrics")).text
+    assert 'upstream_circuit_state{service="orders",upstream="products"} 2.0' in metrics
+    assert await orders.orders() == 0
+    assert await orders.outbox() == 0
+    await products.start()
+    orders.app.state.service_clients.breakers["products"].reset()
+    assert (await orders.client.post("/orders", json=body, headers=ALICE)).status_code == 201
