@@ -1,0 +1,90 @@
+"""Rate limits shared by gateway instances through a real Redis, and failing closed when
+Redis is gone."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+
+from support.auth import bearer, issue_token
+from support.gateway import gateway_settings, running
+from support.servers import free_port
+from support.standin import StandIn, serve
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+@pytest.fixture
+async def cleanup(redis_url: str, redis_prefix: str) -> AsyncIterator[None]:
+    yield
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(f"{redis_prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def test_two_gateway_instances_share_one_limit(
+    redis_url: str, redis_prefix: str, cleanup: None
+) -> None:
+    standin = StandIn()
+    async with serve(standin) as upstream:
+        settings = gateway_settings(
+            {"products": upstream.url},
+            redis_url=redis_url,
+            rate_limit_prefix=redis_prefix,
+            rate_limit_api="4/minute",
+        )
+        async with running(settings) as (_, first), running(settings) as (_, second):
+            statuses = [
+                (await client.get("/api/v1/products/echo")).status_code
+                for client in (first, second, first, second, first, second)
+            ]
+            metrics_ready = (await first.get("/readyz")).json()["checks"]
+    assert statuses == [200, 200, 200, 200, 429, 429]
+    assert len(standin.received) == 4
+    assert metrics_ready["ratelimit"] == "ok"
+
+
+async def test_the_per_user_limit_is_shared_too(
+    redis_url: str, redis_prefix: str, cleanup: None
+) -> None:
+    standin = StandIn()
+    token = bearer(issue_token("shared-user"))
+    async with serve(standin) as upstream:
+        settings = gateway_settings(
+            {"orders": upstream.url},
+            redis_url=redis_url,
+            rate_limit_prefix=redis_prefix,
+            rate_limit_user="2/minute",
+        )
+        async with (
+            running(settings, client=("192.0.2.1", 1)) as (_, first),
+            running(settings, client=("192.0.2.2", 1)) as (_, second),
+        ):
+            statuses = [
+                (await client.get("/api/v1/orders/echo", headers=token)).status_code
+                for client in (first, second, first)
+            ]
+    assert statuses == [200, 200, 429]
+
+
+async def test_limits_fail_closed_with_503_when_redis_is_down(redis_prefix: str) -> None:
+    standin = StandIn()
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    async with serve(standin) as upstream:
+        settings = gateway_settings(
+            {"products": upstream.url}, redis_url=dead_redis, rate_limit_prefix=redis_prefix
+        )
+        async with running(settings) as (_, http):
+            response = await http.get("/api/v1/products/echo")
+            ready = await http.get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "retry-after" in response.headers
+    assert standin.received == []
+    assert ready.status_code == 503
