@@ -125,6 +125,27 @@ def serve(
 
 
 @app.command()
+def worker(
+    config: ConfigOption = None,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port of its /healthz, /readyz and /metrics.")
+    ] = 8005,
+) -> None:
+    """Run the notification worker on its own (order.confirmed / order.rejected -> mail).
+
+    Run the orders service with NOTIFICATIONS_IN_PROCESS=false beside it.
+    """
+    import uvicorn
+
+    from mercato.orders.app import create_worker_app
+    from mercato.serving import uvicorn_config
+
+    settings = _settings(config)
+    _configure_logging(settings, "worker")
+    uvicorn.Server(uvicorn_config(create_worker_app(settings), settings, port)).run()
+
+
+@app.command()
 def migrate(
     config: ConfigOption = None,
     service: Annotated[

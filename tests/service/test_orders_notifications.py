@@ -134,3 +134,40 @@ async def test_with_smtp_url_mail_goes_to_the_smtp_server(tmp_path: Path, smtp: 
     assert mail["Subject"] == "Your order o-9 is confirmed"
     assert mail["To"] == "Ann Lee <ann@example.com>"
     assert not (tmp_path / "outbox-mail").exists()
+
+
+async def test_the_standalone_worker_mails_and_serves_health(tmp_path: Path) -> None:
+    import httpx
+
+    from mercato.orders.app import create_worker_app
+    from support.orders import orders_settings
+
+    settings = orders_settings(tmp_path, "http://127.0.0.1:9")
+    worker = create_worker_app(settings)
+    async with (
+        worker.router.lifespan_context(worker),
+        httpx.AsyncClient(transport=httpx.ASGITransport(worker), base_url="http://w") as client,
+    ):
+        assert (await client.get("/readyz")).status_code == 200
+        assert (await client.post("/orders", json={})).status_code == 404  # no orders routes
+        harness = OrdersHarness(worker, client, settings)
+        await announce(harness, registered("u1", "ann@example.com"))
+        await announce(
+            harness, OrderConfirmed(order_id="o-5", user_id="u1", total=Decimal(1), currency="USD")
+        )
+        outbox = tmp_path / "outbox-mail"
+
+        async def one_file() -> bool:
+            return outbox.is_dir() and len(list(outbox.glob("*.eml"))) == 1
+
+        await eventually(one_file)
+
+
+def test_the_worker_command_exists() -> None:
+    from typer.testing import CliRunner
+
+    from mercato.cli import app
+
+    result = CliRunner().invoke(app, ["worker", "--help"])
+    assert result.exit_code == 0
+    assert "NOTIFICATIONS_IN_PROCESS" in result.output
