@@ -2,11 +2,14 @@
 
 from fastapi import FastAPI
 
+from mercato.messaging import MESSAGING_MIGRATIONS, messaging_hook
 from mercato.platform.app import create_service_app
 from mercato.platform.migrations import MigrationHistory
 from mercato.platform.settings import Settings, load_settings
+from mercato.users.api import router
+from mercato.users.service import handlers
 
-MIGRATIONS = [MigrationHistory("mercato.users:migrations")]
+MIGRATIONS = [MigrationHistory("mercato.users:migrations"), MESSAGING_MIGRATIONS]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -15,5 +18,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "users",
         title="Mercato users service",
         description="User profiles.",
+        routers=[router],
         migrations=MIGRATIONS,
+        hooks=[messaging_hook(handlers)],
     )

@@ -1,0 +1,56 @@
+"""The users routes of API.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from mercato.platform.app import Context
+from mercato.users import service
+from mercato.users.dependencies import AdminUser, CurrentUser, Limit, Offset
+from mercato.users.schemas import Profile, ProfilePage, ProfilePatch
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+ANSWERS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid access token"},
+    404: {"description": "No such user (or not yours)"},
+}
+
+
+@router.get("/me", response_model=Profile, responses=ANSWERS)
+async def read_me(user: CurrentUser, context: Context) -> Profile:
+    async with context.db.unit_of_work(read_only=True) as uow:
+        row = await service.profile_for(uow, user, user.user_id)
+        return Profile.model_validate(row)
+
+
+@router.patch(
+    "/me", response_model=Profile, responses={**ANSWERS, 422: {"description": "Invalid field"}}
+)
+async def update_me(patch: ProfilePatch, user: CurrentUser, context: Context) -> Profile:
+    async with context.db.unit_of_work() as uow:
+        row = await service.update_profile(uow, user.user_id, patch)
+        profile = Profile.model_validate(row)
+        await uow.commit()
+    return profile
+
+
+@router.get(
+    "",
+    response_model=ProfilePage,
+    responses={**ANSWERS, 403: {"description": "Administrators only"}},
+)
+async def list_users(
+    _admin: AdminUser, context: Context, limit: Limit = 20, offset: Offset = 0
+) -> ProfilePage:
+    async with context.db.unit_of_work(read_only=True) as uow:
+        return await service.list_profiles(uow, limit=limit, offset=offset)
+
+
+@router.get("/{user_id}", response_model=Profile, responses=ANSWERS)
+async def read_user(user_id: str, user: CurrentUser, context: Context) -> Profile:
+    async with context.db.unit_of_work(read_only=True) as uow:
+        row = await service.profile_for(uow, user, user_id)
+        return Profile.model_validate(row)

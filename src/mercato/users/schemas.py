@@ -1,0 +1,36 @@
+"""Request and response bodies of the users API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mercato.users import domain
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    username: str
+    email: str
+    full_name: str | None
+    age: int | None
+    created_at: datetime
+
+
+class ProfilePatch(BaseModel):
+    """Only ``full_name`` and ``age``; anything else is refused (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    full_name: str | None = Field(None, max_length=domain.FULL_NAME_MAX)
+    age: int | None = Field(None, ge=domain.AGE_MIN, le=domain.AGE_MAX)
+
+
+class ProfilePage(BaseModel):
+    items: list[Profile]
+    total: int
+    limit: int
+    offset: int
