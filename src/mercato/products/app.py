@@ -1,19 +1,69 @@
 """The products service's composition root."""
 
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import structlog
 from fastapi import FastAPI
 
-from mercato.platform.app import create_service_app
+from mercato.messaging import MESSAGING_MIGRATIONS, messaging_hook
+from mercato.platform.app import LifespanHook, ServiceContext, create_service_app
 from mercato.platform.migrations import MigrationHistory
 from mercato.platform.settings import Settings, load_settings
+from mercato.products.api import router
+from mercato.products.caching import CatalogueCache
+from mercato.products.demo import demo_catalogue
+from mercato.products.service import catalogue_is_empty, seed_catalogue, stock_handlers
 
-MIGRATIONS = [MigrationHistory("mercato.products:migrations")]
+log = structlog.stdlib.get_logger("mercato.products")
+
+MIGRATIONS = [MigrationHistory("mercato.products:migrations"), MESSAGING_MIGRATIONS]
+
+
+def should_seed(settings: Settings) -> bool:
+    """``SEED_DEMO_CATALOGUE``, by default on in development only."""
+    if settings.seed_demo_catalogue is None:
+        return settings.environment == "development"
+    return settings.seed_demo_catalogue
+
+
+def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
+    """Bind the read cache to the service's cache; seed an empty catalogue if asked to."""
+
+    @asynccontextmanager
+    async def hook(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
+        catalogue.bind(context.cache)
+        if should_seed(context.settings) and await catalogue_is_empty(context.db):
+            async with context.db.unit_of_work() as uow:
+                added = await seed_catalogue(uow, catalogue, demo_catalogue())
+                await uow.commit()
+            log.info("seeded the demo catalogue", products=added)
+        try:
+            yield
+        finally:
+            catalogue.bind(None)
+
+    def start(app: FastAPI, context: ServiceContext) -> AbstractAsyncContextManager[None]:
+        return hook(app, context)
+
+    return start
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(
-        settings or load_settings(),
+    settings = settings or load_settings()
+    catalogue = CatalogueCache(
+        enabled=settings.products_cache_enabled, ttl=settings.products_cache_ttl
+    )
+    app = create_service_app(
+        settings,
         "products",
         title="Mercato products service",
         description="The product catalogue and its stock.",
+        routers=[router],
         migrations=MIGRATIONS,
+        hooks=[catalogue_hook(catalogue), messaging_hook(stock_handlers(catalogue))],
     )
+    app.state.catalogue = catalogue
+    return app

@@ -1,0 +1,139 @@
+"""Thin routes of the products API (API.md, "Products service")."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from mercato.platform.app import Context
+from mercato.platform.security.dependencies import AdminUser
+from mercato.products import service
+from mercato.products.caching import Representation
+from mercato.products.dependencies import (
+    Catalogue,
+    NewProduct,
+    ProductChanges,
+    WriteUnitOfWork,
+    body_schema,
+)
+from mercato.products.domain import MAX_PRICE, ProductSort
+from mercato.products.repository import ProductFilter
+from mercato.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
+
+router = APIRouter(prefix="/products", tags=["products"])
+
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified: the `If-None-Match` validator still matches."}
+}
+ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No valid bearer token.", **PROBLEM},
+    403: {"description": "The token lacks the admin role.", **PROBLEM},
+    422: {"description": "Invalid input.", **PROBLEM},
+}
+
+QueryPrice = Annotated[Decimal | None, Query(gt=0, le=MAX_PRICE, max_digits=12, decimal_places=2)]
+
+
+def cached_response(request: Request, representation: Representation, max_age: int) -> Response:
+    """The representation with its HTTP validators, or 304 when the client's still match."""
+    headers = {"ETag": representation.etag, "Cache-Control": f"public, max-age={max_age}"}
+    if last_modified := representation.http_last_modified:
+        headers["Last-Modified"] = last_modified
+    if representation.not_modified(
+        request.headers.get("if-none-match"), request.headers.get("if-modified-since")
+    ):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(representation.body, media_type="application/json", headers=headers)
+
+
+@router.get(
+    "",
+    summary="List products",
+    responses={200: {"model": ProductPage}, **NOT_MODIFIED, 422: PROBLEM},
+)
+async def list_products(
+    request: Request,
+    context: Context,
+    catalogue: Catalogue,
+    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    category: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    min_price: QueryPrice = None,
+    max_price: QueryPrice = None,
+    sort: ProductSort = ProductSort.CREATED_AT_DESC,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Response:
+    where = ProductFilter(
+        q=q,
+        category=category.strip().lower() if category is not None else None,
+        min_price=min_price,
+        max_price=max_price,
+    )
+    page = await service.read_product_page(
+        context.db, catalogue, where, sort, limit=limit, offset=offset
+    )
+    return cached_response(request, page, context.settings.product_list_max_age)
+
+
+@router.get(
+    "/{product_id}",
+    summary="Get one product",
+    responses={200: {"model": ProductOut}, **NOT_MODIFIED, 404: PROBLEM},
+)
+async def get_product(
+    product_id: str, request: Request, context: Context, catalogue: Catalogue
+) -> Response:
+    product = await service.read_product(context.db, catalogue, product_id)
+    return cached_response(request, product, context.settings.product_max_age)
+
+
+@router.post(
+    "",
+    summary="Add a product (admin)",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ProductOut,
+    responses={**ADMIN_ONLY, 409: {"description": "The sku is taken.", **PROBLEM}},
+    openapi_extra=body_schema(ProductCreate),
+)
+async def create_product(
+    _admin: AdminUser, body: NewProduct, uow: WriteUnitOfWork, catalogue: Catalogue
+) -> ProductOut:
+    row = await service.create_product(uow, catalogue, body)
+    await uow.commit()
+    return service.product_out(row)
+
+
+@router.patch(
+    "/{product_id}",
+    summary="Change a product (admin)",
+    response_model=ProductOut,
+    responses={**ADMIN_ONLY, 404: PROBLEM},
+    openapi_extra=body_schema(ProductUpdate),
+)
+async def update_product(
+    product_id: str,
+    _admin: AdminUser,
+    body: ProductChanges,
+    uow: WriteUnitOfWork,
+    catalogue: Catalogue,
+) -> ProductOut:
+    row = await service.update_product(uow, catalogue, product_id, body)
+    await uow.commit()
+    return service.product_out(row)
+
+
+@router.delete(
+    "/{product_id}",
+    summary="Remove a product (admin)",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**ADMIN_ONLY, 404: PROBLEM},
+)
+async def delete_product(
+    product_id: str, _admin: AdminUser, uow: WriteUnitOfWork, catalogue: Catalogue
+) -> Response:
+    await service.delete_product(uow, catalogue, product_id)
+    await uow.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

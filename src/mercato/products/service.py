@@ -1,0 +1,350 @@
+"""Use cases of the products context: catalogue writes and reads, and the stock half of
+the order saga. Never commits: the caller's unit of work does, and the cache is
+invalidated after that commit (``uow.after_commit``), before the write returns."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+
+from mercato.messaging import Envelope, Handlers, publish
+from mercato.orders.contracts import OrderCancelled, OrderPlaced
+from mercato.platform.db import Database, UnitOfWork
+from mercato.platform.errors import Conflict, NotFound
+from mercato.products.caching import CatalogueCache, Representation
+from mercato.products.contracts import (
+    ProductCreated,
+    ProductDeleted,
+    ProductUpdated,
+    ReservedLine,
+    ShortLine,
+    StockRejected,
+    StockReleased,
+    StockReserved,
+)
+from mercato.products.domain import (
+    Line,
+    ProductSort,
+    ReservationStatus,
+    Shortfall,
+    merge_lines,
+    shortfalls,
+)
+from mercato.products.models import ProductRow
+from mercato.products.repository import (
+    ProductFilter,
+    ProductRepository,
+    ReservationRepository,
+)
+from mercato.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
+
+log = structlog.stdlib.get_logger("mercato.products")
+
+INSUFFICIENT_STOCK = "insufficient stock"
+INVALID_QUANTITY = "invalid quantity"
+
+
+class ProductNotFound(NotFound):
+    slug = "product-not-found"
+
+    def __init__(self) -> None:
+        super().__init__("No product has this id.")
+
+
+class DuplicateSku(Conflict):
+    slug = "duplicate-sku"
+
+    def __init__(self, sku: str) -> None:
+        super().__init__(f"A product with sku {sku!r} exists already.")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _snapshot(row: ProductRow) -> dict[str, object]:
+    return {
+        "product_id": row.id,
+        "sku": row.sku,
+        "name": row.name,
+        "price": row.price,
+        "currency": row.currency,
+        "category": row.category,
+        "stock": row.stock,
+    }
+
+
+def _after_commit_invalidate(
+    uow: UnitOfWork, cache: CatalogueCache, product_ids: Iterable[str]
+) -> None:
+    uow.after_commit(functools.partial(cache.invalidate, list(product_ids)))
+
+
+# --- catalogue writes ---------------------------------------------------------------------
+
+
+async def create_product(uow: UnitOfWork, cache: CatalogueCache, data: ProductCreate) -> ProductRow:
+    """Add a product (``product.created``); :class:`DuplicateSku` if the sku is taken."""
+    products = ProductRepository(uow.session)
+    if await products.sku_exists(data.sku):
+        raise DuplicateSku(data.sku)
+    now = utcnow()
+    row = ProductRow(
+        id=str(uuid.uuid4()),
+        sku=data.sku,
+        name=data.name,
+        description=data.description,
+        price=data.price,
+        currency=data.currency,
+        category=data.category,
+        stock=data.stock,
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    products.add(row)
+    try:
+        await products.flush()
+    except IntegrityError:  # a concurrent create took the sku between the check and here
+        raise DuplicateSku(data.sku) from None
+    await publish(uow, ProductCreated(**_snapshot(row)), key=row.id)
+    _after_commit_invalidate(uow, cache, ())
+    return row
+
+
+async def update_product(
+    uow: UnitOfWork, cache: CatalogueCache, product_id: str, data: ProductUpdate
+) -> ProductRow:
+    """Change some fields of a product (``product.updated`` if anything changed)."""
+    products = ProductRepository(uow.session)
+    row = await products.get_for_update(product_id)
+    if row is None:
+        raise ProductNotFound
+    changes = {name: value for name, value in data.changes().items() if getattr(row, name) != value}
+    if not changes:
+        return row
+    for name, value in changes.items():
+        setattr(row, name, value)
+    row.version += 1
+    row.updated_at = utcnow()
+    await products.flush()
+    await publish(uow, ProductUpdated(**_snapshot(row)), key=row.id)
+    _after_commit_invalidate(uow, cache, [row.id])
+    return row
+
+
+async def delete_product(uow: UnitOfWork, cache: CatalogueCache, product_id: str) -> None:
+    """Remove a product (``product.deleted``)."""
+    products = ProductRepository(uow.session)
+    row = await products.get_for_update(product_id)
+    if row is None:
+        raise ProductNotFound
+    await products.delete(row)
+    await publish(uow, ProductDeleted(product_id=row.id, sku=row.sku), key=row.id)
+    _after_commit_invalidate(uow, cache, [row.id])
+
+
+async def seed_catalogue(
+    uow: UnitOfWork, cache: CatalogueCache, catalogue: Sequence[ProductCreate]
+) -> int:
+    """Add the products of ``catalogue`` whose sku is not taken yet; return how many.
+
+    Idempotent: a second run adds nothing. Each product is announced like any other.
+    """
+    products = ProductRepository(uow.session)
+    taken = await products.existing_skus(item.sku for item in catalogue)
+    added = 0
+    for item in catalogue:
+        if item.sku in taken:
+            continue
+        await create_product(uow, cache, item)
+        taken.add(item.sku)
+        added += 1
+    return added
+
+
+async def catalogue_is_empty(database: Database) -> bool:
+    async with database.unit_of_work(read_only=True) as uow:
+        return await ProductRepository(uow.session).count_all() == 0
+
+
+# --- catalogue reads ----------------------------------------------------------------------
+
+
+def product_out(row: ProductRow) -> ProductOut:
+    return ProductOut.model_validate(row, from_attributes=True)
+
+
+async def read_product(
+    database: Database, cache: CatalogueCache, product_id: str
+) -> Representation:
+    """The product's JSON representation with its validators, from the cache if it can."""
+
+    async def load() -> Representation:
+        async with database.unit_of_work(read_only=True) as uow:
+            row = await ProductRepository(uow.session).get(product_id)
+            if row is None:
+                raise ProductNotFound
+            body = product_out(row).model_dump_json().encode()
+            return Representation.of(body, row.updated_at)
+
+    return await cache.product(product_id, load)
+
+
+async def read_product_page(
+    database: Database,
+    cache: CatalogueCache,
+    where: ProductFilter,
+    sort: ProductSort,
+    *,
+    limit: int,
+    offset: int,
+) -> Representation:
+    """One page of the filtered catalogue as JSON, from the cache if it can."""
+
+    async def load() -> Representation:
+        async with database.unit_of_work(read_only=True) as uow:
+            rows, total = await ProductRepository(uow.session).page(
+                where, sort, limit=limit, offset=offset
+            )
+            page = ProductPage(
+                items=[product_out(row) for row in rows], total=total, limit=limit, offset=offset
+            )
+        return Representation.of(page.model_dump_json().encode())
+
+    params = {
+        "q": where.q,
+        "category": where.category,
+        "min_price": _money_key(where.min_price),
+        "max_price": _money_key(where.max_price),
+        "sort": sort.value,
+        "limit": limit,
+        "offset": offset,
+    }
+    return await cache.product_list(params, load)
+
+
+def _money_key(value: Decimal | None) -> str | None:
+    return None if value is None else f"{value:.2f}"
+
+
+# --- the stock half of the order saga -----------------------------------------------------
+
+
+async def reserve_stock(uow: UnitOfWork, cache: CatalogueCache, order: OrderPlaced) -> bool | None:
+    """Reserve every line of ``order``, or none, and announce which.
+
+    Each line is one conditional update (``stock >= quantity``) evaluated by the database
+    against the latest committed row, inside a savepoint: the first line that cannot be
+    covered rolls every line back. Returns True (``stock.reserved``), False
+    (``stock.rejected`` with the short lines) or None when this order was decided before
+    (a redelivery, or a cancellation that arrived first): then nothing is published.
+    """
+    reservations = ReservationRepository(uow.session)
+    if await reservations.status_of(order.order_id) is not None:
+        return None
+    now = utcnow()
+    if any(item.quantity < 1 for item in order.items):
+        await reservations.record(order.order_id, ReservationStatus.REJECTED, (), now)
+        await publish(
+            uow,
+            StockRejected(order_id=order.order_id, reason=INVALID_QUANTITY),
+            key=order.order_id,
+        )
+        return False
+    products = ProductRepository(uow.session)
+    lines = merge_lines(Line(item.product_id, item.quantity) for item in order.items)
+    reserved = True
+    savepoint = await uow.session.begin_nested()
+    for line in lines:
+        if not await products.take_stock(line, now):
+            reserved = False
+            break
+    if reserved:
+        await savepoint.commit()
+        await reservations.record(order.order_id, ReservationStatus.RESERVED, lines, now)
+        event: StockReserved | StockRejected = StockReserved(
+            order_id=order.order_id,
+            items=[ReservedLine(product_id=li.product_id, quantity=li.quantity) for li in lines],
+        )
+        _after_commit_invalidate(uow, cache, [line.product_id for line in lines])
+    else:
+        await savepoint.rollback()
+        levels = await products.stock_levels(line.product_id for line in lines)
+        # Stock may come back between the failed update and this read: name that line anyway.
+        short = shortfalls(lines, levels) or [
+            Shortfall(line.product_id, line.quantity, levels.get(line.product_id, 0))
+        ]
+        await reservations.record(order.order_id, ReservationStatus.REJECTED, (), now)
+        event = StockRejected(
+            order_id=order.order_id,
+            reason=INSUFFICIENT_STOCK,
+            short=[
+                ShortLine(product_id=s.product_id, requested=s.requested, available=s.available)
+                for s in short
+            ],
+        )
+    await publish(uow, event, key=order.order_id)
+    log.info(
+        "stock reserved" if reserved else "stock rejected",
+        order_id=order.order_id,
+        lines=len(lines),
+    )
+    return reserved
+
+
+async def release_stock(uow: UnitOfWork, cache: CatalogueCache, order: OrderCancelled) -> bool:
+    """Give back what ``order`` reserved, exactly once (``stock.released``).
+
+    A cancellation that arrives before its ``order.placed`` leaves a tombstone, so that the
+    late placement reserves nothing. Returns whether stock was released now.
+    """
+    reservations = ReservationRepository(uow.session)
+    now = utcnow()
+    status = await reservations.status_of(order.order_id)
+    if status is None:
+        await reservations.record(order.order_id, ReservationStatus.CANCELLED, (), now)
+        return False
+    if status != ReservationStatus.RESERVED:
+        return False
+    # Conditional: of two concurrent releases of one order, only one moves it.
+    if not await reservations.transition(
+        order.order_id, ReservationStatus.RESERVED, ReservationStatus.RELEASED, now
+    ):
+        return False
+    lines = await reservations.lines_of(order.order_id)
+    products = ProductRepository(uow.session)
+    for line in lines:
+        await products.put_back_stock(line, now)
+    await publish(
+        uow,
+        StockReleased(
+            order_id=order.order_id,
+            items=[ReservedLine(product_id=li.product_id, quantity=li.quantity) for li in lines],
+        ),
+        key=order.order_id,
+    )
+    _after_commit_invalidate(uow, cache, [line.product_id for line in lines])
+    log.info("stock released", order_id=order.order_id, lines=len(lines))
+    return True
+
+
+def stock_handlers(cache: CatalogueCache) -> Handlers:
+    """The products service's consumers: its half of the order saga."""
+    handlers = Handlers("products")
+
+    @handlers.on(OrderPlaced)
+    async def reserve_order_stock(event: Envelope[OrderPlaced], uow: UnitOfWork) -> None:
+        await reserve_stock(uow, cache, event.data)
+
+    @handlers.on(OrderCancelled)
+    async def release_order_stock(event: Envelope[OrderCancelled], uow: UnitOfWork) -> None:
+        await release_stock(uow, cache, event.data)
+
+    return handlers
