@@ -176,3 +176,57 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, attempts: int = 20
             return
         await asyncio.sleep(0.025)
     raise AssertionError("the condition did not become true in time")
+
+
+@dataclass
+class Shop:
+    """The orders app in-process and the real products app on a real port, sharing one
+    broker (the in-process memory broker unless ``broker_url`` is set)."""
+
+    orders: OrdersHarness
+    products_app: FastAPI
+    products: httpx.AsyncClient  # talks to the products app over HTTP
+
+    async def create_product(self, *, stock: int, price: str = "9.99") -> str:
+        from support.auth import admin_headers
+
+        sku = f"SKU-{uuid.uuid4().hex[:10]}"
+        response = await self.products.post(
+            "/products",
+            json={"sku": sku, "name": f"Item {sku}", "price": price, "stock": stock},
+            headers=admin_headers(),
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    async def stock_of(self, product_id: str) -> int:
+        response = await self.products.get(f"/products/{product_id}")
+        assert response.status_code == 200, response.text
+        return int(response.json()["stock"])
+
+
+@asynccontextmanager
+async def shop_in_process(
+    tmp_path: Path,
+    *,
+    products_settings: dict[str, Any] | None = None,
+    **orders_overrides: Any,
+) -> AsyncIterator[Shop]:
+    from mercato.products.app import create_app as create_products_app
+    from support.standin import serve
+
+    products_dir = tmp_path / "products"
+    products_dir.mkdir(exist_ok=True)
+    products_app = create_products_app(
+        test_settings(
+            products_database_url=f"sqlite+aiosqlite:///{products_dir / 'products.db'}",
+            data_dir=products_dir,
+            **(products_settings or {}),
+        )
+    )
+    async with (
+        serve(products_app) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=30) as products,
+        orders_client(tmp_path, server.url, **orders_overrides) as orders,
+    ):
+        yield Shop(orders, products_app, products)
