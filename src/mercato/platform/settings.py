@@ -231,6 +231,9 @@ class MessagingSettings(BaseSettings):
     outbox_batch_size: int = Field(200, ge=1)
     outbox_retention: float = Field(7 * 86_400.0, ge=0, description="keep sent rows, seconds")
     inbox_retention: float = Field(30 * 86_400.0, ge=0, description="dedupe window, seconds")
+    messaging_startup_grace: float = Field(
+        5.0, ge=0, description="memory broker: seconds it keeps events for late subscribers"
+    )
 
 
 class GatewaySettings(BaseSettings):
@@ -480,6 +483,8 @@ PROFILES: Final[dict[Environment, dict[str, Any]]] = {
         "argon2_time_cost": 1,
         "argon2_memory_cost": 1024,
         "argon2_parallelism": 1,
+        # Tests start their apps in order and wait with support.messaging.drain.
+        "messaging_startup_grace": 0.0,
         "allowed_hosts": ["*"],
         "secret_key": SecretStr(INSECURE_SECRET_KEY),
         "docs_enabled": True,
