@@ -163,6 +163,32 @@ def migrate(
     typer.echo(f"Migrated: {', '.join(services)}")
 
 
+@app.command("create-admin")
+def create_admin(
+    username: Annotated[str, typer.Argument(help="3..50 letters and digits.")],
+    email: Annotated[str | None, typer.Option(help="The administrator's e-mail.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create an administrator, or give an existing user the admin role. The password is
+    prompted for (twice, hidden); it is never taken from the command line."""
+    from mercato.auth.app import create_admin as ensure
+    from mercato.auth.domain import password_problem, username_problem
+    from mercato.serving import run_event_loop
+
+    if problem := username_problem(username):
+        _fail([f"the username {problem}"])
+    settings = _settings(config)
+    _configure_logging(settings, "auth")
+    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if problem := password_problem(password):
+        _fail([f"the password {problem}"])
+    try:
+        user_id, created = run_event_loop(ensure(settings, username, password, email=email))
+    except ValueError as exc:
+        _fail([str(exc)])
+    typer.echo(f"{'Created' if created else 'Promoted'} administrator {username} ({user_id})")
+
+
 @config_app.command("show")
 def config_show(
     config: ConfigOption = None,

@@ -41,7 +41,7 @@ LOGIN_ANSWERS: dict[int | str, dict[str, Any]] = {
 )
 async def register(body: RegisterRequest, context: Context, auth: Auth) -> RegisteredUser:
     async with context.db.unit_of_work() as uow:
-        user = await auth.register(uow, body)
+        user = await auth.accounts.register(uow, body)
         await uow.commit()
     return RegisteredUser(
         id=user.id, username=user.username, email=user.email, created_at=user.created_at

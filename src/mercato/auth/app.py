@@ -9,10 +9,10 @@ import structlog
 from fastapi import FastAPI
 
 from mercato.auth.api import router
-from mercato.auth.service import AuthService
+from mercato.auth.service import Accounts, AuthService
 from mercato.messaging import MESSAGING_MIGRATIONS, messaging_hook
-from mercato.platform.app import ServiceContext, create_service_app
-from mercato.platform.migrations import MigrationHistory
+from mercato.platform.app import ServiceContext, create_service_app, open_database
+from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.security.passwords import PasswordHasher
 from mercato.platform.security.ratelimit import RateLimiter
 from mercato.platform.security.tokens import (
@@ -28,6 +28,14 @@ MIGRATIONS = [MigrationHistory("mercato.auth:migrations"), MESSAGING_MIGRATIONS]
 log = structlog.stdlib.get_logger("mercato.auth")
 
 
+def password_hasher(settings: Settings) -> PasswordHasher:
+    return PasswordHasher(
+        time_cost=settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_cost,
+        parallelism=settings.argon2_parallelism,
+    )
+
+
 def build_auth_service(settings: Settings, context: ServiceContext, app: FastAPI) -> AuthService:
     """The signing keys, hasher and login limiter; the service verifies its own tokens
     against its own keys (no JWKS round trip to itself)."""
@@ -36,11 +44,7 @@ def build_auth_service(settings: Settings, context: ServiceContext, app: FastAPI
     context.tokens = token_verifier(settings, StaticKeys(app.state.jwks["keys"]))
     return AuthService(
         settings,
-        hasher=PasswordHasher(
-            time_cost=settings.argon2_time_cost,
-            memory_cost=settings.argon2_memory_cost,
-            parallelism=settings.argon2_parallelism,
-        ),
+        hasher=password_hasher(settings),
         issuer=token_issuer(settings, keys),
         limiter=RateLimiter(
             settings.redis_url,
@@ -56,11 +60,30 @@ async def bootstrap_admin(service: AuthService, context: ServiceContext) -> None
     if not settings.admin_username or settings.admin_password is None:
         return
     async with context.db.unit_of_work() as uow:
-        user, created = await service.ensure_admin(
+        user, created = await service.accounts.ensure_admin(
             uow, settings.admin_username, settings.admin_password.get_secret_value()
         )
         await uow.commit()
     log.info("admin ensured", user_id=user.id, username=user.username, created=created)
+
+
+async def create_admin(
+    settings: Settings, username: str, password: str, *, email: str | None = None
+) -> tuple[str, bool]:
+    """Ensure an administrator exists in the auth database (``mercato create-admin``):
+    answers its id and whether it was created. Migrates first when ``AUTO_MIGRATE`` is on;
+    the ``user.registered`` event waits in the outbox for the auth service's relay."""
+    database = open_database(settings, "auth")
+    try:
+        if settings.auto_migrate:
+            await upgrade(database, MIGRATIONS)
+        accounts = Accounts(password_hasher(settings))
+        async with database.unit_of_work() as uow:
+            user, created = await accounts.ensure_admin(uow, username, password, email=email)
+            await uow.commit()
+            return user.id, created
+    finally:
+        await database.dispose()
 
 
 @asynccontextmanager

@@ -44,21 +44,11 @@ class RefreshRefused:
     reason: str  # revoked, reused, expired, unknown, inactive
 
 
-class AuthService:
-    """The auth use cases, with the adapters they need (built once per app)."""
+class Accounts:
+    """Creating accounts: needs only the password hasher (the CLI uses it alone)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        hasher: PasswordHasher,
-        issuer: TokenIssuer,
-        limiter: RateLimiter,
-    ) -> None:
-        self.settings = settings
+    def __init__(self, hasher: PasswordHasher) -> None:
         self.hasher = hasher
-        self.issuer = issuer
-        self.limiter = limiter
 
     # --- registration -------------------------------------------------------------------
 
@@ -109,8 +99,51 @@ class AuthService:
                 created_at=now,
             ),
             key=user.id,
+            source="auth",
         )
         return user
+
+    async def ensure_admin(
+        self, uow: UnitOfWork, username: str, password: str, *, email: str | None = None
+    ) -> tuple[UserRow, bool]:
+        """Make sure ``username`` exists with the admin role (created with ``password`` if
+        missing; an existing account is promoted and keeps its password). Answers the user
+        and whether it was created."""
+        if problem := domain.username_problem(username):
+            raise ValueError(f"admin username {problem}")
+        existing = await UserRepository(uow.session).by_username_key(domain.username_key(username))
+        if existing is not None:
+            if domain.ADMIN not in existing.roles:
+                existing.roles = sorted({*existing.roles, domain.ADMIN})
+                existing.updated_at = utcnow()
+            return existing, False
+        if problem := domain.password_problem(password):
+            raise ValueError(f"admin password {problem}")
+        data = RegisterRequest(
+            username=username,
+            email=email or f"{username.lower()}@admin.mercato.example",
+            password=password,
+        )
+        user = await self.register(uow, data, roles=(domain.ADMIN, domain.CUSTOMER))
+        return user, True
+
+
+class AuthService:
+    """The auth use cases, with the adapters they need (built once per app)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        hasher: PasswordHasher,
+        issuer: TokenIssuer,
+        limiter: RateLimiter,
+    ) -> None:
+        self.settings = settings
+        self.hasher = hasher
+        self.issuer = issuer
+        self.limiter = limiter
+        self.accounts = Accounts(hasher)
 
     # --- login --------------------------------------------------------------------------
 
@@ -258,27 +291,3 @@ class AuthService:
         if user is None:
             raise NotFound("No such user.")
         return user
-
-    async def ensure_admin(
-        self, uow: UnitOfWork, username: str, password: str, *, email: str | None = None
-    ) -> tuple[UserRow, bool]:
-        """Make sure ``username`` exists with the admin role (created with ``password`` if
-        missing; an existing account is promoted and keeps its password). Answers the user
-        and whether it was created."""
-        if problem := domain.username_problem(username):
-            raise ValueError(f"admin username {problem}")
-        existing = await UserRepository(uow.session).by_username_key(domain.username_key(username))
-        if existing is not None:
-            if domain.ADMIN not in existing.roles:
-                existing.roles = sorted({*existing.roles, domain.ADMIN})
-                existing.updated_at = utcnow()
-            return existing, False
-        if problem := domain.password_problem(password):
-            raise ValueError(f"admin password {problem}")
-        data = RegisterRequest(
-            username=username,
-            email=email or f"{username.lower()}@admin.mercato.example",
-            password=password,
-        )
-        user = await self.register(uow, data, roles=(domain.ADMIN, domain.CUSTOMER))
-        return user, True
