@@ -36,7 +36,11 @@ async def pending_of(*apps: FastAPI) -> dict[str, int]:
     for app in apps:
         runtime = runtime_of(app)
         runtime.relay.wake()
-        counts[runtime.service] = counts.get(runtime.service, 0) + await runtime.pending()
+        try:
+            pending = await runtime.pending()
+        except Exception:  # the broker is reconnecting: not settled yet
+            pending = -1
+        counts[runtime.service] = counts.get(runtime.service, 0) + pending
     return counts
 
 

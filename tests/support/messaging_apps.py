@@ -53,9 +53,9 @@ class Behaviour:
 
     fail_times: dict[int, int] = field(default_factory=dict)  # raise this many times first
     always_fail: set[int] = field(default_factory=set)
-    #: Raise *after* the effect was written and committed elsewhere: used to prove the inbox.
     calls: dict[int, int] = field(default_factory=dict)
     block: asyncio.Event | None = None  # wait on it before handling
+    delay: float = 0.0  # seconds each handling takes
     follow_up: bool = False  # publish FollowUp(n) from the handler
     seen: list[Envelope[Any]] = field(default_factory=list)
 
@@ -92,6 +92,8 @@ def consumer_handlers(behaviour: Behaviour, group: str = "products") -> Handlers
         behaviour.calls[n] = behaviour.calls.get(n, 0) + 1
         if behaviour.block is not None:
             await behaviour.block.wait()
+        if behaviour.delay:
+            await asyncio.sleep(behaviour.delay)
         if n in behaviour.always_fail:
             raise RuntimeError(f"thing {n} always fails")
         if behaviour.fail_times.get(n, 0) >= behaviour.calls[n]:

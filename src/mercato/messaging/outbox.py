@@ -123,7 +123,7 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_interval: float = 1.0,
         retention: float = 7 * 86_400.0,
-        max_backoff: float = 30.0,
+        max_backoff: float = 5.0,
     ) -> None:
         self.database, self.broker, self.service = database, broker, service
         self.metrics = metrics
@@ -184,17 +184,21 @@ class OutboxRelay:
             except Exception as exc:
                 failures += 1
                 sent = 0
-                log.warning(
-                    "outbox relay could not publish; will retry",
-                    service=self.service,
-                    error=f"{type(exc).__name__}: {exc}",
-                    failures=failures,
-                )
+                if failures == 1 or failures % 20 == 0:
+                    log.warning(
+                        "outbox relay could not publish; will retry",
+                        service=self.service,
+                        error=f"{type(exc).__name__}: {exc}",
+                        failures=failures,
+                    )
             if sent >= self.batch_size:
                 continue  # more is waiting
+            if failures:  # back off, whatever commits happen meanwhile
+                await asyncio.sleep(
+                    min(self.poll_interval * 2 ** min(failures, 10), self.max_backoff)
+                )
+                continue
             delay = self.poll_interval
-            if failures:
-                delay = min(self.poll_interval * 2 ** min(failures, 10), self.max_backoff)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
             self._wake.clear()

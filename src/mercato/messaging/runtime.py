@@ -43,6 +43,7 @@ def broker_for(settings: Settings) -> Broker:
         exchange=settings.messaging_exchange,
         queue_type=settings.messaging_queue_type,
         retry_delays=retry_delays(settings),
+        startup_grace=settings.messaging_startup_grace,
     )
 
 

@@ -19,12 +19,13 @@ def create_broker(
     exchange: str = "mercato.events",
     queue_type: str = "classic",
     retry_delays: tuple[float, ...] = (),
+    startup_grace: float = 0.0,
 ) -> Broker:
     """The broker for ``url``: memory (unset), RabbitMQ (``amqp://``), Kafka (``kafka://``)."""
     if not url or url.startswith("memory:"):
         from mercato.messaging.brokers.memory import MemoryBroker
 
-        return MemoryBroker.for_running_loop()
+        return MemoryBroker.for_running_loop(startup_grace)
     if url.startswith(("amqp://", "amqps://")):
         from mercato.messaging.brokers.rabbitmq import RabbitBroker
 

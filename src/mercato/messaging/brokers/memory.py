@@ -8,6 +8,12 @@ Nothing survives the process, which is why this backend *settles on delivery*: t
 row counts as sent only once every group bound at publish time handled (or dead-lettered)
 it. A crash leaves the row unsent, and the next start publishes it again; consumers skip
 what they had already handled (inbox).
+
+Services of one process start concurrently, so a relay may publish before another
+service's consumer subscribed. During the *startup grace* (``MESSAGING_STARTUP_GRACE``
+seconds after the broker was first used) every published message is also kept aside and
+handed to each group that subscribes later in that window, as a durable queue would have
+kept it; it settles only once the window closed and every group that got it handled it.
 """
 
 from __future__ import annotations
@@ -81,29 +87,46 @@ class MemoryBroker(Broker):
     name = "memory"
     settles_on_delivery = True
 
-    def __init__(self) -> None:
+    def __init__(self, startup_grace: float = 0.0) -> None:
         self.groups: dict[str, _Group] = {}
         self._timers: set[asyncio.TimerHandle] = set()
+        self._loop = asyncio.get_running_loop()
+        self._grace_until = self._loop.time() + startup_grace
+        self._parked: list[tuple[OutgoingMessage, _Tracker, set[str]]] = []
+        if startup_grace > 0:
+            self._loop.call_at(self._grace_until, self._end_grace)
 
     @classmethod
-    def for_running_loop(cls) -> MemoryBroker:
+    def for_running_loop(cls, startup_grace: float = 0.0) -> MemoryBroker:
+        """The loop's broker; the first caller sets its startup grace."""
         loop = asyncio.get_running_loop()
         broker = _brokers.get(loop)
         if broker is None:
-            broker = _brokers[loop] = cls()
+            broker = _brokers[loop] = cls(startup_grace)
         return broker
+
+    @property
+    def in_grace(self) -> bool:
+        return self._loop.time() < self._grace_until
+
+    def _end_grace(self) -> None:
+        parked, self._parked = self._parked, []
+        for _, tracker, _taken in parked:
+            tracker.done()
 
     async def publish(
         self, messages: Sequence[OutgoingMessage], settled: Settled | None = None
     ) -> None:
         for message in messages:
             groups = [group for group in self.groups.values() if group.matches(message)]
-            tracker = _Tracker(message.ref, len(groups), settled)
-            if not groups:
-                tracker.pending = 1
-                tracker.done()  # nobody listens: delivered to all (zero) groups
+            keep = self.in_grace
+            tracker = _Tracker(message.ref, len(groups) + 1, settled)
             for group in groups:
                 group.queue.put_nowait(_Queued(message, tracker))
+            if keep:  # the park holds one count until the grace ends
+                self._parked.append((message, tracker, {group.name for group in groups}))
+            else:
+                tracker.done()  # every bound group has it (nobody listens: settled now)
 
     async def subscribe(
         self,
@@ -117,6 +140,11 @@ class MemoryBroker(Broker):
         if state is None:
             state = self.groups[group] = _Group(group)
         state.bindings = state.bindings | frozenset(routing_keys)
+        for message, tracker, taken in self._parked:
+            if state.name not in taken and state.matches(message):
+                taken.add(state.name)
+                tracker.pending += 1
+                state.queue.put_nowait(_Queued(message, tracker))
         return _MemorySubscription(self, state, callback, prefetch)
 
     async def ping(self) -> None:
