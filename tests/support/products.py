@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -13,10 +15,13 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from mercato.messaging.tables import outbox
+from mercato.orders.contracts import OrderCancelled, OrderLine, OrderPlaced
 from mercato.platform.app import ServiceContext
 from mercato.platform.settings import Settings
 from mercato.products.app import create_app
 from mercato.products.caching import CatalogueCache
+from mercato.products.models import ProductRow
+from mercato.products.service import release_stock, reserve_stock
 from support.auth import admin_headers, test_settings
 
 
@@ -68,3 +73,72 @@ async def running_products(
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
     ):
         yield RunningProducts(app, client, admin_headers())
+
+
+def order_placed(order_id: str, *lines: tuple[str, int]) -> OrderPlaced:
+    return OrderPlaced(
+        order_id=order_id,
+        user_id="user-1",
+        items=[
+            OrderLine(product_id=product_id, quantity=quantity) for product_id, quantity in lines
+        ],
+        total=Decimal("1.00"),
+        currency="USD",
+    )
+
+
+def order_cancelled(order_id: str, *lines: tuple[str, int]) -> OrderCancelled:
+    return OrderCancelled(
+        order_id=order_id,
+        user_id="user-1",
+        items=[
+            OrderLine(product_id=product_id, quantity=quantity) for product_id, quantity in lines
+        ],
+    )
+
+
+async def reserve(products: RunningProducts, order: OrderPlaced) -> bool | None:
+    """Run the ``order.placed`` handler in its own transaction, as the consumer does."""
+    async with products.context.db.unit_of_work() as uow:
+        outcome = await reserve_stock(uow, products.catalogue, order)
+        await uow.commit()
+    return outcome
+
+
+async def release(products: RunningProducts, order: OrderCancelled) -> bool:
+    async with products.context.db.unit_of_work() as uow:
+        outcome = await release_stock(uow, products.catalogue, order)
+        await uow.commit()
+    return outcome
+
+
+async def stock_of(products: RunningProducts, product_id: str) -> int:
+    async with products.context.db.unit_of_work(read_only=True) as uow:
+        stock = (
+            await uow.session.execute(select(ProductRow.stock).where(ProductRow.id == product_id))
+        ).scalar_one()
+    return int(stock)
+
+
+async def race_for_stock(products: RunningProducts, *, orders: int = 25) -> None:
+    """``orders`` concurrent two-line orders race for 3 units of one product and 5 of
+    another: exactly 3 are reserved, all-or-nothing, and no stock goes below zero."""
+    scarce = await products.create(sku="SCARCE", name="Scarce", stock=3)
+    plenty = await products.create(sku="PLENTY", name="Plenty", stock=5)
+    placed = [
+        order_placed(f"race-{n}", (plenty["id"], 1), (scarce["id"], 1)) for n in range(orders)
+    ]
+    outcomes = await asyncio.gather(*(reserve(products, order) for order in placed))
+    assert outcomes.count(True) == 3
+    assert outcomes.count(False) == orders - 3
+    assert await stock_of(products, scarce["id"]) == 0
+    assert await stock_of(products, plenty["id"]) == 2  # the rejected took nothing
+    reserved = await products.events("stock.reserved")
+    rejected = await products.events("stock.rejected")
+    assert len(reserved) == 3
+    assert len(rejected) == orders - 3
+    assert {event["data"]["order_id"] for event in reserved + rejected} == {
+        order.order_id for order in placed
+    }
+    shown = await products.client.get(f"/products/{scarce['id']}")
+    assert shown.json()["stock"] == 0
