@@ -1,0 +1,569 @@
+"""How much does the gateway cost? One cached ``GET /products/{id}``, measured six ways.
+
+    (a) constant   raw ASGI on uvicorn answering the same JSON: the Python limit
+    (b) products   the products service directly
+    (c) gateway    through the Mercato gateway, auth offload and rate limiting on
+    (d) nginx      through nginx ``proxy_pass`` (keep-alive upstream) to the service
+    (e) aiohttp    a minimal raw-ASGI proxy on aiohttp   } the HTTP client choice
+    (f) httpx      the same proxy on httpx               } (docs/adr/0006)
+
+Every server is pinned to core 1 and wrk to core 0 (``taskset``); wrk runs with 50
+connections; each scenario runs in 3 interleaved rounds and the median round is reported,
+with ratios to (b) and to (d). Results go to ``bench/results/gateway.json`` and a chart to
+``bench/results/gateway.png``. ``--profile`` instead runs the gateway under pyinstrument
+while wrk loads it and writes ``bench/results/gateway-profile.txt``.
+
+    .venv/bin/python -m bench.gateway [--duration 5] [--rounds 3] [--profile]
+
+Missing tools are named, not crashed on: without wrk nothing can be measured; without nginx
+(d) is skipped; without taskset (or with one core) nothing is pinned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+PYTHON = sys.executable
+CONNECTIONS = 50
+SERVER_CORE, LOAD_CORE = "1", "0"
+
+
+# --- tools and processes ----------------------------------------------------------------
+
+
+def missing_tools() -> dict[str, str]:
+    missing = {}
+    for tool, why in (
+        ("wrk", "the load generator (apt-get install -y wrk)"),
+        ("nginx", "scenario (d) (apt-get install -y nginx)"),
+        ("taskset", "CPU pinning (util-linux)"),
+    ):
+        if shutil.which(tool) is None:
+            missing[tool] = why
+    return missing
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(core: str, command: list[str], pin: bool) -> list[str]:
+    return ["taskset", "-c", core, *command] if pin else command
+
+
+def wait_until_answers(url: str, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own local URL
+                return
+        except urllib.error.HTTPError:
+            return  # it answers, even if not 200
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+@dataclass
+class Servers:
+    workdir: Path
+    pin: bool
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def uvicorn(self, factory: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        command = [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "--factory",
+            factory,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--no-server-header",
+            "--log-level",
+            "warning",
+        ]
+        return self.spawn(pinned(SERVER_CORE, command, self.pin), env, factory.split(":")[-1])
+
+    def spawn(self, command: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parent.parent,
+        )
+        self.processes.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+# --- keys, tokens, seeding ------------------------------------------------------------------
+
+
+def bench_keys() -> tuple[str, str]:
+    """A throw-away signing key (PEM) and a valid access token (one hour)."""
+    from mercato.platform.security.keys import KeySet, SigningKey
+    from mercato.platform.security.tokens import TokenIssuer
+
+    keys = KeySet([SigningKey.generate()])
+    admin = TokenIssuer(keys, issuer="mercato", audience="mercato", ttl=3600)
+    return keys.to_pem(), admin.issue("bench-admin", ["admin"]).token
+
+
+def request(
+    url: str, *, method: str = "GET", token: str | None = None, body: Any = None
+) -> tuple[int, dict[str, str], bytes]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - local URL
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def seed_product(base: str, token: str) -> str | None:
+    """Create one product through the products API; its id, or None if that fails."""
+    status, _, body = request(
+        f"{base}/products",
+        method="POST",
+        token=token,
+        body={"sku": f"BENCH-{os.getpid()}", "name": "Desk lamp", "price": "19.99", "stock": 42},
+    )
+    if status != 201:
+        print(f"  products service did not create a product: {status} {body[:200]!r}")
+        return None
+    product_id = json.loads(body)["id"]
+    for _ in range(2):  # fill the cache
+        request(f"{base}/products/{product_id}")
+    return str(product_id)
+
+
+# --- nginx ------------------------------------------------------------------------------
+
+
+def nginx_config(workdir: Path, listen: int, upstream: int) -> Path:
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (workdir / sub).mkdir(exist_ok=True)
+    config = workdir / "nginx.conf"
+    config.write_text(
+        f"""worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    server_tokens off;
+    client_body_temp_path {workdir}/body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+    upstream products {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{listen};
+        location /api/v1/ {{
+            proxy_pass http://products/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+}}
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+# --- wrk ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
+    if not match:
+        raise ValueError(f"cannot read a latency from {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(url: str, seconds: float, token: str, pin: bool) -> Run:
+    command = pinned(
+        LOAD_CORE,
+        [
+            "wrk",
+            "-t1",
+            f"-c{CONNECTIONS}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-H",
+            f"Authorization: Bearer {token}",
+            url,
+        ],
+        pin,
+    )
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if found := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output):
+        errors += int(found.group(1))
+    if found := re.search(r"Socket errors:.*?timeout (\d+)", output):
+        errors += int(found.group(1))
+    return Run(rps, p50, p99, errors)
+
+
+# --- the benchmark --------------------------------------------------------------------------
+
+SCENARIOS = {
+    "constant": "(a) constant-JSON ASGI app",
+    "products": "(b) products service directly",
+    "gateway": "(c) gateway, auth offload + rate limit",
+    "nginx": "(d) nginx proxy_pass",
+    "aiohttp": "(e) minimal proxy on aiohttp",
+    "httpx": "(f) minimal proxy on httpx",
+}
+
+
+def start_all(servers: Servers, pem: str, token: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """Start every server; the URL of each scenario and notes about the setup."""
+    notes: dict[str, Any] = {}
+    ports = {name: free_port() for name in SCENARIOS}
+    # Access logs off everywhere, as nginx runs with `access_log off`.
+    common = {
+        "LOG_LEVEL": "WARNING",
+        "ACCESS_LOG": "false",
+        "JWT_PRIVATE_KEYS": pem,
+        "ENVIRONMENT": "development",
+    }
+
+    constant = servers.uvicorn("bench._gateway_apps:constant_app", ports["constant"], {})
+    wait_until_answers(f"http://127.0.0.1:{ports['constant']}/", constant)
+
+    products_env = {**common, "DATA_DIR": str(servers.workdir / "data")}
+    products = servers.uvicorn("mercato.products.app:create_app", ports["products"], products_env)
+    products_base = f"http://127.0.0.1:{ports['products']}"
+    wait_until_answers(f"{products_base}/healthz", products)
+    product_id = seed_product(products_base, token)
+    if product_id is None:
+        products.send_signal(signal.SIGINT)
+        products.wait(timeout=15)
+        products = servers.uvicorn(
+            "bench._gateway_apps:standin_products", ports["products"], products_env
+        )
+        wait_until_answers(f"{products_base}/products/x", products)
+        product_id = "5f0c6f4e-7c1b-4f55-9b3e-2f2a1c0e9d11"
+        notes["products"] = "STAND-IN: a FastAPI 10-field model, not the real products service"
+    else:
+        notes["products"] = "the real products service (SQLite, memory cache), cache warm"
+
+    gateway_env = {
+        **common,
+        "GATEWAY_ROUTES": json.dumps({"products": products_base}),
+        "RATE_LIMIT_API": "100000000/minute",
+        "RATE_LIMIT_USER": "100000000/minute",
+    }
+    gateway = servers.uvicorn("mercato.gateway.app:create_app", ports["gateway"], gateway_env)
+    wait_until_answers(f"http://127.0.0.1:{ports['gateway']}/healthz", gateway)
+
+    for name, factory in (
+        ("aiohttp", "bench._gateway_apps:aiohttp_proxy"),
+        ("httpx", "bench._gateway_apps:httpx_proxy"),
+    ):
+        process = servers.uvicorn(factory, ports[name], {"BENCH_UPSTREAM": products_base})
+        wait_until_answers(f"http://127.0.0.1:{ports[name]}/api/v1/products/{product_id}", process)
+
+    if shutil.which("nginx"):
+        config = nginx_config(servers.workdir, ports["nginx"], ports["products"])
+        nginx = servers.spawn(
+            pinned(
+                SERVER_CORE, ["nginx", "-c", str(config), "-p", str(servers.workdir)], servers.pin
+            ),
+            {},
+            "nginx",
+        )
+        wait_until_answers(f"http://127.0.0.1:{ports['nginx']}/api/v1/products/{product_id}", nginx)
+
+    path = f"/products/{product_id}"
+    urls = {
+        "constant": f"http://127.0.0.1:{ports['constant']}{path}",
+        "products": f"{products_base}{path}",
+        "gateway": f"http://127.0.0.1:{ports['gateway']}/api/v1{path}",
+        "aiohttp": f"http://127.0.0.1:{ports['aiohttp']}/api/v1{path}",
+        "httpx": f"http://127.0.0.1:{ports['httpx']}/api/v1{path}",
+    }
+    if shutil.which("nginx"):
+        urls["nginx"] = f"http://127.0.0.1:{ports['nginx']}/api/v1{path}"
+    notes["gateway_checks"] = check_gateway(urls["gateway"], token)
+    return urls, notes
+
+
+def check_gateway(url: str, token: str) -> dict[str, Any]:
+    """Prove auth offload and rate limiting are on for the measured path."""
+    ok_status, ok_headers, _ = request(url, token=token)
+    forged_status, _, _ = request(url, token=token[:-4] + "AAAA")
+    lowered = {k.lower(): v for k, v in ok_headers.items()}
+    checks = {
+        "valid_token": ok_status,
+        "forged_token": forged_status,
+        "ratelimit_limit_header": lowered.get("ratelimit-limit"),
+    }
+    if ok_status != 200 or forged_status != 401 or "ratelimit-limit" not in lowered:
+        raise RuntimeError(f"the gateway is not set up as the benchmark needs: {checks}")
+    return checks
+
+
+def measure(
+    urls: dict[str, str], token: str, *, rounds: int, seconds: float, pin: bool
+) -> dict[str, list[Run]]:
+    runs: dict[str, list[Run]] = {name: [] for name in urls}
+    for url in urls.values():  # warm-up: connection pools, caches, lazy imports
+        wrk(url, 1, token, pin)
+    for round_number in range(rounds):
+        for name, url in urls.items():
+            run = wrk(url, seconds, token, pin)
+            runs[name].append(run)
+            print(
+                f"  round {round_number + 1} {name:9s} {run.rps:9.0f} rps"
+                f"  p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  errors {run.errors}",
+                flush=True,
+            )
+    return runs
+
+
+def median_run(runs: list[Run]) -> Run:
+    ordered = sorted(runs, key=lambda run: run.rps)
+    return ordered[len(ordered) // 2]
+
+
+def summarize(runs: dict[str, list[Run]]) -> dict[str, dict[str, Any]]:
+    medians = {name: median_run(found) for name, found in runs.items()}
+    base = medians["products"].rps
+    nginx = medians["nginx"].rps if "nginx" in medians else None
+    table: dict[str, dict[str, Any]] = {}
+    for name, run in medians.items():
+        table[name] = {
+            "label": SCENARIOS[name],
+            **asdict(run),
+            "rps_rounds": [round(r.rps) for r in runs[name]],
+            "vs_products": round(run.rps / base, 3),
+            "vs_nginx": round(run.rps / nginx, 3) if nginx else None,
+        }
+    return table
+
+
+def print_table(table: dict[str, dict[str, Any]]) -> None:
+    print(f"\n{'scenario':42s} {'rps':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'x(b)':>6s} {'x(d)':>6s}")
+    for row in table.values():
+        vs_nginx = f"{row['vs_nginx']:.2f}" if row["vs_nginx"] is not None else "-"
+        print(
+            f"{row['label']:42s} {row['rps']:9.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f}"
+            f" {row['vs_products']:6.2f} {vs_nginx:>6s}"
+        )
+
+
+def chart(table: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(table)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    left.bar(names, [table[n]["rps"] for n in names], color="#4a7ab5")
+    left.set_title(f"requests/s (wrk -c{CONNECTIONS}, median of rounds)")
+    for index, name in enumerate(names):
+        left.annotate(
+            f"{table[name]['rps']:.0f}", (index, table[name]["rps"]), ha="center", va="bottom"
+        )
+    right.bar(names, [table[n]["p50_ms"] for n in names], label="p50", color="#6aa56a")
+    right.bar(names, [table[n]["p99_ms"] for n in names], label="p99", color="#d08a3c", alpha=0.45)
+    right.set_title("latency (ms)")
+    right.legend()
+    for axis in (left, right):
+        axis.tick_params(axis="x", rotation=30)
+    figure.suptitle("GET /products/{id}: direct, through the gateway, through nginx")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def profile(servers: Servers, urls: dict[str, str], pem: str, token: str, seconds: float) -> Path:
+    """Run one more gateway under pyinstrument while wrk loads it; write the text report."""
+    products_base = urls["products"].split("/products/")[0]
+    port = free_port()
+    out = RESULTS / "gateway-profile.txt"
+    command = [
+        PYTHON,
+        "-m",
+        "pyinstrument",
+        "-r",
+        "text",
+        "--show-all",
+        "-p",
+        "processor_options.filter_threshold=0.01",
+        "-o",
+        str(out),
+        "-m",
+        "uvicorn",
+        "--factory",
+        "mercato.gateway.app:create_app",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    env = {
+        "LOG_LEVEL": "WARNING",
+        "ACCESS_LOG": "false",
+        "JWT_PRIVATE_KEYS": pem,
+        "ENVIRONMENT": "development",
+        "GATEWAY_ROUTES": json.dumps({"products": products_base}),
+        "RATE_LIMIT_API": "100000000/minute",
+        "RATE_LIMIT_USER": "100000000/minute",
+    }
+    process = servers.spawn(pinned(SERVER_CORE, command, servers.pin), env, "profiled-gateway")
+    url = urls["gateway"].replace(urls["gateway"].split("/api/")[0], f"http://127.0.0.1:{port}")
+    wait_until_answers(f"http://127.0.0.1:{port}/healthz", process)
+    run = wrk(url, seconds, token, servers.pin)
+    print(f"  profiled gateway: {run.rps:.0f} rps (profiler overhead included)")
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 5))
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="profile the gateway instead")
+    parser.add_argument("--only", nargs="*", help="scenarios to measure (default: all)")
+    args = parser.parse_args(argv)
+
+    missing = missing_tools()
+    for tool, why in missing.items():
+        print(f"missing: {tool} - needed for {why}")
+    if "wrk" in missing:
+        print("cannot measure without wrk; nothing was run")
+        return 1
+    pin = "taskset" not in missing and (os.cpu_count() or 1) >= 2
+    if not pin:
+        print("not pinning: needs taskset and at least two cores (results are noisier)")
+
+    RESULTS.mkdir(exist_ok=True)
+    pem, token = bench_keys()
+    with tempfile.TemporaryDirectory(prefix="mercato-bench-gw-") as tmp:
+        workdir = Path(tmp)
+        workdir.chmod(0o755)
+        servers = Servers(workdir, pin)
+        try:
+            urls, notes = start_all(servers, pem, token)
+            if args.profile:
+                report = profile(servers, urls, pem, token, max(args.duration, 8))
+                print(f"profile written to {report}")
+                return 0
+            if args.only:
+                urls = {
+                    name: url
+                    for name, url in urls.items()
+                    if name in args.only or name == "products"
+                }
+            runs = measure(urls, token, rounds=args.rounds, seconds=args.duration, pin=pin)
+        finally:
+            servers.stop()
+    table = summarize(runs)
+    print_table(table)
+    result = {
+        "benchmark": "gateway",
+        "path": "GET /products/{id} (cached)",
+        "connections": CONNECTIONS,
+        "rounds": args.rounds,
+        "seconds_per_run": args.duration,
+        "pinned": {"servers": SERVER_CORE, "wrk": LOAD_CORE} if pin else None,
+        "missing_tools": missing,
+        "notes": notes,
+        "results": table,
+    }
+    if "gateway" in table and "nginx" in table:
+        gateway, nginx = table["gateway"], table["nginx"]
+        result["target"] = {
+            "gateway_vs_nginx_rps": gateway["vs_nginx"],
+            "meets_0_5x_rps": gateway["vs_nginx"] >= 0.5,
+            "gateway_p50_vs_nginx_p50": round(gateway["p50_ms"] / nginx["p50_ms"], 3),
+            "meets_p50_within_2x": gateway["p50_ms"] <= 2 * nginx["p50_ms"],
+        }
+        print(f"\ntarget: {result['target']}")
+    (RESULTS / "gateway.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    chart(table, RESULTS / "gateway.png")
+    print(f"written: {RESULTS / 'gateway.json'}, {RESULTS / 'gateway.png'}")
+    errors = {name: row["errors"] for name, row in table.items() if row["errors"]}
+    if errors:
+        print(f"WARNING: non-2xx answers or timeouts during the runs: {errors}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
