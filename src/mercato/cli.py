@@ -163,6 +163,18 @@ def migrate(
     typer.echo(f"Migrated: {', '.join(services)}")
 
 
+@app.command()
+def seed(config: ConfigOption = None) -> None:
+    """Load the demo catalogue (120 products in eight categories); safe to run again."""
+    from mercato.products.app import seed_demo
+    from mercato.serving import run_event_loop
+
+    settings = _settings(config)
+    _configure_logging(settings, "products")
+    added, total = run_event_loop(seed_demo(settings))
+    typer.echo(f"Seeded {added} demo products; the catalogue holds {total}.")
+
+
 @app.command("create-admin")
 def create_admin(
     username: Annotated[str, typer.Argument(help="3..50 letters and digits.")],

@@ -9,12 +9,14 @@ import structlog
 from fastapi import FastAPI
 
 from mercato.messaging import MESSAGING_MIGRATIONS, messaging_hook
-from mercato.platform.app import LifespanHook, ServiceContext, create_service_app
-from mercato.platform.migrations import MigrationHistory
+from mercato.platform.app import LifespanHook, ServiceContext, create_service_app, open_database
+from mercato.platform.cache import create_cache
+from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.settings import Settings, load_settings
 from mercato.products.api import router
 from mercato.products.caching import CatalogueCache
 from mercato.products.demo import demo_catalogue
+from mercato.products.repository import ProductRepository
 from mercato.products.service import catalogue_is_empty, seed_catalogue, stock_handlers
 
 log = structlog.stdlib.get_logger("mercato.products")
@@ -67,3 +69,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.catalogue = catalogue
     return app
+
+
+async def seed_demo(settings: Settings) -> tuple[int, int]:
+    """Migrate the products database and add the demo products it lacks (``mercato seed``).
+
+    Returns (added, now in the catalogue). Idempotent by sku. A shared (Redis) cache is
+    invalidated, so running instances list the new products at once.
+    """
+    database = open_database(settings, "products")
+    cache = create_cache(redis_url=settings.redis_url, namespace="products")
+    catalogue = CatalogueCache(enabled=False)
+    catalogue.bind(cache)
+    try:
+        await upgrade(database, MIGRATIONS)
+        async with database.unit_of_work() as uow:
+            added = await seed_catalogue(uow, catalogue, demo_catalogue())
+            await uow.commit()
+        async with database.unit_of_work(read_only=True) as uow:
+            total = await ProductRepository(uow.session).count_all()
+    finally:
+        await cache.close()
+        await database.dispose()
+    return added, total

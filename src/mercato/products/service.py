@@ -46,6 +46,7 @@ from mercato.products.schemas import ProductCreate, ProductOut, ProductPage, Pro
 
 log = structlog.stdlib.get_logger("mercato.products")
 
+SOURCE = "products"
 INSUFFICIENT_STOCK = "insufficient stock"
 INVALID_QUANTITY = "invalid quantity"
 
@@ -113,7 +114,7 @@ async def create_product(uow: UnitOfWork, cache: CatalogueCache, data: ProductCr
         await products.flush()
     except IntegrityError:  # a concurrent create took the sku between the check and here
         raise DuplicateSku(data.sku) from None
-    await publish(uow, ProductCreated(**_snapshot(row)), key=row.id)
+    await publish(uow, ProductCreated(**_snapshot(row)), key=row.id, source=SOURCE)
     _after_commit_invalidate(uow, cache, ())
     return row
 
@@ -134,7 +135,7 @@ async def update_product(
     row.version += 1
     row.updated_at = utcnow()
     await products.flush()
-    await publish(uow, ProductUpdated(**_snapshot(row)), key=row.id)
+    await publish(uow, ProductUpdated(**_snapshot(row)), key=row.id, source=SOURCE)
     _after_commit_invalidate(uow, cache, [row.id])
     return row
 
@@ -146,7 +147,7 @@ async def delete_product(uow: UnitOfWork, cache: CatalogueCache, product_id: str
     if row is None:
         raise ProductNotFound
     await products.delete(row)
-    await publish(uow, ProductDeleted(product_id=row.id, sku=row.sku), key=row.id)
+    await publish(uow, ProductDeleted(product_id=row.id, sku=row.sku), key=row.id, source=SOURCE)
     _after_commit_invalidate(uow, cache, [row.id])
 
 
@@ -256,6 +257,7 @@ async def reserve_stock(uow: UnitOfWork, cache: CatalogueCache, order: OrderPlac
             uow,
             StockRejected(order_id=order.order_id, reason=INVALID_QUANTITY),
             key=order.order_id,
+            source=SOURCE,
         )
         return False
     products = ProductRepository(uow.session)
@@ -290,7 +292,7 @@ async def reserve_stock(uow: UnitOfWork, cache: CatalogueCache, order: OrderPlac
                 for s in short
             ],
         )
-    await publish(uow, event, key=order.order_id)
+    await publish(uow, event, key=order.order_id, source=SOURCE)
     log.info(
         "stock reserved" if reserved else "stock rejected",
         order_id=order.order_id,
@@ -329,6 +331,7 @@ async def release_stock(uow: UnitOfWork, cache: CatalogueCache, order: OrderCanc
             items=[ReservedLine(product_id=li.product_id, quantity=li.quantity) for li in lines],
         ),
         key=order.order_id,
+        source=SOURCE,
     )
     _after_commit_invalidate(uow, cache, [line.product_id for line in lines])
     log.info("stock released", order_id=order.order_id, lines=len(lines))
