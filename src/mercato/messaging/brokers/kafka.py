@@ -1,0 +1,317 @@
+"""Kafka through aiokafka.
+
+- one topic for the events (``mercato.events``), keyed by the aggregate id given to
+  ``publish(..., key=)``, so one aggregate's events keep their order within a partition;
+- the producer waits for ``acks=all``;
+- one consumer group per service (``mercato.events.<group>``); offsets are committed only
+  after the handler's transaction committed; within a partition records are handled one
+  after the other, partitions in parallel;
+- a failing handler is retried in place with backoff (the partition waits), then the record
+  goes to the dead-letter topic ``mercato.events.dlq`` (header ``x-mercato-consumer``).
+
+Event types the group does not handle are skipped (their offsets committed), since every
+group reads the one topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+
+from mercato.messaging.brokers.base import (
+    Broker,
+    BrokerUnavailable,
+    Delivery,
+    DeliveryCallback,
+    OutgoingMessage,
+    Settled,
+    Subscription,
+)
+from mercato.platform.logging import get_logger
+
+log = get_logger("mercato.messaging.kafka")
+
+TYPE_HEADER = "x-mercato-type"
+TARGET_HEADER = "x-mercato-target"
+CONSUMER_HEADER = "x-mercato-consumer"
+ERROR_HEADER = "x-mercato-error"
+
+
+def bootstrap_servers(url: str) -> str:
+    """``kafka://host:port[,host:port]`` -> ``host:port[,host:port]``."""
+    return url.split("://", 1)[1].strip("/")
+
+
+class KafkaBroker(Broker):
+    name = "kafka"
+
+    def __init__(self, url: str, *, topic: str = "mercato.events", partitions: int = 6) -> None:
+        self.servers = bootstrap_servers(url)
+        self.topic, self.partitions = topic, partitions
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+        self._subscriptions: list[_KafkaSubscription] = []
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+    async def start(self) -> None:
+        try:
+            await self._ready()
+        except BrokerUnavailable as exc:
+            log.warning("Kafka is not answering yet", error=str(exc))
+
+    async def _ready(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.servers,
+                    acks="all",
+                    linger_ms=1,
+                    request_timeout_ms=10_000,
+                )
+                try:
+                    await self._create_topics()
+                    await producer.start()
+                except (KafkaError, OSError) as exc:
+                    with contextlib.suppress(Exception):
+                        await producer.stop()
+                    raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+                self._producer = producer
+        return self._producer
+
+    async def _create_topics(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.servers, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            for name, partitions in ((self.topic, self.partitions), (self.dead_letter_topic, 1)):
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(
+                        [NewTopic(name, num_partitions=partitions, replication_factor=1)]
+                    )
+        finally:
+            await admin.close()
+
+    async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.stop(0.0)
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            self._producer = None
+
+    async def ping(self) -> None:
+        producer = await self._ready()
+        try:
+            await asyncio.wait_for(producer.partitions_for(self.topic), 2.0)
+        except (KafkaError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def publish(
+        self, messages: Sequence[OutgoingMessage], settled: Settled | None = None
+    ) -> None:
+        producer = await self._ready()
+        try:
+            futures = [
+                await producer.send(
+                    self.topic,
+                    value=message.body,
+                    key=(message.key or message.event_id).encode(),
+                    headers=_headers(message),
+                )
+                for message in messages
+            ]
+            await asyncio.gather(*futures)
+        except (KafkaError, OSError) as exc:
+            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def send_dead_letter(
+        self, record: ConsumerRecord[Any, Any], group: str, reason: str
+    ) -> None:
+        producer = await self._ready()
+        headers = [
+            (k, v) for k, v in (record.headers or ()) if k not in {CONSUMER_HEADER, ERROR_HEADER}
+        ]
+        headers += [(CONSUMER_HEADER, group.encode()), (ERROR_HEADER, reason[:500].encode())]
+        await producer.send_and_wait(
+            self.dead_letter_topic, value=record.value, key=record.key, headers=headers
+        )
+
+    async def subscribe(
+        self,
+        group: str,
+        routing_keys: Sequence[str],
+        callback: DeliveryCallback,
+        *,
+        prefetch: int,
+    ) -> Subscription:
+        subscription = _KafkaSubscription(self, group, set(routing_keys), callback, prefetch)
+        self._subscriptions.append(subscription)
+        await subscription.start()
+        return subscription
+
+    async def dead_letter_count(self, group: str) -> int:
+        """Dead letters this process sent for ``group`` (the topic is shared by all groups;
+        the consumer's ``messaging_dead_letters`` table is the full record)."""
+        return sum(s.dead_letters for s in self._subscriptions if s.group == group)
+
+
+def _headers(message: OutgoingMessage) -> list[tuple[str, bytes]]:
+    headers = [(TYPE_HEADER, message.event_type.encode())]
+    if message.target is not None:
+        headers.append((TARGET_HEADER, message.target.encode()))
+    headers += [(k, v.encode()) for k, v in message.headers.items()]
+    return headers
+
+
+def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return bytes(value).decode()
+    return None
+
+
+class _KafkaSubscription(Subscription):
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        group: str,
+        routing_keys: set[str],
+        callback: DeliveryCallback,
+        prefetch: int,
+    ) -> None:
+        self.broker, self.group, self.routing_keys = broker, group, routing_keys
+        self.callback, self.prefetch = callback, prefetch
+        self.consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._in_flight = 0
+        self.dead_letters = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"kafka-consumer-{self.group}")
+
+    async def _connect(self) -> AIOKafkaConsumer:
+        await self.broker._ready()
+        consumer = AIOKafkaConsumer(
+            self.broker.topic,
+            bootstrap_servers=self.broker.servers,
+            group_id=f"{self.broker.topic}.{self.group}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.prefetch,
+        )
+        await consumer.start()
+        return consumer
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while not self._stopping:
+            try:
+                if self.consumer is None:
+                    self.consumer = await self._connect()
+                    delay = 0.5
+                batches = await self.consumer.getmany(timeout_ms=200, max_records=self.prefetch)
+                if batches:
+                    await asyncio.gather(
+                        *(self._partition(tp, records) for tp, records in batches.items())
+                    )
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, BrokerUnavailable, OSError) as exc:
+                log.warning("Kafka consumer error; reconnecting", group=self.group, error=str(exc))
+                await self._close_consumer()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _partition(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
+        """Handle one partition's records in order, committing after each."""
+        consumer = self.consumer
+        assert consumer is not None
+        for record in records:
+            if self._stopping:
+                return
+            event_type = _header(record, TYPE_HEADER)
+            if event_type in self.routing_keys or event_type is None:
+                await self._deliver(record)
+            await consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "")})
+
+    async def _deliver(self, record: ConsumerRecord[Any, Any]) -> None:
+        self._in_flight += 1
+        try:
+            delivery = _KafkaDelivery(self, record)
+            while True:
+                await self.callback(delivery)
+                if delivery.outcome != "retry":
+                    return
+                await asyncio.sleep(delivery.delay)
+                delivery = _KafkaDelivery(self, record, attempt=delivery.attempt + 1)
+        finally:
+            self._in_flight -= 1
+
+    async def _close_consumer(self) -> None:
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+            self.consumer = None
+
+    async def stop(self, grace: float) -> None:
+        self._stopping = True
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._task), max(grace, 0.5))
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self._close_consumer()
+        if self in self.broker._subscriptions:
+            self.broker._subscriptions.remove(self)
+
+    async def pending(self) -> int:
+        """Records of the topic this group has not committed yet (its lag), plus in flight."""
+        consumer = self.consumer
+        if consumer is None:
+            raise BrokerUnavailable("the Kafka consumer is not connected")
+        assigned = list(consumer.assignment())
+        if not assigned:
+            raise BrokerUnavailable("no partitions assigned yet")
+        ends = await consumer.end_offsets(assigned)
+        lag = 0
+        for tp in assigned:
+            committed = await consumer.committed(tp) or 0
+            lag += max(ends[tp] - committed, 0)
+        return lag + self._in_flight
+
+
+class _KafkaDelivery(Delivery):
+    def __init__(
+        self, subscription: _KafkaSubscription, record: ConsumerRecord[Any, Any], attempt: int = 1
+    ) -> None:
+        self.subscription, self.record = subscription, record
+        self.body = bytes(record.value or b"")
+        self.attempt = attempt
+        self.target = _header(record, TARGET_HEADER)
+        self.outcome = "pending"
+        self.delay = 0.0
+
+    async def ack(self) -> None:
+        self.outcome = "ack"
+
+    async def retry(self, delay: float) -> None:
+        self.outcome, self.delay = "retry", delay
+
+    async def dead_letter(self, reason: str) -> None:
+        subscription = self.subscription
+        await subscription.broker.send_dead_letter(self.record, subscription.group, reason)
+        subscription.dead_letters += 1
+        self.outcome = "dead"
