@@ -5,6 +5,7 @@ Services use only these names::
     from mercato.messaging import Envelope, Handlers, publish, messaging_hook, MESSAGING_MIGRATIONS
 """
 
+from mercato.messaging.broadcast import Broadcast
 from mercato.messaging.consumer import Consumer, Handlers
 from mercato.messaging.envelope import Envelope, traceparent_var
 from mercato.messaging.events import EventData
@@ -18,6 +19,7 @@ from mercato.messaging.runtime import (
 
 __all__ = [
     "MESSAGING_MIGRATIONS",
+    "Broadcast",
     "Consumer",
     "Envelope",
     "EventData",
