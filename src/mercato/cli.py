@@ -29,6 +29,10 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect and validate the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+events_app = typer.Typer(help="Operate the event system.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: events a consumer gave up on.", no_args_is_help=True)
+events_app.add_typer(dlq_app, name="dlq")
+app.add_typer(events_app, name="events")
 
 ConfigOption = Annotated[
     Path | None,
@@ -130,11 +134,24 @@ def worker(
     port: Annotated[
         int, typer.Option(min=1, max=65535, help="Port of its /healthz, /readyz and /metrics.")
     ] = 8005,
+    service: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service",
+            "-s",
+            help="Run this service's outbox relay and event consumers without HTTP "
+            "(repeatable; 'all' for every service).",
+        ),
+    ] = None,
 ) -> None:
     """Run the notification worker on its own (order.confirmed / order.rejected -> mail).
 
-    Run the orders service with NOTIFICATIONS_IN_PROCESS=false beside it.
+    Run the orders service with NOTIFICATIONS_IN_PROCESS=false beside it. With --service,
+    run that service's event worker (outbox relay and consumers) instead, with no port.
     """
+    if service:
+        _event_worker(config, service)
+        return
     import uvicorn
 
     from mercato.orders.app import create_worker_app
@@ -143,6 +160,115 @@ def worker(
     settings = _settings(config)
     _configure_logging(settings, "worker")
     uvicorn.Server(uvicorn_config(create_worker_app(settings), settings, port)).run()
+
+
+def _event_worker(config: Path | None, names: list[str]) -> None:
+    from mercato.messaging.worker import run_headless
+    from mercato.serving import app_factory, run_event_loop
+
+    services = (
+        [s for s in SERVICES if s != "gateway"]
+        if "all" in names
+        else [_service(name) for name in names]
+    )
+    if "gateway" in services:
+        _fail(["the gateway has no event worker"])
+    settings = _settings(config)
+    _configure_logging(settings, "worker")
+    apps = [app_factory(name)(settings) for name in services]
+    run_event_loop(run_headless(apps))
+
+
+def _databases(config: Path | None, service: str | None) -> tuple[Settings, list[ServiceName]]:
+    settings = _settings(config)
+    services: list[ServiceName] = (
+        [_service(service)] if service else [s for s in SERVICES if s != "gateway"]
+    )
+    return settings, services
+
+
+@dlq_app.command("list")
+def dlq_list(
+    config: ConfigOption = None,
+    service: Annotated[str | None, typer.Option(help="Only this service's database.")] = None,
+    consumer: Annotated[str | None, typer.Option(help="Only this consumer group.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Show the dead letters not yet replayed, per service database."""
+    from mercato.messaging.dead_letters import list_dead_letters
+    from mercato.serving import run_event_loop
+
+    settings, services = _databases(config, service)
+
+    async def collect() -> list[tuple[str, Any]]:
+        found: list[tuple[str, Any]] = []
+        for name in services:
+            database = _open_database(settings, name)
+            try:
+                letters = await list_dead_letters(database, consumer=consumer, limit=limit)
+            except Exception as exc:
+                _fail([f"{name}: cannot read dead letters ({type(exc).__name__})"], code=1)
+            finally:
+                await database.dispose()
+            found += [(name, letter) for letter in letters]
+        return found
+
+    rows = run_event_loop(collect())
+    for name, letter in rows:
+        if as_json:
+            typer.echo(json.dumps({"service": name, **_letter_dict(letter)}, default=str))
+        else:
+            typer.echo(
+                f"{name:<9} #{letter.id:<6} {letter.consumer:<10} {letter.event_type:<18} "
+                f"{letter.event_id:<36} attempts={letter.attempts} {letter.error}"
+            )
+    if not as_json:
+        typer.echo(f"{len(rows)} dead letter(s)")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    config: ConfigOption = None,
+    service: Annotated[str | None, typer.Option(help="Only this service's database.")] = None,
+    consumer: Annotated[str | None, typer.Option(help="Only this consumer group.")] = None,
+    ids: Annotated[
+        list[int] | None, typer.Option("--id", help="Replay these dead letters (repeatable).")
+    ] = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="Replay every pending one.")] = False,
+) -> None:
+    """Send dead letters again, to the consumer group that failed them (through the outbox)."""
+    from mercato.messaging.dead_letters import replay_dead_letters
+    from mercato.serving import run_event_loop
+
+    if not ids and not replay_all:
+        _fail(["say which: --id N (repeatable) or --all"])
+    settings, services = _databases(config, service)
+
+    async def replay() -> int:
+        total = 0
+        for name in services:
+            database = _open_database(settings, name)
+            try:
+                total += await replay_dead_letters(database, ids=ids, consumer=consumer)
+            finally:
+                await database.dispose()
+        return total
+
+    count = run_event_loop(replay())
+    typer.echo(f"replayed {count} dead letter(s); the services' relays send them")
+
+
+def _open_database(settings: Settings, service: ServiceName) -> Any:
+    from mercato.platform.db import Database
+
+    return Database(settings.database_url_for(service), schema=service)
+
+
+def _letter_dict(letter: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(letter)
 
 
 @app.command()

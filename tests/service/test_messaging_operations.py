@@ -1,0 +1,128 @@
+"""Operating the event system: `mercato events dlq list|replay`, the headless worker, and
+the messaging metrics, on embedded backends (file SQLite, memory broker)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from typer.testing import CliRunner
+
+from mercato.cli import app as cli
+from mercato.messaging.worker import run_headless
+from support.messaging import drain
+from support.messaging_apps import (
+    Behaviour,
+    consumer_app,
+    dead_letter_count,
+    effect_count,
+    messaging_settings,
+    producer_app,
+    publish_things,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def running(*apps: FastAPI) -> AsyncIterator[None]:
+    async with AsyncExitStack() as stack:
+        for app in apps:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        yield
+
+
+async def test_dead_letters_are_listed_and_replayed_to_their_group_only(tmp_path: Path) -> None:
+    products_url = f"sqlite+aiosqlite:///{tmp_path}/products.db"
+    settings = messaging_settings(products_database_url=products_url, messaging_max_attempts=2)
+    products, users = Behaviour(always_fail={4}), Behaviour()
+    producer = producer_app(settings)
+    first = consumer_app(settings, products, service="products")
+    second = consumer_app(settings, users, service="users")
+    env = {"ENVIRONMENT": "testing", "PRODUCTS_DATABASE_URL": products_url}
+    runner = CliRunner()
+    async with running(first, second, producer):
+        await publish_things(producer.state.context.db, [3, 4, 5])
+        await drain(producer, first, second)
+        assert await dead_letter_count(first.state.context.db) == 1
+
+        listed = await asyncio.to_thread(
+            runner.invoke, cli, ["events", "dlq", "list", "--service", "products"], env=env
+        )
+        assert listed.exit_code == 0, listed.output
+        assert "test.thing_happened" in listed.output
+        assert "thing 4 always fails" in listed.output
+        assert "1 dead letter(s)" in listed.output
+
+        refused = await asyncio.to_thread(
+            runner.invoke, cli, ["events", "dlq", "replay", "--service", "products"], env=env
+        )
+        assert refused.exit_code == 2
+
+        products.always_fail.clear()  # the bug is fixed; replay
+        replayed = await asyncio.to_thread(
+            runner.invoke,
+            cli,
+            ["events", "dlq", "replay", "--service", "products", "--all"],
+            env=env,
+        )
+        assert replayed.exit_code == 0, replayed.output
+        assert "replayed 1" in replayed.output
+        await drain(producer, first, second)
+        assert sorted(e.data.n for e in products.seen) == [3, 4, 5]
+        assert users.calls == {3: 1, 4: 1, 5: 1}  # the replay was for products only
+        assert await effect_count(first.state.context.db) == 3
+
+        again = await asyncio.to_thread(
+            runner.invoke,
+            cli,
+            ["events", "dlq", "list", "--service", "products", "--json"],
+            env=env,
+        )
+        assert again.output.strip() == ""
+
+
+async def test_the_headless_worker_consumes_until_stopped() -> None:
+    behaviour = Behaviour()
+    producer = producer_app(messaging_settings())
+    consumer = consumer_app(messaging_settings(), behaviour)
+    stop = asyncio.Event()
+    async with running(producer):
+        worker = asyncio.create_task(run_headless([consumer], stop))
+        for _ in range(200):
+            if getattr(consumer.state, "messaging", None) is not None:
+                break
+            await asyncio.sleep(0.01)
+        await publish_things(producer.state.context.db, range(5))
+        await drain(producer, consumer)
+        assert len(behaviour.seen) == 5
+        stop.set()
+        await asyncio.wait_for(worker, 10)
+
+
+async def test_messaging_metrics_are_exported() -> None:
+    behaviour = Behaviour(fail_times={2: 1})
+    producer = producer_app(messaging_settings())
+    consumer = consumer_app(messaging_settings(), behaviour)
+    async with (
+        running(consumer, producer),
+        httpx.AsyncClient(transport=httpx.ASGITransport(consumer), base_url="http://t") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(producer), base_url="http://t") as out,
+    ):
+        await publish_things(producer.state.context.db, [1, 2])
+        await drain(producer, consumer)
+        await producer.state.messaging.relay.update_gauges()
+        text = (await http.get("/metrics")).text
+        produced = (await out.get("/metrics")).text
+    assert 'messaging_events_consumed_total{consumer="products",outcome="handled",' in text
+    assert 'messaging_events_retried_total{consumer="products",service="products",' in text
+    assert "messaging_handler_duration_seconds_bucket" in text
+    assert 'messaging_events_published_total{service="orders",type="test.thing_happened"} 2.0' in (
+        produced
+    )
+    assert 'messaging_outbox_backlog{service="orders"} 0.0' in produced
