@@ -141,6 +141,19 @@ async def test_me_refresh_reuse_and_logout(api: httpx.AsyncClient) -> None:
     ).status_code == 401
 
 
+async def test_the_gateway_docs_authorize_with_the_token_form(shop: RunningMercato) -> None:
+    async with httpx.AsyncClient(base_url=shop.base_url, timeout=30) as client:
+        schema = (await client.get("/openapi.json")).json()
+    schemes = schema["components"]["securitySchemes"]
+    password_flows = [
+        s["flows"]["password"]["tokenUrl"]
+        for s in schemes.values()
+        if "password" in s.get("flows", {})
+    ]
+    assert password_flows
+    assert set(password_flows) == {"/api/v1/auth/token"}
+
+
 async def test_the_jwks_is_public_keys_only(api: httpx.AsyncClient) -> None:
     jwks = (await api.get("/auth/.well-known/jwks.json")).json()
     assert jwks["keys"]

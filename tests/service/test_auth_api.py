@@ -182,7 +182,7 @@ async def test_the_oauth2_token_form_logs_in(client: httpx.AsyncClient) -> None:
 async def test_the_openapi_declares_the_password_flow(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
     flows = schema["components"]["securitySchemes"]["bearer"]["flows"]
-    assert flows["password"]["tokenUrl"] == "/api/v1/auth/token"
+    assert flows["password"]["tokenUrl"] == "/auth/token"
 
 
 # --- me, refresh, logout ----------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Annotated, Final
 
 import structlog
 from fastapi import Depends, Request
-from fastapi.security import OAuth2PasswordBearer
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
 
 from mercato.platform.app import Context
 from mercato.platform.errors import Forbidden, ServiceUnavailable, Unauthorized
@@ -22,13 +22,21 @@ from mercato.platform.security.tokens import InvalidToken, KeysUnavailable, Prin
 
 security_log = structlog.stdlib.get_logger("mercato.security")
 
-#: Where the ``/docs`` Authorize button posts the OAuth2 password form (through the gateway).
-TOKEN_URL: Final = "/api/v1/auth/token"  # noqa: S105 - a path, not a secret
+#: Where the ``/docs`` Authorize button posts the OAuth2 password form: the auth service's
+#: own path; the gateway's merged OpenAPI puts it under ``/api/v1``.
+TOKEN_URL: Final = "/auth/token"  # noqa: S105 - a path, not a secret
 
 bearer_scheme = OAuth2PasswordBearer(
     tokenUrl=TOKEN_URL,
     scheme_name="bearer",
     description="An access token from `POST /api/v1/auth/login` or `/api/v1/auth/token`.",
+    auto_error=False,
+)
+#: The same header, declared a second way so that ``/docs`` also takes a pasted token
+#: (a service's own ``/docs`` has no token endpoint of its own).
+pasted_bearer = HTTPBearer(
+    scheme_name="bearerToken",
+    description="Paste an access token.",
     auto_error=False,
 )
 
@@ -47,6 +55,7 @@ async def current_principal(
     request: Request,
     context: Context,
     token: Annotated[str | None, Depends(bearer_scheme)],
+    _pasted: Annotated[HTTPAuthorizationCredentials | None, Depends(pasted_bearer)],
 ) -> Principal:
     if context.tokens is None:
         raise RuntimeError(f"the {context.service} service has no token verifier")
