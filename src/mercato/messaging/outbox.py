@@ -25,7 +25,7 @@ from mercato.messaging.brokers import Broker, BrokerUnavailable, OutgoingMessage
 from mercato.messaging.envelope import Envelope, traceparent_var
 from mercato.messaging.events import EventData
 from mercato.messaging.metrics import MessagingMetrics
-from mercato.messaging.tables import outbox
+from mercato.messaging.tables import inbox, outbox
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.logging import get_logger
 from mercato.platform.middleware import request_id_var
@@ -123,12 +123,14 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_interval: float = 1.0,
         retention: float = 7 * 86_400.0,
+        inbox_retention: float = 30 * 86_400.0,
         max_backoff: float = 5.0,
     ) -> None:
         self.database, self.broker, self.service = database, broker, service
         self.metrics = metrics
         self.batch_size, self.poll_interval = batch_size, poll_interval
         self.retention, self.max_backoff = retention, max_backoff
+        self.inbox_retention = inbox_retention
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pool = database.engine.sync_engine.pool
@@ -356,11 +358,18 @@ class OutboxRelay:
         self.metrics.outbox_oldest_age.labels(self.service).set(age)
 
     async def prune(self) -> int:
-        """Delete rows sent longer ago than the retention; return how many."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=self.retention)
+        """Delete outbox rows sent longer ago than the retention, and inbox rows older than
+        the inbox retention (the window in which a redelivery is recognised); return how
+        many rows went."""
+        now = datetime.now(UTC)
+        sent_before = now - timedelta(seconds=self.retention)
+        handled_before = now - timedelta(seconds=self.inbox_retention)
         async with self.database.unit_of_work() as uow:
-            result: Any = await uow.session.execute(
-                delete(outbox).where(outbox.c.sent_at.is_not(None), outbox.c.sent_at < cutoff)
+            sent: Any = await uow.session.execute(
+                delete(outbox).where(outbox.c.sent_at.is_not(None), outbox.c.sent_at < sent_before)
+            )
+            handled: Any = await uow.session.execute(
+                delete(inbox).where(inbox.c.handled_at < handled_before)
             )
             await uow.commit()
-        return int(result.rowcount or 0)
+        return int(sent.rowcount or 0) + int(handled.rowcount or 0)

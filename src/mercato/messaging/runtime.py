@@ -78,6 +78,7 @@ async def run_messaging(
         batch_size=settings.outbox_batch_size,
         poll_interval=settings.outbox_poll_interval,
         retention=settings.outbox_retention,
+        inbox_retention=settings.inbox_retention,
     )
     consumer = None
     if handlers is not None:
