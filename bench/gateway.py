@@ -5,7 +5,7 @@
     (c) gateway    through the Mercato gateway, auth offload and rate limiting on
     (d) nginx      through nginx ``proxy_pass`` (keep-alive upstream) to the service
     (e) aiohttp    a minimal raw-ASGI proxy on aiohttp   } the HTTP client choice
-    (f) httpx      the same proxy on httpx               } (docs/adr/0006)
+    (f) httpx      the same proxy on httpx               } (docs/adr/0003)
 
 Every server is pinned to core 1 and wrk to core 0 (``taskset``); wrk runs with 50
 connections; each scenario runs in 3 interleaved rounds and the median round is reported,
@@ -184,7 +184,8 @@ def seed_product(base: str, token: str) -> str | None:
 # --- nginx ------------------------------------------------------------------------------
 
 
-def nginx_config(workdir: Path, listen: int, upstream: int) -> Path:
+def nginx_config(workdir: Path, routes: dict[int, int]) -> Path:
+    """nginx listening on each key of ``routes`` and proxying to the port it maps to."""
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (workdir / sub).mkdir(exist_ok=True)
     config = workdir / "nginx.conf"
@@ -202,11 +203,21 @@ http {{
     fastcgi_temp_path {workdir}/fastcgi;
     uwsgi_temp_path {workdir}/uwsgi;
     scgi_temp_path {workdir}/scgi;
-    upstream products {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+{"".join(_nginx_server(listen, upstream) for listen, upstream in routes.items())}
+}}
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def _nginx_server(listen: int, upstream: int) -> str:
+    return f"""
+    upstream up{upstream} {{ server 127.0.0.1:{upstream}; keepalive 64; }}
     server {{
         listen 127.0.0.1:{listen};
         location /api/v1/ {{
-            proxy_pass http://products/;
+            proxy_pass http://up{upstream}/;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
@@ -214,11 +225,7 @@ http {{
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
     }}
-}}
-""",
-        encoding="utf-8",
-    )
-    return config
+"""
 
 
 # --- wrk ----------------------------------------------------------------------------------
@@ -278,6 +285,8 @@ SCENARIOS = {
     "nginx": "(d) nginx proxy_pass",
     "aiohttp": "(e) minimal proxy on aiohttp",
     "httpx": "(f) minimal proxy on httpx",
+    "gateway-to-constant": "(g) gateway in front of (a)",
+    "nginx-to-constant": "(h) nginx in front of (a)",
 }
 
 
@@ -321,6 +330,14 @@ def start_all(servers: Servers, pem: str, token: str) -> tuple[dict[str, str], d
     }
     gateway = servers.uvicorn("mercato.gateway.app:create_app", ports["gateway"], gateway_env)
     wait_until_answers(f"http://127.0.0.1:{ports['gateway']}/healthz", gateway)
+    constant_env = {
+        **gateway_env,
+        "GATEWAY_ROUTES": json.dumps({"products": f"http://127.0.0.1:{ports['constant']}"}),
+    }
+    overhead = servers.uvicorn(
+        "mercato.gateway.app:create_app", ports["gateway-to-constant"], constant_env
+    )
+    wait_until_answers(f"http://127.0.0.1:{ports['gateway-to-constant']}/healthz", overhead)
 
     for name, factory in (
         ("aiohttp", "bench._gateway_apps:aiohttp_proxy"),
@@ -330,7 +347,10 @@ def start_all(servers: Servers, pem: str, token: str) -> tuple[dict[str, str], d
         wait_until_answers(f"http://127.0.0.1:{ports[name]}/api/v1/products/{product_id}", process)
 
     if shutil.which("nginx"):
-        config = nginx_config(servers.workdir, ports["nginx"], ports["products"])
+        config = nginx_config(
+            servers.workdir,
+            {ports["nginx"]: ports["products"], ports["nginx-to-constant"]: ports["constant"]},
+        )
         nginx = servers.spawn(
             pinned(
                 SERVER_CORE, ["nginx", "-c", str(config), "-p", str(servers.workdir)], servers.pin
@@ -348,8 +368,10 @@ def start_all(servers: Servers, pem: str, token: str) -> tuple[dict[str, str], d
         "aiohttp": f"http://127.0.0.1:{ports['aiohttp']}/api/v1{path}",
         "httpx": f"http://127.0.0.1:{ports['httpx']}/api/v1{path}",
     }
+    urls["gateway-to-constant"] = f"http://127.0.0.1:{ports['gateway-to-constant']}/api/v1{path}"
     if shutil.which("nginx"):
         urls["nginx"] = f"http://127.0.0.1:{ports['nginx']}/api/v1{path}"
+        urls["nginx-to-constant"] = f"http://127.0.0.1:{ports['nginx-to-constant']}/api/v1{path}"
     notes["gateway_checks"] = check_gateway(urls["gateway"], token)
     return urls, notes
 
@@ -556,6 +578,15 @@ def main(argv: list[str] | None = None) -> int:
             "meets_p50_within_2x": gateway["p50_ms"] <= 2 * nginx["p50_ms"],
         }
         print(f"\ntarget: {result['target']}")
+    if "gateway-to-constant" in table and "nginx-to-constant" in table:
+        own, reference = table["gateway-to-constant"], table["nginx-to-constant"]
+        result["proxy_overhead"] = {
+            "gateway_vs_nginx_rps_in_front_of_constant": round(own["rps"] / reference["rps"], 3),
+            "gateway_vs_nginx_p50_in_front_of_constant": round(
+                own["p50_ms"] / reference["p50_ms"], 3
+            ),
+        }
+        print(f"proxy overhead: {result['proxy_overhead']}")
     (RESULTS / "gateway.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     chart(table, RESULTS / "gateway.png")
     print(f"written: {RESULTS / 'gateway.json'}, {RESULTS / 'gateway.png'}")

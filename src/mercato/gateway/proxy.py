@@ -1,7 +1,7 @@
 """The reverse proxy: ``/api/v1/<service>/<rest>`` -> ``<service>:/<service>/<rest>``.
 
 A raw ASGI app (no Starlette routing, no pydantic per request) on one pooled, kept-alive
-aiohttp session per service (docs/adr/0002-gateway-http-client.md). For each request it:
+aiohttp session per service (docs/adr/0003-gateway-http-client.md). For each request it:
 
 1. finds the service in the route table (404 when there is none);
 2. refuses a body above ``MAX_BODY_SIZE`` (413), by ``Content-Length`` before reading, or

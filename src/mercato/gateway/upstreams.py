@@ -1,7 +1,7 @@
 """The route table and its upstreams: service name -> one or more instances.
 
 Every service gets one pooled, kept-alive aiohttp session (see
-docs/adr/0002-gateway-http-client.md). Its instances are used round-robin; each instance has
+docs/adr/0003-gateway-http-client.md). Its instances are used round-robin; each instance has
 its own :class:`~mercato.platform.resilience.CircuitBreaker`, which is the passive health
 check: an instance that keeps failing is skipped until its breaker lets a trial through, and
 when every instance of a service is open the gateway answers 503 at once.
