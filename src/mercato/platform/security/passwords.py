@@ -24,7 +24,7 @@ class Verification:
 
 class PasswordHasher:
     def __init__(
-        self, *, time_cost: int = 3, memory_cost: int = 65_536, parallelism: int = 4
+        self, *, time_cost: int = 2, memory_cost: int = 19_456, parallelism: int = 1
     ) -> None:
         self._hash = PasswordHash(
             (Argon2Hasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism),)
