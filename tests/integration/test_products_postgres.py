@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import text
 
-from support.products import race_for_stock, running_products
+from support.products import RunningProducts, race_for_stock, running_products
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -60,3 +62,39 @@ async def test_two_instances_sharing_redis_never_serve_a_stale_read(
         await one.client.patch(url, json={"name": "Renamed"}, headers=one.admin)
         assert (await two.client.get(url)).json()["name"] == "Renamed"
         assert (await two.client.get("/products")).json()["items"][0]["name"] == "Renamed"
+
+
+async def test_a_local_layer_before_redis_is_dropped_on_every_instance(
+    postgres_url: str, redis_url: str
+) -> None:
+    """With PRODUCTS_LOCAL_CACHE_TTL, reads are served from memory; a write on one instance
+    drops the copies on the other through the Redis broadcast."""
+    settings = {
+        "database_url": postgres_url,
+        "redis_url": redis_url.rsplit("/", 1)[0] + "/11",
+        "products_local_cache_ttl": 60,
+    }
+    async with running_products(**settings) as one, running_products(**settings) as two:
+        await one.catalogue.invalidate()
+        product = await one.create(sku="LL", name="Local")
+        path = f"/products/{product['id']}"
+        assert (await two.client.get(path)).json()["name"] == "Local"
+        await change_in_redis_only(two, product["id"])
+        assert (await two.client.get(path)).json()["name"] == "Local"  # from the local layer
+        await one.client.patch(path, json={"name": "Changed"}, headers=one.admin)
+        # Redis pub/sub delivers asynchronously: the other instance hears it within moments.
+        await eventually_named(two, path, "Changed")
+
+
+async def change_in_redis_only(products: RunningProducts, product_id: str) -> None:
+    """Drop the shared copy, so that only the local layer can still answer."""
+    assert products.context.cache is not None
+    await products.context.cache.delete(f"product:{product_id}")
+
+
+async def eventually_named(products: RunningProducts, path: str, name: str) -> None:
+    for _ in range(200):
+        if (await products.client.get(path)).json()["name"] == name:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{path} never showed {name!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -131,3 +132,24 @@ async def test_a_wrong_validator_gets_the_full_body(products: RunningProducts) -
     )
     assert response.status_code == 200
     assert response.json()["sku"] == "E2"
+
+
+async def test_a_write_on_one_instance_is_seen_by_the_next_read_on_another(
+    tmp_path: Path,
+) -> None:
+    """Two instances, each with its own memory cache, over one database: the writer's
+    broadcast drops the other's local copies before the write returns."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'products.db'}"
+    async with (
+        running_products(products_database_url=url) as one,
+        running_products(products_database_url=url) as two,
+    ):
+        product = await one.create(sku="B1", name="Before")
+        path = f"/products/{product['id']}"
+        assert (await two.client.get(path)).json()["name"] == "Before"  # cached on two
+        assert (await two.client.get("/products")).json()["total"] == 1
+        await one.client.patch(path, json={"name": "After"}, headers=one.admin)
+        assert (await two.client.get(path)).json()["name"] == "After"
+        assert (await two.client.get("/products")).json()["items"][0]["name"] == "After"
+        await one.create(sku="B2", name="Second")
+        assert (await two.client.get("/products")).json()["total"] == 2

@@ -14,10 +14,20 @@ pytestmark = pytest.mark.anyio
 CATALOGUE = [
     {"sku": "A", "name": "Apple Peeler", "price": "5.00", "category": "kitchen"},
     {"sku": "B", "name": "Banana Hook", "price": "12.50", "category": "kitchen"},
-    {"sku": "C", "name": "Cherry Pitter", "price": "8.25", "category": "kitchen",
-     "description": "100% steel"},
-    {"sku": "D", "name": "Desk Lamp", "price": "30.00", "category": "office",
-     "description": "warm_white light"},
+    {
+        "sku": "C",
+        "name": "Cherry Pitter",
+        "price": "8.25",
+        "category": "kitchen",
+        "description": "100% steel",
+    },
+    {
+        "sku": "D",
+        "name": "Desk Lamp",
+        "price": "30.00",
+        "category": "office",
+        "description": "warm_white light",
+    },
     {"sku": "E", "name": "Eraser", "price": "0.99", "category": "office"},
 ]
 
@@ -67,7 +77,9 @@ async def test_a_page_has_items_total_limit_and_offset(products: RunningProducts
         ("-created_at", ["E", "D", "C", "B", "A"]),
     ],
 )
-async def test_every_allowed_sort(products: RunningProducts, sort: str, expected: list[str]) -> None:
+async def test_every_allowed_sort(
+    products: RunningProducts, sort: str, expected: list[str]
+) -> None:
     assert skus(await listing(products, sort=sort)) == expected
 
 
@@ -133,7 +145,7 @@ async def test_out_of_range_parameters_are_refused(
 INJECTIONS = [
     "' OR '1'='1",
     "' OR 1=1 --",
-    "\" OR \"\"=\"",
+    '" OR ""="',
     "'; DROP TABLE products; --",
     "1' UNION SELECT id, sku, name, description, price, currency, category, stock, "
     "version, created_at, updated_at FROM products --",

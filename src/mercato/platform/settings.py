@@ -182,6 +182,12 @@ class ProductsSettings(BaseSettings):
 
     products_cache_enabled: bool = Field(True, description="cache-aside on product reads")
     products_cache_ttl: float = Field(300.0, gt=0, description="seconds a cached read lives")
+    products_local_cache_ttl: float = Field(
+        0.0,
+        ge=0,
+        description="with REDIS_URL: seconds a read also lives in each instance's memory, "
+        "dropped on every instance by broadcast on writes (0: no local layer)",
+    )
     product_max_age: int = Field(60, ge=0, description="Cache-Control max-age of one product")
     product_list_max_age: int = Field(30, ge=0, description="Cache-Control max-age of lists")
     seed_demo_catalogue: bool | None = Field(

@@ -8,13 +8,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from mercato.messaging import MESSAGING_MIGRATIONS, messaging_hook
+from mercato.messaging import MESSAGING_MIGRATIONS, Broadcast, messaging_hook
 from mercato.platform.app import LifespanHook, ServiceContext, create_service_app, open_database
-from mercato.platform.cache import create_cache
+from mercato.platform.cache import MemoryCache, create_cache
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.settings import Settings, load_settings
 from mercato.products.api import router
-from mercato.products.caching import CatalogueCache
+from mercato.products.caching import INVALIDATION_CHANNEL, CatalogueCache
 from mercato.products.demo import demo_catalogue
 from mercato.products.repository import ProductRepository
 from mercato.products.service import catalogue_is_empty, seed_catalogue, stock_handlers
@@ -32,20 +32,41 @@ def should_seed(settings: Settings) -> bool:
 
 
 def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
-    """Bind the read cache to the service's cache; seed an empty catalogue if asked to."""
+    """Bind the read cache's layers and the invalidation broadcast; seed an empty
+    catalogue if asked to."""
 
     @asynccontextmanager
     async def hook(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
-        catalogue.bind(context.cache)
-        if should_seed(context.settings) and await catalogue_is_empty(context.db):
-            async with context.db.unit_of_work() as uow:
-                added = await seed_catalogue(uow, catalogue, demo_catalogue())
-                await uow.commit()
-            log.info("seeded the demo catalogue", products=added)
+        settings = context.settings
+        broadcast = Broadcast.from_url(settings.redis_url)
+        await broadcast.start()
         try:
+            unsubscribe = await broadcast.subscribe(
+                INVALIDATION_CHANNEL, catalogue.on_remote_invalidation
+            )
+
+            async def announce(payload: str) -> int:
+                return await broadcast.publish(INVALIDATION_CHANNEL, payload)
+
+            if settings.redis_url:  # Redis is shared; a local layer in front is optional
+                local = (
+                    MemoryCache("products", max_entries=settings.cache_max_entries)
+                    if settings.products_local_cache_ttl > 0
+                    else None
+                )
+                catalogue.bind(local, context.cache, announce)
+            else:  # the memory cache is this instance's own
+                catalogue.bind(context.cache, None, announce)
+            if should_seed(settings) and await catalogue_is_empty(context.db):
+                async with context.db.unit_of_work() as uow:
+                    added = await seed_catalogue(uow, catalogue, demo_catalogue())
+                    await uow.commit()
+                log.info("seeded the demo catalogue", products=added)
             yield
+            await unsubscribe()
         finally:
             catalogue.bind(None)
+            await broadcast.close()
 
     def start(app: FastAPI, context: ServiceContext) -> AbstractAsyncContextManager[None]:
         return hook(app, context)
@@ -56,7 +77,9 @@ def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     catalogue = CatalogueCache(
-        enabled=settings.products_cache_enabled, ttl=settings.products_cache_ttl
+        enabled=settings.products_cache_enabled,
+        ttl=settings.products_cache_ttl,
+        local_ttl=settings.products_local_cache_ttl,
     )
     app = create_service_app(
         settings,
@@ -79,8 +102,14 @@ async def seed_demo(settings: Settings) -> tuple[int, int]:
     """
     database = open_database(settings, "products")
     cache = create_cache(redis_url=settings.redis_url, namespace="products")
+    broadcast = Broadcast.from_url(settings.redis_url)
+    await broadcast.start()
+
+    async def announce(payload: str) -> int:
+        return await broadcast.publish(INVALIDATION_CHANNEL, payload)
+
     catalogue = CatalogueCache(enabled=False)
-    catalogue.bind(cache)
+    catalogue.bind(None, cache if settings.redis_url else None, announce)
     try:
         await upgrade(database, MIGRATIONS)
         async with database.unit_of_work() as uow:
@@ -89,6 +118,7 @@ async def seed_demo(settings: Settings) -> tuple[int, int]:
         async with database.unit_of_work(read_only=True) as uow:
             total = await ProductRepository(uow.session).count_all()
     finally:
+        await broadcast.close()
         await cache.close()
         await database.dispose()
     return added, total

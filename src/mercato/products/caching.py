@@ -18,6 +18,7 @@ import asyncio
 import functools
 import hashlib
 import json
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -104,29 +105,46 @@ def product_key(product_id: str) -> str:
 
 
 Loader = Callable[[], Awaitable[Representation]]
+Announce = Callable[[str], Awaitable[object]]
+
+
+#: The broadcast channel on which instances tell each other to drop local copies.
+INVALIDATION_CHANNEL: Final = "cache.products"
 
 
 class CatalogueCache:
-    """The catalogue's read cache over the service's platform :class:`Cache`.
+    """The catalogue's read cache: up to two layers over the database.
 
-    Built in ``create_app`` (no I/O) and bound to the context's cache in the lifespan.
-    With ``enabled=False`` every read goes to the database (the benchmark's cold runs).
-    A cache outage degrades reads to the database rather than failing them.
+    ``local`` is this process's own memory (the platform's memory cache, or a small
+    front layer before Redis); ``shared`` is Redis, seen by every instance. A read tries
+    them in that order and fills them on its way back. A write invalidates both, then
+    broadcasts the product ids so that every other instance drops its ``local`` copies
+    (see :meth:`on_remote_invalidation`). Built in ``create_app`` (no I/O) and bound in the
+    lifespan. With ``enabled=False`` every read goes to the database (the benchmark's cold
+    runs). A cache outage degrades reads to the database rather than failing them.
     """
 
-    def __init__(self, *, enabled: bool = True, ttl: float | None = None) -> None:
+    def __init__(
+        self, *, enabled: bool = True, ttl: float | None = None, local_ttl: float | None = None
+    ) -> None:
         self.enabled = enabled
         self.ttl = ttl
-        self._cache: Cache | None = None
+        self.local_ttl = local_ttl if local_ttl is not None else ttl
+        self.instance = uuid.uuid4().hex
+        self._local: Cache | None = None
+        self._shared: Cache | None = None
+        self._announce: Announce | None = None
         self._generation = 0
         self._flights: dict[tuple[str, int], asyncio.Task[Representation]] = {}
 
-    def bind(self, cache: Cache | None) -> None:
-        self._cache = cache
-
-    @property
-    def generation(self) -> int:
-        return self._generation
+    def bind(
+        self,
+        local: Cache | None,
+        shared: Cache | None = None,
+        announce: Announce | None = None,
+    ) -> None:
+        """Use these layers; ``announce(payload)`` broadcasts an invalidation."""
+        self._local, self._shared, self._announce = local, shared, announce
 
     async def product(self, product_id: str, load: Loader) -> Representation:
         return await self._read(product_key(product_id), load, tags=())
@@ -135,35 +153,57 @@ class CatalogueCache:
         return await self._read(list_key(params), load, tags=(LISTS_TAG,))
 
     async def invalidate(self, product_ids: Iterable[str] = ()) -> None:
-        """Forget the given products and every list (a list may show any product)."""
+        """Forget the given products and every list (a list may show any product), here,
+        in the shared layer, and (by broadcast) in every other instance's local layer."""
+        ids = list(product_ids)
         self._generation += 1
-        cache = self._cache
-        if cache is None:
-            return
-        keys = [product_key(product_id) for product_id in product_ids]
-        if keys:
-            await cache.delete(*keys)
-        await cache.invalidate_tags(LISTS_TAG)
+        for layer in self._layers():
+            await self._forget(layer, ids)
+        if self._announce is not None:
+            await self._announce(json.dumps({"from": self.instance, "ids": ids}))
 
-    def forget_in_flight(self) -> None:
-        """Make in-flight loads discard their results (another instance wrote)."""
+    async def on_remote_invalidation(self, payload: str) -> None:
+        """Another instance wrote: drop the local copies it names (the broadcast listener)."""
+        try:
+            message = json.loads(payload)
+            sender, ids = str(message["from"]), [str(i) for i in message["ids"]]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed cache invalidation")
+            return
+        if sender == self.instance:
+            return  # our own write: already done
         self._generation += 1
+        if self._local is not None:
+            await self._forget(self._local, ids)
+
+    @staticmethod
+    async def _forget(layer: Cache, product_ids: list[str]) -> None:
+        if product_ids:
+            await layer.delete(*map(product_key, product_ids))
+        await layer.invalidate_tags(LISTS_TAG)
+
+    def _layers(self) -> list[Cache]:
+        return [layer for layer in (self._local, self._shared) if layer is not None]
 
     async def _read(self, key: str, load: Loader, *, tags: Iterable[str]) -> Representation:
-        cache = self._cache
-        if not self.enabled or cache is None:
+        layers = self._layers()
+        if not self.enabled or not layers:
             return await load()
-        try:
-            hit = await cache.get(key)
-        except _CACHE_OUTAGES as exc:
-            log.warning("cache unavailable; reading from the database", error=repr(exc))
-            return await load()
-        if hit is not None:
-            return Representation.decode(hit)
+        for depth, layer in enumerate(layers):
+            try:
+                hit = await layer.get(key)
+            except _CACHE_OUTAGES as exc:
+                log.warning("cache unavailable; reading from the database", error=repr(exc))
+                return await load()
+            if hit is not None:
+                if depth:  # found in the shared layer: keep a local copy too
+                    generation = self._generation
+                    await self._store(layers[:depth], key, hit, list(tags), generation)
+                return Representation.decode(hit)
         flight = (key, self._generation)
         task = self._flights.get(flight)
         if task is None:
-            task = asyncio.create_task(self._load_and_store(cache, key, load, list(tags)))
+            task = asyncio.create_task(self._load_and_store(layers, key, load, list(tags)))
             self._flights[flight] = task
             task.add_done_callback(functools.partial(self._land, flight))
         # Shielded: a caller that gives up does not cancel the load others wait for.
@@ -176,17 +216,25 @@ class CatalogueCache:
             task.exception()  # retrieved here, so an unawaited failure is not reported twice
 
     async def _load_and_store(
-        self, cache: Cache, key: str, load: Loader, tags: list[str]
+        self, layers: list[Cache], key: str, load: Loader, tags: list[str]
     ) -> Representation:
         generation = self._generation
         representation = await load()
-        if self._generation != generation:
-            return representation  # a write committed meanwhile: serve it, do not keep it
-        try:
-            await cache.set(key, representation.encode(), ttl=self.ttl, tags=tags)
-            if self._generation != generation:
-                # The invalidation raced the store (another connection): drop it again.
-                await cache.delete(key)
-        except _CACHE_OUTAGES as exc:
-            log.warning("cache unavailable; result not cached", error=repr(exc))
+        await self._store(list(reversed(layers)), key, representation.encode(), tags, generation)
         return representation
+
+    async def _store(
+        self, layers: list[Cache], key: str, data: bytes, tags: list[str], generation: int
+    ) -> None:
+        """Keep ``data`` unless an invalidation happened since ``generation`` was read."""
+        for layer in layers:
+            if self._generation != generation:
+                return  # a write committed meanwhile: serve the value, do not keep it
+            ttl = self.local_ttl if layer is self._local and self._shared else self.ttl
+            try:
+                await layer.set(key, data, ttl=ttl, tags=tags)
+                if self._generation != generation:
+                    # The invalidation raced the store (another connection): drop it again.
+                    await layer.delete(key)
+            except _CACHE_OUTAGES as exc:
+                log.warning("cache unavailable; result not cached", error=repr(exc))

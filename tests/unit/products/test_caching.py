@@ -50,7 +50,8 @@ def test_representation_round_trips_through_the_cache_encoding() -> None:
 
 def test_the_etag_is_strong_and_follows_every_byte() -> None:
     one, other = Representation.of(b'{"price":"1.00"}'), Representation.of(b'{"price":"1.01"}')
-    assert one.etag.startswith('"') and one.etag.endswith('"')
+    assert one.etag.startswith('"')
+    assert one.etag.endswith('"')
     assert one.etag != other.etag
     assert Representation.of(b'{"price":"1.00"}').etag == one.etag
 
@@ -180,3 +181,50 @@ async def test_a_cache_outage_degrades_reads_to_the_database() -> None:
     assert (await catalogue.product("p1", load)).body == load.body
     assert (await catalogue.product("p1", load)).body == load.body
     assert load.calls == 2
+
+
+class Instance:
+    """One service instance: its own local layer before a shared one."""
+
+    def __init__(self, shared: MemoryCache, peers: list[Instance]) -> None:
+        self.catalogue = CatalogueCache(enabled=True, ttl=60, local_ttl=5)
+        self.local = MemoryCache("products")
+        self.peers = peers
+        self.heard = 0
+        peers.append(self)
+
+        async def announce(payload: str) -> int:
+            for peer in self.peers:  # a broadcast reaches every instance, the sender too
+                peer.heard += 1
+                await peer.catalogue.on_remote_invalidation(payload)
+            return len(self.peers)
+
+        self.catalogue.bind(self.local, shared, announce)
+
+
+async def test_a_write_drops_the_local_copies_of_every_instance() -> None:
+    shared = MemoryCache("products")
+    peers: list[Instance] = []
+    one, two = Instance(shared, peers), Instance(shared, peers)
+    old = CountingLoader(b'{"v":"old"}')
+    await one.catalogue.product("p1", old)
+    await two.catalogue.product("p1", old)  # from the shared layer, kept locally too
+    assert old.calls == 1
+    assert await two.local.get("product:p1") is not None
+
+    await one.catalogue.invalidate(["p1"])  # a write through instance one
+    assert (one.heard, two.heard) == (1, 1)
+    assert await two.local.get("product:p1") is None
+    new = CountingLoader(b'{"v":"new"}')
+    assert (await two.catalogue.product("p1", new)).body == b'{"v":"new"}'
+    assert (await one.catalogue.product("p1", new)).body == b'{"v":"new"}'
+    assert new.calls == 1
+
+
+async def test_malformed_invalidations_are_ignored(catalogue: CatalogueCache) -> None:
+    load = CountingLoader()
+    await catalogue.product("p1", load)
+    for payload in ("not json", "{}", '{"from": "x", "ids": 5}', "[]"):
+        await catalogue.on_remote_invalidation(payload)
+    await catalogue.product("p1", load)
+    assert load.calls == 1

@@ -1,0 +1,444 @@
+"""How much does the catalogue's cache buy? Product reads measured cold and warm.
+
+For SQLite and for PostgreSQL, the products service is started four times (uvicorn, one
+process): cache off ("cold": every read queries the database), then "warm": memory cache,
+Redis cache, and Redis with a local memory layer in front (``PRODUCTS_LOCAL_CACHE_TTL``).
+Each is loaded with ``GET /products/{id}`` and ``GET /products?limit=20``. The baseline is
+the same framework (FastAPI on uvicorn) answering a constant JSON body of the same size: the
+fastest a read could be. Servers are pinned to core 1 and wrk to core 0 (``taskset``), wrk
+runs 1 thread with 50 connections, scenarios run in interleaved rounds and the median round
+is reported, as requests per second and p50/p99 latency, with the warm/cold ratio and each
+read's distance from the baseline. Results: ``bench/results/products.json``.
+
+    .venv/bin/python -m bench.products [--duration 2] [--rounds 3] [--no-postgres]
+
+Targets (issue 5): warm >= 3x cold on PostgreSQL; a warm single-product read within 2x of
+the constant-JSON baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Response
+
+RESULTS = Path(__file__).parent / "results"
+PYTHON = sys.executable
+CONNECTIONS = 50
+SERVER_CORE, LOAD_CORE = "1", "0"
+POSTGRES = os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
+REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+
+#: A product-sized constant body for the baseline.
+CONSTANT_BODY = json.dumps(
+    {
+        "id": "0d3c1c8e-5b7a-4a8e-9d43-2f1c8a9b7e61",
+        "sku": "ELE-011",
+        "name": "Compact Wireless Earbuds",
+        "description": "The compact wireless earbuds: clear calls and deep bass on the go.",
+        "price": "79.99",
+        "currency": "USD",
+        "category": "electronics",
+        "stock": 42,
+        "created_at": "2026-11-30T10:00:00.000000Z",
+        "updated_at": "2026-11-30T10:00:00.000000Z",
+    },
+    separators=(",", ":"),
+).encode()
+
+
+def constant_app() -> FastAPI:
+    """The baseline: FastAPI returning a constant JSON body (uvicorn --factory)."""
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/products/{product_id}")
+    async def product(product_id: str) -> Response:
+        return Response(CONSTANT_BODY, media_type="application/json")
+
+    return app
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(core: str, command: list[str], pin: bool) -> list[str]:
+    return ["taskset", "-c", core, *command] if pin else command
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - local URL
+        return json.loads(response.read())
+
+
+def wait_until_ready(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server for {url} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - local URL
+                return
+        except (urllib.error.HTTPError, OSError):
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} was not ready within {seconds} s")
+
+
+@dataclass
+class Servers:
+    workdir: Path
+    pin: bool
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, name: str, factory: str, env: dict[str, str]) -> str:
+        port = free_port()
+        command = [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "--factory",
+            factory,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--no-server-header",
+            "--log-level",
+            "warning",
+        ]
+        log = (self.workdir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            pinned(SERVER_CORE, command, self.pin),
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parent.parent,
+        )
+        self.processes.append(process)
+        base = f"http://127.0.0.1:{port}"
+        ready = f"{base}/readyz" if factory.startswith("mercato") else f"{base}/products/x"
+        wait_until_ready(ready, process)
+        return base
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+# --- databases ------------------------------------------------------------------------------
+
+
+def _admin_dsn() -> str:
+    return POSTGRES.replace("+asyncpg", "").rstrip("/") + "/postgres"
+
+
+def postgres_available() -> bool:
+    import asyncpg
+
+    async def probe() -> bool:
+        try:
+            connection = await asyncpg.connect(_admin_dsn(), timeout=3)
+        except (OSError, asyncpg.PostgresError):
+            return False
+        await connection.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+def postgres_database(name: str, *, drop: bool = False) -> str:
+    import asyncpg
+
+    async def run() -> None:
+        connection = await asyncpg.connect(_admin_dsn())
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if not drop:
+                await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+    return f"{POSTGRES.rstrip('/')}/{name}"
+
+
+def redis_database(index: int) -> str | None:
+    import redis
+
+    url = f"{REDIS.rstrip('/')}/{index}"
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=3)
+        client.flushdb()  # a database of the bench's own: no other keys live here
+        client.close()
+    except redis.RedisError:
+        return None
+    return url
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
+    if not match:
+        raise ValueError(f"cannot read a latency from {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _found(pattern: str, output: str) -> str:
+    match = re.search(pattern, output)
+    if match is None:
+        raise RuntimeError(f"wrk output lacks {pattern!r}:\n{output}")
+    return match.group(1)
+
+
+def wrk(url: str, seconds: float, pin: bool) -> Run:
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--latency", url]
+    output = subprocess.run(
+        pinned(LOAD_CORE, command, pin), capture_output=True, text=True, check=True
+    ).stdout
+    errors = 0
+    if found := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output):
+        errors += int(found.group(1))
+    if found := re.search(r"Socket errors:.*?timeout (\d+)", output):
+        errors += int(found.group(1))
+    return Run(
+        rps=float(_found(r"Requests/sec:\s+([\d.]+)", output)),
+        p50_ms=_ms(_found(r"\s50%\s+(\S+)", output)),
+        p99_ms=_ms(_found(r"\s99%\s+(\S+)", output)),
+        errors=errors,
+    )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str  # e.g. "postgres/redis"
+    database: str  # "sqlite" | "postgres" | "-"
+    cache: str  # "off" | "memory" | "redis" | "-"
+    endpoint: str  # "product" | "list"
+    url: str
+
+
+def start_products(
+    servers: Servers,
+    workdir: Path,
+    database: str,
+    cache: str,
+    database_url: str | None,
+    redis_url: str | None,
+) -> str:
+    env = {
+        "ENVIRONMENT": "development",
+        "LOG_LEVEL": "WARNING",
+        "ACCESS_LOG": "false",
+        "SEED_DEMO_CATALOGUE": "true",
+        "DATA_DIR": str(workdir / f"{database}-{cache}"),
+        "PRODUCTS_CACHE_ENABLED": "false" if cache == "off" else "true",
+    }
+    if database_url:
+        env["PRODUCTS_DATABASE_URL"] = database_url
+    if cache.startswith("redis") and redis_url:
+        env["REDIS_URL"] = redis_url
+    if cache == "redis+local":
+        env["PRODUCTS_LOCAL_CACHE_TTL"] = "60"
+    return servers.start(f"products-{database}-{cache}", "mercato.products.app:create_app", env)
+
+
+def plan(servers: Servers, workdir: Path, use_postgres: bool) -> tuple[list[Scenario], list[str]]:
+    scenarios: list[Scenario] = []
+    databases: list[str] = []
+    base = servers.start("constant", "bench.products:constant_app", {})
+    scenarios.append(Scenario("baseline", "-", "-", "product", f"{base}/products/constant"))
+    redis_index = 12
+    for database in ("sqlite", "postgres"):
+        if database == "postgres" and not use_postgres:
+            continue
+        for cache in ("off", "memory", "redis", "redis+local"):
+            database_url = None
+            if database == "postgres":
+                name = f"mercato_bench_{uuid.uuid4().hex[:10]}"
+                database_url = postgres_database(name)
+                databases.append(name)
+            redis_url = None
+            if cache.startswith("redis"):
+                redis_url = redis_database(redis_index)
+                redis_index += 1
+                if redis_url is None:
+                    print(f"  skipped {database}/{cache}: Redis is not answering")
+                    continue
+            url = start_products(servers, workdir, database, cache, database_url, redis_url)
+            product_id = get_json(f"{url}/products?limit=1&sort=name")["items"][0]["id"]
+            name = f"{database}/{cache}"
+            scenarios.append(
+                Scenario(name, database, cache, "product", f"{url}/products/{product_id}")
+            )
+            scenarios.append(Scenario(name, database, cache, "list", f"{url}/products?limit=20"))
+    return scenarios, databases
+
+
+def summarize(scenarios: list[Scenario], runs: dict[Scenario, list[Run]]) -> list[dict[str, Any]]:
+    median = {s: sorted(runs[s], key=lambda run: run.rps)[len(runs[s]) // 2] for s in scenarios}
+    baseline = next(median[s] for s in scenarios if s.name == "baseline")
+    rows: list[dict[str, Any]] = []
+    for scenario in scenarios:
+        run = median[scenario]
+        cold = next(
+            (
+                median[s]
+                for s in scenarios
+                if s.database == scenario.database
+                and s.cache == "off"
+                and s.endpoint == scenario.endpoint
+            ),
+            None,
+        )
+        rows.append(
+            {
+                "scenario": scenario.name,
+                "database": scenario.database,
+                "cache": scenario.cache,
+                "endpoint": scenario.endpoint,
+                **asdict(run),
+                "rounds_rps": [round(r.rps) for r in runs[scenario]],
+                "warm_over_cold": round(run.rps / cold.rps, 2)
+                if cold and scenario.cache not in {"off", "-"}
+                else None,
+                "baseline_over_this": round(baseline.rps / run.rps, 2),
+            }
+        )
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = (
+        f"{'scenario':<21} {'endpoint':<8} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} "
+        f"{'warm/cold':>9} {'base/this':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        warm = f"{row['warm_over_cold']:.2f}x" if row["warm_over_cold"] else "-"
+        print(
+            f"{row['scenario']:<21} {row['endpoint']:<8} {row['rps']:>8.0f} {row['p50_ms']:>8.2f} "
+            f"{row['p99_ms']:>8.2f} {row['errors']:>4} {warm:>9} {row['baseline_over_this']:>8.2f}x"
+        )
+
+
+def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's two targets, checked against this run."""
+    found: dict[str, Any] = {}
+    postgres_warm = [
+        row["warm_over_cold"]
+        for row in rows
+        if row["database"] == "postgres" and row["warm_over_cold"]
+    ]
+    if postgres_warm:
+        found["postgres_warm_over_cold_min"] = min(postgres_warm)
+        found["postgres_warm_at_least_3x"] = min(postgres_warm) >= 3
+    warm_product = [
+        row["baseline_over_this"]
+        for row in rows
+        if row["endpoint"] == "product" and row["cache"] not in {"off", "-"}
+    ]
+    if warm_product:
+        found["warm_product_worst_baseline_ratio"] = max(warm_product)
+        found["warm_product_within_2x_of_baseline"] = max(warm_product) <= 2
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median kept)")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is needed (apt-get install -y wrk); nothing measured")
+        return 2
+    pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    use_postgres = not args.no_postgres and postgres_available()
+    if not use_postgres:
+        print("PostgreSQL is not used (not answering, or --no-postgres)")
+    RESULTS.mkdir(exist_ok=True)
+    databases: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="mercato-bench-products-") as tmp:
+        servers = Servers(Path(tmp), pin)
+        try:
+            scenarios, databases = plan(servers, Path(tmp), use_postgres)
+            for scenario in scenarios:  # warm up: connections, caches, JIT-free but lazy imports
+                wrk(scenario.url, 1, pin)
+            runs: dict[Scenario, list[Run]] = {scenario: [] for scenario in scenarios}
+            for round_number in range(args.rounds):
+                print(f"round {round_number + 1}/{args.rounds}", flush=True)
+                for scenario in scenarios:
+                    runs[scenario].append(wrk(scenario.url, args.duration, pin))
+        finally:
+            servers.stop()
+            for name in databases:
+                postgres_database(name, drop=True)
+    rows = summarize(scenarios, runs)
+    print_table(rows)
+    found = verdicts(rows)
+    print(json.dumps(found, indent=2))
+    result = {
+        "benchmark": "products",
+        "connections": CONNECTIONS,
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "pinned": pin,
+        "cpus": os.cpu_count(),
+        "rows": rows,
+        "targets": found,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (RESULTS / "products.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS / 'products.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
