@@ -217,13 +217,12 @@ async def shop_in_process(
 
     products_dir = tmp_path / "products"
     products_dir.mkdir(exist_ok=True)
-    products_app = create_products_app(
-        test_settings(
-            products_database_url=f"sqlite+aiosqlite:///{products_dir / 'products.db'}",
-            data_dir=products_dir,
-            **(products_settings or {}),
-        )
-    )
+    products_values: dict[str, Any] = {
+        "products_database_url": f"sqlite+aiosqlite:///{products_dir / 'products.db'}",
+        "data_dir": products_dir,
+        **(products_settings or {}),
+    }
+    products_app = create_products_app(test_settings(**products_values))
     async with (
         serve(products_app) as server,
         httpx.AsyncClient(base_url=server.url, timeout=30) as products,

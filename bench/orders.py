@@ -1,0 +1,202 @@
+"""Order throughput and latency, placed -> confirmed, through the gateway of `mercato up`.
+
+Two topologies, the same scenario: embedded defaults (SQLite files, memory cache and broker)
+and the servers of this machine (PostgreSQL in a throw-away database, Redis, RabbitMQ on a
+private exchange). For each: sign up shoppers, stock one product for every order, place
+``ORDERS`` orders ``CONCURRENCY`` at a time (each with an Idempotency-Key), and wait until
+every one is confirmed.
+
+Reported per topology: throughput (orders confirmed per second, from the first POST to the
+last confirmation), the POST latency (p50/p99), and the time from POST to ``confirmed``
+(p50/p99, from the order's own ``created_at`` / ``updated_at``, so polling adds nothing).
+The table gives the servers' figures as a ratio of the embedded ones.
+
+    .venv/bin/python -m bench.orders        # about a minute; JSON in bench/results/orders.json
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.orders_flow import (  # noqa: E402
+    FLOW_ENV,
+    admin_token,
+    create_product,
+    place_with_retries,
+    sign_up,
+    wait_settled,
+)
+from support.processes import SERVICE_PORT_SETTINGS, mercato_up  # noqa: E402
+from support.servers import (  # noqa: E402
+    TEST_BROKER_URL,
+    TEST_DATABASE_URL,
+    TEST_REDIS_URL,
+    _answers,
+    free_port,
+)
+
+ORDERS = int(os.environ.get("BENCH_ORDERS", "300"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "20"))
+SHOPPERS = 10
+RESULTS = ROOT / "bench" / "results" / "orders.json"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _ports() -> dict[str, int]:
+    ports: set[int] = set()
+    while len(ports) < len(SERVICE_PORT_SETTINGS):
+        ports.add(free_port())
+    return dict(zip(SERVICE_PORT_SETTINGS, sorted(ports), strict=True))
+
+
+async def scenario(base_url: str) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=CONCURRENCY * 2)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+        token = await admin_token(client)
+        product_id = await create_product(client, token, stock=ORDERS * 2)
+        shoppers = await sign_up(client, SHOPPERS)
+        gate = asyncio.Semaphore(CONCURRENCY)
+        post_latency: list[float] = []
+
+        async def one(i: int) -> tuple[Any, str | None]:
+            shopper = shoppers[i % SHOPPERS]
+            async with gate:
+                started = time.perf_counter()
+                placed = await place_with_retries(
+                    client, shopper, [{"product_id": product_id, "quantity": 1}]
+                )
+                post_latency.append(time.perf_counter() - started)
+            return shopper, placed.order_id
+
+        wall_start = time.time()
+        placed = await asyncio.gather(*(one(i) for i in range(ORDERS)))
+        owned = [(s, oid) for s, oid in placed if oid]
+        settled = await wait_settled(client, owned, within=120)
+    confirmed = [o for o in settled.values() if o["status"] == "confirmed"]
+    to_confirmed = [
+        (
+            datetime.fromisoformat(o["updated_at"]) - datetime.fromisoformat(o["created_at"])
+        ).total_seconds()
+        for o in confirmed
+    ]
+    last = max(datetime.fromisoformat(o["updated_at"]).timestamp() for o in confirmed)
+    return {
+        "orders": ORDERS,
+        "placed": len(owned),
+        "confirmed": len(confirmed),
+        "throughput_per_s": len(confirmed) / (last - wall_start),
+        "post_p50_ms": percentile(post_latency, 50) * 1000,
+        "post_p99_ms": percentile(post_latency, 99) * 1000,
+        "confirmed_p50_ms": percentile(to_confirmed, 50) * 1000,
+        "confirmed_p99_ms": percentile(to_confirmed, 99) * 1000,
+        "confirmed_mean_ms": statistics.fmean(to_confirmed) * 1000,
+    }
+
+
+def run_topology(name: str, env: dict[str, str]) -> dict[str, Any]:
+    environment = {**FLOW_ENV, "LOG_LEVEL": "WARNING", **env}
+    with (
+        tempfile.TemporaryDirectory(prefix=f"bench-orders-{name}-") as tmp,
+        mercato_up(Path(tmp), _ports(), env=environment) as up,
+    ):
+        result = asyncio.run(scenario(up.base_url))
+    result["topology"] = name
+    return result
+
+
+def servers_env(stack: ExitStack) -> dict[str, str] | None:
+    if not (
+        _answers(TEST_DATABASE_URL, 5432)
+        and _answers(TEST_REDIS_URL, 6379)
+        and _answers(TEST_BROKER_URL, 5672)
+    ):
+        return None
+    import asyncpg
+
+    name = f"bench_orders_{uuid.uuid4().hex[:10]}"
+    admin_dsn = TEST_DATABASE_URL.replace("+asyncpg", "").rsplit("/", 1)[0] + "/postgres"
+
+    async def sql(statement: str) -> None:
+        connection = await asyncpg.connect(admin_dsn)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(sql(f'CREATE DATABASE "{name}"'))
+    stack.callback(lambda: asyncio.run(sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')))
+    exchange = f"bench-{uuid.uuid4().hex[:8]}"
+    stack.callback(lambda: asyncio.run(_delete_topology(exchange)))
+    return {
+        "DATABASE_URL": TEST_DATABASE_URL.rsplit("/", 1)[0] + f"/{name}",
+        "REDIS_URL": TEST_REDIS_URL,
+        "BROKER_URL": TEST_BROKER_URL,
+        "MESSAGING_EXCHANGE": exchange,
+        "RATE_LIMIT_PREFIX": exchange,
+    }
+
+
+async def _delete_topology(exchange: str) -> None:
+    from mercato.platform.settings import load_settings
+    from support.messaging_apps import delete_rabbit_topology
+
+    settings = load_settings(env_file=None, broker_url=TEST_BROKER_URL, messaging_exchange=exchange)
+    await delete_rabbit_topology(settings, ["auth", "users", "products", "orders", "notifications"])
+
+
+def main() -> int:
+    results = [run_topology("embedded", {})]
+    with ExitStack() as stack:
+        env = servers_env(stack)
+        if env is None:
+            print("servers: PostgreSQL, Redis or RabbitMQ not answering; skipped")
+        else:
+            results.append(run_topology("servers", env))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps({"orders": ORDERS, "concurrency": CONCURRENCY, "runs": results}, indent=2)
+    )
+    base = results[0]
+    columns = [
+        ("throughput_per_s", "orders/s"),
+        ("post_p50_ms", "POST p50 ms"),
+        ("post_p99_ms", "POST p99 ms"),
+        ("confirmed_p50_ms", "->confirmed p50 ms"),
+        ("confirmed_p99_ms", "->confirmed p99 ms"),
+    ]
+    print(f"\n{ORDERS} orders, {CONCURRENCY} at a time, through the gateway")
+    print(f"{'topology':<10}" + "".join(f"{label:>20}" for _, label in columns))
+    for run in results:
+        cells = []
+        for key, _ in columns:
+            ratio = run[key] / base[key] if base[key] else float("nan")
+            cells.append(f"{run[key]:>11.1f} ({ratio:4.2f}x)")
+        print(f"{run['topology']:<10}" + "".join(f"{c:>20}" for c in cells))
+    print(f"(ratios relative to embedded; all {sum(r['confirmed'] for r in results)} confirmed)")
+    print(f"results: {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
