@@ -121,3 +121,26 @@ async def test_failing_open_is_a_choice() -> None:
     )
     async with app_client(create_app(settings)) as client:
         assert (await attempt(client)).status_code == 401  # let through to the password check
+
+
+async def test_behind_the_gateway_on_loopback_each_client_has_its_own_limits() -> None:
+    settings = make_settings(rate_limit_login_address="2/minute")
+    async with app_client(create_app(settings), client=("127.0.0.1", 40000)) as gateway:
+        for client_ip in ("198.51.100.1", "198.51.100.2"):
+            headers = {"X-Forwarded-For": client_ip}
+            answers = [
+                (await attempt(gateway, f"user{n}", headers=headers)).status_code for n in range(3)
+            ]
+            assert answers == [401, 401, 429]
+
+
+async def test_internal_proxies_can_be_switched_off() -> None:
+    settings = make_settings(rate_limit_login_address="2/minute", internal_proxies="")
+    async with app_client(create_app(settings), client=("127.0.0.1", 40000)) as peer:
+        answers = [
+            (
+                await attempt(peer, f"user{n}", headers={"X-Forwarded-For": f"198.51.100.{n}"})
+            ).status_code
+            for n in range(3)
+        ]
+        assert answers == [401, 401, 429]

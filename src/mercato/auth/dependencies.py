@@ -17,7 +17,7 @@ def get_auth_service(request: Request) -> AuthService:
 
 
 def get_client_address(request: Request, context: Context) -> str:
-    return client_address(request, context.settings.trusted_proxies)
+    return client_address(request, context.settings)
 
 
 Auth = Annotated[AuthService, Depends(get_auth_service)]

@@ -347,12 +347,29 @@ class SecuritySettings(BaseSettings):
     rate_limit_login_address: str = "30/minute"
     rate_limit_prefix: str = Field("mercato-ratelimit", min_length=1)
     rate_limit_fail_closed: bool = True
+    internal_proxies: CommaList = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        description="peers (the gateway) whose X-Forwarded-For a backend service believes,"
+        " besides TRUSTED_PROXIES; default loopback, as under `mercato up`",
+    )
     admin_username: str | None = Field(
         None, validation_alias=AliasChoices("mercato_admin_username", "admin_username")
     )
     admin_password: SecretStr | None = Field(
         None, validation_alias=AliasChoices("mercato_admin_password", "admin_password")
     )
+
+    _split_proxies = field_validator("internal_proxies", mode="before")(_split_commas)
+
+    @field_validator("internal_proxies")
+    @classmethod
+    def _valid_proxy_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
 
     @field_validator("rate_limit_login", "rate_limit_login_address")
     @classmethod

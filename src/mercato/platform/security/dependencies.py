@@ -19,6 +19,7 @@ from mercato.platform.app import Context
 from mercato.platform.errors import Forbidden, ServiceUnavailable, Unauthorized
 from mercato.platform.net import TrustedProxies
 from mercato.platform.security.tokens import InvalidToken, KeysUnavailable, Principal
+from mercato.platform.settings import Settings
 
 security_log = structlog.stdlib.get_logger("mercato.security")
 
@@ -46,9 +47,11 @@ def _proxies(networks: tuple[str, ...]) -> TrustedProxies:
     return TrustedProxies(networks)
 
 
-def client_address(request: Request, trusted_proxies: list[str]) -> str:
-    """The client's address, believing ``X-Forwarded-For`` only from a trusted proxy."""
-    return _proxies(tuple(trusted_proxies)).client_address(request.scope)
+def client_address(request: Request, settings: Settings) -> str:
+    """The client's address as a backend service sees it: ``X-Forwarded-For`` is believed
+    only from ``TRUSTED_PROXIES`` and ``INTERNAL_PROXIES`` (the gateway)."""
+    networks = (*settings.trusted_proxies, *settings.internal_proxies)
+    return _proxies(networks).client_address(request.scope)
 
 
 async def current_principal(
@@ -68,7 +71,7 @@ async def current_principal(
             "security.bad_token",
             outcome="refused",
             reason=exc.reason,
-            client=client_address(request, context.settings.trusted_proxies),
+            client=client_address(request, context.settings),
             path=request.url.path,
         )
         raise Unauthorized("The access token is invalid or expired.") from None
