@@ -100,3 +100,17 @@ async def test_no_keys_at_all_is_an_outage_not_a_refusal() -> None:
     keys = FakeJwks([aiohttp.ClientConnectionError("down")])
     with pytest.raises(KeysUnavailable):
         await verifier(keys).verify(issue_token("a"))
+
+
+async def test_without_any_key_a_fetch_is_retried_after_a_second_not_the_full_interval() -> None:
+    keys = FakeJwks([aiohttp.ClientConnectionError("starting"), TEST_JWKS], min_refetch_interval=10)
+    check = verifier(keys)
+    with pytest.raises(KeysUnavailable):
+        await check.verify(issue_token("a"))
+    keys.now += 0.5
+    with pytest.raises(KeysUnavailable):  # still bounded: no refetch within the second
+        await check.verify(issue_token("a"))
+    assert keys.fetches == 1
+    keys.now += 0.6
+    assert (await check.verify(issue_token("a"))).user_id == "a"
+    assert keys.fetches == 2

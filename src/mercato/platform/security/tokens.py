@@ -200,10 +200,12 @@ class JwksKeys:
         async with self._lock:
             now = self._clock()
             waited_for_another = self._attempted_at != attempted
-            too_soon = (
-                self._attempted_at is not None
-                and now - self._attempted_at < self.min_refetch_interval
+            # With no key at all every request fails anyway: retry sooner (the auth
+            # service may just be starting), still at a bounded rate.
+            interval = (
+                self.min_refetch_interval if self._keys else min(1.0, self.min_refetch_interval)
             )
+            too_soon = self._attempted_at is not None and now - self._attempted_at < interval
             if not waited_for_another and not too_soon:
                 self._attempted_at = now
                 try:
