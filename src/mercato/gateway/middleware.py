@@ -1,10 +1,10 @@
 """The gateway's pure ASGI middleware: security headers, CORS, and the fast path to the proxy.
 
-Order, outermost first: :class:`SecurityHeadersMiddleware` (so every answer, errors included,
-carries the headers) -> CORS -> the platform's request-id/log/metrics middleware ->
-:class:`ApiDispatchMiddleware`, which hands ``/api/v1/...`` straight to the proxy without
-Starlette's router and exception layers; everything else (health, docs, storefront) goes on
-to the FastAPI routes.
+Order, outermost first: :class:`ApiDispatchMiddleware` splits ``/api/v1/...`` from the rest;
+both branches then run the same user middleware: :class:`SecurityHeadersMiddleware` (so every
+answer, errors included, carries the headers) -> CORS -> the platform's request-id/log/metrics
+middleware; the API branch ends in the proxy, the other in FastAPI's routes (health, docs,
+storefront).
 """
 
 from __future__ import annotations
@@ -98,17 +98,17 @@ def cors_options(settings: Settings) -> dict[str, Any]:
 
 
 class ApiDispatchMiddleware:
-    """Sends ``/api/v1/...`` to the proxy directly; the rest to the FastAPI app.
+    """The gateway's outermost layer: ``/api/v1/...`` goes to ``api`` (the proxy wrapped in
+    the app's user middleware only), everything else to ``app`` (the full FastAPI stack).
 
-    ``proxy`` is looked up per request because the proxy exists only while the lifespan runs
-    (its HTTP sessions belong to the event loop).
+    The proxied path thus skips Starlette's error, telemetry and body-limit layers and the
+    router, which it does not need: the request-id middleware in ``api`` turns an unhandled
+    error into a problem+json 500 on its own.
     """
 
-    def __init__(
-        self, app: ASGIApp, *, proxy: Callable[[], ASGIApp | None], prefix: str = "/api/v1"
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, api: ASGIApp, prefix: str = "/api/v1") -> None:
         self.app = app
-        self.proxy = proxy
+        self.api = api
         self.prefix = prefix
         self.prefix_slash = prefix + "/"
 
@@ -116,13 +116,24 @@ class ApiDispatchMiddleware:
         if scope["type"] == "http":
             path: str = scope["path"]
             if path.startswith(self.prefix_slash) or path == self.prefix:
-                proxy = self.proxy()
-                if proxy is None:
-                    request_id = scope.get("state", {}).get("request_id")
-                    await problem(503, detail="The gateway is not started.", request_id=request_id)(
-                        scope, receive, send
-                    )
-                    return
-                await proxy(scope, receive, send)
+                await self.api(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class ProxyEndpoint:
+    """Calls the proxy of the running gateway; 503 while it is not started (the proxy's
+    HTTP sessions exist only while the lifespan runs)."""
+
+    def __init__(self, proxy: Callable[[], ASGIApp | None]) -> None:
+        self.proxy = proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        proxy = self.proxy()
+        if proxy is None:
+            request_id = scope.get("state", {}).get("request_id")
+            await problem(503, detail="The gateway is not started.", request_id=request_id)(
+                scope, receive, send
+            )
+            return
+        await proxy(scope, receive, send)
