@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port
 from support.orders_flow import (
     FLOW_ENV,
     admin_token,
@@ -22,6 +21,7 @@ from support.orders_flow import (
     wait_settled,
 )
 from support.processes import RunningMercato, mercato_up
+from support.servers import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
 from mercato.auth.contracts import UserRegistered
 from mercato.messaging import EventData, publish
 from mercato.orders.contracts import OrderConfirmed, OrderRejected
 from support.messaging import drain
 from support.orders import OrdersHarness, eventually, orders_client, products_stub
+from support.servers import free_port
 
 pytestmark = pytest.mark.anyio
 

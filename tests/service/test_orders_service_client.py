@@ -10,7 +10,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from conftest import free_port
 from mercato.platform.http import (
     ClientPolicy,
     ServiceClient,
@@ -20,6 +19,7 @@ from mercato.platform.http import (
 )
 from mercato.platform.middleware import request_id_var
 from mercato.platform.resilience import BreakerState, CircuitOpenError
+from support.servers import free_port
 
 pytestmark = pytest.mark.anyio
 

@@ -22,12 +22,12 @@ from aiohttp import web
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from conftest import free_port
 from mercato.orders.app import create_app
 from mercato.orders.models import IdempotencyKeyRow, OrderRow
 from mercato.platform.db import Database
 from mercato.platform.settings import Settings
 from support.auth import test_settings
+from support.servers import free_port
 
 
 @dataclass
