@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from support.gateway import gateway_settings, running
@@ -108,6 +109,27 @@ async def test_a_request_id_is_made_when_the_client_sends_none() -> None:
     sent = standin.received[0].headers["x-request-id"]
     assert sent
     assert response.headers["x-request-id"] == sent
+
+
+async def test_conditional_and_bodiless_answers_pass_through() -> None:
+    standin = StandIn()
+    async with (
+        serve(standin) as upstream,
+        running(gateway_settings({"products": upstream.url})) as (_, http),
+    ):
+        not_modified = await http.get(
+            "/api/v1/products/status/304", headers={"If-None-Match": '"v1"'}
+        )
+        no_content = await http.delete("/api/v1/products/status/204")
+        head = await http.head("/api/v1/products/echo")
+    assert not_modified.status_code == 304
+    assert not_modified.content == b""
+    assert not_modified.headers["etag"] == '"v1"'
+    assert standin.received[0].headers["if-none-match"] == '"v1"'
+    assert no_content.status_code == 204
+    assert no_content.content == b""
+    assert head.status_code == 200
+    assert head.content == b""
 
 
 async def test_unknown_service_is_404_problem() -> None:
@@ -224,3 +246,26 @@ async def test_streamed_body_within_the_limit_goes_through_whole() -> None:
         response = await http.post("/api/v1/products/echo", content=chunks())
     assert response.status_code == 200
     assert standin.received[0].body == b"".join(str(i).encode() * 40 for i in range(5))
+
+
+async def test_over_real_http_bodiless_and_streamed_answers_keep_their_framing() -> None:
+    from mercato.gateway.app import create_app
+    from support.standin import Server
+
+    standin = StandIn()
+    async with serve(standin) as upstream:
+        gateway = Server(create_app(gateway_settings({"products": upstream.url})))
+        await gateway.start()
+        try:
+            async with httpx.AsyncClient(base_url=gateway.url) as http:
+                not_modified = await http.get("/api/v1/products/status/304")
+                head = await http.head("/api/v1/products/echo")
+                big = await http.get("/api/v1/products/big?size=700000")
+                after = await http.get("/api/v1/products/echo")  # the connection is still sane
+        finally:
+            await gateway.stop()
+    assert (not_modified.status_code, not_modified.content) == (304, b"")
+    assert (head.status_code, head.content) == (200, b"")
+    assert len(big.content) == 700_000
+    assert after.json()["path"] == "/products/echo"
+    assert "server" not in after.headers

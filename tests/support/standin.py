@@ -81,6 +81,10 @@ class StandIn:
         if action == "slow":
             await asyncio.sleep(float(params.get("seconds", "1")))
             await _json(send, 200, {"slept": True})
+        elif action == "status" and parts[3] in {"204", "304"}:
+            headers = [(b"etag", b'"v1"')] if parts[3] == "304" else []
+            await send({"type": "http.response.start", "status": int(parts[3]), "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
         elif action == "status":
             await _json(send, int(parts[3]), {"status": int(parts[3])})
         elif action == "big":
@@ -145,6 +149,7 @@ class Server:
             access_log=False,
             lifespan="auto",
             timeout_graceful_shutdown=5,
+            server_header=False,  # as `mercato serve` runs uvicorn; banners are tested explicitly
         )
         self._server = _QuietServer(config)
         self._task = asyncio.create_task(self._server.serve())
