@@ -235,3 +235,58 @@ def test_no_password_or_token_in_the_logs(shop: RunningMercato) -> None:
     for token in ISSUED:
         assert token not in log
         assert token.rsplit(".", 1)[-1] not in log
+
+
+@pytest.mark.integration
+async def test_the_auth_and_users_rows_on_postgres_redis_and_rabbitmq(
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_url: str,
+    redis_url: str,
+    redis_prefix: str,
+    broker_server_url: str,
+) -> None:
+    ports: set[int] = set()
+    while len(ports) < 5:
+        ports.add(free_port())
+    names = ["gateway", "auth", "users", "products", "orders"]
+    env = {
+        "DATABASE_URL": postgres_url,
+        "REDIS_URL": redis_url,
+        "BROKER_URL": broker_server_url,
+        "MESSAGING_EXCHANGE": f"mercato.test.{redis_prefix}",
+        "RATE_LIMIT_PREFIX": redis_prefix,
+        "MERCATO_ADMIN_USERNAME": ADMIN,
+        "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    }
+    with mercato_up(
+        tmp_path_factory.mktemp("auth-e2e-servers"),
+        dict(zip(names, sorted(ports), strict=True)),
+        env=env,
+    ) as running:
+        async with httpx.AsyncClient(base_url=f"{running.base_url}/api/v1", timeout=30) as api:
+            user = await sign_up(api, age=40)
+            for _ in range(100):
+                profile = await api.get("/users/me", headers=bearer(user["access_token"]))
+                if profile.status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert profile.status_code == 200
+            assert profile.json()["age"] == 40
+            patched = await api.patch(
+                "/users/me", json={"full_name": "On Servers"}, headers=bearer(user["access_token"])
+            )
+            assert patched.json()["full_name"] == "On Servers"
+            rotated = await api.post("/auth/refresh", json={"refresh_token": user["refresh_token"]})
+            assert rotated.status_code == 200
+            reused = await api.post("/auth/refresh", json={"refresh_token": user["refresh_token"]})
+            assert reused.status_code == 401
+            admin = await api.post(
+                "/auth/login", json={"username": ADMIN, "password": ADMIN_PASSWORD}
+            )
+            listing = await api.get("/users", headers=bearer(admin.json()["access_token"]))
+            assert listing.status_code == 200
+            assert user["id"] in [item["id"] for item in listing.json()["items"]]
+            body = {"username": unique(), "password": "Wr0ngGuess1"}
+            answers = [(await api.post("/auth/login", json=body)).status_code for _ in range(6)]
+            assert answers == [401] * 5 + [429]
+        assert user["refresh_token"] not in running.log()
