@@ -235,3 +235,24 @@ async def test_an_upstream_cannot_widen_the_cors_policy() -> None:
             "/api/v1/products/echo", headers={"Origin": "https://evil.example"}
         )
     assert "access-control-allow-origin" not in response.headers
+
+
+async def test_only_allowed_hosts_are_answered_but_probes_always_are() -> None:
+    standin = StandIn()
+    async with (
+        serve(standin) as upstream,
+        running(
+            gateway_settings({"products": upstream.url}, allowed_hosts="shop.example,*.api.example")
+        ) as (_, http),
+    ):
+        forged = await http.get("/api/v1/products/echo", headers={"Host": "evil.example"})
+        page = await http.get("/docs", headers={"Host": "evil.example:8000"})
+        exact = await http.get("/api/v1/products/echo", headers={"Host": "shop.example:8000"})
+        wildcard = await http.get("/api/v1/products/echo", headers={"Host": "eu.api.example"})
+        probe = await http.get("/healthz", headers={"Host": "10.1.2.3:8000"})
+    assert forged.status_code == 400
+    assert forged.headers["content-type"] == "application/problem+json"
+    assert forged.headers["x-frame-options"] == "DENY"
+    assert page.status_code == 400
+    assert (exact.status_code, wildcard.status_code, probe.status_code) == (200, 200, 200)
+    assert len(standin.received) == 2

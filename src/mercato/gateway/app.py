@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from mercato.gateway.guards import AccessGuard
 from mercato.gateway.metrics import GatewayMetrics
 from mercato.gateway.middleware import (
+    AllowedHostsMiddleware,
     ApiDispatchMiddleware,
     ProxyEndpoint,
     SecurityHeadersMiddleware,
@@ -147,8 +148,9 @@ def _replace_docs(app: FastAPI, settings: Settings, runtime: GatewayRuntime) -> 
 
 
 def _install_middleware(app: FastAPI, settings: Settings, runtime: GatewayRuntime) -> None:
-    # add_middleware wraps what is there: CORS around the platform's request-id middleware,
-    # then the security headers around everything.
+    # add_middleware wraps what is there: the host check and CORS around the platform's
+    # request-id middleware, then the security headers around everything.
+    app.add_middleware(AllowedHostsMiddleware, hosts=list(settings.allowed_hosts))
     app.add_middleware(CORSMiddleware, **cors_options(settings))
     app.add_middleware(
         SecurityHeadersMiddleware,

@@ -97,6 +97,50 @@ def cors_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+class AllowedHostsMiddleware:
+    """Refuses (400) a request whose ``Host`` is not in ``ALLOWED_HOSTS``: the front door
+    answers only for its own names, so a forged ``Host`` cannot reach links, caches or logs.
+
+    ``*`` allows any host, ``*.example.com`` any subdomain. Probes (``/healthz``,
+    ``/readyz``, ``/metrics``) are exempt: orchestrators call them by pod address.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        hosts: list[str],
+        exempt: tuple[str, ...] = ("/healthz", "/readyz", "/metrics"),
+    ) -> None:
+        self.app = app
+        self.any = "*" in hosts
+        self.exact = frozenset(h.lower() for h in hosts if not h.startswith("*."))
+        self.suffixes = tuple(h[1:].lower() for h in hosts if h.startswith("*."))
+        self.exempt = exempt
+
+    def allowed(self, host: str) -> bool:
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.lower()
+        return name in self.exact or (bool(self.suffixes) and name.endswith(self.suffixes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.any or scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        host = ""
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1")
+                break
+        if self.allowed(host):
+            await self.app(scope, receive, send)
+            return
+        request_id = scope.get("state", {}).get("request_id")
+        await problem(400, detail="Invalid host header.", request_id=request_id)(
+            scope, receive, send
+        )
+
+
 class ApiDispatchMiddleware:
     """The gateway's outermost layer: ``/api/v1/...`` goes to ``api`` (the proxy wrapped in
     the app's user middleware only), everything else to ``app`` (the full FastAPI stack).
