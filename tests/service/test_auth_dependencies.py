@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi import APIRouter
 
 from mercato.platform.app import create_service_app
 from mercato.platform.security.dependencies import AdminUser, CurrentUser
-from support.auth import admin_headers, auth_headers, bearer, claims, forge_token, unsigned_token
+from support.auth import (
+    admin_headers,
+    auth_headers,
+    bearer,
+    claims,
+    forge_token,
+    hmac_with_public_key_token,
+    unsigned_token,
+)
 from support.auth import test_settings as make_settings
 
 pytestmark = pytest.mark.anyio
@@ -56,8 +66,26 @@ async def test_a_valid_token_identifies_the_user(client: httpx.AsyncClient) -> N
         bearer(unsigned_token()),
         bearer(forge_token(claims(aud="elsewhere"))),
         bearer(forge_token(claims(exp=1, iat=0, nbf=0))),
+        bearer(hmac_with_public_key_token()),
+        bearer(forge_token(headers={"kid": "unknown-kid"})),
+        bearer(forge_token(claims(nbf=int(time.time()) + 3600))),
+        bearer(forge_token(claims(iss="https://evil.example"))),
+        bearer(forge_token(key=ed25519.Ed25519PrivateKey.generate())),
     ],
-    ids=["none", "basic", "empty", "garbage", "alg-none", "wrong-aud", "expired"],
+    ids=[
+        "none",
+        "basic",
+        "empty",
+        "garbage",
+        "alg-none",
+        "wrong-aud",
+        "expired",
+        "hs256-public-key",
+        "unknown-kid",
+        "future-nbf",
+        "wrong-iss",
+        "wrong-signature",
+    ],
 )
 async def test_missing_or_invalid_tokens_get_401_problem_with_www_authenticate(
     client: httpx.AsyncClient, headers: dict[str, str]
