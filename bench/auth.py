@@ -6,7 +6,9 @@ Measures, in one process: verifying an access token with the verified-token cach
 without it (the gateway and every service verify each request), issuing a token, hashing a
 password with Argon2id at the production defaults and at the testing profile, and one
 rate-limit hit on memory storage and on Redis (when ``REDIS_URL`` or the local server
-answers). Prints operations per second and ratios.
+answers), and a failed login for an unknown user against one with a wrong password
+(in-process, production Argon2 parameters: they should cost the same). Prints operations
+per second and ratios.
 """
 
 from __future__ import annotations
@@ -97,7 +99,57 @@ async def measure() -> list[dict[str, Any]]:
         )
         await shared.clear("1000000/minute", "bench")
         await shared.close()
+    results += await failed_logins()
     return results
+
+
+async def failed_logins() -> list[dict[str, Any]]:
+    """Unknown user vs wrong password, alternated so that load drifts hit both alike."""
+    import httpx
+
+    from mercato.auth.app import create_app
+    from mercato.platform.settings import load_settings
+
+    settings = load_settings(
+        env_file=None,
+        environment="testing",
+        argon2_time_cost=2,
+        argon2_memory_cost=19_456,
+        argon2_parallelism=1,
+        rate_limit_login="1000000/minute",
+        rate_limit_login_address="1000000/minute",
+        access_log=False,
+    )
+    app = create_app(settings)
+    timings: dict[str, list[float]] = {
+        "login failure, unknown user": [],
+        "login failure, wrong password": [],
+    }
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            account = {"username": "alice", "email": "a@example.com", "password": "Zebra7Crossing"}
+            await client.post("/auth/register", json=account)
+            attempts = {
+                "login failure, unknown user": {"username": "nobody", "password": "Wr0ngGuess"},
+                "login failure, wrong password": {"username": "alice", "password": "Wr0ngGuess"},
+            }
+            for _ in range(25):
+                for name, body in attempts.items():
+                    started = time.perf_counter()
+                    response = await client.post("/auth/login", json=body)
+                    timings[name].append(time.perf_counter() - started)
+                    assert response.status_code == 401
+    return [
+        {
+            "name": name,
+            "operations": len(values),
+            "seconds": sum(values),
+            "per_second": len(values) / sum(values),
+            "median_ms": sorted(values)[len(values) // 2] * 1000,
+        }
+        for name, values in timings.items()
+    ]
 
 
 def main() -> int:
@@ -120,6 +172,12 @@ def main() -> int:
             / by_name["rate limit hit, redis"]["per_second"]
         )
         print(f"a rate-limit hit on Redis costs {cost:,.1f}x one in memory (two round trips)")
+    unknown = by_name["login failure, unknown user"]["median_ms"]
+    wrong = by_name["login failure, wrong password"]["median_ms"]
+    print(
+        f"failed login, median: unknown user {unknown:.1f} ms, wrong password {wrong:.1f} ms"
+        f" (ratio {unknown / wrong:.2f})"
+    )
     print(f"results: {RESULTS.relative_to(ROOT)}")
     return 0
 
