@@ -91,6 +91,8 @@ async def test_a_retry_while_the_first_is_in_flight_is_409(
     second = await orders.client.post("/orders", json=body, headers=keyed("slow"))
     assert second.status_code == 409
     assert second.headers["content-type"] == "application/problem+json"
+    assert second.headers["retry-after"] == "1"
+    assert second.json()["type"] == "urn:mercato:problem:idempotency-key-in-flight"
     assert (await first).status_code == 201
     third = await orders.client.post("/orders", json=body, headers=keyed("slow"))
     assert third.status_code == 201

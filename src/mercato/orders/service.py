@@ -167,6 +167,13 @@ def problem_body(error: AppError) -> str:
 # --- the use cases ----------------------------------------------------------------------
 
 
+class KeyInFlight(Conflict):
+    """409: the first request with this Idempotency-Key has not finished yet."""
+
+    slug = "idempotency-key-in-flight"
+    headers = {"Retry-After": "1"}
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotencyPolicy:
     ttl: timedelta = timedelta(hours=24)
@@ -251,10 +258,10 @@ class OrdersService:
                     await uow.commit()
                     log.warning("idempotency key taken over", user_id=user_id, key_id=row.id)
                     return row.id
-                raise Conflict(
+                raise KeyInFlight(
                     "A request with this Idempotency-Key is still being processed; retry later."
                 )
-        raise Conflict("This Idempotency-Key is changing hands; retry later.")
+        raise KeyInFlight("This Idempotency-Key is changing hands; retry later.")
 
     async def _release(self, key_row: int) -> None:
         try:
