@@ -154,6 +154,7 @@ class Consumer:
         try:
             with structlog.contextvars.bound_contextvars(
                 request_id=raw.request_id,
+                traceparent=raw.traceparent,
                 event_id=raw.id,
                 event_type=raw.type,
                 consumer=self.group,

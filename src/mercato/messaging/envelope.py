@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from mercato.messaging.events import EventData
+from mercato.platform.tracing import traceparent_var
+
+__all__ = ["Envelope", "MalformedMessage", "RawEnvelope", "parse_raw", "traceparent_var", "typed"]
 
 T = TypeVar("T", bound=EventData)
-
-#: The W3C ``traceparent`` of the work in progress, carried from a request into its events
-#: and from an event into the events its handler publishes.
-traceparent_var: ContextVar[str | None] = ContextVar("mercato_traceparent", default=None)
 
 
 class Envelope(BaseModel, Generic[T]):

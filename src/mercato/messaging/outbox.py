@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -81,6 +82,23 @@ def _row(envelope: Envelope[Any], key: str | None, target: str | None = None) ->
 def wake(pool: object) -> None:
     for relay in _relays.get(pool, ()):
         relay.wake()
+
+
+def _trace_headers(payload: str) -> dict[str, str]:
+    """The envelope's request id and traceparent, copied into broker headers for tools
+    that look at headers only (the envelope stays the source of truth)."""
+    try:
+        envelope = json.loads(payload)
+    except ValueError:
+        return {}
+    if not isinstance(envelope, dict):
+        return {}
+    headers = {}
+    for field, header in (("request_id", "x-request-id"), ("traceparent", "traceparent")):
+        value = envelope.get(field)
+        if isinstance(value, str) and value:
+            headers[header] = value
+    return headers
 
 
 class _FileLock:
@@ -278,6 +296,7 @@ class OutboxRelay:
             body=row.payload.encode(),
             key=row.partition_key,
             target=row.target,
+            headers=_trace_headers(row.payload),
         )
 
     async def _publish(self, messages: Sequence[OutgoingMessage]) -> None:

@@ -25,6 +25,7 @@ from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.observability import HttpMetrics, Probe, health_router
 from mercato.platform.security.tokens import TokenVerifier, token_verifier
 from mercato.platform.settings import ServiceName, Settings
+from mercato.platform.tracing import TraceContextMiddleware
 
 log = structlog.stdlib.get_logger("mercato.app")
 
@@ -129,6 +130,7 @@ def create_service_app(
         log_requests=settings.access_log,
         expose_errors=settings.environment == "development",
     )
+    app.add_middleware(TraceContextMiddleware)  # outermost: events carry the traceparent
     return app
 
 

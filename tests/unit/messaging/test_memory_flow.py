@@ -214,3 +214,19 @@ async def test_memory_rows_stay_unsent_until_the_consumer_handled_them() -> None
         await drain(producer, consumer)
         assert await unsent_count(db) == 0
         assert await distinct_effects(consumer.state.context.db) == 2
+
+
+async def test_the_traceparent_of_the_request_travels_in_the_envelope() -> None:
+    behaviour = Behaviour(follow_up=True)
+    producer = producer_app(messaging_settings())
+    consumer = consumer_app(messaging_settings(), behaviour)
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    async with running(consumer, producer), client(producer) as http:
+        await http.post("/things?n=1", headers={"traceparent": trace})
+        await http.post("/things?n=2", headers={"traceparent": "not-a-trace"})
+        await drain(producer, consumer)
+        traces = {event.data.n: event.traceparent for event in behaviour.seen}
+        async with consumer.state.context.db.unit_of_work(read_only=True) as uow:
+            payloads = (await uow.session.execute(select(outbox.c.payload))).scalars().all()
+    assert traces == {1: trace, 2: None}
+    assert sum(trace in payload for payload in payloads) == 1  # the follow-up of event 1
