@@ -315,8 +315,8 @@ class SecuritySettings(BaseSettings):
     """Tokens, passwords, login limits and the bootstrap administrator (see README,
     "Authentication")."""
 
-    jwt_issuer: str = Field("mercato", min_length=1)
-    jwt_audience: str = Field("mercato", min_length=1)
+    jwt_issuer: str = Field("mercato", min_length=1, description="`iss` of access tokens")
+    jwt_audience: str = Field("mercato", min_length=1, description="`aud` of access tokens")
     access_token_ttl: int = Field(900, ge=30, le=86_400, description="seconds")
     refresh_token_ttl: int = Field(14 * 86_400, ge=60, description="seconds")
     jwt_leeway: float = Field(30.0, ge=0, le=30, description="clock skew, seconds")
@@ -340,23 +340,37 @@ class SecuritySettings(BaseSettings):
     token_cache_size: int = Field(10_000, ge=0, description="verified tokens kept in memory")
     # OWASP's first Argon2id choice (19 MiB, 2 passes, 1 lane): about 80 ms a hash on one
     # core; RFC 9106's 64 MiB x 3 x 4 took 0.5 s here, a login denial-of-service lever.
-    argon2_time_cost: int = Field(2, ge=1)
-    argon2_memory_cost: int = Field(19_456, ge=8, description="KiB")
-    argon2_parallelism: int = Field(1, ge=1)
-    rate_limit_login: str = "5/minute"
-    rate_limit_login_address: str = "30/minute"
-    rate_limit_prefix: str = Field("mercato-ratelimit", min_length=1)
-    rate_limit_fail_closed: bool = True
+    argon2_time_cost: int = Field(2, ge=1, description="Argon2id passes (default 2)")
+    argon2_memory_cost: int = Field(
+        19_456, ge=8, description="Argon2id memory, KiB (default 19456)"
+    )
+    argon2_parallelism: int = Field(1, ge=1, description="Argon2id lanes (default 1)")
+    rate_limit_login: str = Field(
+        "5/minute", description="login attempts per username and client address"
+    )
+    rate_limit_login_address: str = Field(
+        "30/minute", description="login attempts per client address, whatever the username"
+    )
+    rate_limit_prefix: str = Field(
+        "mercato-ratelimit", min_length=1, description="prefix of the rate-limit keys in Redis"
+    )
+    rate_limit_fail_closed: bool = Field(
+        True, description="refuse (503) rather than allow when the limit storage is down"
+    )
     internal_proxies: CommaList = Field(
         default_factory=lambda: ["127.0.0.1/32", "::1/128"],
         description="peers (the gateway) whose X-Forwarded-For a backend service believes,"
         " besides TRUSTED_PROXIES; default loopback, as under `mercato up`",
     )
     admin_username: str | None = Field(
-        None, validation_alias=AliasChoices("mercato_admin_username", "admin_username")
+        None,
+        validation_alias=AliasChoices("mercato_admin_username", "admin_username"),
+        description="with MERCATO_ADMIN_PASSWORD: ensure this admin exists at start-up",
     )
     admin_password: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("mercato_admin_password", "admin_password")
+        None,
+        validation_alias=AliasChoices("mercato_admin_password", "admin_password"),
+        description="the bootstrap admin's password (used only when the user is created)",
     )
 
     _split_proxies = field_validator("internal_proxies", mode="before")(_split_commas)
