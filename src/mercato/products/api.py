@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from mercato.platform.app import Context
 from mercato.platform.security.dependencies import AdminUser
 from mercato.products import service
 from mercato.products.caching import Representation
@@ -17,6 +16,7 @@ from mercato.products.dependencies import (
     ProductChanges,
     WriteUnitOfWork,
     body_schema,
+    read_dependencies,
 )
 from mercato.products.domain import MAX_PRICE, ProductSort
 from mercato.products.repository import ProductFilter
@@ -56,8 +56,6 @@ def cached_response(request: Request, representation: Representation, max_age: i
 )
 async def list_products(
     request: Request,
-    context: Context,
-    catalogue: Catalogue,
     q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     category: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     min_price: QueryPrice = None,
@@ -72,6 +70,7 @@ async def list_products(
         min_price=min_price,
         max_price=max_price,
     )
+    context, catalogue = read_dependencies(request)
     page = await service.read_product_page(
         context.db, catalogue, where, sort, limit=limit, offset=offset
     )
@@ -83,9 +82,8 @@ async def list_products(
     summary="Get one product",
     responses={200: {"model": ProductOut}, **NOT_MODIFIED, 404: PROBLEM},
 )
-async def get_product(
-    product_id: str, request: Request, context: Context, catalogue: Catalogue
-) -> Response:
+async def get_product(product_id: str, request: Request) -> Response:
+    context, catalogue = read_dependencies(request)
     product = await service.read_product(context.db, catalogue, product_id)
     return cached_response(request, product, context.settings.product_max_age)
 

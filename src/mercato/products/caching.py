@@ -39,49 +39,51 @@ _CACHE_OUTAGES: Final = (RedisConnectionError, RedisTimeoutError, ConnectionErro
 
 @dataclass(frozen=True, slots=True)
 class Representation:
-    """A response body with its validators."""
+    """A response body with its validators, kept as the header values they are sent as,
+    so that serving a cached read formats and parses nothing."""
 
     body: bytes
     etag: str
-    last_modified: datetime | None = None
+    #: An HTTP date (``Mon, 30 Nov 2026 10:00:00 GMT``), or None.
+    http_last_modified: str | None = None
 
     @classmethod
     def of(cls, body: bytes, last_modified: datetime | None = None) -> Representation:
         """A strong ETag derived from the exact bytes served: any change changes it."""
         digest = hashlib.blake2b(body, digest_size=16).hexdigest()
-        modified = last_modified.astimezone(UTC).replace(microsecond=0) if last_modified else None
+        modified = (
+            format_datetime(last_modified.astimezone(UTC), usegmt=True) if last_modified else None
+        )
         return cls(body, f'"{digest}"', modified)
 
     def encode(self) -> bytes:
-        modified = self.last_modified.isoformat() if self.last_modified else ""
-        return b"%s\n%s\n%s" % (self.etag.encode(), modified.encode(), self.body)
+        return b"%s\n%s\n%s" % (
+            self.etag.encode(),
+            (self.http_last_modified or "").encode(),
+            self.body,
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Representation:
         etag, modified, body = data.split(b"\n", 2)
-        return cls(
-            body,
-            etag.decode(),
-            datetime.fromisoformat(modified.decode()) if modified else None,
-        )
+        return cls(body, etag.decode(), modified.decode() or None)
 
     @property
-    def http_last_modified(self) -> str | None:
-        return format_datetime(self.last_modified, usegmt=True) if self.last_modified else None
+    def last_modified(self) -> datetime | None:
+        return parsedate_to_datetime(self.http_last_modified) if self.http_last_modified else None
 
     def not_modified(self, if_none_match: str | None, if_modified_since: str | None) -> bool:
         """Whether a GET with these conditional headers gets 304 (RFC 9110 13.1)."""
         if if_none_match is not None:
             return etag_matches(self.etag, if_none_match)
-        if if_modified_since is not None and self.last_modified is not None:
-            try:
-                since = parsedate_to_datetime(if_modified_since)
-            except (TypeError, ValueError):
-                return False
-            if since.tzinfo is None:
-                return False
-            return self.last_modified <= since
-        return False
+        last_modified = self.last_modified
+        if if_modified_since is None or last_modified is None:
+            return False
+        try:
+            since = parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError):
+            return False
+        return since.tzinfo is not None and last_modified <= since
 
 
 def etag_matches(etag: str, if_none_match: str) -> bool:
