@@ -135,3 +135,29 @@ async def test_concurrent_refreshes_of_one_token_let_exactly_one_through(
         )
     )
     assert sorted(r.status_code for r in answers) == [200, 401, 401, 401, 401]
+
+
+async def test_concurrent_registrations_of_one_name_make_one_account(
+    server_apps: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    auth, _ = server_apps
+    answers = await asyncio.gather(
+        *(
+            auth.post(
+                "/auth/register",
+                json={
+                    "username": "Carol" if n % 2 else "carol",
+                    "email": f"carol{n}@example.com",
+                    "password": PASSWORD,
+                },
+            )
+            for n in range(6)
+        )
+    )
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [201, 409, 409, 409, 409, 409]
+    assert all(
+        r.headers["content-type"] == "application/problem+json"
+        for r in answers
+        if r.status_code == 409
+    )
