@@ -467,8 +467,12 @@ def chart(table: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def profile(servers: Servers, urls: dict[str, str], pem: str, token: str, seconds: float) -> Path:
-    """Run one more gateway under pyinstrument while wrk loads it; write the text report."""
-    products_base = urls["products"].split("/products/")[0]
+    """Run one more gateway under pyinstrument while wrk loads it; write the text report.
+
+    Its upstream is the constant app, so the profile shows the gateway's own costs rather
+    than time spent waiting for the products service.
+    """
+    products_base = urls["constant"].split("/products/")[0]
     port = free_port()
     out = RESULTS / "gateway-profile.txt"
     command = [

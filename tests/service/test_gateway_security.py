@@ -225,6 +225,22 @@ async def test_cors_allows_a_configured_origin_only() -> None:
     assert len(standin.received) == 2  # preflights are answered by the gateway
 
 
+async def test_answers_vary_on_origin_when_origins_are_allowed() -> None:
+    standin = StandIn(response_headers=[(b"vary", b"Accept-Encoding")])
+    async with (
+        serve(standin) as upstream,
+        running(
+            gateway_settings({"products": upstream.url}, cors_origins="https://shop.example")
+        ) as (_, http),
+    ):
+        plain = await http.get("/api/v1/products/echo")
+        cross = await http.get("/api/v1/products/echo", headers={"Origin": "https://shop.example"})
+    for response in (plain, cross):
+        varies = {v.strip() for line in response.headers.get_list("vary") for v in line.split(",")}
+        assert {"Origin", "Accept-Encoding"} <= varies
+    assert "access-control-allow-origin" not in plain.headers
+
+
 async def test_an_upstream_cannot_widen_the_cors_policy() -> None:
     standin = StandIn(response_headers=[(b"access-control-allow-origin", b"*")])
     async with (

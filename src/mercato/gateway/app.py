@@ -10,7 +10,6 @@ from functools import partial
 from typing import Any, Final
 
 from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from mercato.gateway.guards import AccessGuard
@@ -18,6 +17,7 @@ from mercato.gateway.metrics import GatewayMetrics
 from mercato.gateway.middleware import (
     AllowedHostsMiddleware,
     ApiDispatchMiddleware,
+    CorsMiddleware,
     ProxyEndpoint,
     SecurityHeadersMiddleware,
     cors_options,
@@ -151,7 +151,7 @@ def _install_middleware(app: FastAPI, settings: Settings, runtime: GatewayRuntim
     # add_middleware wraps what is there: the host check and CORS around the platform's
     # request-id middleware, then the security headers around everything.
     app.add_middleware(AllowedHostsMiddleware, hosts=list(settings.allowed_hosts))
-    app.add_middleware(CORSMiddleware, **cors_options(settings))
+    app.add_middleware(CorsMiddleware, options=cors_options(settings))
     app.add_middleware(
         SecurityHeadersMiddleware,
         headers=security_headers(settings),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mercato.platform.errors import problem
@@ -21,6 +22,7 @@ Headers = list[tuple[bytes, bytes]]
 
 _CSP: Final = b"content-security-policy"
 _DROP: Final = frozenset({b"server", b"x-powered-by"})
+_VARY_ORIGIN: Final = (b"vary", b"Origin")
 
 #: Headers a browser may send cross-origin, and may read from an answer.
 CORS_ALLOW_HEADERS: Final = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"]
@@ -84,7 +86,7 @@ class SecurityHeadersMiddleware:
 
 
 def cors_options(settings: Settings) -> dict[str, Any]:
-    """Options of Starlette's (pure ASGI) ``CORSMiddleware``: origins from ``CORS_ORIGINS``
+    """Options of :class:`CorsMiddleware`: origins from ``CORS_ORIGINS``
     only; credentials only with an explicit list, never with a wildcard."""
     origins = list(settings.cors_origins)
     return {
@@ -95,6 +97,36 @@ def cors_options(settings: Settings) -> dict[str, Any]:
         "expose_headers": CORS_EXPOSE_HEADERS,
         "max_age": 600,
     }
+
+
+class CorsMiddleware:
+    """Starlette's (pure ASGI) CORS middleware, entered only by requests with an ``Origin``.
+
+    Measured on the proxied path: Starlette's parses the headers and wraps ``send`` for every
+    request. A request without ``Origin`` is not a CORS request; it only needs
+    ``Vary: Origin`` on its answer (so a shared cache never hands it to a browser origin),
+    and not even that when no origin is allowed at all.
+    """
+
+    def __init__(self, app: ASGIApp, *, options: dict[str, Any]) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(app, **options)
+        self.vary = bool(options.get("allow_origins"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or any(name == b"origin" for name, _ in scope["headers"]):
+            await self.cors(scope, receive, send)
+            return
+        if not self.vary:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_vary(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), _VARY_ORIGIN]
+            await send(message)
+
+        await self.app(scope, receive, send_with_vary)
 
 
 class AllowedHostsMiddleware:
