@@ -25,7 +25,8 @@ def upgrade() -> None:
         sa.Column("sku", sa.String(64), nullable=False),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
-        sa.Column("price", sa.Numeric(12, 2), nullable=False),
+        # Whole cents on SQLite, which has no exact decimal type (models.Money).
+        sa.Column("price", sa.Numeric(12, 2).with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
         sa.Column("category", sa.String(64), nullable=False),
         sa.Column("stock", sa.Integer(), nullable=False),
