@@ -15,8 +15,12 @@ and tokens the auth service issues there are accepted by the others::
         await client.get("/users/me", headers=auth_headers("user-1"))
         await client.get("/users", headers=auth_headers("admin-1", roles=["admin"]))
 
-Settings built another way can trust the key with ``**trusting_overrides()``.
-:func:`forge_token` signs arbitrary headers/claims with the test key, for refusal tests.
+``app_client(app)`` does the lifespan and client part of the above in one line (its
+socket peer is ``203.0.113.7`` unless ``client=`` says otherwise). Settings built another
+way can trust the key with ``**trusting_overrides()``. For refusal tests,
+:func:`forge_token` signs arbitrary claims and headers (with the test key or another),
+:func:`unsigned_token` makes an ``alg: none`` token and :func:`hmac_with_public_key_token`
+the HS256-keyed-with-the-public-key confusion.
 """
 
 from __future__ import annotations
