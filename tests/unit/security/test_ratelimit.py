@@ -50,3 +50,24 @@ def test_an_unavailable_storage_refusal_is_a_503() -> None:
     with pytest.raises(ServiceUnavailable) as caught:
         result.raise_for_refusal()
     assert caught.value.headers["Retry-After"] == "5"
+
+
+class BrokenStrategy:
+    """A limits strategy whose storage is down."""
+
+    async def hit(self, *args: object, **kwargs: object) -> bool:
+        from limits.errors import StorageError
+
+        raise StorageError(ConnectionError("redis is down"))
+
+
+@pytest.mark.parametrize(("fail_closed", "allowed"), [(True, False), (False, True)])
+async def test_a_storage_outage_refuses_or_allows_as_configured(
+    fail_closed: bool, allowed: bool
+) -> None:
+    limiter = RateLimiter(fail_closed=fail_closed)
+    limiter.strategy = BrokenStrategy()  # type: ignore[assignment]
+    result = await limiter.hit("5/minute", "login", "alice")
+    assert result.unavailable
+    assert result.allowed is allowed
+    await limiter.close()
