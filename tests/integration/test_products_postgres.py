@@ -98,3 +98,22 @@ async def eventually_named(products: RunningProducts, path: str, name: str) -> N
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{path} never showed {name!r}")
+
+
+async def test_nul_characters_are_refused_not_a_server_error(postgres_url: str) -> None:
+    """PostgreSQL text cannot hold NUL: every way in answers 4xx, never 500."""
+    async with running_products(database_url=postgres_url) as products:
+        product = await products.create(sku="NUL", name="Plain")
+        client, admin = products.client, products.admin
+        for params in ({"q": "a\x00b"}, {"category": "\x00"}):
+            assert (await client.get("/products", params=params)).status_code == 422
+        assert (await client.get("/products/a%00b")).status_code == 404
+        bad = {"sku": "N\x00", "name": "n", "price": "1.00"}
+        assert (await client.post("/products", json=bad, headers=admin)).status_code == 422
+        url = f"/products/{product['id']}"
+        renamed = await client.patch(url, json={"name": "a\x00"}, headers=admin)
+        assert renamed.status_code == 422
+        assert (
+            await client.patch("/products/a%00", json={"name": "x"}, headers=admin)
+        ).status_code == 404
+        assert (await client.delete("/products/a%00", headers=admin)).status_code == 404

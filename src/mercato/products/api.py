@@ -34,6 +34,8 @@ ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
     422: {"description": "Invalid input.", **PROBLEM},
 }
 
+#: PostgreSQL text cannot hold NUL; such a filter is a 422, not a 500.
+NO_NUL = r"^[^\x00]*$"
 QueryPrice = Annotated[Decimal | None, Query(gt=0, le=MAX_PRICE, max_digits=12, decimal_places=2)]
 
 
@@ -56,8 +58,8 @@ def cached_response(request: Request, representation: Representation, max_age: i
 )
 async def list_products(
     request: Request,
-    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    category: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_NUL)] = None,
+    category: Annotated[str | None, Query(min_length=1, max_length=64, pattern=NO_NUL)] = None,
     min_price: QueryPrice = None,
     max_price: QueryPrice = None,
     sort: ProductSort = ProductSort.CREATED_AT_DESC,

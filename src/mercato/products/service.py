@@ -124,7 +124,7 @@ async def update_product(
 ) -> ProductRow:
     """Change some fields of a product (``product.updated`` if anything changed)."""
     products = ProductRepository(uow.session)
-    row = await products.get_for_update(product_id)
+    row = None if "\x00" in product_id else await products.get_for_update(product_id)
     if row is None:
         raise ProductNotFound
     changes = {name: value for name, value in data.changes().items() if getattr(row, name) != value}
@@ -143,7 +143,7 @@ async def update_product(
 async def delete_product(uow: UnitOfWork, cache: CatalogueCache, product_id: str) -> None:
     """Remove a product (``product.deleted``)."""
     products = ProductRepository(uow.session)
-    row = await products.get_for_update(product_id)
+    row = None if "\x00" in product_id else await products.get_for_update(product_id)
     if row is None:
         raise ProductNotFound
     await products.delete(row)
@@ -186,6 +186,9 @@ async def read_product(
     database: Database, cache: CatalogueCache, product_id: str
 ) -> Representation:
     """The product's JSON representation with its validators, from the cache if it can."""
+
+    if "\x00" in product_id:  # no such id can exist (and PostgreSQL text refuses NUL)
+        raise ProductNotFound
 
     async def load() -> Representation:
         async with database.unit_of_work(read_only=True) as uow:
