@@ -107,6 +107,7 @@ class Servers:
             "httptools",
             "--no-access-log",
             "--no-server-header",
+            "--no-proxy-headers",  # as `mercato serve`: TRUSTED_PROXIES decides, not uvicorn
             "--log-level",
             "warning",
         ]
@@ -497,6 +498,7 @@ def profile(servers: Servers, urls: dict[str, str], pem: str, token: str, second
         "--http",
         "httptools",
         "--no-access-log",
+        "--no-proxy-headers",
         "--log-level",
         "warning",
     ]

@@ -183,6 +183,47 @@ async def test_the_per_user_limit_follows_the_token_not_the_address() -> None:
     assert anonymous.status_code == 200
 
 
+async def test_signed_in_requests_count_per_user_not_against_the_address_limit() -> None:
+    standin = StandIn()
+    async with (
+        serve(standin) as upstream,
+        running(
+            gateway_settings(
+                {"orders": upstream.url}, rate_limit_api="2/minute", rate_limit_user="5/minute"
+            )
+        ) as (_, http),
+    ):
+        signed_in = [
+            await http.get("/api/v1/orders/echo", headers=bearer(issue_token("office-user")))
+            for _ in range(4)
+        ]
+        anonymous = [(await http.get("/api/v1/orders/echo")).status_code for _ in range(3)]
+    assert [r.status_code for r in signed_in] == [200, 200, 200, 200]
+    assert signed_in[-1].headers["ratelimit-limit"] == "5"
+    assert signed_in[-1].headers["ratelimit-remaining"] == "1"
+    assert anonymous == [200, 200, 429]
+
+
+async def test_forged_tokens_count_against_the_address_and_end_in_429() -> None:
+    standin = StandIn()
+    forged = forged_tokens()["wrong signature"]
+    async with (
+        serve(standin) as upstream,
+        running(gateway_settings({"orders": upstream.url}, rate_limit_api="2/minute")) as (
+            _,
+            http,
+        ),
+    ):
+        statuses = [
+            (await http.get("/api/v1/orders/echo", headers=bearer(forged))).status_code
+            for _ in range(3)
+        ]
+        anonymous = await http.get("/api/v1/orders/echo")
+    assert statuses == [401, 401, 429]
+    assert anonymous.status_code == 429
+    assert standin.received == []
+
+
 @pytest.mark.parametrize(
     "path", ["/healthz", "/api/v1/products/echo", "/api/v1/nothing", "/no-such-page", "/docs"]
 )

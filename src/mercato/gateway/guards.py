@@ -6,11 +6,11 @@ from the auth service, verified tokens cached until they expire) and refuses a b
 401 before it reaches a service; the services verify again (defence in depth). A request
 without a token goes on: whether a route needs one is the service's business.
 
-Rate limits count per client address (``RATE_LIMIT_API``, or the route group's own limit in
-``RATE_LIMIT_ROUTES``) and, for a verified token, per user (``RATE_LIMIT_USER``), in the
-platform's :class:`RateLimiter` (Redis when configured, so every gateway instance shares
-them). Every proxied answer carries the ``RateLimit-*`` headers of the tightest limit; a
-refusal is 429 with ``Retry-After``.
+Rate limits count per signed-in user (``RATE_LIMIT_USER``) for a verified token, and per
+client address (``RATE_LIMIT_API``, or the route group's own limit in ``RATE_LIMIT_ROUTES``)
+otherwise; see :class:`AccessGuard`. They live in the platform's :class:`RateLimiter` (Redis
+when configured, so every gateway instance shares them). Every proxied answer carries the
+``RateLimit-*`` headers of the tightest limit; a refusal is 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -60,9 +60,14 @@ def bearer_token(scope: Scope) -> str | None:
 
 
 class AccessGuard:
-    """Rate limits and auth offload in one pass, cheapest check first: the per-address
-    limit (so a flood of forged tokens is throttled before any signature is checked), then
-    the token, then the per-user limit.
+    """Auth offload and rate limits in one pass.
+
+    - A request with a valid token counts against its user's limit (``RATE_LIMIT_USER``,
+      larger than the address limit, so signed-in clients behind one address, such as an
+      office NAT, are not starved by it), plus its route group's limit when one is set.
+    - Any other request counts against its client address: the route group's limit when one
+      is set, else ``RATE_LIMIT_API``. A request whose token is refused counts there too
+      before its 401, so a flood of forged tokens runs into 429 like any other flood.
 
     Either part may be off (``verifier`` or ``limiter`` None). A verified principal is left
     in ``scope["state"]["principal"]``.
@@ -86,22 +91,35 @@ class AccessGuard:
         self.route_limits = {group: parse_limit(limit) for group, limit in route_limits.items()}
 
     async def __call__(self, scope: Scope, service: str) -> Headers | None:
-        result: RateLimitResult | None = None
-        if self.limiter is not None:
-            address = self.trusted.client_address(scope)
+        try:
+            principal = await self._principal(scope) if self.verifier is not None else None
+        except InvalidAccessToken:
+            if self.limiter is not None:
+                (await self._per_address(scope, service, self.limiter)).raise_for_refusal()
+            raise
+        if self.limiter is None:
+            return None
+        if principal is None:
+            result = await self._per_address(scope, service, self.limiter)
+        else:
+            result = await self.limiter.hit(self.user_limit, "gateway", "user", principal.user_id)
             route_limit = self.route_limits.get(service)
-            if route_limit is None:
-                result = await self.limiter.hit(self.api_limit, "gateway", "api", address)
-            else:
-                result = await self.limiter.hit(route_limit, "gateway", service, address)
-            result.raise_for_refusal()
-        principal = await self._principal(scope) if self.verifier is not None else None
-        if principal is not None and self.limiter is not None:
-            per_user = await self.limiter.hit(self.user_limit, "gateway", "user", principal.user_id)
-            if result is None or not per_user.allowed or per_user.remaining < result.remaining:
-                result = per_user
-            result.raise_for_refusal()
-        return _raw_headers(result) if result is not None else None
+            if route_limit is not None and result.allowed:
+                address = self.trusted.client_address(scope)
+                per_route = await self.limiter.hit(route_limit, "gateway", service, address)
+                if not per_route.allowed or per_route.remaining < result.remaining:
+                    result = per_route
+        result.raise_for_refusal()
+        return _raw_headers(result)
+
+    async def _per_address(
+        self, scope: Scope, service: str, limiter: RateLimiter
+    ) -> RateLimitResult:
+        address = self.trusted.client_address(scope)
+        route_limit = self.route_limits.get(service)
+        if route_limit is None:
+            return await limiter.hit(self.api_limit, "gateway", "api", address)
+        return await limiter.hit(route_limit, "gateway", service, address)
 
     async def _principal(self, scope: Scope) -> Principal | None:
         assert self.verifier is not None
