@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from mercato.products.models import ProductRow
 from support.products import RunningProducts, running_products
@@ -153,3 +154,24 @@ async def test_a_write_on_one_instance_is_seen_by_the_next_read_on_another(
         assert (await two.client.get("/products")).json()["items"][0]["name"] == "After"
         await one.create(sku="B2", name="Second")
         assert (await two.client.get("/products")).json()["total"] == 2
+
+
+async def test_concurrent_misses_query_the_database_once(products: RunningProducts) -> None:
+    product = await products.create(sku="SF", name="Single flight")
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "FROM products" in statement:
+            statements.append(statement)
+
+    engine = products.context.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        responses = await asyncio.gather(
+            *(products.client.get(f"/products/{product['id']}") for _ in range(20))
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert {response.status_code for response in responses} == {200}
+    assert len({response.headers["etag"] for response in responses}) == 1
+    assert len(statements) == 1
