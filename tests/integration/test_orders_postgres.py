@@ -73,3 +73,37 @@ async def test_concurrent_contradicting_replies_settle_an_order_once_on_postgres
         assert status in {"confirmed", "rejected"}
         settled = await orders.outbox("order.confirmed") + await orders.outbox("order.rejected")
         assert settled == 1
+
+
+async def test_a_stale_in_flight_key_is_retaken_once_on_postgres(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from mercato.orders.domain import request_fingerprint
+    from mercato.orders.repository import IdempotencyRepository
+    from mercato.orders.schemas import PlaceOrder
+
+    async with (
+        products_stub() as products,
+        orders_client(tmp_path, products.url, orders_database_url=postgres_url) as orders,
+    ):
+        body = {"items": [{"product_id": products.add(), "quantity": 1}]}
+        fingerprint = request_fingerprint(PlaceOrder.model_validate(body).model_dump(mode="json"))
+        when = datetime.now(UTC) - timedelta(minutes=5)
+        async with orders.database.unit_of_work() as uow:
+            await IdempotencyRepository(uow.session).claim(
+                user_id="alice",
+                key="stale",
+                fingerprint=fingerprint,
+                now=when,
+                expires_at=when + timedelta(days=1),
+            )
+            await uow.commit()
+        headers = {**ALICE, "Idempotency-Key": "stale"}
+        answers = await asyncio.gather(
+            *(orders.client.post("/orders", json=body, headers=headers) for _ in range(10))
+        )
+        assert {a.status_code for a in answers} <= {201, 409}
+        assert len({a.json()["id"] for a in answers if a.status_code == 201}) == 1
+        assert await orders.orders() == 1

@@ -238,3 +238,37 @@ async def test_an_in_flight_key_whose_request_died_is_taken_over_after_the_lock_
     retry = await orders.client.post("/orders", json=body, headers=keyed("dead"))
     assert retry.status_code == 201
     assert await orders.orders() == 1
+
+
+async def test_a_key_left_in_flight_by_a_crash_is_retaken_after_the_lock_timeout(
+    orders: OrdersHarness, products: ProductsStub
+) -> None:
+    from mercato.orders.domain import request_fingerprint
+    from mercato.orders.repository import IdempotencyRepository
+    from mercato.orders.schemas import PlaceOrder
+
+    body = {"items": [{"product_id": products.add(), "quantity": 1}]}
+    fingerprint = request_fingerprint(PlaceOrder.model_validate(body).model_dump(mode="json"))
+
+    async def crashed_claim(key: str, age: timedelta) -> None:
+        when = datetime.now(UTC) - age
+        async with orders.database.unit_of_work() as uow:
+            await IdempotencyRepository(uow.session).claim(
+                user_id="alice",
+                key=key,
+                fingerprint=fingerprint,
+                now=when,
+                expires_at=when + timedelta(days=1),
+            )
+            await uow.commit()
+
+    await crashed_claim("recent", timedelta(seconds=1))
+    await crashed_claim("stale", timedelta(minutes=5))  # the lock timeout is 60 s
+    assert (
+        await orders.client.post("/orders", json=body, headers=keyed("recent"))
+    ).status_code == 409
+    retaken = await orders.client.post("/orders", json=body, headers=keyed("stale"))
+    assert retaken.status_code == 201
+    replay = await orders.client.post("/orders", json=body, headers=keyed("stale"))
+    assert replay.json()["id"] == retaken.json()["id"]
+    assert await orders.orders() == 1
