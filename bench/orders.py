@@ -114,6 +114,58 @@ async def scenario(base_url: str) -> dict[str, Any]:
     }
 
 
+async def stages(urls: dict[str, str]) -> dict[str, float]:
+    """Median seconds of each hop of the saga, from the outbox and inbox timestamps."""
+    from sqlalchemy import select
+
+    from mercato.messaging.tables import inbox, outbox
+    from mercato.platform.db import Database
+
+    async def rows(service: str, statement: Any) -> list[Any]:
+        database = Database(urls[service], schema=service)
+        try:
+            async with database.unit_of_work(read_only=True) as uow:
+                return list((await uow.session.execute(statement)).all())
+        finally:
+            await database.dispose()
+
+    def created(event_type: str) -> Any:
+        return select(outbox.c.event_id, outbox.c.created_at).where(
+            outbox.c.event_type == event_type
+        )
+
+    def handled(consumer: str, event_type: str) -> Any:
+        return select(inbox.c.event_id, inbox.c.handled_at).where(
+            inbox.c.consumer == consumer, inbox.c.event_type == event_type
+        )
+
+    placed = await rows("orders", created("order.placed"))
+    reserved = await rows("products", created("stock.reserved"))
+    products_in = dict(await rows("products", handled("products", "order.placed")))
+    orders_in = dict(await rows("orders", handled("orders", "stock.reserved")))
+
+    def hop(events: list[Any], handled_at: dict[str, datetime]) -> float:
+        waits = [
+            (_aware(handled_at[event_id]) - _aware(at)).total_seconds()
+            for event_id, at in events
+            if event_id in handled_at
+        ]
+        return statistics.median(waits) * 1000 if waits else float("nan")
+
+    # Each hop: the event's commit (outbox row) -> the consumer's commit (inbox row), i.e.
+    # relay + broker + queueing + handling.
+    return {
+        "placed->reserved_ms": hop(placed, products_in),
+        "reserved->confirmed_ms": hop(reserved, orders_in),
+    }
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 def run_topology(name: str, env: dict[str, str]) -> dict[str, Any]:
     environment = {**FLOW_ENV, "LOG_LEVEL": "WARNING", **env}
     with (
@@ -121,6 +173,11 @@ def run_topology(name: str, env: dict[str, str]) -> dict[str, Any]:
         mercato_up(Path(tmp), _ports(), env=environment) as up,
     ):
         result = asyncio.run(scenario(up.base_url))
+        urls = {
+            service: env.get("DATABASE_URL") or f"sqlite+aiosqlite:///{up.data_dir / service}.db"
+            for service in ("orders", "products")
+        }
+        result["stages"] = asyncio.run(stages(urls))
     result["topology"] = name
     return result
 
@@ -194,6 +251,11 @@ def main() -> int:
             cells.append(f"{run[key]:>11.1f} ({ratio:4.2f}x)")
         print(f"{run['topology']:<10}" + "".join(f"{c:>20}" for c in cells))
     print(f"(ratios relative to embedded; all {sum(r['confirmed'] for r in results)} confirmed)")
+    hops = list(base["stages"])
+    print("\nmedian ms per hop of the saga (event committed -> consumer committed its effect)")
+    print(f"{'topology':<10}" + "".join(f"{hop.removesuffix('_ms'):>20}" for hop in hops))
+    for run in results:
+        print(f"{run['topology']:<10}" + "".join(f"{run['stages'][h]:>20.1f}" for h in hops))
     print(f"results: {RESULTS.relative_to(ROOT)}")
     return 0
 
