@@ -243,6 +243,9 @@ class MessagingSettings(BaseSettings):
 
 
 class GatewaySettings(BaseSettings):
+    """The front door: routes, upstream timeouts and breakers, limits, headers (see README,
+    "Gateway")."""
+
     upstream_timeout: float = Field(10.0, gt=0, description="seconds to wait for an upstream")
     upstream_connect_timeout: float = Field(
         2.0, gt=0, description="seconds to connect to an upstream"
@@ -254,26 +257,40 @@ class GatewaySettings(BaseSettings):
         description='JSON {"service": ["http://a:8003", "http://b:8003"]}; '
         "default: the four services' *_URL (comma-separated URLs are balanced)",
     )
-    upstream_retries: int = Field(1, ge=0, le=5, description="extra tries, idempotent calls only")
+    upstream_retries: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="extra tries on another instance: calls that never reached one, "
+        "and idempotent calls whose connection broke",
+    )
     upstream_fail_timeout: float = Field(
         10.0, gt=0, description="seconds a failing instance is skipped (breaker reset timeout)"
     )
     upstream_fail_threshold: int = Field(
         5, ge=1, description="consecutive failures that open an instance's breaker"
     )
-    rate_limit_enabled: bool = True
-    rate_limit_api: str = Field("600/minute", description="per client address at the gateway")
-    rate_limit_user: str = Field("1200/minute", description="per signed-in user at the gateway")
+    rate_limit_enabled: bool = Field(True, description="rate limits at the gateway")
+    rate_limit_api: str = Field(
+        "600/minute",
+        description="per client address at the gateway (requests without a valid token)",
+    )
+    rate_limit_user: str = Field(
+        "1200/minute", description="per signed-in user at the gateway (instead of per address)"
+    )
     rate_limit_routes: dict[str, str] = Field(
         default_factory=dict,
         description='JSON {"auth": "120/minute"}: per-client limit of one route group',
     )
     auth_offload: bool = Field(True, description="verify bearer tokens at the gateway")
-    content_security_policy: str = (
+    content_security_policy: str = Field(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
+        "object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'",
+        description="on every gateway answer that sets none (pages with a nonce set their own)",
     )
-    referrer_policy: str = "strict-origin-when-cross-origin"
+    referrer_policy: str = Field(
+        "strict-origin-when-cross-origin", description="on every gateway answer"
+    )
 
     @field_validator("rate_limit_api", "rate_limit_user")
     @classmethod
