@@ -3,6 +3,8 @@ banner, offline docs, the merged OpenAPI, and a forged token refused at the door
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 
@@ -70,3 +72,32 @@ def test_a_forged_token_is_refused_at_the_gateway(mercato: RunningMercato) -> No
     )
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_the_docs_authorize_flow_works_through_the_gateway(mercato: RunningMercato) -> None:
+    """What Swagger UI's Authorize button does: the password form at the merged schema's
+    token URL, then a call with the token it got."""
+    base = mercato.base_url
+    document = httpx.get(f"{base}/openapi.json").json()
+    flows = [
+        scheme["flows"]["password"]["tokenUrl"]
+        for scheme in document["components"]["securitySchemes"].values()
+        if "password" in scheme.get("flows", {})
+    ]
+    assert flows
+    assert flows[0] == "/api/v1/auth/token"
+    username = f"docs{uuid.uuid4().hex[:10]}"
+    password = "Docs-pass-123"
+    registered = httpx.post(
+        f"{base}/api/v1/auth/register",
+        json={"username": username, "email": f"{username}@example.com", "password": password},
+    )
+    assert registered.status_code == 201, registered.text
+    token = httpx.post(f"{base}{flows[0]}", data={"username": username, "password": password})
+    assert token.status_code == 200, token.text
+    me = httpx.get(
+        f"{base}/api/v1/auth/me",
+        headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+    )
+    assert me.status_code == 200
+    assert me.json()["username"] == username
