@@ -112,7 +112,7 @@ class Servers:
     pin: bool
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, name: str, factory: str, env: dict[str, str]) -> str:
+    def start(self, name: str, factory: str, env: dict[str, str]) -> tuple[str, int]:
         port = free_port()
         command = [
             PYTHON,
@@ -145,7 +145,7 @@ class Servers:
         base = f"http://127.0.0.1:{port}"
         ready = f"{base}/readyz" if factory.startswith("mercato") else f"{base}/products/x"
         wait_until_ready(ready, process)
-        return base
+        return base, process.pid  # taskset execs the server: the same pid
 
     def stop(self) -> None:
         for process in self.processes:
@@ -217,6 +217,22 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    #: The server process's own CPU time per request (user + system): unlike requests per
+    #: second, it barely moves when other processes compete for the cores.
+    cpu_us_per_request: float | None = None
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -236,7 +252,8 @@ def _found(pattern: str, output: str) -> str:
     return match.group(1)
 
 
-def wrk(url: str, seconds: float, pin: bool) -> Run:
+def wrk(url: str, seconds: float, pin: bool, pid: int | None = None) -> Run:
+    before = cpu_seconds(pid) if pid else None
     command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--latency", url]
     output = subprocess.run(
         pinned(LOAD_CORE, command, pin), capture_output=True, text=True, check=True
@@ -246,11 +263,20 @@ def wrk(url: str, seconds: float, pin: bool) -> Run:
         errors += int(found.group(1))
     if found := re.search(r"Socket errors:.*?timeout (\d+)", output):
         errors += int(found.group(1))
+    requests = int(_found(r"(\d+) requests in", output))
+    after = cpu_seconds(pid) if pid else None
+    cpu = (
+        round((after - before) / requests * 1e6, 1)
+        if before is not None and after is not None and requests
+        else None
+    )
     return Run(
         rps=float(_found(r"Requests/sec:\s+([\d.]+)", output)),
         p50_ms=_ms(_found(r"\s50%\s+(\S+)", output)),
         p99_ms=_ms(_found(r"\s99%\s+(\S+)", output)),
         errors=errors,
+        requests=requests,
+        cpu_us_per_request=cpu,
     )
 
 
@@ -261,6 +287,7 @@ class Scenario:
     cache: str  # "off" | "memory" | "redis" | "-"
     endpoint: str  # "product" | "list"
     url: str
+    pid: int | None = None
 
 
 def start_products(
@@ -270,7 +297,7 @@ def start_products(
     cache: str,
     database_url: str | None,
     redis_url: str | None,
-) -> str:
+) -> tuple[str, int]:
     env = {
         "ENVIRONMENT": "development",
         "LOG_LEVEL": "WARNING",
@@ -291,8 +318,8 @@ def start_products(
 def plan(servers: Servers, workdir: Path, use_postgres: bool) -> tuple[list[Scenario], list[str]]:
     scenarios: list[Scenario] = []
     databases: list[str] = []
-    base = servers.start("constant", "bench.products:constant_app", {})
-    scenarios.append(Scenario("baseline", "-", "-", "product", f"{base}/products/constant"))
+    base, pid = servers.start("constant", "bench.products:constant_app", {})
+    scenarios.append(Scenario("baseline", "-", "-", "product", f"{base}/products/constant", pid))
     redis_index = 12
     for database in ("sqlite", "postgres"):
         if database == "postgres" and not use_postgres:
@@ -310,13 +337,21 @@ def plan(servers: Servers, workdir: Path, use_postgres: bool) -> tuple[list[Scen
                 if redis_url is None:
                     print(f"  skipped {database}/{cache}: Redis is not answering")
                     continue
-            url = start_products(servers, workdir, database, cache, database_url, redis_url)
+            url, pid = start_products(servers, workdir, database, cache, database_url, redis_url)
             product_id = get_json(f"{url}/products?limit=1&sort=name")["items"][0]["id"]
             name = f"{database}/{cache}"
             scenarios.append(
-                Scenario(name, database, cache, "product", f"{url}/products/{product_id}")
+                Scenario(name, database, cache, "product", f"{url}/products/{product_id}", pid)
             )
-            scenarios.append(Scenario(name, database, cache, "list", f"{url}/products?limit=20"))
+            scenarios.append(
+                Scenario(name, database, cache, "list", f"{url}/products?limit=20", pid)
+            )
+            if database == "sqlite" and cache == "memory":
+                # The platform's own cost: a constant JSON body through the same app and
+                # middleware (request id, metrics), to tell it apart from the catalogue's.
+                scenarios.append(
+                    Scenario("app /healthz", "-", "-", "healthz", f"{url}/healthz", pid)
+                )
     return scenarios, databases
 
 
@@ -348,6 +383,9 @@ def summarize(scenarios: list[Scenario], runs: dict[Scenario, list[Run]]) -> lis
                 if cold and scenario.cache not in {"off", "-"}
                 else None,
                 "baseline_over_this": round(baseline.rps / run.rps, 2),
+                "cpu_over_baseline": round(run.cpu_us_per_request / baseline.cpu_us_per_request, 2)
+                if run.cpu_us_per_request and baseline.cpu_us_per_request
+                else None,
             }
         )
     return rows
@@ -356,7 +394,7 @@ def summarize(scenarios: list[Scenario], runs: dict[Scenario, list[Run]]) -> lis
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
         f"{'scenario':<21} {'endpoint':<8} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} "
-        f"{'warm/cold':>9} {'base/this':>9}"
+        f"{'warm/cold':>9} {'base/this':>9} {'cpu us':>7} {'cpu/base':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -365,6 +403,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(
             f"{row['scenario']:<21} {row['endpoint']:<8} {row['rps']:>8.0f} {row['p50_ms']:>8.2f} "
             f"{row['p99_ms']:>8.2f} {row['errors']:>4} {warm:>9} {row['baseline_over_this']:>8.2f}x"
+            f" {row['cpu_us_per_request'] or 0:>7.0f} {row['cpu_over_baseline'] or 0:>7.2f}x"
         )
 
 
@@ -387,6 +426,15 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if warm_product:
         found["warm_product_worst_baseline_ratio"] = max(warm_product)
         found["warm_product_within_2x_of_baseline"] = max(warm_product) <= 2
+    warm_cpu = [
+        row["cpu_over_baseline"]
+        for row in rows
+        if row["endpoint"] == "product"
+        and row["cache"] not in {"off", "-"}
+        and row["cpu_over_baseline"]
+    ]
+    if warm_cpu:
+        found["warm_product_worst_cpu_over_baseline"] = max(warm_cpu)
     return found
 
 
@@ -415,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             for round_number in range(args.rounds):
                 print(f"round {round_number + 1}/{args.rounds}", flush=True)
                 for scenario in scenarios:
-                    runs[scenario].append(wrk(scenario.url, args.duration, pin))
+                    runs[scenario].append(wrk(scenario.url, args.duration, pin, scenario.pid))
         finally:
             servers.stop()
             for name in databases:
