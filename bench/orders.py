@@ -2,16 +2,17 @@
 
 Two topologies, the same scenario: embedded defaults (SQLite files, memory cache and broker)
 and the servers of this machine (PostgreSQL in a throw-away database, Redis, RabbitMQ on a
-private exchange). For each: sign up shoppers, stock one product for every order, place
-``ORDERS`` orders ``CONCURRENCY`` at a time (each with an Idempotency-Key), and wait until
-every one is confirmed.
+private exchange). For each: sign up shoppers, stock ``PRODUCTS`` products with enough for
+every order, place ``ORDERS`` orders ``CONCURRENCY`` at a time, spread over the products
+(each with an Idempotency-Key), and wait until every one is confirmed. ``BENCH_PRODUCTS=1``
+makes every reservation update one row: the hot-item case.
 
 Reported per topology: throughput (orders confirmed per second, from the first POST to the
 last confirmation), the POST latency (p50/p99), and the time from POST to ``confirmed``
 (p50/p99, from the order's own ``created_at`` / ``updated_at``, so polling adds nothing).
 The table gives the servers' figures as a ratio of the embedded ones.
 
-    .venv/bin/python -m bench.orders        # about a minute; JSON in bench/results/orders.json
+    .venv/bin/python -m bench.orders        # a minute or two; JSON in bench/results/orders.json
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ from support.servers import (  # noqa: E402
 
 ORDERS = int(os.environ.get("BENCH_ORDERS", "300"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "20"))
+#: Orders are spread over this many products; 1 makes every reservation fight for one row.
+PRODUCTS = int(os.environ.get("BENCH_PRODUCTS", "10"))
 SHOPPERS = 10
 RESULTS = ROOT / "bench" / "results" / "orders.json"
 
@@ -74,7 +77,7 @@ async def scenario(base_url: str) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=CONCURRENCY * 2)
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
         token = await admin_token(client)
-        product_id = await create_product(client, token, stock=ORDERS * 2)
+        product_ids = [await create_product(client, token, stock=ORDERS) for _ in range(PRODUCTS)]
         shoppers = await sign_up(client, SHOPPERS)
         gate = asyncio.Semaphore(CONCURRENCY)
         post_latency: list[float] = []
@@ -84,7 +87,7 @@ async def scenario(base_url: str) -> dict[str, Any]:
             async with gate:
                 started = time.perf_counter()
                 placed = await place_with_retries(
-                    client, shopper, [{"product_id": product_id, "quantity": 1}]
+                    client, shopper, [{"product_id": product_ids[i % PRODUCTS], "quantity": 1}]
                 )
                 post_latency.append(time.perf_counter() - started)
             return shopper, placed.order_id
@@ -231,9 +234,8 @@ def main() -> int:
         else:
             results.append(run_topology("servers", env))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps({"orders": ORDERS, "concurrency": CONCURRENCY, "runs": results}, indent=2)
-    )
+    summary = {"orders": ORDERS, "concurrency": CONCURRENCY, "products": PRODUCTS, "runs": results}
+    RESULTS.write_text(json.dumps(summary, indent=2))
     base = results[0]
     columns = [
         ("throughput_per_s", "orders/s"),
@@ -242,7 +244,7 @@ def main() -> int:
         ("confirmed_p50_ms", "->confirmed p50 ms"),
         ("confirmed_p99_ms", "->confirmed p99 ms"),
     ]
-    print(f"\n{ORDERS} orders, {CONCURRENCY} at a time, through the gateway")
+    print(f"\n{ORDERS} orders over {PRODUCTS} products, {CONCURRENCY} at a time, via the gateway")
     print(f"{'topology':<10}" + "".join(f"{label:>20}" for _, label in columns))
     for run in results:
         cells = []
