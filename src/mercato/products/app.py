@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import structlog
@@ -31,6 +33,32 @@ def should_seed(settings: Settings) -> bool:
     return settings.seed_demo_catalogue
 
 
+async def listen_for_invalidations(
+    url: str | None,
+    catalogue: CatalogueCache,
+    on_listening: Callable[[], None],
+    opened: list[Broadcast],
+) -> None:
+    """Subscribe to other instances' invalidations, retrying until Redis answers (a cache
+    outage at start-up must not keep the service down); then call ``on_listening``. The
+    subscribed broadcast is appended to ``opened`` for the caller to close."""
+    delay = 0.5
+    while True:
+        broadcast = Broadcast.from_url(url)
+        try:
+            await broadcast.start()
+            await broadcast.subscribe(INVALIDATION_CHANNEL, catalogue.on_remote_invalidation)
+        except Exception as exc:  # any failure to connect: a fresh client later
+            await broadcast.close()
+            log.warning("cache invalidations not heard yet; retrying", error=type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            continue
+        opened.append(broadcast)
+        on_listening()
+        return
+
+
 def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
     """Bind the read cache's layers and the invalidation broadcast; seed an empty
     catalogue if asked to."""
@@ -38,35 +66,49 @@ def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
     @asynccontextmanager
     async def hook(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
         settings = context.settings
-        broadcast = Broadcast.from_url(settings.redis_url)
-        await broadcast.start()
-        try:
-            unsubscribe = await broadcast.subscribe(
-                INVALIDATION_CHANNEL, catalogue.on_remote_invalidation
+        publisher = Broadcast.from_url(settings.redis_url)
+        await publisher.start()  # no I/O yet; a failed publish is logged, never raised
+        opened: list[Broadcast] = [publisher]
+
+        async def announce(payload: str) -> int:
+            return await publisher.publish(INVALIDATION_CHANNEL, payload)
+
+        if settings.redis_url:
+            # Redis is shared. A local layer in front of it is only safe once this instance
+            # hears the others' invalidations, so it is switched on when that starts.
+            catalogue.bind(None, context.cache, announce)
+            local = (
+                MemoryCache("products", max_entries=settings.cache_max_entries)
+                if settings.products_local_cache_ttl > 0
+                else None
             )
 
-            async def announce(payload: str) -> int:
-                return await broadcast.publish(INVALIDATION_CHANNEL, payload)
-
-            if settings.redis_url:  # Redis is shared; a local layer in front is optional
-                local = (
-                    MemoryCache("products", max_entries=settings.cache_max_entries)
-                    if settings.products_local_cache_ttl > 0
-                    else None
-                )
+            def on_listening() -> None:
                 catalogue.bind(local, context.cache, announce)
-            else:  # the memory cache is this instance's own
+        else:  # the memory cache is this instance's own
+
+            def on_listening() -> None:
                 catalogue.bind(context.cache, None, announce)
+
+        listening = asyncio.create_task(
+            listen_for_invalidations(settings.redis_url, catalogue, on_listening, opened)
+        )
+        try:
+            if settings.redis_url is None:
+                await listening  # in process: immediate
             if should_seed(settings) and await catalogue_is_empty(context.db):
                 async with context.db.unit_of_work() as uow:
                     added = await seed_catalogue(uow, catalogue, demo_catalogue())
                     await uow.commit()
                 log.info("seeded the demo catalogue", products=added)
             yield
-            await unsubscribe()
         finally:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
             catalogue.bind(None)
-            await broadcast.close()
+            for broadcast in opened:
+                await broadcast.close()
 
     def start(app: FastAPI, context: ServiceContext) -> AbstractAsyncContextManager[None]:
         return hook(app, context)

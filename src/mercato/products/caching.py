@@ -30,6 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mercato.platform.cache import Cache
+from mercato.platform.errors import ServiceUnavailable
 
 log = structlog.stdlib.get_logger("mercato.products.cache")
 
@@ -160,9 +161,26 @@ class CatalogueCache:
         ids = list(product_ids)
         self._generation += 1
         for layer in self._layers():
-            await self._forget(layer, ids)
+            try:
+                await self._forget(layer, ids)
+            except _CACHE_OUTAGES as exc:
+                # The change is committed: failing now would only make the client retry a
+                # write that happened. While the cache is down reads bypass it; its stale
+                # entries can outlive the outage by at most the cache TTL.
+                log.error("cache invalidation failed", error=repr(exc), products=ids)
         if self._announce is not None:
             await self._announce(json.dumps({"from": self.instance, "ids": ids}))
+
+    async def ensure_writable(self) -> None:
+        """Refuse a write (503, nothing changed) when its invalidation could not happen."""
+        if not self.enabled or self._shared is None:
+            return
+        try:
+            await self._shared.ping()
+        except _CACHE_OUTAGES:
+            raise ServiceUnavailable(
+                "The catalogue cache is unavailable; nothing was changed."
+            ) from None
 
     async def on_remote_invalidation(self, payload: str) -> None:
         """Another instance wrote: drop the local copies it names (the broadcast listener)."""

@@ -92,6 +92,7 @@ def _after_commit_invalidate(
 
 async def create_product(uow: UnitOfWork, cache: CatalogueCache, data: ProductCreate) -> ProductRow:
     """Add a product (``product.created``); :class:`DuplicateSku` if the sku is taken."""
+    await cache.ensure_writable()
     products = ProductRepository(uow.session)
     if await products.sku_exists(data.sku):
         raise DuplicateSku(data.sku)
@@ -123,6 +124,7 @@ async def update_product(
     uow: UnitOfWork, cache: CatalogueCache, product_id: str, data: ProductUpdate
 ) -> ProductRow:
     """Change some fields of a product (``product.updated`` if anything changed)."""
+    await cache.ensure_writable()
     products = ProductRepository(uow.session)
     row = None if "\x00" in product_id else await products.get_for_update(product_id)
     if row is None:
@@ -142,6 +144,7 @@ async def update_product(
 
 async def delete_product(uow: UnitOfWork, cache: CatalogueCache, product_id: str) -> None:
     """Remove a product (``product.deleted``)."""
+    await cache.ensure_writable()
     products = ProductRepository(uow.session)
     row = None if "\x00" in product_id else await products.get_for_update(product_id)
     if row is None:

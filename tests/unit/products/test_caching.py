@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from mercato.platform.cache import MemoryCache
+from mercato.platform.errors import ServiceUnavailable
 from mercato.products.caching import CatalogueCache, Representation, etag_matches, list_key
 
 pytestmark = pytest.mark.anyio
@@ -228,3 +229,26 @@ async def test_malformed_invalidations_are_ignored(catalogue: CatalogueCache) ->
         await catalogue.on_remote_invalidation(payload)
     await catalogue.product("p1", load)
     assert load.calls == 1
+
+
+class DownCache(BrokenCache):
+    async def delete(self, *keys: str) -> None:
+        raise ConnectionError("cache down")
+
+    async def invalidate_tags(self, *tags: str) -> int:
+        raise ConnectionError("cache down")
+
+    async def ping(self) -> None:
+        raise ConnectionError("cache down")
+
+
+async def test_writes_are_refused_before_they_start_when_the_shared_cache_is_down() -> None:
+    catalogue = CatalogueCache(enabled=True)
+    catalogue.bind(None, DownCache("products"))
+    with pytest.raises(ServiceUnavailable):
+        await catalogue.ensure_writable()
+    await catalogue.invalidate(["p1"])  # after a commit: logged, never raised
+
+
+async def test_a_memory_only_cache_never_refuses_writes(catalogue: CatalogueCache) -> None:
+    await catalogue.ensure_writable()
