@@ -457,10 +457,11 @@ def chart(table: dict[str, dict[str, Any]], path: Path) -> None:
         )
     right.bar(names, [table[n]["p50_ms"] for n in names], label="p50", color="#6aa56a")
     right.bar(names, [table[n]["p99_ms"] for n in names], label="p99", color="#d08a3c", alpha=0.45)
-    right.set_title("latency (ms)")
+    right.set_title("latency (ms, log scale)")
     right.legend()
+    right.set_yscale("log")
     for axis in (left, right):
-        axis.tick_params(axis="x", rotation=30)
+        axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
     figure.suptitle("GET /products/{id}: direct, through the gateway, through nginx")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -475,7 +476,7 @@ def profile(servers: Servers, urls: dict[str, str], pem: str, token: str, second
     """
     products_base = urls["constant"].split("/products/")[0]
     port = free_port()
-    out = RESULTS / "gateway-profile.txt"
+    out = servers.workdir / "gateway-profile-full.txt"
     command = [
         PYTHON,
         "-m",
@@ -483,8 +484,6 @@ def profile(servers: Servers, urls: dict[str, str], pem: str, token: str, second
         "-r",
         "text",
         "--show-all",
-        "-p",
-        "processor_options.filter_threshold=0.01",
         "-o",
         str(out),
         "-m",
@@ -518,7 +517,24 @@ def profile(servers: Servers, urls: dict[str, str], pem: str, token: str, second
     print(f"  profiled gateway: {run.rps:.0f} rps (profiler overhead included)")
     process.send_signal(signal.SIGINT)
     process.wait(timeout=60)
-    return out
+    compact = RESULTS / "gateway-profile.txt"
+    compact.write_text(compact_profile(out.read_text(encoding="utf-8")), encoding="utf-8")
+    return compact
+
+
+_TIMED_LINE = re.compile(r"^[^0-9]*?(\d+\.\d+) ")
+
+
+def compact_profile(text: str, share: float = 0.01) -> str:
+    """The pyinstrument text report without the frames under ``share`` of the total time."""
+    lines = text.splitlines()
+    total = next((float(m.group(1)) for line in lines if (m := _TIMED_LINE.match(line))), 0.0)
+    kept = [
+        line
+        for line in lines
+        if not (m := _TIMED_LINE.match(line)) or float(m.group(1)) >= share * total
+    ]
+    return "\n".join(kept) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
