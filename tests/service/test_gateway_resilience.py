@@ -26,7 +26,7 @@ async def test_dead_upstream_opens_the_breaker_then_503_fast_then_closes_when_he
     settings = gateway_settings(
         {"products": server.url},
         upstream_fail_threshold=2,
-        upstream_fail_timeout=0.5,
+        upstream_fail_timeout=2.0,  # long enough for the restart below even on a busy machine
         upstream_retries=0,
     )
     async with running(settings) as (_, http):
@@ -39,7 +39,7 @@ async def test_dead_upstream_opens_the_breaker_then_503_fast_then_closes_when_he
             assert refused.status_code == 503
             assert refused.headers["content-type"] == "application/problem+json"
             assert refused.json()["type"] == "urn:mercato:problem:circuit-open"
-            assert refused.headers["retry-after"] == "1"
+            assert refused.headers["retry-after"] in {"1", "2"}
             assert standin.received == []
             metrics = (await http.get("/metrics")).text
             assert breaker_state(metrics, "products") == 2
@@ -47,7 +47,7 @@ async def test_dead_upstream_opens_the_breaker_then_503_fast_then_closes_when_he
                 'gateway_upstream_errors_total{kind="circuit_open",upstream="products"}' in metrics
             )
 
-            await asyncio.sleep(0.6)  # past the reset timeout: one trial call is let through
+            await asyncio.sleep(2.1)  # past the reset timeout: one trial call is let through
             healed = await http.get("/api/v1/products/echo")
             assert healed.status_code == 200
             assert len(standin.received) == 1
