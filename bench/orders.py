@@ -7,9 +7,11 @@ every order, place ``ORDERS`` orders ``CONCURRENCY`` at a time, spread over the 
 (each with an Idempotency-Key), and wait until every one is confirmed. ``BENCH_PRODUCTS=1``
 makes every reservation update one row: the hot-item case.
 
-Reported per topology: throughput (orders confirmed per second, from the first POST to the
-last confirmation), the POST latency (p50/p99), and the time from POST to ``confirmed``
-(p50/p99, from the order's own ``created_at`` / ``updated_at``, so polling adds nothing).
+Before the load, ``IDLE_ORDERS`` orders are placed one at a time on the idle system (API.md
+promises ``confirmed`` or ``rejected`` within two seconds). Reported per topology: throughput
+(orders confirmed per second, from the first POST to the last confirmation), the POST
+latency (p50/p99), and the time from POST to ``confirmed`` (p50/p99, from the order's own
+``created_at`` / ``updated_at``, so polling adds nothing), idle and under load.
 The table gives the servers' figures as a ratio of the embedded ones.
 
     .venv/bin/python -m bench.orders        # a minute or two; JSON in bench/results/orders.json
@@ -57,6 +59,7 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "20"))
 #: Orders are spread over this many products; 1 makes every reservation fight for one row.
 PRODUCTS = int(os.environ.get("BENCH_PRODUCTS", "10"))
 SHOPPERS = 10
+IDLE_ORDERS = 10
 RESULTS = ROOT / "bench" / "results" / "orders.json"
 
 
@@ -77,8 +80,11 @@ async def scenario(base_url: str) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=CONCURRENCY * 2)
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
         token = await admin_token(client)
-        product_ids = [await create_product(client, token, stock=ORDERS) for _ in range(PRODUCTS)]
+        product_ids = [
+            await create_product(client, token, stock=ORDERS + IDLE_ORDERS) for _ in range(PRODUCTS)
+        ]
         shoppers = await sign_up(client, SHOPPERS)
+        idle = await idle_latencies(client, shoppers[0], product_ids[0])
         gate = asyncio.Semaphore(CONCURRENCY)
         post_latency: list[float] = []
 
@@ -114,7 +120,30 @@ async def scenario(base_url: str) -> dict[str, Any]:
         "confirmed_p50_ms": percentile(to_confirmed, 50) * 1000,
         "confirmed_p99_ms": percentile(to_confirmed, 99) * 1000,
         "confirmed_mean_ms": statistics.fmean(to_confirmed) * 1000,
+        "idle_confirmed_p50_ms": percentile(idle, 50) * 1000,
+        "idle_confirmed_max_ms": max(idle) * 1000,
     }
+
+
+async def idle_latencies(client: httpx.AsyncClient, shopper: Any, product_id: str) -> list[float]:
+    """POST -> confirmed of ``IDLE_ORDERS`` orders placed one at a time on an idle system
+    (API.md promises two seconds), from the order's own timestamps."""
+    latencies: list[float] = []
+    for _ in range(IDLE_ORDERS):
+        placed = await place_with_retries(
+            client, shopper, [{"product_id": product_id, "quantity": 1}]
+        )
+        assert placed.order_id is not None
+        order = (await wait_settled(client, [(shopper, placed.order_id)], interval=0.01))[
+            placed.order_id
+        ]
+        latencies.append(
+            (
+                datetime.fromisoformat(order["updated_at"])
+                - datetime.fromisoformat(order["created_at"])
+            ).total_seconds()
+        )
+    return latencies
 
 
 async def stages(urls: dict[str, str]) -> dict[str, float]:
@@ -243,6 +272,8 @@ def main() -> int:
         ("post_p99_ms", "POST p99 ms"),
         ("confirmed_p50_ms", "->confirmed p50 ms"),
         ("confirmed_p99_ms", "->confirmed p99 ms"),
+        ("idle_confirmed_p50_ms", "idle ->conf. p50"),
+        ("idle_confirmed_max_ms", "idle ->conf. max"),
     ]
     print(f"\n{ORDERS} orders over {PRODUCTS} products, {CONCURRENCY} at a time, via the gateway")
     print(f"{'topology':<10}" + "".join(f"{label:>20}" for _, label in columns))
