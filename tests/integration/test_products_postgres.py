@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import text
@@ -117,3 +118,72 @@ async def test_nul_characters_are_refused_not_a_server_error(postgres_url: str) 
             await client.patch("/products/a%00", json={"name": "x"}, headers=admin)
         ).status_code == 404
         assert (await client.delete("/products/a%00", headers=admin)).status_code == 404
+
+
+class TcpProxy:
+    """A TCP forwarder the test can cut, to take the database away from the service."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self.writers |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.transport.abort()
+        await self.server.wait_closed()
+
+
+async def test_a_database_outage_is_a_503(postgres_url: str) -> None:
+    """The database goes away: reads that need it and writes answer 503 problem+json
+    (cached reads keep working), and nothing internal leaks."""
+    parts = urlsplit(postgres_url)
+    proxy = TcpProxy(parts.port or 5432)
+    port = await proxy.start()
+    proxied = parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}").geturl()
+    async with running_products(database_url=proxied, graceful_timeout=1) as products:
+        cached = await products.create(sku="OUT", name="Cached")
+        url = f"/products/{cached['id']}"
+        assert (await products.client.get(url)).status_code == 200
+        await proxy.cut()
+        assert (await products.client.get(url)).status_code == 200  # from the cache
+        for response in (
+            await products.client.get("/products/another-id"),
+            await products.client.get("/products", params={"q": "x"}),
+            await products.client.post(
+                "/products",
+                json={"sku": "NEW", "name": "n", "price": "1.00"},
+                headers=products.admin,
+            ),
+        ):
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+            assert "asyncpg" not in response.text
+            assert "127.0.0.1" not in response.text
