@@ -175,3 +175,12 @@ async def test_concurrent_misses_query_the_database_once(products: RunningProduc
     assert {response.status_code for response in responses} == {200}
     assert len({response.headers["etag"] for response in responses}) == 1
     assert len(statements) == 1
+
+
+async def test_cache_outcomes_are_counted_in_the_metrics(products: RunningProducts) -> None:
+    product = await products.create(sku="M1", name="Metered")
+    for _ in range(3):
+        await products.client.get(f"/products/{product['id']}")
+    metrics = (await products.client.get("/metrics")).text
+    assert 'products_cache_reads_total{outcome="miss"} 1.0' in metrics
+    assert 'products_cache_reads_total{outcome="local"} 2.0' in metrics

@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from prometheus_client import Counter
 
 from mercato.messaging import MESSAGING_MIGRATIONS, Broadcast, messaging_hook
 from mercato.platform.app import LifespanHook, ServiceContext, create_service_app, open_database
@@ -66,6 +67,14 @@ def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
     @asynccontextmanager
     async def hook(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
         settings = context.settings
+        reads = Counter(
+            "products_cache_reads_total",
+            "Catalogue reads by outcome: local or shared (cache hits), miss, bypass "
+            "(cache off or unavailable).",
+            ["outcome"],
+            registry=context.registry,
+        )
+        catalogue.on_read = lambda outcome: reads.labels(outcome).inc()
         publisher = Broadcast.from_url(settings.redis_url)
         await publisher.start()  # no I/O yet; a failed publish is logged, never raised
         opened: list[Broadcast] = [publisher]

@@ -108,6 +108,12 @@ def product_key(product_id: str) -> str:
 
 
 Loader = Callable[[], Awaitable[Representation]]
+
+
+def _ignore(outcome: str) -> None:
+    return None
+
+
 Announce = Callable[[str], Awaitable[object]]
 
 
@@ -139,6 +145,9 @@ class CatalogueCache:
         self._announce: Announce | None = None
         self._generation = 0
         self._flights: dict[tuple[str, int], asyncio.Task[Representation]] = {}
+        #: Called with the outcome of every read: "local", "shared" (hits), "miss",
+        #: "bypass" (cache off or down); the app counts them in its metrics.
+        self.on_read: Callable[[str], None] = _ignore
 
     def bind(
         self,
@@ -208,18 +217,22 @@ class CatalogueCache:
     async def _read(self, key: str, load: Loader, *, tags: Iterable[str]) -> Representation:
         layers = self._layers()
         if not self.enabled or not layers:
+            self.on_read("bypass")
             return await load()
         for depth, layer in enumerate(layers):
             try:
                 hit = await layer.get(key)
             except _CACHE_OUTAGES as exc:
                 log.warning("cache unavailable; reading from the database", error=repr(exc))
+                self.on_read("bypass")
                 return await load()
             if hit is not None:
+                self.on_read("local" if layer is self._local else "shared")
                 if depth:  # found in the shared layer: keep a local copy too
                     generation = self._generation
                     await self._store(layers[:depth], key, hit, list(tags), generation)
                 return Representation.decode(hit)
+        self.on_read("miss")
         flight = (key, self._generation)
         task = self._flights.get(flight)
         if task is None:
