@@ -3,7 +3,9 @@ request ids, round-robin, retries, timeouts and body limits."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -183,6 +185,44 @@ async def test_a_refused_connection_is_retried_on_another_instance_for_any_metho
         answers = [await http.post("/api/v1/orders/echo", content=b"{}") for _ in range(4)]
     assert [answer.status_code for answer in answers] == [200, 200, 200, 200]
     assert len(live.received) == 4
+
+
+async def test_an_instance_that_cannot_be_reached_in_time_is_skipped_for_any_method() -> None:
+    live = StandIn("live")
+    with stalled_listener() as stalled:
+        async with (
+            serve(live) as upstream,
+            running(
+                gateway_settings({"orders": [stalled, upstream.url]}, upstream_connect_timeout=0.2)
+            ) as (_, http),
+        ):
+            answers = [await http.post("/api/v1/orders/echo", content=b"{}") for _ in range(2)]
+            metrics = (await http.get("/metrics")).text
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert len(live.received) == 2
+    assert 'gateway_upstream_errors_total{kind="connect",upstream="orders"} 2.0' in metrics
+
+
+@contextlib.contextmanager
+def stalled_listener() -> Iterator[str]:
+    """A port whose accept queue is full, so a new connection hangs in the handshake."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()
 
 
 async def test_a_dropped_connection_is_retried_only_for_idempotent_methods() -> None:

@@ -294,12 +294,12 @@ class ServiceProxy:
                     scope, receive, send, too_large, scope["state"].get("request_id")
                 )
                 return _Outcome.DONE
+            if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
+                permit.failure()  # never connected: nothing was sent, any method may retry
+                return self._failed(upstream.name, "connect", _Outcome.NOT_SENT)
             if isinstance(exc, TimeoutError):
                 permit.failure()
                 return self._failed(upstream.name, "timeout", _Outcome.TIMEOUT)
-            if isinstance(exc, aiohttp.ClientConnectorError):
-                permit.failure()
-                return self._failed(upstream.name, "connect", _Outcome.NOT_SENT)
             if isinstance(exc, aiohttp.ClientConnectionError):
                 permit.failure()
                 return self._failed(upstream.name, "disconnect", _Outcome.BROKEN)
