@@ -122,7 +122,8 @@ async def stock_of(products: RunningProducts, product_id: str) -> int:
 
 async def race_for_stock(products: RunningProducts, *, orders: int = 25) -> None:
     """``orders`` concurrent two-line orders race for 3 units of one product and 5 of
-    another: exactly 3 are reserved, all-or-nothing, and no stock goes below zero."""
+    another: exactly 3 are reserved, all-or-nothing, and no stock goes below zero; then
+    every order is cancelled twice at once, and exactly the reserved stock comes back."""
     scarce = await products.create(sku="SCARCE", name="Scarce", stock=3)
     plenty = await products.create(sku="PLENTY", name="Plenty", stock=5)
     placed = [
@@ -142,3 +143,14 @@ async def race_for_stock(products: RunningProducts, *, orders: int = 25) -> None
     }
     shown = await products.client.get(f"/products/{scarce['id']}")
     assert shown.json()["stock"] == 0
+
+    # Every cancellation delivered twice, all at once: each reservation is released once.
+    cancels = [
+        order_cancelled(event["data"]["order_id"], (plenty["id"], 1), (scarce["id"], 1))
+        for event in reserved + rejected
+    ]
+    released = await asyncio.gather(*(release(products, c) for c in cancels + cancels))
+    assert released.count(True) == 3
+    assert await stock_of(products, scarce["id"]) == 3
+    assert await stock_of(products, plenty["id"]) == 5
+    assert len(await products.events("stock.released")) == 3
