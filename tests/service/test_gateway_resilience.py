@@ -48,6 +48,7 @@ async def test_dead_upstream_opens_the_breaker_then_503_fast_then_closes_when_he
             )
 
             await asyncio.sleep(2.1)  # past the reset timeout: one trial call is let through
+            assert breaker_state((await http.get("/metrics")).text, "products") == 1
             healed = await http.get("/api/v1/products/echo")
             assert healed.status_code == 200
             assert len(standin.received) == 1

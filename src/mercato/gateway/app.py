@@ -59,13 +59,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def run_gateway(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
         metrics = GatewayMetrics(context.registry)
         async with AsyncExitStack() as stack:
-            upstreams = build_upstreams(
-                route_table(settings), settings, on_state_change=metrics.breaker_changed
-            )
+            upstreams = build_upstreams(route_table(settings), settings)
             for upstream in upstreams.values():
                 stack.push_async_callback(upstream.close)
-                for instance in upstream.instances:
-                    metrics.track(instance.breaker)
+            metrics.track(
+                instance.breaker
+                for upstream in upstreams.values()
+                for instance in upstream.instances
+            )
             guards: list[Guard] = []
             verifier = token_verifier(settings) if settings.auth_offload else None
             if verifier is not None:

@@ -6,14 +6,19 @@ increment per metric.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from mercato.platform.observability import LATENCY_BUCKETS
-from mercato.platform.resilience import STATE_CODES, BreakerState, CircuitBreaker
+from mercato.platform.resilience import CircuitBreaker
 
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
         self._requests = Counter(
             "gateway_upstream_requests_total",
             "Answers received from upstream services, by upstream and status.",
@@ -31,12 +36,6 @@ class GatewayMetrics:
             "gateway_upstream_errors_total",
             "Upstream calls that failed: timeout, connect, disconnect, circuit_open.",
             ["upstream", "kind"],
-            registry=registry,
-        )
-        self._breaker = Gauge(
-            "gateway_circuit_breaker_state",
-            "Circuit breaker of each upstream instance: 0 closed, 1 half-open, 2 open.",
-            ["upstream", "instance"],
             registry=registry,
         )
         self._refused = Counter(
@@ -65,12 +64,25 @@ class GatewayMetrics:
     def refused(self, reason: str) -> None:
         self._refused.labels(reason).inc()
 
-    def breaker_changed(
-        self, breaker: CircuitBreaker, old: BreakerState, new: BreakerState
-    ) -> None:
-        upstream, _, instance = breaker.name.partition("@")
-        self._breaker.labels(upstream, instance).set(STATE_CODES[new])
+    def track(self, breakers: Iterable[CircuitBreaker]) -> None:
+        """Publish the state of ``breakers`` as ``gateway_circuit_breaker_state``."""
+        self._registry.register(BreakerStates(list(breakers)))
 
-    def track(self, breaker: CircuitBreaker) -> None:
-        """Publish ``breaker``'s current state (the listener keeps it current)."""
-        self.breaker_changed(breaker, breaker.state, breaker.state)
+
+class BreakerStates(Collector):
+    """``gateway_circuit_breaker_state{upstream,instance}``, read at scrape time: an open
+    breaker whose timeout has passed shows half-open even if no call has come since."""
+
+    def __init__(self, breakers: list[CircuitBreaker]) -> None:
+        self.breakers = breakers
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "gateway_circuit_breaker_state",
+            "Circuit breaker of each upstream instance: 0 closed, 1 half-open, 2 open.",
+            labels=["upstream", "instance"],
+        )
+        for breaker in self.breakers:
+            upstream, _, instance = breaker.name.partition("@")
+            family.add_metric([upstream, instance], breaker.state_code)
+        yield family
