@@ -313,3 +313,14 @@ async def test_only_allowed_hosts_are_answered_but_probes_always_are() -> None:
     assert page.status_code == 400
     assert (exact.status_code, wildcard.status_code, probe.status_code) == (200, 200, 200)
     assert len(standin.received) == 2
+
+
+async def test_an_answer_with_its_own_policy_keeps_it() -> None:
+    own = "default-src 'self'; script-src 'self' 'nonce-abc123'"
+    standin = StandIn(response_headers=[(b"content-security-policy", own.encode())])
+    async with (
+        serve(standin) as upstream,
+        running(gateway_settings({"products": upstream.url})) as (_, http),
+    ):
+        response = await http.get("/api/v1/products/echo")
+    assert response.headers.get_list("content-security-policy") == [own]
