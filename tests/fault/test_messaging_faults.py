@@ -1,4 +1,6 @@
-"""The five fault tests of issue 3, on a private RabbitMQ node and on the memory broker.
+"""The five fault tests of issue 3, on a private RabbitMQ node and on the memory broker,
+and those that apply to Kafka on a Tansu broker (2-5: Tansu keeps its data in memory here,
+so killing it, test 1, would lose the log itself).
 
 1. the broker is killed for 5+ s while 500 events are produced: all 500 take effect once;
 2. a consumer crashes after its transaction committed, before the ack: the redelivery is
@@ -31,6 +33,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import insert
 
+from mercato.messaging.brokers.kafka import _KafkaDelivery
 from mercato.messaging.brokers.memory import _MemoryDelivery
 from mercato.messaging.brokers.rabbitmq import _RabbitDelivery
 from mercato.messaging.tables import outbox
@@ -49,6 +52,7 @@ from support.messaging_apps import (
     unsent_count,
 )
 from support.rabbit_node import RabbitNode
+from support.tansu import tansu_broker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.fault]
 
@@ -65,7 +69,13 @@ def rabbit_node() -> Iterator[RabbitNode]:
         node.cleanup()
 
 
-@pytest.fixture(params=["memory", "rabbitmq"])
+@pytest.fixture(scope="module")
+def kafka_url() -> Iterator[str]:
+    with tansu_broker() as url:
+        yield url
+
+
+@pytest.fixture(params=["memory", "rabbitmq", "kafka"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -83,6 +93,8 @@ def settings_for(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
         if backend == "rabbitmq":
             node: RabbitNode = request.getfixturevalue("rabbit_node")
             values["broker_url"] = node.url
+        if backend == "kafka":
+            values["broker_url"] = request.getfixturevalue("kafka_url")
         values.update(overrides)
         return messaging_settings(**values)
 
@@ -101,7 +113,7 @@ async def running(*apps: FastAPI) -> AsyncIterator[None]:
 async def tap(settings: Settings) -> AsyncIterator[list[str]]:
     """Every message the exchange routes, as seen by a queue bound to ``#`` (RabbitMQ)."""
     seen: list[str] = []
-    if not settings.broker_url:
+    if not (settings.broker_url or "").startswith("amqp"):
         yield seen
         return
     connection = await aio_pika.connect(settings.broker_url)
@@ -184,7 +196,11 @@ async def test_2_crash_after_commit_before_ack_is_skipped_by_the_inbox(
 ) -> None:
     settings = settings_for()
     behaviour = Behaviour()
-    delivery_class = _RabbitDelivery if backend == "rabbitmq" else _MemoryDelivery
+    delivery_class = {
+        "memory": _MemoryDelivery,
+        "rabbitmq": _RabbitDelivery,
+        "kafka": _KafkaDelivery,
+    }[backend]
     original_ack = delivery_class.ack
     sabotaged: list[str] = []
 
@@ -240,7 +256,7 @@ async def test_3_producer_killed_between_commit_and_publish(
     # RabbitMQ: the consumer's queue exists (and stays) while the producer dies. Memory: the
     # consumer runs inside the dying process, as under `mercato up`.
     async with AsyncExitStack() as stack:
-        if backend == "rabbitmq":
+        if backend != "memory":
             await stack.enter_async_context(running(consumer))
         result = await asyncio.to_thread(
             subprocess.run,
