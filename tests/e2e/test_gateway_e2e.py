@@ -101,3 +101,46 @@ def test_the_docs_authorize_flow_works_through_the_gateway(mercato: RunningMerca
     )
     assert me.status_code == 200
     assert me.json()["username"] == username
+
+
+@pytest.mark.integration
+def test_the_gateway_rows_on_postgres_redis_and_rabbitmq(
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_url: str,
+    redis_url: str,
+    redis_prefix: str,
+    broker_server_url: str,
+) -> None:
+    from support.processes import mercato_up
+    from support.servers import free_port
+
+    ports: set[int] = set()
+    while len(ports) < 5:
+        ports.add(free_port())
+    names = ["gateway", "auth", "users", "products", "orders"]
+    env = {
+        "DATABASE_URL": postgres_url,
+        "REDIS_URL": redis_url,
+        "BROKER_URL": broker_server_url,
+        "MESSAGING_EXCHANGE": f"mercato.test.{redis_prefix}",
+        "RATE_LIMIT_PREFIX": redis_prefix,
+        "RATE_LIMIT_API": "4/minute",
+    }
+    with mercato_up(
+        tmp_path_factory.mktemp("gateway-e2e-servers"),
+        dict(zip(names, sorted(ports), strict=True)),
+        env=env,
+    ) as running:
+        base = running.base_url
+        ready = httpx.get(f"{base}/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["ratelimit"] == "ok"
+        answers = [httpx.get(f"{base}/api/v1/products") for _ in range(5)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 200, 429]
+        assert answers[0].headers["ratelimit-limit"] == "4"
+        assert "retry-after" in answers[-1].headers
+        for answer in answers:
+            assert all(name in answer.headers for name in SECURITY_HEADERS)
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'gateway_upstream_requests_total{status="200",upstream="products"} 4.0' in metrics
+        assert 'gateway_refused_total{reason="rate-limited"} 1.0' in metrics
