@@ -11,8 +11,9 @@ aiohttp session per service (docs/adr/0003-gateway-http-client.md). For each req
 5. streams the request up and the response down, dropping hop-by-hop headers, setting
    ``X-Forwarded-For/Proto/Host`` and passing ``X-Request-ID``;
 6. maps a slow upstream to 504 and an unreachable one to 502, counting both against the
-   instance's breaker (and 502/503/504 answers too), and retries on another instance when
-   the call never reached an upstream, or when the method is idempotent.
+   instance's breaker (and 502/503/504 answers too), and retries on another instance a
+   call that never reached an upstream (refused, or no connection in time), and an
+   idempotent call whose connection broke; a timed-out call is not retried.
 
 In-flight requests are counted so that shutdown can drain them (:meth:`ServiceProxy.drain`).
 """
