@@ -162,6 +162,21 @@ async def test_a_route_group_has_its_own_limit() -> None:
     assert products == [200, 200]
 
 
+async def test_a_route_group_limit_applies_to_signed_in_requests_too() -> None:
+    standin = StandIn()
+    token = bearer(issue_token("user-9"))
+    async with (
+        serve(standin) as upstream,
+        running(
+            gateway_settings({"auth": upstream.url}, rate_limit_routes={"auth": "2/minute"})
+        ) as (_, http),
+    ):
+        statuses = [
+            (await http.get("/api/v1/auth/echo", headers=token)).status_code for _ in range(3)
+        ]
+    assert statuses == [200, 200, 429]
+
+
 async def test_the_per_user_limit_follows_the_token_not_the_address() -> None:
     standin = StandIn()
     token = issue_token("user-1")
