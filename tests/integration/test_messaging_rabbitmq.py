@@ -189,3 +189,31 @@ async def test_relays_on_postgres_never_send_a_row_twice(
 
 async def test_dead_letter_queue_name_is_per_group() -> None:
     assert dead_letter_queue_name("mercato.events", "orders") == "mercato.events.orders.dlq"
+
+
+async def test_quorum_queues_carry_events_too(broker_server_url: str) -> None:
+    settings = messaging_settings(
+        broker_url=broker_server_url,
+        messaging_exchange=f"test-{uuid.uuid4().hex[:10]}",
+        messaging_queue_type="quorum",
+    )
+    behaviour = Behaviour()
+    producer, consumer = producer_app(settings), consumer_app(settings, behaviour)
+    try:
+        async with running(consumer, producer):
+            await publish_things(producer.state.context.db, range(5))
+            await drain(producer, consumer, within=20)
+            assert len(behaviour.seen) == 5
+        connection = await aio_pika.connect(broker_server_url)
+        try:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(
+                f"{settings.messaging_exchange}.products",
+                durable=True,
+                arguments={"x-queue-type": "quorum"},
+            )  # redeclaring with the same arguments succeeds: it is a quorum queue
+            assert queue.name.endswith(".products")
+        finally:
+            await connection.close()
+    finally:
+        await delete_rabbit_topology(settings, ["products"])

@@ -3,20 +3,24 @@ broker choice, relay housekeeping."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select
 
 from mercato.messaging import MESSAGING_MIGRATIONS, Envelope, Handlers, OutboxRelay
-from mercato.messaging.brokers import create_broker
+from mercato.messaging.brokers import Broker, OutgoingMessage, Subscription, create_broker
 from mercato.messaging.brokers.memory import MemoryBroker
 from mercato.messaging.consumer import backoff
 from mercato.messaging.envelope import MalformedMessage, parse_raw, typed
 from mercato.messaging.tables import inbox, outbox
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.migrations import upgrade
-from support.messaging_apps import FollowUp, ThingHappened
+from support.messaging_apps import FollowUp, ThingHappened, publish_things
 
 pytestmark = pytest.mark.anyio
 
@@ -121,3 +125,39 @@ async def test_prune_drops_old_sent_rows_and_old_inbox_rows_only() -> None:
     assert count == 1
     assert age > 39 * 86_400
     await database.dispose()
+
+
+async def test_one_relay_per_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/orders.db"
+    first_db, second_db = Database(url), Database(url)
+    await upgrade(first_db, [MESSAGING_MIGRATIONS])
+    await publish_things(first_db, range(3))
+    broker = RecordingBroker()
+    first = OutboxRelay(first_db, broker, service="orders")
+    second = OutboxRelay(second_db, broker, service="orders")
+    assert await first.run_once() == 3  # takes the file's relay lock
+    await publish_things(first_db, range(3, 5))
+    assert await second.run_once() == 0  # another relay owns this file
+    await first.stop()  # flushes what is committed (3, 4), then releases the lock
+    await publish_things(first_db, [5])
+    assert await second.run_once() == 1
+    await second.stop()
+    assert broker.sent == [0, 1, 2, 3, 4, 5]
+    await first_db.dispose()
+    await second_db.dispose()
+
+
+class RecordingBroker(Broker):
+    """Confirms everything at once and remembers the order of what it got."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
+    async def publish(self, messages: Sequence[OutgoingMessage], settled: Any = None) -> None:
+        self.sent += [json.loads(m.body)["data"]["n"] for m in messages]
+
+    async def subscribe(self, *args: Any, **kwargs: Any) -> Subscription:
+        raise NotImplementedError
+
+    async def ping(self) -> None:
+        return None
