@@ -1,16 +1,28 @@
-"""Every products row of API.md through the gateway of a real `mercato up` (embedded
-defaults: SQLite files, memory cache and broker; development seeds the demo catalogue)."""
+"""Every products row of API.md through the gateway of a real `mercato up`: on embedded
+defaults (SQLite files, memory cache and broker), then on PostgreSQL, Redis and RabbitMQ.
+Both run in development, which seeds the demo catalogue."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, contextmanager
+from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import pytest
+from redis import Redis
 
 from support.processes import RunningMercato, mercato_up
-from support.servers import free_port
+from support.servers import (
+    TEST_BROKER_URL,
+    TEST_DATABASE_URL,
+    TEST_REDIS_URL,
+    free_port,
+    require_server,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -22,18 +34,62 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMercato]:
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new PostgreSQL database on the test server, dropped afterwards."""
+    parts = urlsplit(server_url.replace("+asyncpg", ""))
+    name = f"mercato_e2e_{uuid.uuid4().hex[:12]}"
+    admin_dsn = parts._replace(path="/postgres").geturl()
+
+    async def run(sql: str) -> None:
+        connection = await asyncpg.connect(admin_dsn)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield parts._replace(scheme="postgresql+asyncpg", path=f"/{name}").geturl()
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(
+    scope="module",
+    params=["embedded", pytest.param("servers", marks=pytest.mark.integration)],
+)
+def shop(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningMercato]:
+    """`mercato up` on embedded defaults, then on PostgreSQL + Redis + RabbitMQ."""
     ports: set[int] = set()
     while len(ports) < 5:
         ports.add(free_port())
     names = ["gateway", "auth", "users", "products", "orders"]
     env = {"MERCATO_ADMIN_USERNAME": ADMIN, "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD}
-    with mercato_up(
-        tmp_path_factory.mktemp("products-e2e"),
-        dict(zip(names, sorted(ports), strict=True)),
-        env=env,
-    ) as running:
+    with ExitStack() as stack:
+        if request.param == "servers":
+            database = stack.enter_context(
+                fresh_database(require_server(TEST_DATABASE_URL, 5432, "PostgreSQL"))
+            )
+            redis = require_server(TEST_REDIS_URL, 6379, "Redis").rsplit("/", 1)[0] + "/10"
+            env |= {
+                "DATABASE_URL": database,
+                "REDIS_URL": redis,
+                "BROKER_URL": require_server(TEST_BROKER_URL, 5672, "RabbitMQ"),
+                "MESSAGING_EXCHANGE": f"mercato.e2e.{uuid.uuid4().hex[:10]}",
+            }
+            client = Redis.from_url(redis)
+            client.flushdb()  # a Redis database of this test's own: lists keyed by query
+            client.close()
+        running = stack.enter_context(
+            mercato_up(
+                tmp_path_factory.mktemp(f"products-e2e-{request.param}"),
+                dict(zip(names, sorted(ports), strict=True)),
+                env=env,
+            )
+        )
         yield running
 
 
