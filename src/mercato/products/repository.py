@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, func, insert, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -188,8 +188,3 @@ class ReservationRepository:
             .order_by(ReservationLineRow.product_id)
         )
         return [Line(row.product_id, row.quantity) for row in await self.session.execute(statement)]
-
-    async def forget_lines(self, order_id: str) -> None:
-        await self.session.execute(
-            delete(ReservationLineRow).where(ReservationLineRow.order_id == order_id)
-        )
