@@ -37,9 +37,9 @@ async def test_every_line_is_reserved_and_announced(products: RunningProducts) -
     assert (await stock_of(products, a["id"]), await stock_of(products, b["id"])) == (3, 0)
     [event] = await products.events("stock.reserved")
     assert event["data"]["order_id"] == "o-1"
-    assert sorted(event["data"]["items"], key=lambda line: line["quantity"]) == sorted(
+    assert sorted(event["data"]["items"], key=lambda line: line["product_id"]) == sorted(
         [{"product_id": a["id"], "quantity": 2}, {"product_id": b["id"], "quantity": 2}],
-        key=lambda line: line["quantity"],
+        key=lambda line: line["product_id"],
     )
 
 
