@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 
@@ -55,11 +55,25 @@ class MessagingRuntime:
     broker: Broker
     relay: OutboxRelay
     consumer: Consumer | None = None
+    #: More consumer groups a service runs on the same broker (see :meth:`attach`).
+    extra_consumers: list[Consumer] = field(default_factory=list)
+
+    def attach(self, consumer: Consumer) -> None:
+        """Count another consumer group of this service in :meth:`pending` (and so in
+        ``support.messaging.drain``); its owner still starts and stops it."""
+        self.extra_consumers.append(consumer)
+
+    def detach(self, consumer: Consumer) -> None:
+        if consumer in self.extra_consumers:
+            self.extra_consumers.remove(consumer)
 
     async def pending(self) -> int:
-        """Rows not yet sent plus messages this service's group has not settled."""
+        """Rows not yet sent plus messages this service's groups have not settled."""
         backlog, _ = await self.relay.backlog()
-        return backlog + (await self.consumer.pending() if self.consumer else 0)
+        consumers = [self.consumer] if self.consumer else []
+        for consumer in [*consumers, *self.extra_consumers]:
+            backlog += await consumer.pending()
+        return backlog
 
 
 @asynccontextmanager

@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import insert, select
 
-from mercato.messaging import MESSAGING_MIGRATIONS
+from mercato.messaging import MESSAGING_MIGRATIONS, Consumer
 from mercato.messaging.tables import dead_letters, outbox
 from mercato.platform.db import Database
 from mercato.platform.migrations import upgrade
@@ -230,3 +231,24 @@ async def test_the_traceparent_of_the_request_travels_in_the_envelope() -> None:
             payloads = (await uow.session.execute(select(outbox.c.payload))).scalars().all()
     assert traces == {1: trace, 2: None}
     assert sum(trace in payload for payload in payloads) == 1  # the follow-up of event 1
+
+
+async def test_an_attached_consumer_group_counts_as_pending() -> None:
+    class Busy:
+        async def pending(self) -> int:
+            return 7
+
+    producer = producer_app(messaging_settings())
+    consumer = consumer_app(messaging_settings(), Behaviour())
+    async with running(consumer, producer):
+        await publish_things(producer.state.context.db, range(3))
+        await drain(producer, consumer)
+        runtime = consumer.state.messaging
+        assert await runtime.pending() == 0
+        busy = cast(Consumer, Busy())
+        runtime.attach(busy)
+        assert await runtime.pending() == 7
+        with pytest.raises(TimeoutError, match="pending"):
+            await drain(producer, consumer, within=0.2)
+        runtime.detach(busy)
+        assert await runtime.pending() == 0
