@@ -134,7 +134,9 @@ def create_service_app(
     return app
 
 
-def get_context(request: Request) -> ServiceContext:
+async def get_context(request: Request) -> ServiceContext:
+    # async on purpose: FastAPI runs a plain `def` dependency in the thread pool, which
+    # costs more than the lookup itself on every request.
     context: ServiceContext = request.app.state.context
     return context
 
