@@ -87,13 +87,17 @@ class KafkaBroker(Broker):
                     with contextlib.suppress(Exception):
                         await producer.stop()
                     raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await producer.stop()
+                    raise
                 self._producer = producer
         return self._producer
 
     async def _create_topics(self) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.servers, request_timeout_ms=10_000)
-        await admin.start()
         try:
+            await admin.start()
             for name, partitions in ((self.topic, self.partitions), (self.dead_letter_topic, 1)):
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(
@@ -211,7 +215,12 @@ class _KafkaSubscription(Subscription):
             auto_offset_reset="earliest",
             max_poll_records=self.prefetch,
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:  # a half-started consumer still holds connections
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
         return consumer
 
     async def _run(self) -> None:
@@ -223,13 +232,21 @@ class _KafkaSubscription(Subscription):
                     delay = 0.5
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.prefetch)
                 if batches:
-                    await asyncio.gather(
-                        *(self._partition(tp, records) for tp, records in batches.items())
-                    )
+                    outcomes = await asyncio.gather(
+                        *(self._partition(tp, records) for tp, records in batches.items()),
+                        return_exceptions=True,
+                    )  # every partition finishes its batch before any reconnect
+                    for outcome in outcomes:
+                        if isinstance(outcome, BaseException):
+                            raise outcome
             except asyncio.CancelledError:
                 raise
-            except (KafkaError, BrokerUnavailable, OSError) as exc:
-                log.warning("Kafka consumer error; reconnecting", group=self.group, error=str(exc))
+            except Exception as exc:  # uncommitted records are read again after reconnecting
+                log.warning(
+                    "Kafka consumer error; reconnecting",
+                    group=self.group,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
                 await self._close_consumer()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
