@@ -26,10 +26,7 @@ def route_table(settings: Settings) -> dict[str, list[str]]:
     if settings.gateway_routes:
         table = dict(settings.gateway_routes)
     else:
-        table = {
-            service: [url.strip() for url in settings.service_url(service).split(",")]
-            for service in BACKEND_SERVICES
-        }
+        table = {service: settings.service_urls(service) for service in BACKEND_SERVICES}
     return {
         service: [url.rstrip("/") for url in urls if url.strip()] for service, urls in table.items()
     }

@@ -475,15 +475,21 @@ class Settings(
         port: int = getattr(self, "port" if service == "gateway" else f"{service}_port")
         return port
 
-    def service_url(self, service: ServiceName) -> str:
-        """Where other processes reach ``service``: its ``*_URL`` or one derived from its port."""
+    def service_urls(self, service: ServiceName) -> list[str]:
+        """Every instance of ``service``: its ``*_URL`` (comma-separated for several) or one
+        URL derived from its port."""
         explicit: str | None = getattr(self, f"{service}_url", None)
         if explicit:
-            return explicit.rstrip("/")
+            return [url.strip().rstrip("/") for url in explicit.split(",") if url.strip()]
         host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.service_port(service)}"
+        return [f"http://{host}:{self.service_port(service)}"]
+
+    def service_url(self, service: ServiceName) -> str:
+        """Where other processes reach ``service`` (the first instance when several are set;
+        the gateway balances over all of them)."""
+        return self.service_urls(service)[0]
 
     def database_url_for(self, service: ServiceName) -> str:
         """The service's own database: its override, the shared URL, or an embedded SQLite."""

@@ -141,6 +141,13 @@ class TestPrecedence:
         assert settings.service_url("products") == "http://127.0.0.1:9103"
         assert settings.service_url("users") == "http://users.internal:80"
 
+    def test_several_instances_of_a_service(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PRODUCTS_URL", "http://p1:8003, http://p2:8003/")
+        settings = load_settings(env_file=None)
+
+        assert settings.service_urls("products") == ["http://p1:8003", "http://p2:8003"]
+        assert settings.service_url("products") == "http://p1:8003"
+
     def test_comma_separated_lists(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
         monkeypatch.setenv("TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1")
