@@ -22,6 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 #: A readiness check: returns normally when the dependency answers, raises otherwise.
 Probe = Callable[[], Awaitable[Any]]
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -43,10 +44,21 @@ class HttpMetrics:
             buckets=LATENCY_BUCKETS,
         )
         self.service = service
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(self.service, method, route, str(status)).inc()
-        self.latency.labels(self.service, method, route).observe(seconds)
+        if method not in KNOWN_METHODS:
+            method = "OTHER"  # a client must not be able to mint label values
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:  # label lookups are costly; each combination is resolved once
+            children = (
+                self.requests.labels(self.service, method, route, str(status)),
+                self.latency.labels(self.service, method, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 def metrics_payload(registry: CollectorRegistry) -> bytes:

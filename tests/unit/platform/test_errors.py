@@ -163,3 +163,14 @@ async def test_requests_are_counted_by_route_template() -> None:
 
     text = generate_latest(registry).decode()
     assert 'route="/items/{item_id}",service="test",status="200"} 2.0' in text
+
+
+async def test_an_invented_method_cannot_mint_metric_labels() -> None:
+    registry = CollectorRegistry()
+    transport = httpx.ASGITransport(app=build_app(expose=False, registry=registry))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        await client.request("BREW", "/items/1")
+
+    text = generate_latest(registry).decode()
+    assert 'method="OTHER"' in text
+    assert "BREW" not in text
