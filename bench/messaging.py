@@ -202,6 +202,9 @@ async def main() -> int:
         ceiling = await sqlite_ceiling(tmp)
         print(f"  SQLite write transactions per second (ceiling): {ceiling:.0f}", flush=True)
         results.append(await scenario("memory + SQLite", settings("memory")))
+        results.append(
+            await scenario("memory + SQLite, prefetch 1", settings("memory1", messaging_prefetch=1))
+        )
         if _answers(TEST_BROKER_URL, 5672):
             rabbit = settings(
                 "rabbit",
@@ -232,14 +235,15 @@ async def main() -> int:
     base = results[0]
     print(f"\n{EVENTS} events x {RUNS} runs, {PER_TX} per transaction; latency over {PROBES}")
     print(f"SQLite ceiling: {ceiling:.0f} write transactions/s on this machine")
-    header = f"{'scenario':<24}{'events/s':>10}{'vs memory':>11}{'vs ceiling':>12}"
+    width = max(len(row["scenario"]) for row in results) + 2
+    header = f"{'scenario':<{width}}{'events/s':>10}{'vs memory':>11}{'vs ceiling':>12}"
     print(f"{header}{'p50 ms':>9}{'p99 ms':>9}")
     for row in results:
         ratio = row["events_per_second_median"] / base["events_per_second_median"]
         row["throughput_vs_memory"] = round(ratio, 2)
         row["throughput_vs_sqlite_ceiling"] = round(row["events_per_second_median"] / ceiling, 2)
         print(
-            f"{row['scenario']:<24}{row['events_per_second_median']:>10.0f}{ratio:>11.2f}"
+            f"{row['scenario']:<{width}}{row['events_per_second_median']:>10.0f}{ratio:>11.2f}"
             f"{row['throughput_vs_sqlite_ceiling']:>12.2f}"
             f"{row['latency_p50_ms']:>9.2f}{row['latency_p99_ms']:>9.2f}"
         )
