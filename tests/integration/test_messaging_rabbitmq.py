@@ -21,6 +21,7 @@ from mercato.platform.settings import Settings
 from support.messaging import drain
 from support.messaging_apps import (
     Behaviour,
+    ThingHappened,
     consumer_app,
     dead_letter_count,
     delete_rabbit_topology,
@@ -217,3 +218,24 @@ async def test_quorum_queues_carry_events_too(broker_server_url: str) -> None:
             await connection.close()
     finally:
         await delete_rabbit_topology(settings, ["products"])
+
+
+async def test_an_event_published_before_its_group_ever_connected_is_kept(
+    rabbit_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like the bootstrap admin's `user.registered`, published before users subscribes:
+    the publisher declared every known group's queue, so the event waits there."""
+    monkeypatch.setattr(
+        "mercato.messaging.runtime.CONSUMER_GROUPS", {"products": (ThingHappened.event_type,)}
+    )
+    producer = producer_app(rabbit_settings)
+    async with running(producer):
+        await publish_things(producer.state.context.db, range(5))
+        await drain(producer, within=20)
+        assert await unsent_count(producer.state.context.db) == 0
+
+    behaviour = Behaviour()
+    consumer = consumer_app(rabbit_settings, behaviour)
+    async with running(consumer):
+        await drain(consumer, within=20)
+        assert sorted(e.data.n for e in behaviour.seen) == list(range(5))

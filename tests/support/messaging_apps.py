@@ -192,7 +192,9 @@ async def delete_rabbit_topology(settings: Settings, groups: list[str]) -> None:
         retry_queue_name,
     )
     from mercato.messaging.runtime import retry_delays
+    from mercato.messaging.topology import CONSUMER_GROUPS
 
+    groups = sorted({*groups, *CONSUMER_GROUPS})  # every known group is declared on connect
     assert settings.broker_url is not None
     exchange = settings.messaging_exchange
     connection = await aio_pika.connect(settings.broker_url)

@@ -13,6 +13,7 @@ from mercato.messaging.brokers import Broker, create_broker
 from mercato.messaging.consumer import Consumer, Handlers, backoff
 from mercato.messaging.metrics import MessagingMetrics
 from mercato.messaging.outbox import OutboxRelay
+from mercato.messaging.topology import CONSUMER_GROUPS
 from mercato.platform.app import ServiceContext
 from mercato.platform.logging import get_logger
 from mercato.platform.migrations import MigrationHistory
@@ -44,6 +45,7 @@ def broker_for(settings: Settings) -> Broker:
         queue_type=settings.messaging_queue_type,
         retry_delays=retry_delays(settings),
         startup_grace=settings.messaging_startup_grace,
+        known_groups=CONSUMER_GROUPS,
     )
 
 

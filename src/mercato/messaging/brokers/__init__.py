@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from mercato.messaging.brokers.base import (
     Broker,
     BrokerUnavailable,
@@ -20,6 +22,7 @@ def create_broker(
     queue_type: str = "classic",
     retry_delays: tuple[float, ...] = (),
     startup_grace: float = 0.0,
+    known_groups: Mapping[str, Sequence[str]] | None = None,
 ) -> Broker:
     """The broker for ``url``: memory (unset), RabbitMQ (``amqp://``), Kafka (``kafka://``)."""
     if not url or url.startswith("memory:"):
@@ -30,7 +33,11 @@ def create_broker(
         from mercato.messaging.brokers.rabbitmq import RabbitBroker
 
         return RabbitBroker(
-            url, exchange=exchange, queue_type=queue_type, retry_delays=retry_delays
+            url,
+            exchange=exchange,
+            queue_type=queue_type,
+            retry_delays=retry_delays,
+            known_groups=known_groups,
         )
     if url.startswith("kafka://"):
         from mercato.messaging.brokers.kafka import KafkaBroker

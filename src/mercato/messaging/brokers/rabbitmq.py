@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -74,8 +74,12 @@ class RabbitBroker(Broker):
         queue_type: str = "classic",
         retry_delays: tuple[float, ...] = (),
         connect_timeout: float = 5.0,
+        known_groups: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.url, self.exchange_name, self.queue_type = url, exchange, queue_type
+        #: Groups whose queues are declared and bound on connect, before anything is
+        #: published, so that no event is dropped for a group that has not connected yet.
+        self.known_groups = dict(known_groups or {})
         self.retry_delays = retry_delays or (1.0,)
         self.connect_timeout = connect_timeout
         self._connection: AbstractRobustConnection | None = None
@@ -114,10 +118,23 @@ class RabbitBroker(Broker):
                     await channel.declare_exchange(
                         self.dlx_name, aio_pika.ExchangeType.DIRECT, durable=True
                     )
+                    await self._declare_known_groups(channel, self._exchange)
                     self._channel = channel
                 except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as exc:
                     raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
         return self._channel
+
+    async def _declare_known_groups(
+        self, channel: AbstractChannel, exchange: AbstractExchange
+    ) -> None:
+        for group, routing_keys in self.known_groups.items():
+            queue = await channel.declare_queue(
+                queue_name(self.exchange_name, group),
+                durable=True,
+                arguments=self._queue_arguments(),
+            )
+            for key in routing_keys:
+                await queue.bind(exchange, key)
 
     async def close(self) -> None:
         for subscription in list(self._subscriptions):
