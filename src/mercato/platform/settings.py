@@ -231,10 +231,14 @@ class MessagingSettings(BaseSettings):
     messaging_retry_backoff: float = Field(0.5, gt=0, description="first retry delay, seconds")
     messaging_retry_backoff_max: float = Field(30.0, gt=0, description="longest retry delay")
     messaging_prefetch: int = Field(16, ge=1, description="unacked messages per consumer")
-    messaging_queue_type: Literal["classic", "quorum"] = "classic"
-    messaging_exchange: str = Field("mercato.events", min_length=1)
+    messaging_queue_type: Literal["classic", "quorum"] = Field(
+        "classic", description="RabbitMQ queue type: classic on one node, quorum on a cluster"
+    )
+    messaging_exchange: str = Field(
+        "mercato.events", min_length=1, description="topic exchange (Kafka: topic) of the events"
+    )
     outbox_poll_interval: float = Field(1.0, gt=0, description="relay safety-net poll, seconds")
-    outbox_batch_size: int = Field(200, ge=1)
+    outbox_batch_size: int = Field(200, ge=1, description="outbox rows the relay sends at once")
     outbox_retention: float = Field(7 * 86_400.0, ge=0, description="keep sent rows, seconds")
     inbox_retention: float = Field(30 * 86_400.0, ge=0, description="dedupe window, seconds")
     messaging_startup_grace: float = Field(
