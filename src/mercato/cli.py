@@ -355,11 +355,14 @@ def config_show(
 @config_app.command("docs")
 def config_docs(
     env: Annotated[bool, typer.Option("--env", help="Print .env.example instead.")] = False,
+    readme: Annotated[bool, typer.Option("--readme", help="Print README's table.")] = False,
 ) -> None:
-    """Print the configuration reference (docs/configuration.md) or .env.example."""
-    from mercato.platform.config_docs import configuration_markdown, env_example
+    """Print the configuration reference (docs/configuration.md), .env.example, or the
+    README's configuration table."""
+    from mercato.platform.config_docs import configuration_markdown, env_example, readme_table
 
-    typer.echo(env_example() if env else configuration_markdown(), nl=False)
+    text = env_example() if env else readme_table() if readme else configuration_markdown()
+    typer.echo(text, nl=False)
 
 
 @config_app.command("check")

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from mercato.platform.config_docs import configuration_markdown, env_example
+from mercato.platform.config_docs import (
+    README_END,
+    README_START,
+    configuration_markdown,
+    env_example,
+    readme_table,
+)
 from mercato.platform.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -37,3 +43,10 @@ def test_every_setting_is_in_both_files() -> None:
         variable = "MERCATO_" + name.upper() if name.startswith("admin_") else name.upper()
         assert f"`{variable}`" in reference
         assert f"# {variable}=" in example
+
+
+def test_the_readme_carries_the_current_table() -> None:
+    readme = (ROOT / "README.md").read_text()
+    start, end = readme.index(README_START), readme.index(README_END) + len(README_END) + 1
+
+    assert readme[start:end] == readme_table(), "regenerate with `mercato config docs --readme`"
