@@ -19,11 +19,8 @@ from support.servers import (
     TEST_BROKER_URL,
     TEST_DATABASE_URL,
     TEST_REDIS_URL,
-    free_port,
     require_server,
 )
-
-__all__ = ["free_port"]  # kept importable from here for older tests
 
 
 @pytest.fixture(scope="session")
