@@ -26,7 +26,9 @@ run: install ## start the whole system on embedded defaults (Ctrl-C stops it)
 	$(BIN)/mercato up
 
 test: install ## the whole test suite (real-server tests skip without the servers, fail when CI=true)
-	$(BIN)/pytest -m "not fault"
+	$(BIN)/pytest -m "not fault" tests/unit tests/service
+	$(BIN)/pytest -m "not fault" tests/integration
+	$(BIN)/pytest -m "not fault" tests/e2e
 
 test-fault: install ## fault tests: kill and restart private server instances
 	$(BIN)/pytest -m fault

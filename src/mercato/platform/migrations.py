@@ -8,6 +8,8 @@ database is migrated in place and PostgreSQL gets the service's schema first.
 from __future__ import annotations
 
 import asyncio
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +29,22 @@ class MigrationHistory:
 
 
 #: Alembic keeps its running context in module globals, so one migration runs at a time
-#: per process (`mercato up` starts four services at once).
-_alembic_lock = asyncio.Lock()
+#: per process (`mercato up` starts four services at once). Within an event loop the
+#: services take turns on an asyncio lock of that loop (never one shared between loops: a
+#: lock held in a loop that went away would block every later loop); across threads the
+#: thread lock inside the migration does the same.
+_loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+_thread_lock = threading.Lock()
+
+
+def _alembic_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _loop_locks.get(loop)
+    if lock is None:
+        lock = _loop_locks[loop] = asyncio.Lock()
+    return lock
 
 
 def _config(history: MigrationHistory, connection: Connection | None = None) -> Config:
@@ -44,12 +60,13 @@ async def upgrade(database: Database, histories: list[MigrationHistory]) -> None
     async with database.engine.begin() as connection:
         await database.ensure_schema(connection)
     for history in histories:
-        async with _alembic_lock, database.engine.begin() as connection:
+        async with _alembic_lock(), database.engine.begin() as connection:
             await connection.run_sync(_upgrade, history)
 
 
 def _upgrade(connection: Connection, history: MigrationHistory) -> None:
-    command.upgrade(_config(history, connection), "head")
+    with _thread_lock:
+        command.upgrade(_config(history, connection), "head")
 
 
 def run_env(target_metadata: MetaData | None) -> None:
