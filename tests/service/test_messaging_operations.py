@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from mercato.cli import app as cli
 from mercato.messaging.worker import run_headless
+from mercato.platform.app import ServiceContext, create_service_app
 from support.messaging import drain, eventually, runtime_of
 from support.messaging_apps import (
     Behaviour,
@@ -103,6 +104,22 @@ async def test_the_headless_worker_consumes_until_stopped() -> None:
         assert len(behaviour.seen) == 5
         stop.set()
         await asyncio.wait_for(worker, 10)
+
+
+async def test_the_headless_worker_stops_even_when_a_service_does_not() -> None:
+    @asynccontextmanager
+    async def never_closes(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
+        yield
+        await asyncio.Event().wait()  # as a connection whose close is never answered
+
+    settings = messaging_settings(graceful_timeout=0.2)
+    stuck = create_service_app(settings, "products", title="stuck", hooks=[never_closes])
+    stop = asyncio.Event()
+    stop.set()  # stop as soon as it is up
+    worker = asyncio.create_task(run_headless([stuck], stop))
+    done, _ = await asyncio.wait({worker}, timeout=30)
+    assert worker in done, "run_headless never returned"
+    worker.result()
 
 
 async def test_messaging_metrics_are_exported() -> None:
