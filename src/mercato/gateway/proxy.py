@@ -34,6 +34,7 @@ from mercato.gateway.metrics import GatewayMetrics
 from mercato.gateway.upstreams import Instance, Upstream
 from mercato.platform.errors import AppError, problem
 from mercato.platform.net import TrustedProxies
+from mercato.platform.observability import ProbeFailed
 from mercato.platform.resilience import CircuitOpenError, Permit
 
 log = structlog.stdlib.get_logger("mercato.gateway")
@@ -162,7 +163,8 @@ class ServiceProxy:
         return True
 
     async def ready(self, name: str) -> None:
-        """Raise unless some instance of ``name`` answers ``/readyz`` with 200."""
+        """Raise unless some instance of ``name`` answers ``/readyz`` with 200. The failure
+        says why (the checks that failed there), never where: no host or port."""
         upstream = self.upstreams[name]
         failures: list[str] = []
         for instance in upstream.instances:
@@ -170,10 +172,10 @@ class ServiceProxy:
                 async with upstream.session.get(instance.base / "readyz") as response:
                     if response.status == 200:
                         return
-                    failures.append(f"{instance.url} answered {response.status}")
+                    failures.append(await _unready_reason(response))
             except (aiohttp.ClientError, TimeoutError) as exc:
-                failures.append(f"{instance.url}: {type(exc).__name__}")
-        raise RuntimeError("; ".join(failures))
+                failures.append(f"unreachable ({type(exc).__name__})")
+        raise ProbeFailed("; ".join(dict.fromkeys(failures)))
 
     # -- the request path ----------------------------------------------------------------
 
@@ -458,6 +460,17 @@ class _BodyStream:
             if chunk:
                 yield chunk
             more = message.get("more_body", False)
+
+
+async def _unready_reason(response: aiohttp.ClientResponse) -> str:
+    """``answered 503: schema, database`` from a service's /readyz body (its failed checks)."""
+    try:
+        body = await response.json(content_type=None)
+        failed = [name for name, result in body["checks"].items() if result != "ok"]
+    except (ValueError, KeyError, TypeError, AttributeError, aiohttp.ClientError):
+        failed = []
+    reason = f"answered {response.status}"
+    return f"{reason}: {', '.join(map(str, failed))}" if failed else reason
 
 
 def _content_length(headers: Headers) -> int | None:
