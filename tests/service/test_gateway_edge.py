@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from mercato.platform.settings import Settings, load_settings
-from support.auth import trusting_overrides
+from mercato.serving import app_factory
+from support.auth import test_settings, trusting_overrides
 from support.gateway import gateway_settings, running
+from support.servers import free_port
 from support.standin import StandIn, serve
 
 pytestmark = pytest.mark.anyio
@@ -205,3 +207,63 @@ async def test_headers_past_the_limit_are_431_problem_and_never_forwarded(path: 
     assert large.headers["x-frame-options"] == "DENY"
     assert within.status_code == 200
     assert len(standin.received) == (1 if path.startswith("/api/") else 0)
+
+
+def redirecting(location: str, status: int = 307) -> Any:
+    """An upstream that answers every request with ``status`` and ``Location: location``."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"location", location.encode()), (b"content-length", b"0")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("location", "public"),
+    [
+        ("{upstream}/products", "/api/v1/products"),
+        ("{upstream}/products/7?x=1#f", "/api/v1/products/7?x=1#f"),
+        ("http://10.0.0.12:8003/products/7", "/api/v1/products/7"),
+        ("http://localhost:8003/products", "/api/v1/products"),
+        ("/products/7", "/api/v1/products/7"),
+        ("/api/v1/products/7", "/api/v1/products/7"),
+        ("7", "7"),
+        ("https://shop.example/welcome", "https://shop.example/welcome"),
+    ],
+)
+async def test_a_location_never_names_an_internal_host(location: str, public: str) -> None:
+    port = free_port()
+    app = redirecting(location.format(upstream=f"http://127.0.0.1:{port}"))
+    async with (
+        serve(app, port) as upstream,
+        running(gateway_settings({"products": upstream.url})) as (_, http),
+    ):
+        redirect = await http.get("/api/v1/products/")
+        created = await http.post("/api/v1/products/")
+    assert redirect.status_code == 307
+    assert redirect.headers["location"] == public
+    assert created.headers["location"] == public
+
+
+async def test_the_products_trailing_slash_redirect_stays_public() -> None:
+    """The finding: `GET /api/v1/products/` answered `Location: http://127.0.0.1:8003/products`."""
+    products = app_factory("products")(test_settings())
+    async with (
+        serve(products) as upstream,
+        running(gateway_settings({"products": upstream.url})) as (_, http),
+    ):
+        response = await http.get("/api/v1/products/")
+        followed = await http.get(response.headers["location"])
+    assert response.status_code == 307
+    assert response.headers["location"] == "/api/v1/products"
+    assert str(upstream.port) not in response.text
+    assert followed.status_code == 200
