@@ -535,9 +535,10 @@ def public_location(value: bytes, internal: frozenset[str]) -> bytes:
             text += "?" + parts.query
         if parts.fragment:
             text += "#" + parts.fragment
-    if text.startswith("/") and not text.startswith("//"):
-        if not (text == API_PREFIX or text.startswith((API_PREFIX + "/", API_PREFIX + "?"))):
-            text = API_PREFIX + text
+    own_path = text.startswith("/") and not text.startswith("//")
+    public = text == API_PREFIX or text.startswith((API_PREFIX + "/", API_PREFIX + "?"))
+    if own_path and not public:
+        text = API_PREFIX + text
     return text.encode("latin-1")
 
 
