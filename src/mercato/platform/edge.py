@@ -30,6 +30,10 @@ log = structlog.stdlib.get_logger("mercato.edge")
 Headers = list[tuple[bytes, bytes]]
 
 _END_OF_HEAD: Final = b"\r\n\r\n"
+#: Seconds a refused connection keeps reading (and dropping) what the client still sends
+#: after its answer: closing a socket with unread data sends a reset, which can destroy the
+#: answer before the client read it (nginx's "lingering close").
+LINGER: Final = 2.0
 #: Per header line: ": " and CRLF, as on the wire.
 _LINE_OVERHEAD: Final = 4
 
@@ -113,10 +117,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes: int | None = 0
         self._tail = b""
         self._deadline: asyncio.TimerHandle | None = None
+        self._lingering: asyncio.TimerHandle | None = None
 
     # -- the head limit ------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering is not None:
+            return  # answered and closing: what still comes is dropped
         if self._head_bytes is not None and not self._count_head(data):
             return
         super().data_received(data)
@@ -162,6 +169,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_deadline()
+        if self._lingering is not None:
+            self._lingering.cancel()
         super().connection_lost(exc)
 
     def _arm_deadline(self) -> None:
@@ -198,7 +207,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.disconnected = True
             self.cycle.message_event.set()
         self.transport.write(raw_problem(status, detail, slug, hsts=hsts))
-        self.transport.close()
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._disarm_deadline()
+        self.transport.write_eof()  # the answer, then FIN; the client's close ends it sooner
+        self.flow.resume_reading()
+        self._lingering = self.loop.call_later(LINGER, self.transport.close)
 
     def _client(self) -> str | None:
         return self.client[0] if self.client else None
