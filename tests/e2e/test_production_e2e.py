@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from support.processes import SERVICE_PORT_SETTINGS, RunningMercato, mercato_up
-from support.production import mercato_up_live, migrate, production_env
+from support.production import mercato_up_live, production_env
 from support.servers import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -39,8 +39,7 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMerc
         "MERCATO_ADMIN_USERNAME": ADMIN,
         "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD,
     }
-    migrate(tmp_path, env)
-    with mercato_up(tmp_path, free_ports(), env=env) as running:
+    with mercato_up(tmp_path, free_ports(), env=env) as running:  # migrates first (production)
         yield running
 
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from mercato.platform.security.keys import KeySet, SigningKey
 from support.processes import SERVICE_PORT_SETTINGS, RunningMercato
@@ -108,3 +109,9 @@ def _alive(running: RunningMercato) -> bool:
         )
     except httpx.HTTPError:
         return False
+
+
+#: For a test of what only development has (open docs, the demo catalogue).
+development_only = pytest.mark.skipif(
+    production_requested(), reason="development only: MERCATO_E2E_PROFILE=production"
+)
