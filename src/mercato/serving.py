@@ -68,10 +68,10 @@ def uvicorn_config(
         http=guarded_protocol(
             max_head=settings.max_header_bytes,
             read_timeout=settings.request_read_timeout,
+            max_connections=settings.max_connections,
             always_hsts=settings.is_production,
         ),
         timeout_keep_alive=settings.keep_alive_timeout,
-        limit_concurrency=settings.max_connections,
         log_config=None,  # our logging pipeline handles uvicorn's loggers
         access_log=False,  # our middleware writes one access line per request
         server_header=False,

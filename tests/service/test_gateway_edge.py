@@ -209,8 +209,9 @@ async def test_headers_past_the_limit_are_431_problem_and_never_forwarded(path: 
     assert len(standin.received) == (1 if path.startswith("/api/") else 0)
 
 
-def redirecting(location: str, status: int = 307) -> Any:
-    """An upstream that answers every request with ``status`` and ``Location: location``."""
+def redirecting(location: str) -> Any:
+    """An upstream whose every answer carries ``Location: location``: 307 to a GET, 201 to
+    a POST (a created resource)."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -218,7 +219,7 @@ def redirecting(location: str, status: int = 307) -> Any:
         await send(
             {
                 "type": "http.response.start",
-                "status": status,
+                "status": 201 if scope["method"] == "POST" else 307,
                 "headers": [(b"location", location.encode()), (b"content-length", b"0")],
             }
         )
@@ -249,7 +250,7 @@ async def test_a_location_never_names_an_internal_host(location: str, public: st
     ):
         redirect = await http.get("/api/v1/products/")
         created = await http.post("/api/v1/products/")
-    assert redirect.status_code == 307
+    assert (redirect.status_code, created.status_code) == (307, 201)
     assert redirect.headers["location"] == public
     assert created.headers["location"] == public
 
@@ -267,3 +268,17 @@ async def test_the_products_trailing_slash_redirect_stays_public() -> None:
     assert response.headers["location"] == "/api/v1/products"
     assert str(upstream.port) not in response.text
     assert followed.status_code == 200
+
+
+async def test_upstream_failures_name_the_service_never_its_address() -> None:
+    dead = "http://127.0.0.1:9"
+    settings = gateway_settings({"products": dead}, upstream_fail_threshold=1, upstream_retries=0)
+    async with running(settings) as (_, http):
+        unreachable = await http.get("/api/v1/products/echo")
+        open_circuit = await http.get("/api/v1/products/echo")
+        ready = await http.get("/readyz")
+    assert (unreachable.status_code, open_circuit.status_code, ready.status_code) == (502, 503, 503)
+    for answer in (unreachable, open_circuit, ready):
+        assert "products" in answer.text
+        assert "127.0.0.1" not in answer.text
+        assert ":9" not in answer.text

@@ -162,25 +162,32 @@ async def test_an_idle_kept_alive_connection_is_closed() -> None:
     assert parse(answer)[0] == 200
 
 
-async def test_connections_past_the_limit_get_503_until_one_closes() -> None:
-    async with gateway(max_connections=3) as (port, _):
-        idle = [await connect(port) for _ in range(2)]
+async def test_connections_past_the_limit_get_503_problem_until_one_closes() -> None:
+    async def get(port: int) -> bytes:
         reader, writer = await connect(port)
         writer.write(request("/healthz", "Connection: close"))
-        refused = await read_to_end(reader)
+        answer = await read_to_end(reader)
         writer.close()
+        return answer
+
+    async with gateway(max_connections=3) as (port, _):
+        idle = [await connect(port) for _ in range(2)]
+        at_the_limit = await get(port)  # the third connection
+        idle.append(await connect(port))
+        refused = await get(port)  # the fourth
         for _, idle_writer in idle:
             idle_writer.close()
 
         async def served() -> bool:
-            reader, writer = await connect(port)
-            writer.write(request("/healthz", "Connection: close"))
-            answer = await read_to_end(reader)
-            writer.close()
-            return parse(answer)[0] == 200
+            return parse(await get(port))[0] == 200
 
         await eventually(served)
-    assert parse(refused)[0] == 503
+    assert parse(at_the_limit)[0] == 200
+    status, headers, body = parse(refused)
+    assert status == 503
+    assert headers["content-type"] == "application/problem+json"
+    assert json.loads(body)["request_id"] == headers["x-request-id"]
+    assert headers["retry-after"] == "1"
 
 
 async def test_two_host_headers_are_400_with_a_request_id() -> None:

@@ -8,7 +8,8 @@
   a request head *as they arrive* (431 before the rest is read) and a deadline for a whole
   request (408, or a closed connection once an answer has started): slow-header and
   slow-body clients (slowloris) are cut off. A new connection that sends nothing is held to
-  the same deadline; an idle kept-alive one to ``KEEP_ALIVE_TIMEOUT`` (uvicorn's).
+  the same deadline; an idle kept-alive one to ``KEEP_ALIVE_TIMEOUT`` (uvicorn's). Past
+  ``MAX_CONNECTIONS`` open connections a request gets 503 problem+json.
 """
 
 from __future__ import annotations
@@ -73,14 +74,14 @@ class HeaderLimitMiddleware:
         await self.app(scope, receive, send)
 
 
-def raw_problem(status: int, detail: str, slug: str, *, hsts: bool) -> bytes:
-    """A complete HTTP/1.1 problem+json answer that closes the connection."""
+def problem_parts(status: int, detail: str, slug: str, *, hsts: bool) -> tuple[Headers, bytes]:
+    """The headers and body of a problem+json answer that closes the connection, for an
+    answer no app wrote (it carries a request id and the security headers all the same)."""
     request_id = uuid.uuid4().hex
-    phrase = HTTPStatus(status).phrase
     body = json.dumps(
         {
             "type": f"urn:mercato:problem:{slug}",
-            "title": phrase,
+            "title": HTTPStatus(status).phrase,
             "status": status,
             "detail": detail,
             "request_id": request_id,
@@ -95,20 +96,29 @@ def raw_problem(status: int, detail: str, slug: str, *, hsts: bool) -> bytes:
     ]
     if hsts:
         headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
-    head = f"HTTP/1.1 {status} {phrase}\r\n".encode() + b"".join(
+    return headers, body
+
+
+def raw_problem(status: int, detail: str, slug: str, *, hsts: bool) -> bytes:
+    """:func:`problem_parts` as the bytes of a complete HTTP/1.1 answer."""
+    headers, body = problem_parts(status, detail, slug, hsts=hsts)
+    head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode() + b"".join(
         name + b": " + value + b"\r\n" for name, value in headers
     )
     return head + b"\r\n" + body
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a head-size limit and a per-request deadline.
+    """uvicorn's httptools protocol with a head-size limit, a per-request deadline, and a
+    connection limit answered with problem+json (uvicorn's own ``limit_concurrency``
+    answers plain text, and counts the asking connection against the limit).
 
-    Subclasses made by :func:`guarded_protocol` set the three class attributes.
+    Subclasses made by :func:`guarded_protocol` set the class attributes.
     """
 
     max_head: int = 16 * 1024
     read_timeout: float = 30.0
+    max_connections: int = 1000
     always_hsts: bool = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -149,7 +159,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_bytes = None
         self._tail = b""
-        super().on_headers_complete()
+        busy = (
+            len(self.connections) > self.max_connections or len(self.tasks) >= self.max_connections
+        )
+        if not busy:
+            super().on_headers_complete()
+            return
+        log.warning("connection limit reached", limit=self.max_connections)
+        app, self.app = self.app, self._refuse_busy
+        try:
+            super().on_headers_complete()  # runs the refusal in the app's place
+        finally:
+            self.app = app
+
+    async def _refuse_busy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers, body = problem_parts(
+            503,
+            "The server is at its connection limit; try again shortly.",
+            "server-busy",
+            hsts=self.always_hsts or self.scheme == "https",
+        )
+        headers.append((b"retry-after", b"1"))
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     # -- the request deadline ------------------------------------------------------------
 
@@ -220,11 +252,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def guarded_protocol(
-    *, max_head: int, read_timeout: float, always_hsts: bool
+    *, max_head: int, read_timeout: float, max_connections: int, always_hsts: bool
 ) -> type[GuardedHttpToolsProtocol]:
     """A :class:`GuardedHttpToolsProtocol` class with these limits, for ``uvicorn.Config``."""
-    return type(
-        "MercatoHttpProtocol",
-        (GuardedHttpToolsProtocol,),
-        {"max_head": max_head, "read_timeout": read_timeout, "always_hsts": always_hsts},
-    )
+    limits = {
+        "max_head": max_head,
+        "read_timeout": read_timeout,
+        "max_connections": max_connections,
+        "always_hsts": always_hsts,
+    }
+    return type("MercatoHttpProtocol", (GuardedHttpToolsProtocol,), limits)
