@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from mercato.messaging.shutdown import bounded, time_left, wait_ended
 from mercato.platform.db import Database
+from mercato.platform.edge import guarded_protocol
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.settings import SERVICES, ServiceName, Settings
 
@@ -57,10 +58,21 @@ async def migrate(settings: Settings, services: Sequence[ServiceName]) -> None:
 def uvicorn_config(
     app: FastAPI | str, settings: Settings, port: int, **extra: Any
 ) -> uvicorn.Config:
+    """How every Mercato process runs uvicorn, hostile clients included: a request head
+    above ``MAX_HEADER_BYTES`` is refused (431) as it arrives, a request not received within
+    ``REQUEST_READ_TIMEOUT`` is cut off (408), an idle connection closes after
+    ``KEEP_ALIVE_TIMEOUT``, and past ``MAX_CONNECTIONS`` requests get 503."""
     return uvicorn.Config(
         app,
         host=settings.host,
         port=port,
+        http=guarded_protocol(
+            max_head=settings.max_header_bytes,
+            read_timeout=settings.request_read_timeout,
+            max_connections=settings.max_connections,
+            always_hsts=settings.is_production,
+        ),
+        timeout_keep_alive=settings.keep_alive_timeout,
         log_config=None,  # our logging pipeline handles uvicorn's loggers
         access_log=False,  # our middleware writes one access line per request
         server_header=False,

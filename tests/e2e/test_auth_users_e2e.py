@@ -14,6 +14,7 @@ import pytest
 
 from support.auth import bearer, claims, forge_token, unsigned_token
 from support.processes import RunningMercato, mercato_up
+from support.production import development_only
 from support.servers import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -141,6 +142,7 @@ async def test_me_refresh_reuse_and_logout(api: httpx.AsyncClient) -> None:
     ).status_code == 401
 
 
+@development_only
 async def test_the_gateway_docs_authorize_with_the_token_form(shop: RunningMercato) -> None:
     async with httpx.AsyncClient(base_url=shop.base_url, timeout=30) as client:
         schema = (await client.get("/openapi.json")).json()

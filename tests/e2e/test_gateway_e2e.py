@@ -10,6 +10,7 @@ import pytest
 
 from support.auth import forge_token
 from support.processes import RunningMercato
+from support.production import development_only
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +51,7 @@ def test_every_gateway_answer_carries_the_security_headers(
     assert "unsafe-inline" not in response.headers["content-security-policy"]
 
 
+@development_only
 def test_the_merged_openapi_lists_every_service_under_api_v1(mercato: RunningMercato) -> None:
     document = httpx.get(f"{mercato.base_url}/openapi.json").json()
     prefixes = {path.split("/")[3] for path in document["paths"]}
@@ -57,6 +59,7 @@ def test_the_merged_openapi_lists_every_service_under_api_v1(mercato: RunningMer
     assert all(path.startswith("/api/v1/") for path in document["paths"])
 
 
+@development_only
 def test_docs_load_their_assets_from_the_gateway(mercato: RunningMercato) -> None:
     bundle = httpx.get(f"{mercato.base_url}/docs/static/swagger/swagger-ui-bundle.js")
     assert bundle.status_code == 200
@@ -74,6 +77,7 @@ def test_a_forged_token_is_refused_at_the_gateway(mercato: RunningMercato) -> No
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+@development_only
 def test_the_docs_authorize_flow_works_through_the_gateway(mercato: RunningMercato) -> None:
     """What Swagger UI's Authorize button does: the password form at the merged schema's
     token URL, then a call with the token it got."""

@@ -16,6 +16,7 @@ import pytest
 from redis import Redis
 
 from support.processes import RunningMercato, mercato_up
+from support.production import development_only
 from support.servers import (
     TEST_BROKER_URL,
     TEST_DATABASE_URL,
@@ -106,6 +107,7 @@ async def admin(api: httpx.AsyncClient) -> dict[str, str]:
     return {"Authorization": f"Bearer {login.json()['access_token']}"}
 
 
+@development_only
 async def test_development_starts_with_the_demo_catalogue(api: httpx.AsyncClient) -> None:
     page = await api.get("/products", params={"limit": 100, "sort": "price"})
     assert page.status_code == 200

@@ -6,6 +6,8 @@ import asyncio
 
 import httpx
 import pytest
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from support.gateway import gateway_settings, running
 from support.standin import Server, StandIn, serve
@@ -119,8 +121,29 @@ async def test_readyz_aggregates_the_services() -> None:
         healthy = await http.get("/readyz")
     assert degraded.status_code == 503
     assert degraded.json()["checks"]["products"] == "ok"
-    assert degraded.json()["checks"]["orders"] != "ok"
+    assert degraded.json()["checks"]["orders"] == "answered 503"
     assert healthy.status_code == 200
+
+
+async def test_readyz_says_which_checks_of_a_service_failed_and_never_where() -> None:
+    async def unready(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            checks = {"schema": "the orders schema is behind", "cache": "ok"}
+            await JSONResponse({"checks": checks}, status_code=503)(scope, receive, send)
+
+    async with serve(unready) as upstream, serve(StandIn()) as other:
+        routes = {"orders": upstream.url, "products": other.url}
+        async with running(gateway_settings(routes)) as (_, http):
+            degraded = await http.get("/readyz")
+    dead = {"orders": "http://127.0.0.1:9"}
+    async with running(gateway_settings(dead)) as (_, http):
+        unreachable = await http.get("/readyz")
+    assert degraded.json()["checks"]["orders"] == "answered 503: schema"
+    assert unreachable.json()["checks"]["orders"].startswith("unreachable")
+    for answer in (degraded, unreachable):
+        assert answer.status_code == 503
+        assert str(upstream.port) not in answer.text
+        assert "127.0.0.1" not in answer.text
 
 
 async def test_metrics_count_proxied_requests_per_route_and_upstream() -> None:

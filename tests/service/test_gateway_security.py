@@ -248,7 +248,7 @@ async def test_every_answer_carries_the_security_headers_and_no_banner(path: str
         serve(standin) as upstream,
         running(gateway_settings({"products": upstream.url})) as (_, http),
     ):
-        response = await http.get(path)
+        response = await http.get(f"https://gateway.test{path}")
     for name, value in SECURITY_HEADERS.items():
         assert response.headers.get_list(name) == [value]
     assert "script-src 'self'" in response.headers["content-security-policy"]

@@ -81,7 +81,12 @@ def mercato_up(
     env: Mapping[str, str] | None = None,
     ready_timeout: float = 60,
 ) -> Iterator[RunningMercato]:
-    """Start `mercato up` on ``ports`` with its data under ``tmp_path``; stop it after."""
+    """Start `mercato up` on ``ports`` with its data under ``tmp_path``; stop it after.
+
+    With ``MERCATO_E2E_PROFILE=production`` it runs in the production profile instead, after
+    `mercato migrate` (see support.production)."""
+    from support.production import migrate, production_env, production_requested
+
     data_dir = tmp_path / "var"
     log_path = tmp_path / "mercato.log"
     environment = {
@@ -96,9 +101,12 @@ def mercato_up(
             "LOG_FORMAT": "json",
             "SECRETS_DIR": str(tmp_path / "no-secrets"),
             **{SERVICE_PORT_SETTINGS[name]: str(port) for name, port in ports.items()},
+            **(production_env() if production_requested() else {}),
             **(env or {}),
         }
     )
+    if environment["ENVIRONMENT"] == "production":
+        migrate(tmp_path, environment)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "mercato", "up"],

@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any, Final
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
 from mercato.gateway.guards import AccessGuard
@@ -18,6 +19,7 @@ from mercato.gateway.middleware import (
     AllowedHostsMiddleware,
     ApiDispatchMiddleware,
     CorsMiddleware,
+    HstsPolicy,
     ProxyEndpoint,
     SecurityHeadersMiddleware,
     cors_options,
@@ -122,41 +124,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         hooks=[run_gateway],
         uses_database=False,
+        own_openapi=False,  # /openapi.json and /docs are the merged API's (see _add_docs)
+        inner_middleware=[
+            # Inside the request-id middleware: a preflight or a refused host gets an id.
+            Middleware(CorsMiddleware, options=cors_options(settings)),
+            Middleware(AllowedHostsMiddleware, hosts=list(settings.allowed_hosts)),
+        ],
     )
-    _replace_docs(app, settings, runtime)
-    _install_middleware(app, settings, runtime)
+    if settings.docs_enabled:
+        _add_docs(app, runtime)
+    _install_middleware(app, settings, runtime, trusted)
     app.state.gateway = runtime
     return app
 
 
-def _replace_docs(app: FastAPI, settings: Settings, runtime: GatewayRuntime) -> None:
+def _add_docs(app: FastAPI, runtime: GatewayRuntime) -> None:
     """The gateway's /openapi.json is the merged API, not its own few routes."""
-    own = {app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url}
-    app.router.routes[:] = [
-        route for route in app.router.routes if getattr(route, "path", None) not in own
-    ]
-    app.openapi_url = None
-    app.docs_url = None
 
     async def document() -> dict[str, Any]:
         if runtime.aggregator is None:
             return {"openapi": "3.1.0", "info": {"title": TITLE, "version": "1.0.0"}, "paths": {}}
         return await runtime.aggregator.document()
 
-    if settings.docs_enabled:
-        app.include_router(docs_router(document, title=TITLE))
-        app.router.routes.append(docs_static())
+    app.include_router(docs_router(document, title=TITLE))
+    app.router.routes.append(docs_static())
 
 
-def _install_middleware(app: FastAPI, settings: Settings, runtime: GatewayRuntime) -> None:
-    # add_middleware wraps what is there: the host check and CORS around the platform's
-    # request-id middleware, then the security headers around everything.
-    app.add_middleware(AllowedHostsMiddleware, hosts=list(settings.allowed_hosts))
-    app.add_middleware(CorsMiddleware, options=cors_options(settings))
+def _install_middleware(
+    app: FastAPI, settings: Settings, runtime: GatewayRuntime, trusted: TrustedProxies
+) -> None:
+    # add_middleware wraps what is there: the security headers around everything, the
+    # platform's request-id middleware (with CORS and the host check inside) included.
     app.add_middleware(
         SecurityHeadersMiddleware,
         headers=security_headers(settings),
         csp=settings.content_security_policy,
+        hsts=HstsPolicy(always=settings.is_production, trusted_proxies=trusted),
     )
 
     def current_proxy() -> ASGIApp | None:

@@ -2,9 +2,9 @@
 
 Order, outermost first: :class:`ApiDispatchMiddleware` splits ``/api/v1/...`` from the rest;
 both branches then run the same user middleware: :class:`SecurityHeadersMiddleware` (so every
-answer, errors included, carries the headers) -> CORS -> the platform's request-id/log/metrics
-middleware; the API branch ends in the proxy, the other in FastAPI's routes (health, docs,
-storefront).
+answer, errors included, carries the headers) -> the platform's trace and request-id/log/
+metrics middleware -> CORS -> the host check -> the platform's header limit; the API branch
+ends in the proxy, the other in FastAPI's routes (health, docs, storefront).
 """
 
 from __future__ import annotations
@@ -17,11 +17,15 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mercato.platform.errors import problem
+from mercato.platform.net import TrustedProxies
 from mercato.platform.settings import Settings
 
 Headers = list[tuple[bytes, bytes]]
 
 _CSP: Final = b"content-security-policy"
+_HOST: Final = b"host"
+_FORWARDED_PROTO: Final = b"x-forwarded-proto"
+HSTS: Final = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 _DROP: Final = frozenset({b"server", b"x-powered-by"})
 _VARY_ORIGIN: Final = (b"vary", b"Origin")
 
@@ -39,13 +43,34 @@ CORS_EXPOSE_HEADERS: Final = [
 
 
 def security_headers(settings: Settings) -> Headers:
-    """The headers API.md puts on every gateway answer, as raw ASGI pairs."""
+    """The headers API.md puts on every gateway answer, as raw ASGI pairs (HSTS, which
+    depends on the request, is :class:`HstsPolicy`'s)."""
     return [
         (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
-        (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
         (b"referrer-policy", settings.referrer_policy.encode("latin-1")),
     ]
+
+
+class HstsPolicy:
+    """When an answer carries ``Strict-Transport-Security``: always in production (the site
+    is served over HTTPS, whatever hop terminates it), else only on a request that came
+    over HTTPS: the scope's scheme, or ``X-Forwarded-Proto: https`` from a trusted proxy.
+    Over plain HTTP the header is meaningless and pins a developer's ``localhost``."""
+
+    def __init__(self, *, always: bool, trusted_proxies: TrustedProxies) -> None:
+        self.always = always
+        self.trusted = trusted_proxies
+
+    def applies(self, scope: Scope) -> bool:
+        if self.always or scope.get("scheme") == "https":
+            return True
+        if not self.trusted.is_trusted(self.trusted.peer(scope)):
+            return False
+        for name, value in scope["headers"]:
+            if name == _FORWARDED_PROTO:
+                return bool(value.split(b",", 1)[0].strip().lower() == b"https")
+        return False
 
 
 def new_nonce() -> str:
@@ -75,15 +100,18 @@ class SecurityHeadersMiddleware:
     a script nonce) keeps it; every other answer gets the configured policy.
     """
 
-    def __init__(self, app: ASGIApp, *, headers: Headers, csp: str) -> None:
+    def __init__(self, app: ASGIApp, *, headers: Headers, csp: str, hsts: HstsPolicy) -> None:
         self.app = app
         self.headers = headers
+        self.with_hsts = [*headers, HSTS]
         self.csp = (_CSP, csp.encode("latin-1"))
+        self.hsts = hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        added = self.with_hsts if self.hsts.applies(scope) else self.headers
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -97,7 +125,7 @@ class SecurityHeadersMiddleware:
                     if lowered == _CSP:
                         has_csp = True
                     kept.append((name, value))
-                kept.extend(self.headers)
+                kept.extend(added)
                 if not has_csp:
                     kept.append(self.csp)
                 message["headers"] = kept
@@ -155,7 +183,9 @@ class AllowedHostsMiddleware:
     answers only for its own names, so a forged ``Host`` cannot reach links, caches or logs.
 
     ``*`` allows any host, ``*.example.com`` any subdomain. Probes (``/healthz``,
-    ``/readyz``, ``/metrics``) are exempt: orchestrators call them by pod address.
+    ``/readyz``, ``/metrics``) are exempt: orchestrators call them by pod address. A request
+    with several ``Host`` headers is refused everywhere, whatever the list says (RFC 9112
+    3.2: two hops could each believe a different one).
     """
 
     def __init__(
@@ -177,21 +207,27 @@ class AllowedHostsMiddleware:
         return name in self.exact or (bool(self.suffixes) and name.endswith(self.suffixes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.any or scope["type"] != "http" or scope["path"] in self.exempt:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        host = ""
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value.decode("latin-1")
-                break
-        if self.allowed(host):
+        hosts = [value for name, value in scope["headers"] if name == _HOST]
+        if len(hosts) > 1:
+            await self._refuse(scope, receive, send, "A request must have one Host header.")
+            return
+        if self.any or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
+        if self.allowed(hosts[0].decode("latin-1") if hosts else ""):
+            await self.app(scope, receive, send)
+            return
+        await self._refuse(scope, receive, send, "Invalid host header.")
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, detail: str) -> None:
         request_id = scope.get("state", {}).get("request_id")
-        await problem(400, detail="Invalid host header.", request_id=request_id)(
-            scope, receive, send
-        )
+        await problem(
+            400, detail=detail, type_="urn:mercato:problem:invalid-host", request_id=request_id
+        )(scope, receive, send)
 
 
 class ApiDispatchMiddleware:

@@ -9,7 +9,9 @@ aiohttp session per service (docs/adr/0003-gateway-http-client.md). For each req
 3. runs the guards (auth offload, rate limits), which may refuse (401, 429) or add headers;
 4. picks an instance round-robin whose circuit breaker admits the call (503 when none does);
 5. streams the request up and the response down, dropping hop-by-hop headers, setting
-   ``X-Forwarded-For/Proto/Host`` and passing ``X-Request-ID``;
+   ``X-Forwarded-For/Proto/Host`` and passing ``X-Request-ID``; a ``Location`` (a redirect,
+   a 201) that names a service's own path or an internal address is made public: the same
+   path under ``/api/v1`` (no answer names an internal host or port);
 6. maps a slow upstream to 504 and an unreachable one to 502, counting both against the
    instance's breaker (and 502/503/504 answers too), and retries on another instance a
    call that never reached an upstream (refused, or no connection in time), and an
@@ -21,9 +23,11 @@ In-flight requests are counted so that shutdown can drain them (:meth:`ServicePr
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Final
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -34,6 +38,7 @@ from mercato.gateway.metrics import GatewayMetrics
 from mercato.gateway.upstreams import Instance, Upstream
 from mercato.platform.errors import AppError, problem
 from mercato.platform.net import TrustedProxies
+from mercato.platform.observability import ProbeFailed
 from mercato.platform.resilience import CircuitOpenError, Permit
 
 log = structlog.stdlib.get_logger("mercato.gateway")
@@ -146,6 +151,11 @@ class ServiceProxy:
         self._idle = asyncio.Event()
         self._idle.set()
         self._labels = {name: _RouteLabel(f"{API_PREFIX}/{name}/{{path}}") for name in upstreams}
+        self._internal = frozenset(
+            instance.base.raw_authority.lower()
+            for upstream in upstreams.values()
+            for instance in upstream.instances
+        )
         self._unknown = _RouteLabel(f"{API_PREFIX}/{{unknown}}")
 
     async def close(self) -> None:
@@ -162,7 +172,8 @@ class ServiceProxy:
         return True
 
     async def ready(self, name: str) -> None:
-        """Raise unless some instance of ``name`` answers ``/readyz`` with 200."""
+        """Raise unless some instance of ``name`` answers ``/readyz`` with 200. The failure
+        says why (the checks that failed there), never where: no host or port."""
         upstream = self.upstreams[name]
         failures: list[str] = []
         for instance in upstream.instances:
@@ -170,10 +181,10 @@ class ServiceProxy:
                 async with upstream.session.get(instance.base / "readyz") as response:
                     if response.status == 200:
                         return
-                    failures.append(f"{instance.url} answered {response.status}")
+                    failures.append(await _unready_reason(response))
             except (aiohttp.ClientError, TimeoutError) as exc:
-                failures.append(f"{instance.url}: {type(exc).__name__}")
-        raise RuntimeError("; ".join(failures))
+                failures.append(f"unreachable ({type(exc).__name__})")
+        raise ProbeFailed("; ".join(dict.fromkeys(failures)))
 
     # -- the request path ----------------------------------------------------------------
 
@@ -319,7 +330,7 @@ class ServiceProxy:
     async def _relay(
         self, send: Send, response: aiohttp.ClientResponse, extra: Headers, head_sent: list[bool]
     ) -> None:
-        headers = _response_headers(response.raw_headers)
+        headers = _response_headers(response.raw_headers, self._internal)
         if extra:
             headers.extend(extra)
         start = {"type": "http.response.start", "status": response.status, "headers": headers}
@@ -460,6 +471,17 @@ class _BodyStream:
             more = message.get("more_body", False)
 
 
+async def _unready_reason(response: aiohttp.ClientResponse) -> str:
+    """``answered 503: schema, database`` from a service's /readyz body (its failed checks)."""
+    try:
+        body = await response.json(content_type=None)
+        failed = [name for name, result in body["checks"].items() if result != "ok"]
+    except (ValueError, KeyError, TypeError, AttributeError, aiohttp.ClientError):
+        failed = []
+    reason = f"answered {response.status}"
+    return f"{reason}: {', '.join(map(str, failed))}" if failed else reason
+
+
 def _content_length(headers: Headers) -> int | None:
     for key, value in headers:
         if key == b"content-length":
@@ -477,9 +499,58 @@ def _first(headers: Headers, name: bytes) -> str | None:
     return None
 
 
-def _response_headers(raw: tuple[tuple[bytes, bytes], ...]) -> Headers:
+def _response_headers(raw: tuple[tuple[bytes, bytes], ...], internal: frozenset[str]) -> Headers:
     pairs = [(k.lower(), v) for k, v in raw]
     drop = _RESPONSE_DROP
     if any(name == b"connection" for name, _ in pairs):
         drop = drop | _connection_tokens(pairs)
-    return [(k, v) for k, v in pairs if k not in drop]
+    return [
+        (k, public_location(v, internal) if k in _LOCATIONS else v)
+        for k, v in pairs
+        if k not in drop
+    ]
+
+
+_LOCATIONS: Final = frozenset({b"location", b"content-location"})
+
+
+def public_location(value: bytes, internal: frozenset[str]) -> bytes:
+    """A service's ``Location`` as the client must see it.
+
+    An absolute URL naming an upstream (``internal``: ``host:port`` of every instance) or
+    any loopback, private or link-local address loses its scheme and authority; a path of
+    the service's own (``/products/1``) goes under ``/api/v1``. An external URL, a path
+    already under ``/api/v1`` and a relative reference (``1``, ``?page=2``) stay as they are.
+    """
+    text = value.decode("latin-1").strip()
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return b"/"  # unparseable: say nothing rather than echo it
+    if parts.netloc:
+        if not _is_internal(parts.netloc, parts.hostname, internal):
+            return value
+        text = parts.path or "/"
+        if parts.query:
+            text += "?" + parts.query
+        if parts.fragment:
+            text += "#" + parts.fragment
+    own_path = text.startswith("/") and not text.startswith("//")
+    public = text == API_PREFIX or text.startswith((API_PREFIX + "/", API_PREFIX + "?"))
+    if own_path and not public:
+        text = API_PREFIX + text
+    return text.encode("latin-1")
+
+
+def _is_internal(netloc: str, hostname: str | None, internal: frozenset[str]) -> bool:
+    if netloc.rsplit("@", 1)[-1].lower() in internal:
+        return True
+    if not hostname:
+        return False
+    if hostname == "localhost" or hostname.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local

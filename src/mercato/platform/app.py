@@ -3,7 +3,9 @@
 Everything with a connection (database engine, cache client, broker, HTTP clients) is made
 in the lifespan and closed there; nothing is created at import time. A service adds its
 routes and its own start-up steps (``hooks``) and gets, for free: problem+json errors, the
-request-id middleware with access log and metrics, ``/healthz``, ``/readyz``, ``/metrics``.
+request-id middleware with access log and metrics, the request-header limit (431),
+``/healthz``, ``/readyz`` (503 while the schema is behind the migrations) and ``/metrics``
+(for ``METRICS_ALLOWED_NETWORKS`` only), in every profile.
 """
 
 from __future__ import annotations
@@ -16,13 +18,22 @@ from typing import Annotated
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from prometheus_client import CollectorRegistry
+from starlette.middleware import Middleware
 
 from mercato.platform.cache import Cache, create_cache
 from mercato.platform.db import Database
+from mercato.platform.edge import HeaderLimitMiddleware
 from mercato.platform.errors import install_error_handlers
 from mercato.platform.middleware import RequestContextMiddleware
-from mercato.platform.migrations import MigrationHistory, upgrade
-from mercato.platform.observability import HttpMetrics, Probe, health_router
+from mercato.platform.migrations import Heads, MigrationHistory, unapplied, upgrade
+from mercato.platform.net import TrustedProxies
+from mercato.platform.observability import (
+    HttpMetrics,
+    MetricsAccess,
+    Probe,
+    ProbeFailed,
+    health_router,
+)
 from mercato.platform.security.tokens import TokenVerifier, token_verifier
 from mercato.platform.settings import ServiceName, Settings
 from mercato.platform.tracing import TraceContextMiddleware
@@ -65,6 +76,29 @@ def open_database(settings: Settings, service: ServiceName) -> Database:
     )
 
 
+def schema_probe(service: ServiceName, database: Database, heads: list[Heads]) -> Probe:
+    """A readiness check that fails while ``database`` is behind the service's migrations."""
+
+    async def probe() -> None:
+        behind = await unapplied(database, heads)
+        if behind:
+            names = ", ".join(history.script_location for history in behind)
+            raise ProbeFailed(
+                f"the {service} schema is behind its migrations ({names}); run `mercato migrate`"
+            )
+
+    return probe
+
+
+def metrics_access(settings: Settings, service: ServiceName) -> MetricsAccess:
+    """Who may scrape ``service``: the gateway believes only ``TRUSTED_PROXIES`` about the
+    client's address; a backend service also the gateway (``INTERNAL_PROXIES``)."""
+    proxies = list(settings.trusted_proxies)
+    if service != "gateway":
+        proxies += settings.internal_proxies
+    return MetricsAccess(settings.metrics_allowed_networks, TrustedProxies(proxies))
+
+
 def create_service_app(
     settings: Settings,
     service: ServiceName,
@@ -75,7 +109,12 @@ def create_service_app(
     migrations: Sequence[MigrationHistory] = (),
     hooks: Sequence[LifespanHook] = (),
     uses_database: bool = True,
+    own_openapi: bool = True,
+    inner_middleware: Sequence[Middleware] = (),
 ) -> FastAPI:
+    """One service's app. ``own_openapi=False`` leaves out FastAPI's ``/openapi.json`` and
+    ``/docs`` (the gateway serves merged ones); ``inner_middleware`` runs inside the
+    request-id middleware (outermost first), so that its answers carry the request id."""
     registry = CollectorRegistry(auto_describe=True)
 
     @asynccontextmanager
@@ -91,6 +130,9 @@ def create_service_app(
                 if settings.auto_migrate:
                     await upgrade(context.database, list(migrations))
                 context.probes["database"] = context.database.ping
+                if migrations:
+                    heads = [Heads.of(history) for history in migrations]
+                    context.probes["schema"] = schema_probe(service, context.database, heads)
                 context.backends["database"] = context.database.url.get_backend_name()
             context.cache = create_cache(
                 redis_url=settings.redis_url,
@@ -109,20 +151,25 @@ def create_service_app(
             yield
             log.info("service stopping", service=service)
 
-    docs = bool(settings.docs_enabled)
+    docs = bool(settings.docs_enabled) and own_openapi
     app = FastAPI(
         title=title,
         description=description,
         version="1.0.0",
         lifespan=lifespan,
+        openapi_url="/openapi.json" if own_openapi else None,
         docs_url="/docs" if docs else None,
         redoc_url=None,
         debug=False,
     )
     install_error_handlers(app, expose_internals=settings.environment == "development")
-    app.include_router(health_router(service, registry))
+    app.include_router(health_router(service, registry, metrics_access(settings, service)))
     for router in routers:
         app.include_router(router)
+    # add_middleware puts each one outside those before it: the last added is outermost.
+    app.add_middleware(HeaderLimitMiddleware, limit=settings.max_header_bytes)
+    for inner in reversed(inner_middleware):
+        app.add_middleware(inner.cls, *inner.args, **inner.kwargs)
     app.add_middleware(
         RequestContextMiddleware,
         service=service,

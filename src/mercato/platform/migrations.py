@@ -3,6 +3,9 @@
 A history is applied through the service's own :class:`~mercato.platform.db.Database`
 connection (the Alembic cookbook's "connection sharing" recipe), so an in-memory SQLite
 database is migrated in place and PostgreSQL gets the service's schema first.
+
+:func:`unapplied` is the read-only side: which histories the database has not reached the
+head of (``/readyz`` is 503 until ``mercato migrate`` ran).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData
 
 from mercato.platform.db import Database
@@ -67,6 +72,49 @@ async def upgrade(database: Database, histories: list[MigrationHistory]) -> None
 def _upgrade(connection: Connection, history: MigrationHistory) -> None:
     with _thread_lock:
         command.upgrade(_config(history, connection), "head")
+
+
+@dataclass(frozen=True, slots=True)
+class Heads:
+    """What the code of one history knows: its head revisions, and every revision."""
+
+    history: MigrationHistory
+    heads: frozenset[str]
+    known: frozenset[str]
+
+    @classmethod
+    def of(cls, history: MigrationHistory) -> Heads:
+        script = ScriptDirectory.from_config(_config(history))
+        return cls(
+            history,
+            frozenset(script.get_heads()),
+            frozenset(revision.revision for revision in script.walk_revisions()),
+        )
+
+    def reached_by(self, current: tuple[str, ...]) -> bool:
+        """Whether a database at ``current`` has every head applied. A revision this code
+        does not know was written by newer code (a rolling upgrade): that is not behind."""
+        return self.heads <= set(current) or any(rev not in self.known for rev in current)
+
+
+async def unapplied(database: Database, heads: list[Heads]) -> list[MigrationHistory]:
+    """The histories whose heads ``database`` has not reached (read-only: nothing is
+    created, a missing version table reads as nothing applied)."""
+    behind: list[MigrationHistory] = []
+    async with database.unit_of_work(read_only=True) as uow:
+        connection = await uow.session.connection()
+        for history_heads in heads:
+            current = await connection.run_sync(_current_heads, history_heads.history)
+            if not history_heads.reached_by(current):
+                behind.append(history_heads.history)
+    return behind
+
+
+def _current_heads(connection: Connection, history: MigrationHistory) -> tuple[str, ...]:
+    migration = MigrationContext.configure(
+        connection, opts={"version_table": history.version_table}
+    )
+    return tuple(migration.get_current_heads())
 
 
 def run_env(target_metadata: MetaData | None) -> None:

@@ -1,11 +1,19 @@
 """Metrics (Prometheus) and health: what every service answers on ``/metrics``,
-``/healthz`` and ``/readyz``."""
+``/healthz`` and ``/readyz``.
+
+``/metrics`` answers only clients in ``METRICS_ALLOWED_NETWORKS`` (default loopback and the
+private ranges, where scrapers live); anyone else gets the same 404 as an unknown path. The
+client is the socket peer, or the address a trusted proxy forwarded for (never an
+``X-Forwarded-For`` from anyone else), so a public request relayed by a reverse proxy on a
+private address is told apart once that proxy is in ``TRUSTED_PROXIES``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -18,9 +26,19 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.exceptions import HTTPException
+from starlette.types import Scope
+
+from mercato.platform.net import TrustedProxies
 
 #: A readiness check: returns normally when the dependency answers, raises otherwise.
 Probe = Callable[[], Awaitable[Any]]
+
+
+class ProbeFailed(Exception):
+    """A readiness check that failed for a reason safe to show on ``/readyz`` (its message;
+    no host, port or credential). Any other exception shows only its type."""
+
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -79,6 +97,8 @@ async def run_probes(probes: Mapping[str, Probe], *, limit: float = 2.0) -> dict
             await asyncio.wait_for(probe(), limit)
         except TimeoutError:
             return "timeout"
+        except ProbeFailed as exc:
+            return str(exc)
         except Exception as exc:  # a probe reports any failure; it never raises
             return f"unavailable ({type(exc).__name__})"
         return "ok"
@@ -100,8 +120,27 @@ def readiness_response(
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-def health_router(service: str, registry: CollectorRegistry) -> APIRouter:
-    """``/healthz``, ``/readyz`` and ``/metrics``; readiness runs ``app.state.probes``."""
+class MetricsAccess:
+    """Who may read ``/metrics``: clients whose address is in ``networks``, the address
+    resolved through ``proxies`` (the socket peer unless that is a trusted proxy)."""
+
+    def __init__(self, networks: Iterable[str], proxies: TrustedProxies) -> None:
+        self.networks = tuple(ipaddress.ip_network(item, strict=False) for item in networks)
+        self.proxies = proxies
+
+    def allows(self, scope: Scope) -> bool:
+        try:
+            address = ipaddress.ip_address(self.proxies.client_address(scope))
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)
+
+
+def health_router(service: str, registry: CollectorRegistry, access: MetricsAccess) -> APIRouter:
+    """``/healthz``, ``/readyz`` and ``/metrics``; readiness runs ``app.state.probes``,
+    metrics answer only whom ``access`` allows (404 to anyone else)."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz", summary="Liveness: the process is up")
@@ -118,7 +157,9 @@ def health_router(service: str, registry: CollectorRegistry) -> APIRouter:
         return readiness_response(service, await run_probes(state.probes), state.backends)
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if not access.allows(request.scope):
+            raise HTTPException(404)  # the same answer as a path that does not exist
         return Response(metrics_payload(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router

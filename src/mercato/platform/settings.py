@@ -107,12 +107,44 @@ class ServerSettings(BaseSettings):
     docs_enabled: bool | None = Field(None, description="serve /docs (Swagger UI)")
     access_log: bool = Field(True, description="one log line per request")
     graceful_timeout: float = Field(10.0, gt=0, description="seconds to drain on shutdown")
-
-    _split = field_validator("allowed_hosts", "cors_origins", "trusted_proxies", mode="before")(
-        _split_commas
+    metrics_allowed_networks: CommaList = Field(
+        default_factory=lambda: [
+            "127.0.0.0/8",
+            "::1/128",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "fc00::/7",
+        ],
+        description="client networks /metrics answers (comma-separated CIDRs); others get 404."
+        " Behind a reverse proxy, list it in TRUSTED_PROXIES so its clients are told apart",
+    )
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="bytes of a request's line and headers; a larger head gets 431",
+    )
+    request_read_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a client has to send a whole request (head and body); then 408",
+    )
+    keep_alive_timeout: int = Field(
+        5, ge=1, description="seconds an idle keep-alive connection stays open"
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="concurrent connections per process; past it requests get 503"
     )
 
-    @field_validator("trusted_proxies")
+    _split = field_validator(
+        "allowed_hosts",
+        "cors_origins",
+        "trusted_proxies",
+        "metrics_allowed_networks",
+        mode="before",
+    )(_split_commas)
+
+    @field_validator("trusted_proxies", "metrics_allowed_networks")
     @classmethod
     def _valid_networks(cls, value: list[str]) -> list[str]:
         for item in value:
