@@ -511,6 +511,27 @@ def config_docs(
     typer.echo(text, nl=False)
 
 
+@app.command("api-docs")
+def api_docs(
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write", help="Rewrite the generated blocks of docs/api.md in the working directory."
+        ),
+    ] = False,
+) -> None:
+    """Print the endpoint tables of the API reference, generated from the services' OpenAPI
+    schemas (docs/api.md carries them between markers)."""
+    from mercato import api_reference
+
+    if write:
+        path = Path.cwd() / "docs" / "api.md"
+        typer.echo(f"rewrote {path}" if api_reference.write(path) else "up to date")
+        return
+    for service in BACKEND_SERVICES:
+        typer.echo(api_reference.endpoints_markdown(service))
+
+
 @config_app.command("check")
 def config_check(
     config: ConfigOption = None,
