@@ -210,7 +210,8 @@ _ASYNC_DRIVERS: Final = {
 
 def async_database_url(url: str) -> str:
     """``url`` with the async driver Mercato uses (``postgresql://`` and ``postgres://``
-    become ``postgresql+asyncpg://``); :class:`ValueError` for anything else."""
+    become ``postgresql+asyncpg://``, libpq's ``sslmode`` asyncpg's ``ssl``);
+    :class:`ValueError` for anything else."""
     scheme, separator, rest = url.strip().partition("://")
     if not separator or not rest:
         raise ValueError(
@@ -232,6 +233,11 @@ def async_database_url(url: str) -> str:
         raise ValueError(f"cannot be parsed as a {scheme}:// URL") from None
     if driver.startswith("postgresql") and not parsed.host and not parsed.query.get("host"):
         raise ValueError("names no host; use postgresql://user:password@host:5432/name")
+    if driver.startswith("postgresql") and "sslmode" in parsed.query:
+        # libpq's sslmode (what providers hand out) is asyncpg's ssl.
+        mode = parsed.query["sslmode"]
+        parsed = parsed.difference_update_query(["sslmode"]).update_query_dict({"ssl": mode})
+        return parsed.render_as_string(hide_password=False)
     return normalised
 
 

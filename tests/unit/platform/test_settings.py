@@ -363,6 +363,10 @@ class TestStartUpRefusals:
             ("postgresql://app@db/shop", "postgresql+asyncpg://app@db/shop"),
             ("postgresql+asyncpg://db/shop", "postgresql+asyncpg://db/shop"),
             ("sqlite:///var/shop.db", "sqlite+aiosqlite:///var/shop.db"),
+            (
+                "postgres://app:p%40ss@db/shop?sslmode=require",
+                "postgresql+asyncpg://app:p%40ss@db/shop?ssl=require",
+            ),
         ],
     )
     def test_urls_without_the_async_driver_are_given_it(
