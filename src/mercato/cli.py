@@ -145,14 +145,18 @@ def _wait_for_dependencies(settings: Settings, services: Sequence[ServiceName]) 
 def _configure_logging(settings: Settings, service: str) -> None:
     from mercato.platform.logging import configure_logging
 
-    configure_logging(
-        service=service,
-        level=settings.effective_log_level,
-        fmt=settings.log_format or "console",
-        log_file=settings.log_file,
-        rotate=settings.log_rotate if settings.log_file else None,
-        backups=settings.log_backups,
-    )
+    try:
+        configure_logging(
+            service=service,
+            level=settings.effective_log_level,
+            fmt=settings.log_format or "console",
+            log_file=settings.log_file,
+            rotate=settings.log_rotate if settings.log_file else None,
+            backups=settings.log_backups,
+        )
+    except OSError as exc:
+        detail = f"{exc.strerror} ({exc.filename})" if exc.filename else str(exc)
+        _fail([f"LOG_FILE {settings.log_file} cannot be opened: {detail}"])
 
 
 @app.command()

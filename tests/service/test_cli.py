@@ -132,6 +132,7 @@ class TestHelpAndVersion:
             ["create-admin"],
             ["config", "check"],
             ["config", "docs"],
+            ["api-docs"],
             ["events", "dlq", "replay"],
         ],
     )
@@ -153,6 +154,7 @@ class TestHelpAndVersion:
             "migrate",
             "seed",
             "create-admin",
+            "api-docs",
             "config",
             "events",
         ]

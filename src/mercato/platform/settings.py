@@ -122,6 +122,18 @@ class ServerSettings(BaseSettings):
         _split_commas
     )
 
+    _empty_service_url_is_unset = field_validator(
+        "auth_url", "users_url", "products_url", "orders_url", mode="before"
+    )(_none_if_blank)
+
+    @field_validator("auth_url", "users_url", "products_url", "orders_url")
+    @classmethod
+    def _valid_service_urls(cls, value: str | None) -> str | None:
+        for url in (value or "").split(","):
+            if url.strip():
+                _check_server_url(url.strip(), ("http", "https"), "http://products.internal:8003")
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _valid_networks(cls, value: list[str]) -> list[str]:
@@ -340,6 +352,15 @@ class OrdersSettings(BaseSettings):
         True, description="run the notification worker inside the orders service"
     )
 
+    _empty_smtp_is_unset = field_validator("smtp_url", mode="before")(_none_if_blank)
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _valid_smtp_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_server_url(value, ("smtp", "smtps"), "smtp://user:password@mail:587")
+        return value
+
 
 class MessagingSettings(BaseSettings):
     """Events: outbox relay, consumers, retries (see README, "Events and guarantees")."""
@@ -523,6 +544,17 @@ class SecuritySettings(BaseSettings):
                 raise ValueError(f"{item!r} is not an IP address or network") from None
         return value
 
+    _empty_jwks_url_is_unset = field_validator("jwks_url", mode="before")(_none_if_blank)
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _valid_jwks_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_server_url(
+                value, ("http", "https"), "http://auth.internal:8004/auth/.well-known/jwks.json"
+            )
+        return value
+
     @field_validator("rate_limit_login", "rate_limit_login_address")
     @classmethod
     def _valid_limit(cls, value: str) -> str:
@@ -626,6 +658,13 @@ class Settings(
     def problems(self, services: Sequence[ServiceName] = SERVICES) -> list[str]:
         """What makes these settings unfit to run ``services``; empty when they are fine."""
         found: list[str] = []
+        by_port: dict[int, list[ServiceName]] = {}
+        for service in services:
+            by_port.setdefault(self.service_port(service), []).append(service)
+        for port, sharing in by_port.items():
+            if len(sharing) > 1:
+                names = " and ".join(_port_setting(service) for service in sharing)
+                found.append(f"{names} share port {port}; each process needs a port of its own")
         if self.is_production:
             key = self.secret_key.get_secret_value() if self.secret_key else ""
             if not key:
@@ -681,6 +720,10 @@ class Settings(
         """Raise :class:`ConfigError` when :meth:`problems` finds anything."""
         if found := self.problems(services):
             raise ConfigError(found)
+
+
+def _port_setting(service: ServiceName) -> str:
+    return "PORT" if service == "gateway" else f"{service.upper()}_PORT"
 
 
 #: Per-environment defaults for what no source set. Production keeps no insecure default.

@@ -331,6 +331,10 @@ class TestStartUpRefusals:
             ("REDIS_URL", "http://cache:6379"),
             ("BROKER_URL", "rabbit://mq"),
             ("BROKER_URL", "amqp://"),
+            ("SMTP_URL", "mail.example:25"),
+            ("AUTH_URL", "auth.internal:8004"),
+            ("PRODUCTS_URL", "http://p1:8003, p2:8003"),
+            ("JWKS_URL", "ftp://auth/jwks.json"),
         ],
     )
     def test_each_unusable_value_is_one_line_naming_the_setting(
@@ -450,6 +454,33 @@ class TestStartUpRefusals:
         assert everything.exit_code == 2
         assert "JWT_PRIVATE_KEYS" in everything.stderr
         assert products_only.exit_code == 0, products_only.stderr
+
+    def test_two_processes_on_one_port_is_a_problem_for_up_only(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("AUTH_PORT", "8000")
+
+        everything = CliRunner().invoke(cli, ["config", "check"])
+        auth_only = CliRunner().invoke(cli, ["config", "check", "--service", "auth"])
+
+        assert everything.exit_code == 2
+        assert everything.stderr == (
+            "mercato: AUTH_PORT and PORT share port 8000; each process needs a port of its own\n"
+        )
+        assert auth_only.exit_code == 0
+
+    def test_a_log_file_that_cannot_be_opened_is_one_line(self, tmp_path: Path) -> None:
+        write(tmp_path / "a-file", "")
+
+        result = CliRunner().invoke(
+            cli, ["migrate"], env={"LOG_FILE": str(tmp_path / "a-file" / "mercato.log")}
+        )
+
+        assert result.exit_code == 2
+        assert result.stderr == (
+            f"mercato: LOG_FILE {tmp_path / 'a-file' / 'mercato.log'} cannot be opened:"
+            f" File exists ({tmp_path / 'a-file'})\n"
+        )
 
 
 class TestDotEnv:
