@@ -68,7 +68,8 @@ def dependencies(settings: Settings, services: Sequence[ServiceName]) -> list[De
             found += _servers(setting, url, "postgresql")
     if settings.redis_url:
         found += _servers("REDIS_URL", settings.redis_url)
-    if settings.broker_url and not settings.broker_url.startswith("memory:"):
+    uses_events = any(service != "gateway" for service in services)  # the gateway has none
+    if uses_events and settings.broker_url and not settings.broker_url.startswith("memory:"):
         found += _servers("BROKER_URL", settings.broker_url)
     unique: dict[tuple[str, int], Dependency] = {}
     for dependency in found:

@@ -64,3 +64,14 @@ def test_the_description_names_setting_host_and_port_and_no_credentials() -> Non
     [broker] = dependencies(settings, ["orders"])
 
     assert str(broker) == "BROKER_URL ([::1]:5673)"
+
+
+def test_the_gateway_needs_redis_but_no_broker() -> None:
+    settings = load_settings(
+        env_file=None,
+        environment="testing",
+        redis_url="redis://cache.internal/0",
+        broker_url="amqp://mq.internal/",
+    )
+
+    assert dependencies(settings, ["gateway"]) == [Dependency("REDIS_URL", "cache.internal", 6379)]
