@@ -4,33 +4,46 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, get_args
 
 import typer
 
 from mercato.platform.settings import (
+    BACKEND_SERVICES,
     SERVICES,
     ConfigError,
     ServiceName,
     Settings,
     derived_values,
+    env_file_warnings,
+    env_name,
     load_settings,
     masked_value,
     setting_sources,
 )
 
+# Plain click help (rich_markup_mode=None): paragraphs re-wrapped instead of keeping the
+# docstrings' line breaks, and no "<bool>" after flags such as --help.
 app = typer.Typer(
     name="mercato",
     help="Mercato: an e-commerce backend as Python microservices.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-config_app = typer.Typer(help="Inspect and validate the configuration.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Inspect and validate the configuration.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(config_app, name="config")
-events_app = typer.Typer(help="Operate the event system.", no_args_is_help=True)
-dlq_app = typer.Typer(help="Dead letters: events a consumer gave up on.", no_args_is_help=True)
+events_app = typer.Typer(
+    help="Operate the event system.", no_args_is_help=True, rich_markup_mode=None
+)
+dlq_app = typer.Typer(
+    help="Dead letters: events a consumer gave up on.", no_args_is_help=True, rich_markup_mode=None
+)
 events_app.add_typer(dlq_app, name="dlq")
 app.add_typer(events_app, name="events")
 
@@ -44,7 +57,29 @@ ConfigOption = Annotated[
         show_envvar=False,
     ),
 ]
-ServiceArgument = Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")]
+ServiceArgument = Annotated[
+    str, typer.Argument(metavar="SERVICE", help=f"One of: {', '.join(SERVICES)}.")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"mercato {version('mercato')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _version_option: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Mercato: an e-commerce backend as Python microservices."""
 
 
 def _fail(problems: list[str], code: int = 2) -> NoReturn:
@@ -53,12 +88,21 @@ def _fail(problems: list[str], code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _settings(config: Path | None, *, check: bool = True, **overrides: Any) -> Settings:
-    """Load (and by default validate) the settings; exit 2 with one line per problem."""
+def _settings(
+    config: Path | None,
+    *,
+    check: bool = True,
+    services: Sequence[ServiceName] = SERVICES,
+    **overrides: Any,
+) -> Settings:
+    """Load (and by default validate, for ``services``) the settings; exit 2 with one line
+    per problem. A name in ``.env`` that sets nothing is a warning line."""
+    for line in env_file_warnings():
+        typer.echo(f"mercato: warning: {line}", err=True)
     try:
         settings = load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
         if check:
-            settings.check()
+            settings.check(services)
     except ConfigError as exc:
         _fail(exc.problems)
     return settings
@@ -71,17 +115,48 @@ def _service(name: str) -> ServiceName:
     return service
 
 
+def _backend_service(name: str) -> ServiceName:
+    """A service with a database of its own (every one but the gateway)."""
+    service = _service(name)
+    if service == "gateway":
+        _fail([f"the gateway has no database; choose one of {', '.join(BACKEND_SERVICES)}"])
+    return service
+
+
+def _wait_for_dependencies(settings: Settings, services: Sequence[ServiceName]) -> None:
+    """Wait up to STARTUP_TIMEOUT for the servers ``services`` need; exit 1 with one line
+    naming the one that did not answer."""
+    from mercato.platform.startup import DependencyUnavailable, dependencies, wait_for
+    from mercato.serving import run_event_loop
+
+    def waiting(dependency: Any) -> None:
+        typer.echo(
+            f"mercato: waiting up to {settings.startup_timeout:g} s for {dependency}", err=True
+        )
+
+    try:
+        run_event_loop(
+            wait_for(dependencies(settings, services), settings.startup_timeout, on_wait=waiting)
+        )
+    except DependencyUnavailable as exc:
+        _fail([str(exc)], code=1)
+
+
 def _configure_logging(settings: Settings, service: str) -> None:
     from mercato.platform.logging import configure_logging
 
-    configure_logging(
-        service=service,
-        level=settings.effective_log_level,
-        fmt=settings.log_format or "console",
-        log_file=settings.log_file,
-        rotate=settings.log_rotate if settings.log_file else None,
-        backups=settings.log_backups,
-    )
+    try:
+        configure_logging(
+            service=service,
+            level=settings.effective_log_level,
+            fmt=settings.log_format or "console",
+            log_file=settings.log_file,
+            rotate=settings.log_rotate if settings.log_file else None,
+            backups=settings.log_backups,
+        )
+    except OSError as exc:
+        detail = f"{exc.strerror} ({exc.filename})" if exc.filename else str(exc)
+        _fail([f"LOG_FILE {settings.log_file} cannot be opened: {detail}"])
 
 
 @app.command()
@@ -95,6 +170,7 @@ def up(
 
     settings = _settings(config, host=host, port=port)
     _configure_logging(settings, "mercato")
+    _wait_for_dependencies(settings, SERVICES)
 
     def announce() -> None:
         lines = [f"  {service:<9} {settings.service_url(service)}" for service in SERVICES]
@@ -123,8 +199,9 @@ def serve(
     from mercato.serving import serve_one
 
     name = _service(service)
-    settings = _settings(config, host=host)
+    settings = _settings(config, services=[name], host=host)
     _configure_logging(settings, name)
+    _wait_for_dependencies(settings, [name])
     serve_one(settings, name, workers=workers)
 
 
@@ -139,6 +216,7 @@ def worker(
         typer.Option(
             "--service",
             "-s",
+            metavar="SERVICE",
             help="Run this service's outbox relay and event consumers without HTTP "
             "(repeatable; 'all' for every service).",
         ),
@@ -157,8 +235,11 @@ def worker(
     from mercato.orders.app import create_worker_app
     from mercato.serving import uvicorn_config
 
-    settings = _settings(config)
+    settings = _settings(config, services=["orders"])
     _configure_logging(settings, "worker")
+    _wait_for_dependencies(settings, ["orders"])
+    _announce_worker(settings, {"notifications": ["notifications"]})
+    typer.echo(f"  health, readiness and metrics on http://{settings.host}:{port}")
     uvicorn.Server(uvicorn_config(create_worker_app(settings), settings, port)).run()
 
 
@@ -166,24 +247,57 @@ def _event_worker(config: Path | None, names: list[str]) -> None:
     from mercato.messaging.worker import run_headless
     from mercato.serving import app_factory, run_event_loop
 
-    services = (
-        [s for s in SERVICES if s != "gateway"]
-        if "all" in names
-        else [_service(name) for name in names]
-    )
+    services = list(BACKEND_SERVICES) if "all" in names else [_service(name) for name in names]
     if "gateway" in services:
         _fail(["the gateway has no event worker"])
-    settings = _settings(config)
+    settings = _settings(config, services=services)
     _configure_logging(settings, "worker")
+    _wait_for_dependencies(settings, services)
+    _announce_worker(settings, {name: _consumer_groups(settings, name) for name in services})
     apps = [app_factory(name)(settings) for name in services]
     run_event_loop(run_headless(apps))
 
 
-def _databases(config: Path | None, service: str | None) -> tuple[Settings, list[ServiceName]]:
-    settings = _settings(config)
-    services: list[ServiceName] = (
-        [_service(service)] if service else [s for s in SERVICES if s != "gateway"]
+def _consumer_groups(settings: Settings, service: ServiceName) -> list[str]:
+    """The consumer groups a service's event worker runs."""
+    from mercato.messaging.topology import CONSUMER_GROUPS
+
+    groups: list[str] = [service] if service in CONSUMER_GROUPS else []
+    if service == "orders" and settings.notifications_in_process:
+        groups.append("notifications")
+    return groups
+
+
+def _announce_worker(settings: Settings, groups_by_service: dict[str, list[str]]) -> None:
+    """Say what the worker consumes and from where; warn when nothing can reach it."""
+    from mercato.messaging.topology import CONSUMER_GROUPS
+
+    broker = settings.broker_url
+    source = (
+        "the in-memory broker of this process"
+        if not broker or broker.startswith("memory:")
+        else str(masked_value("broker_url", broker))
     )
+    typer.echo(f"Event worker on {source}:")
+    for name, groups in groups_by_service.items():
+        consumed = [f"{group} ({', '.join(CONSUMER_GROUPS[group])})" for group in groups] or [
+            "nothing"
+        ]
+        relay = "; relays its outbox" if name in BACKEND_SERVICES else ""
+        typer.echo(f"  {name}: consumes {'; '.join(consumed)}{relay}")
+    if not broker or broker.startswith("memory:"):
+        typer.echo(
+            f"mercato: warning: {env_name('broker_url', Settings.model_fields['broker_url'])}"
+            " is not set: this process has an in-memory broker of its own and receives no"
+            " event another process publishes; set BROKER_URL (amqp:// or kafka://) here"
+            " and in the services",
+            err=True,
+        )
+
+
+def _databases(config: Path | None, service: str | None) -> tuple[Settings, list[ServiceName]]:
+    services: list[ServiceName] = [_backend_service(service)] if service else list(BACKEND_SERVICES)
+    settings = _settings(config, services=services)
     return settings, services
 
 
@@ -233,7 +347,8 @@ def dlq_replay(
     service: Annotated[str | None, typer.Option(help="Only this service's database.")] = None,
     consumer: Annotated[str | None, typer.Option(help="Only this consumer group.")] = None,
     ids: Annotated[
-        list[int] | None, typer.Option("--id", help="Replay these dead letters (repeatable).")
+        list[int] | None,
+        typer.Option("--id", metavar="ID", help="Replay these dead letters (repeatable)."),
     ] = None,
     replay_all: Annotated[bool, typer.Option("--all", help="Replay every pending one.")] = False,
 ) -> None:
@@ -245,18 +360,34 @@ def dlq_replay(
         _fail(["say which: --id N (repeatable) or --all"])
     settings, services = _databases(config, service)
 
-    async def replay() -> int:
-        total = 0
+    async def replay() -> tuple[int, set[int]]:
+        total, replayed_ids = 0, set()
         for name in services:
             database = _open_database(settings, name)
             try:
-                total += await replay_dead_letters(database, ids=ids, consumer=consumer)
+                if ids is None:
+                    total += await replay_dead_letters(database, consumer=consumer)
+                    continue
+                for one in dict.fromkeys(ids):  # one by one, to know which were found
+                    if await replay_dead_letters(database, ids=[one], consumer=consumer):
+                        total += 1
+                        replayed_ids.add(one)
             finally:
                 await database.dispose()
-        return total
+        return total, replayed_ids
 
-    count = run_event_loop(replay())
+    count, replayed_ids = run_event_loop(replay())
     typer.echo(f"replayed {count} dead letter(s); the services' relays send them")
+    if missing := [one for one in dict.fromkeys(ids or []) if one not in replayed_ids]:
+        where = f" in {service}" if service else ""
+        _fail(
+            [
+                f"no pending dead letter #{one}{where}"
+                f"{' for ' + consumer if consumer else ''} (see `mercato events dlq list`)"
+                for one in missing
+            ],
+            code=1,
+        )
 
 
 def _open_database(settings: Settings, service: ServiceName) -> Any:
@@ -282,9 +413,10 @@ def migrate(
     from mercato.serving import migrate as apply
     from mercato.serving import run_event_loop
 
-    settings = _settings(config)
+    services = [_backend_service(service)] if service else list(BACKEND_SERVICES)
+    settings = _settings(config, services=services)
     _configure_logging(settings, "mercato")
-    services = [_service(service)] if service else [s for s in SERVICES if s != "gateway"]
+    _wait_for_dependencies(settings, services)
     run_event_loop(apply(settings, services))
     typer.echo(f"Migrated: {', '.join(services)}")
 
@@ -295,8 +427,9 @@ def seed(config: ConfigOption = None) -> None:
     from mercato.products.app import seed_demo
     from mercato.serving import run_event_loop
 
-    settings = _settings(config)
+    settings = _settings(config, services=["products"])
     _configure_logging(settings, "products")
+    _wait_for_dependencies(settings, ["products"])
     added, total = run_event_loop(seed_demo(settings))
     typer.echo(f"Seeded {added} demo products; the catalogue holds {total}.")
 
@@ -315,7 +448,7 @@ def create_admin(
 
     if problem := username_problem(username):
         _fail([f"the username {problem}"])
-    settings = _settings(config)
+    settings = _settings(config, services=["auth"])
     _configure_logging(settings, "auth")
     password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     if problem := password_problem(password):
@@ -337,11 +470,11 @@ def config_show(
     sources = setting_sources(config)
     derived = derived_values(settings)
     rows: dict[str, dict[str, Any]] = {}
-    for name in Settings.model_fields:
+    for name, field in Settings.model_fields.items():
         value, source = getattr(settings, name), sources[name]
         if value is None and name in derived:
             value, source = derived[name], "derived"
-        rows[name] = {"value": masked_value(name, value), "source": source}
+        rows[env_name(name, field)] = {"value": masked_value(name, value), "source": source}
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -349,26 +482,74 @@ def config_show(
     for name, row in rows.items():
         value = row["value"]
         shown = ",".join(map(str, value)) if isinstance(value, list) else value
-        typer.echo(f"{name.upper():<{width}}  {shown!s:<40}  ({row['source']})")
+        typer.echo(f"{name:<{width}}  {shown!s:<40}  ({row['source']})")
 
 
 @config_app.command("docs")
 def config_docs(
     env: Annotated[bool, typer.Option("--env", help="Print .env.example instead.")] = False,
     readme: Annotated[bool, typer.Option("--readme", help="Print README's table.")] = False,
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write",
+            help="Rewrite docs/configuration.md, .env.example and README.md's table in the"
+            " checkout in the working directory.",
+        ),
+    ] = False,
 ) -> None:
     """Print the configuration reference (docs/configuration.md), .env.example, or the
     README's configuration table."""
-    from mercato.platform.config_docs import configuration_markdown, env_example, readme_table
+    from mercato.platform.config_docs import (
+        configuration_markdown,
+        env_example,
+        readme_table,
+        write_references,
+    )
 
+    if write:
+        changed = write_references(Path.cwd())
+        typer.echo(f"rewrote {', '.join(map(str, changed))}" if changed else "up to date")
+        return
     text = env_example() if env else readme_table() if readme else configuration_markdown()
     typer.echo(text, nl=False)
 
 
+@app.command("api-docs")
+def api_docs(
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write", help="Rewrite the generated blocks of docs/api.md in the working directory."
+        ),
+    ] = False,
+) -> None:
+    """Print the endpoint tables of the API reference, generated from the services' OpenAPI
+    schemas (docs/api.md carries them between markers)."""
+    from mercato import api_reference
+
+    if write:
+        path = Path.cwd() / "docs" / "api.md"
+        typer.echo(f"rewrote {path}" if api_reference.write(path) else "up to date")
+        return
+    for service in BACKEND_SERVICES:
+        typer.echo(api_reference.endpoints_markdown(service))
+
+
 @config_app.command("check")
-def config_check(config: ConfigOption = None) -> None:
-    """Validate the configuration; exit 2 with one line per problem."""
-    settings = _settings(config)
+def config_check(
+    config: ConfigOption = None,
+    service: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="SERVICE",
+            help="Check for these services only (repeatable; default: all of them).",
+        ),
+    ] = None,
+) -> None:
+    """Validate the configuration as start-up does; exit 2 with one line per problem."""
+    services = [_service(name) for name in service] if service else list(SERVICES)
+    settings = _settings(config, services=services)
     typer.echo(f"configuration ok ({settings.environment})")
 
 

@@ -1,15 +1,40 @@
-"""`mercato serve SERVICE --workers N`: gunicorn managing N uvicorn worker processes."""
+"""`mercato serve SERVICE --workers N`: gunicorn managing N uvicorn worker processes.
+
+gunicorn's and uvicorn's own lines go through Mercato's logging pipeline (configured in the
+master before it forks, so every worker inherits it): :class:`StructuredGunicornLogger`
+gives gunicorn's loggers no handler of their own, and :class:`MercatoUvicornWorker` undoes
+the uvicorn-worker package's rewiring of uvicorn's loggers onto gunicorn's handlers.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from typing import Any
 
 from fastapi import FastAPI
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.glogging import Logger
+from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
+from mercato.platform.logging import UVICORN_LOGGERS
 from mercato.platform.settings import ServiceName, Settings
+
+
+class StructuredGunicornLogger(Logger):  # type: ignore[misc]
+    """gunicorn's error and access loggers, propagating to the root handlers (Mercato's
+    structured pipeline) instead of writing plain text lines of their own."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in list(log.handlers):
+                if getattr(handler, "_gunicorn", False):
+                    log.removeHandler(handler)
+            log.propagate = True
 
 
 class MercatoUvicornWorker(UvicornWorker):  # type: ignore[misc]
@@ -22,6 +47,28 @@ class MercatoUvicornWorker(UvicornWorker):  # type: ignore[misc]
         "server_header": False,
         "proxy_headers": False,
     }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # UvicornWorker points uvicorn's loggers at gunicorn's handlers and stops them
+        # propagating; Mercato's pipeline sits on the root logger.
+        for name in UVICORN_LOGGERS:
+            uvicorn_logger = logging.getLogger(name)
+            uvicorn_logger.handlers = []
+            uvicorn_logger.setLevel(logging.NOTSET)
+            uvicorn_logger.propagate = True
+
+    async def _serve(self) -> None:
+        # The listening sockets go to uvicorn unwrapped. Given gunicorn's wrapper objects,
+        # uvloop closes the file descriptor on shutdown without detaching the socket the
+        # wrapper holds, so uvicorn's own close() then fails with EBADF ("Error while
+        # closing socket [Errno 9] Bad file descriptor"), or closes a reused descriptor.
+        self.config.app = self.wsgi
+        server = Server(config=self.config)
+        self._install_sigquit_handler()
+        await server.serve(sockets=[listener.sock for listener in self.sockets])
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
 
 def child_exit(_server: Any, worker: Any) -> None:
@@ -44,10 +91,16 @@ class GunicornApplication(BaseApplication):  # type: ignore[misc]
             "bind": f"{self.settings.host}:{self.settings.service_port(self.service)}",
             "workers": self.workers,
             "worker_class": f"{__name__}.MercatoUvicornWorker",
+            "logger_class": f"{__name__}.StructuredGunicornLogger",
+            "loglevel": self.settings.effective_log_level.lower(),
             "graceful_timeout": int(self.settings.graceful_timeout),
             "keepalive": 75,
             "child_exit": child_exit,
             "proc_name": f"mercato-{self.service}",
+            # gunicorn 23+ opens a control socket at one path per user
+            # (~/.gunicorn/gunicorn.ctl): several masters on one machine would take it
+            # from each other. Mercato is run by signals and needs none.
+            "control_socket_disable": True,
         }
         for key, value in options.items():
             self.cfg.set(key, value)

@@ -9,8 +9,10 @@ import importlib
 import os
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Callable, Generator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -84,11 +86,23 @@ def uvicorn_config(
 
 
 class EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the process that runs several."""
+    """A uvicorn server that leaves signal handling to the process that runs several, and
+    names its ``service`` on uvicorn's own lines (they would say the process's, "mercato")."""
+
+    def __init__(self, config: uvicorn.Config, service: ServiceName | None = None) -> None:
+        super().__init__(config)
+        self.service = service
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.service is None:
+            await super().serve(sockets)
+            return
+        with structlog.contextvars.bound_contextvars(service=self.service):
+            await super().serve(sockets)
 
 
 #: The least time a server is given to finish its requests in flight once told to stop.
@@ -111,7 +125,10 @@ async def run_all(settings: Settings, *, on_ready: Callable[[], None] | None = N
     """
     servers = {
         service: EmbeddedServer(
-            uvicorn_config(app_factory(service)(settings), settings, settings.service_port(service))
+            uvicorn_config(
+                app_factory(service)(settings), settings, settings.service_port(service)
+            ),
+            service,
         )
         for service in SERVICES
     }
@@ -227,13 +244,16 @@ async def _end_leftovers(grace: float) -> None:
     )
 
 
-def _share_metrics_between_workers(settings: Settings, service: ServiceName) -> None:
-    """Give gunicorn's workers one prometheus-client multiprocess directory (emptied at start),
-    so that /metrics answers for the whole service, not for the worker that took the request.
+def _share_metrics_between_workers(service: ServiceName, default_base: Path) -> None:
+    """Give the service's worker processes one prometheus-client multiprocess directory of
+    its own, emptied at start, so that /metrics answers for the whole service, not for the
+    worker that took the request. A ``PROMETHEUS_MULTIPROC_DIR`` set by the user is the
+    parent: several services started with the same environment (a Procfile) each get their
+    own directory under it instead of summing each other's counters.
     Must run before prometheus_client is imported."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return
-    directory = settings.data_dir / "metrics" / service
+    user_base = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    base = Path(user_base) if user_base else default_base
+    directory = base / service
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
@@ -243,12 +263,14 @@ def serve_one(settings: Settings, service: ServiceName, *, workers: int) -> None
     """Serve one service: uvicorn for one worker, gunicorn with uvicorn workers for more."""
     port = settings.service_port(service)
     if workers <= 1:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            _share_metrics_between_workers(service, settings.data_dir / "metrics")
         server = uvicorn.Server(uvicorn_config(app_factory(service)(settings), settings, port))
         server.run()
         if not server.started:
             sys.exit(1)
         return
-    _share_metrics_between_workers(settings, service)
+    _share_metrics_between_workers(service, settings.data_dir / "metrics")
     from mercato.gunicorn_app import GunicornApplication
 
     if settings.auto_migrate:

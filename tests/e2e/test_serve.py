@@ -1,12 +1,16 @@
-"""`mercato serve SERVICE --workers N`: gunicorn with uvicorn workers, metrics summed."""
+"""`mercato serve SERVICE --workers N`: gunicorn with uvicorn workers, metrics summed, every
+line structured; and `mercato worker` saying what it consumes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,35 +22,161 @@ from support.servers import free_port
 pytestmark = pytest.mark.e2e
 
 
-def test_two_workers_answer_and_metrics_count_every_request(tmp_path: Path) -> None:
-    port = free_port()
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Embedded defaults, JSON logs, and a HOME of the test's own (gunicorn would put its
+    control socket there)."""
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "BROKER_URL", "PROMETHEUS_MULTIPROC_DIR"}
-    } | {"PRODUCTS_PORT": str(port), "DATA_DIR": str(tmp_path / "var"), "LOG_FORMAT": "json"}
-    log_path = tmp_path / "serve.log"
+        if key
+        not in {
+            "DATABASE_URL",
+            "REDIS_URL",
+            "BROKER_URL",
+            "PROMETHEUS_MULTIPROC_DIR",
+            "XDG_RUNTIME_DIR",
+            "MERCATO_CONFIG",
+        }
+    }
+    return env | {
+        "DATA_DIR": str(tmp_path / "var"),
+        "LOG_FORMAT": "json",
+        "HOME": str(tmp_path / "home"),
+        "SECRETS_DIR": str(tmp_path / "no-secrets"),
+        **extra,
+    }
+
+
+@contextmanager
+def serving(
+    tmp_path: Path, service: str, port: int, env: Mapping[str, str], workers: int = 2
+) -> Iterator[tuple[str, Path]]:
+    """`mercato serve` until the block ends (SIGTERM); yields its URL and its log file."""
+    log_path = tmp_path / f"serve-{service}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mercato", "serve", "products", "--workers", "2"],
+            [sys.executable, "-m", "mercato", "serve", service, "--workers", str(workers)],
             cwd=tmp_path,
-            env=env,
+            env=dict(env),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process, log_path, timeout=60)
-        with httpx.Client(base_url=url) as client:
-            for _ in range(30):
-                assert client.get("/healthz", headers={"Connection": "close"}).status_code == 200
-            metrics = client.get("/metrics").text
+        yield url, log_path
     finally:
         process.send_signal(signal.SIGTERM)
-        code = process.wait(30)
+        assert process.wait(30) == 0, log_path.read_text()[-4000:]
 
-    count = re.search(r'http_requests_total\{[^}]*route="/healthz"[^}]*\} (\d+)', metrics)
-    assert count is not None, metrics
-    assert int(count.group(1)) == 30
+
+def request_count(metrics: str, service: str) -> int:
+    found = re.search(
+        rf'http_requests_total\{{(?=[^}}]*service="{service}")(?=[^}}]*route="/healthz")'
+        rf"[^}}]*\}} (\d+)",
+        metrics,
+    )
+    assert found is not None, metrics
+    return int(float(found.group(1)))
+
+
+def test_two_workers_answer_and_metrics_count_every_request(tmp_path: Path) -> None:
+    port = free_port()
+    env = clean_env(tmp_path, PRODUCTS_PORT=str(port))
+    with serving(tmp_path, "products", port, env) as (url, log_path), httpx.Client() as client:
+        for _ in range(30):
+            assert client.get(f"{url}/healthz", headers={"Connection": "close"}).status_code == 200
+        metrics = client.get(f"{url}/metrics").text
+
+    assert request_count(metrics, "products") == 30
     assert len(list((tmp_path / "var" / "metrics" / "products").glob("counter_*.db"))) == 2
-    assert code == 0
+    log = log_path.read_text()
+    assert "Bad file descriptor" not in log
+    lines = [json.loads(line) for line in log.splitlines()]  # every line structured
+    assert {line["service"] for line in lines} == {"products"}
+    assert {"gunicorn.error", "uvicorn.error"} <= {line["logger"] for line in lines}
+    assert not (tmp_path / "home" / ".gunicorn").exists()  # no shared control socket
+
+
+def test_services_sharing_a_multiprocess_directory_count_apart(tmp_path: Path) -> None:
+    shared = tmp_path / "prometheus"
+    ports = {"products": free_port(), "users": free_port()}
+    env = clean_env(
+        tmp_path,
+        PROMETHEUS_MULTIPROC_DIR=str(shared),
+        PRODUCTS_PORT=str(ports["products"]),
+        USERS_PORT=str(ports["users"]),
+    )
+    with (
+        serving(tmp_path, "products", ports["products"], env) as (products, _),
+        serving(tmp_path, "users", ports["users"], env) as (users, _),
+        httpx.Client(headers={"Connection": "close"}) as client,
+    ):
+        for _ in range(5):
+            client.get(f"{products}/healthz")
+        for _ in range(3):
+            client.get(f"{users}/healthz")
+        products_metrics = client.get(f"{products}/metrics").text
+        users_metrics = client.get(f"{users}/metrics").text
+
+    assert request_count(products_metrics, "products") == 5
+    assert request_count(users_metrics, "users") == 3
+    assert 'service="users"' not in products_metrics
+    assert 'service="products"' not in users_metrics
+    assert sorted(path.name for path in shared.iterdir()) == ["products", "users"]
+
+
+def test_serve_waits_for_its_broker_then_exits_1_with_one_line(tmp_path: Path) -> None:
+    port, broker_port = free_port(), free_port()
+    env = clean_env(
+        tmp_path,
+        PRODUCTS_PORT=str(port),
+        BROKER_URL=f"amqp://guest:hunter2@127.0.0.1:{broker_port}/",
+        STARTUP_TIMEOUT="0.5",
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-m", "mercato", "serve", "products"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"mercato: BROKER_URL (127.0.0.1:{broker_port}) did not answer within 0.5 s"
+        " (STARTUP_TIMEOUT)"
+    )
+    assert "hunter2" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_worker_on_the_in_memory_broker_says_what_it_consumes_and_warns(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mercato", "worker", "--port", str(port)],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log_path = tmp_path / "unused.log"
+    log_path.write_text("")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process, log_path, timeout=60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+
+    assert "Event worker on the in-memory broker of this process:" in out
+    assert "notifications (user.registered, order.confirmed, order.rejected)" in out
+    assert f"http://127.0.0.1:{port}" in out
+    assert (
+        "mercato: warning: BROKER_URL is not set: this process has an in-memory broker of its"
+        " own and receives no event another process publishes"
+    ) in err

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from support.processes import RunningMercato, mercato_up
+from support.processes import SERVICE_PORT_SETTINGS, RunningMercato, mercato_up
 from support.servers import free_port
 
 pytestmark = pytest.mark.e2e
@@ -46,6 +49,46 @@ def test_request_id_travels_through_the_gateway_into_the_service_logs(
     assert response.json()["request_id"] == request_id
     lines = [json.loads(line) for line in mercato.log().splitlines() if request_id in line]
     assert {line["service"] for line in lines} >= {"gateway", "products"}
+
+
+def test_uvicorn_lines_name_their_service(mercato: RunningMercato) -> None:
+    lines = [json.loads(line) for line in mercato.log().splitlines() if line.startswith("{")]
+    uvicorn = [line for line in lines if line["logger"].startswith("uvicorn")]
+
+    assert {line["service"] for line in uvicorn} == set(SERVICES)
+
+
+def test_an_unreachable_redis_stops_start_up_before_the_banner(tmp_path: Path) -> None:
+    redis_port = free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "BROKER_URL", "MERCATO_CONFIG"}
+    } | {
+        "DATA_DIR": str(tmp_path / "var"),
+        "SECRETS_DIR": str(tmp_path / "no-secrets"),
+        "REDIS_URL": f"redis://:hunter2@127.0.0.1:{redis_port}/0",
+        "STARTUP_TIMEOUT": "0.5",
+        **{setting: str(free_port()) for setting in SERVICE_PORT_SETTINGS.values()},
+    }
+
+    done = subprocess.run(
+        [sys.executable, "-m", "mercato", "up"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 1
+    assert "Mercato is up" not in done.stdout
+    assert done.stderr.splitlines() == [
+        f"mercato: waiting up to 0.5 s for REDIS_URL (127.0.0.1:{redis_port})",
+        f"mercato: REDIS_URL (127.0.0.1:{redis_port}) did not answer within 0.5 s"
+        " (STARTUP_TIMEOUT)",
+    ]
+    assert "hunter2" not in done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("insane", ["two words", "<script>", "x" * 300, "a\\nforged"])

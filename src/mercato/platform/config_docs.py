@@ -6,14 +6,15 @@ prints ``.env.example``. A test fails when either file is not what the code gene
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
-from mercato.platform.settings import PROFILES, Settings
+from mercato.platform.settings import PROFILES, Settings, env_name
 
 HEADER = """# Configuration reference
 
@@ -23,14 +24,6 @@ variables, `.env`, the config file (`MERCATO_CONFIG`), the secrets directory (`S
 one file per setting named in lower case) and the defaults below. A default marked *profile*
 depends on `ENVIRONMENT` (development / testing / production).
 """
-
-
-def env_name(name: str, field: FieldInfo) -> str:
-    """The environment variable that sets ``name``."""
-    alias = field.validation_alias
-    if isinstance(alias, AliasChoices):
-        alias = next((str(choice) for choice in alias.choices if isinstance(choice, str)), None)
-    return str(alias).upper() if isinstance(alias, str) else name.upper()
 
 
 def concerns() -> list[tuple[str, type[BaseSettings]]]:
@@ -125,3 +118,23 @@ def _env_default(name: str, field: FieldInfo) -> str:
         return ""
     text = default_text(name, field)
     return "" if text in {"unset", "empty", "*required*"} else text
+
+
+def write_references(root: Path) -> list[Path]:
+    """Rewrite, under the checkout ``root``, every generated configuration reference:
+    ``docs/configuration.md``, ``.env.example`` and README.md's table. Returns the files
+    that changed."""
+    readme = root / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.index(README_START), text.index(README_END) + len(README_END) + 1
+    wanted = {
+        root / "docs" / "configuration.md": configuration_markdown(),
+        root / ".env.example": env_example(),
+        readme: text[:start] + readme_table() + text[end:],
+    }
+    changed = []
+    for path, content in wanted.items():
+        if not path.is_file() or path.read_text(encoding="utf-8") != content:
+            path.write_text(content, encoding="utf-8")
+            changed.append(path)
+    return changed

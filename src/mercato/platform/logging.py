@@ -30,6 +30,7 @@ __all__ = [
     "REDACTED",
     "SENSITIVE_KEY_PARTS",
     "UVICORN_LOGGERS",
+    "check_rotation",
     "configure_logging",
     "get_logger",
     "redact",
@@ -136,6 +137,10 @@ def configure_logging(
         uvicorn_logger.propagate = True
         uvicorn_logger.setLevel(logging.NOTSET)
 
+    alembic = logging.getLogger(_ALEMBIC_MIGRATION_LOGGER)
+    if not any(isinstance(f, _AlembicChatterToDebug) for f in alembic.filters):
+        alembic.addFilter(_AlembicChatterToDebug())
+
     structlog.configure(
         processors=[
             # First, so that nothing is computed for an event that is dropped.
@@ -152,11 +157,29 @@ def configure_logging(
     )
 
 
+_ALEMBIC_MIGRATION_LOGGER: Final = "alembic.runtime.migration"
+_ALEMBIC_CHATTER: Final = ("Context impl ", "Will assume ")
+
+
+class _AlembicChatterToDebug(logging.Filter):
+    """Alembic says "Context impl SQLiteImpl." and "Will assume non-transactional DDL." at
+    INFO on every run, for every history: those are DEBUG lines ("Running upgrade" stays)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and str(record.msg).startswith(_ALEMBIC_CHATTER):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def reset_logging() -> None:
     """Undo :func:`configure_logging`: remove its handlers and restore structlog's defaults."""
     root = logging.getLogger()
     _remove_our_handlers(root)
     root.setLevel(logging.WARNING)
+    alembic = logging.getLogger(_ALEMBIC_MIGRATION_LOGGER)
+    for chatter_filter in [f for f in alembic.filters if isinstance(f, _AlembicChatterToDebug)]:
+        alembic.removeFilter(chatter_filter)
     structlog.reset_defaults()
 
 
@@ -370,16 +393,24 @@ def _wants_colors() -> bool:
         return False
 
 
-def _file_handler(
-    log_file: Path, rotate: str | None, backups: int, service: str
-) -> logging.Handler:
-    size = _parse_size(rotate) if rotate is not None else None
-    timing = _parse_interval(rotate) if rotate is not None and size is None else None
-    if rotate is not None and size is None and timing is None:
+def check_rotation(rotate: str) -> str:
+    """``rotate`` if it is a size or a time :func:`configure_logging` accepts, else
+    :class:`ValueError` saying what is."""
+    if _parse_size(rotate) is None and _parse_interval(rotate) is None:
         raise ValueError(
             f"rotate must be a size such as '10MB', '512KB' or '1GB', or a time such as "
             f"'midnight', 'h', '6h', 'd' or 'w0'..'w6'; got {rotate!r}"
         )
+    return rotate
+
+
+def _file_handler(
+    log_file: Path, rotate: str | None, backups: int, service: str
+) -> logging.Handler:
+    if rotate is not None:
+        check_rotation(rotate)
+    size = _parse_size(rotate) if rotate is not None else None
+    timing = _parse_interval(rotate) if rotate is not None and size is None else None
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handler: logging.Handler
     if size is not None:

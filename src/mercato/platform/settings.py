@@ -17,7 +17,7 @@ import ipaddress
 import json
 import os
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -57,6 +57,11 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+def _none_if_blank(value: Any) -> Any:
+    """``URL=`` (empty) means unset, as leaving it out does."""
+    return None if isinstance(value, str) and not value.strip() else value
 
 
 def _split_commas(value: Any) -> Any:
@@ -136,6 +141,12 @@ class ServerSettings(BaseSettings):
         1000, ge=1, description="concurrent connections per process; past it requests get 503"
     )
 
+    startup_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds start-up waits for the database, Redis and the broker to answer",
+    )
+
     _split = field_validator(
         "allowed_hosts",
         "cors_origins",
@@ -143,6 +154,18 @@ class ServerSettings(BaseSettings):
         "metrics_allowed_networks",
         mode="before",
     )(_split_commas)
+
+    _empty_service_url_is_unset = field_validator(
+        "auth_url", "users_url", "products_url", "orders_url", mode="before"
+    )(_none_if_blank)
+
+    @field_validator("auth_url", "users_url", "products_url", "orders_url")
+    @classmethod
+    def _valid_service_urls(cls, value: str | None) -> str | None:
+        for url in (value or "").split(","):
+            if url.strip():
+                _check_server_url(url.strip(), ("http", "https"), "http://products.internal:8003")
+        return value
 
     @field_validator("trusted_proxies", "metrics_allowed_networks")
     @classmethod
@@ -171,6 +194,13 @@ class LoggingSettings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("log_rotate")
+    @classmethod
+    def _valid_rotation(cls, value: str) -> str:
+        from mercato.platform.logging import check_rotation
+
+        return check_rotation(value)
+
 
 class DatabaseSettings(BaseSettings):
     database_url: str | None = Field(
@@ -192,6 +222,69 @@ class DatabaseSettings(BaseSettings):
     database_echo: bool = Field(False, description="log every SQL statement")
     auto_migrate: bool | None = Field(None, description="apply migrations at start-up")
 
+    _empty_database_is_unset = field_validator(
+        "database_url",
+        "auth_database_url",
+        "users_database_url",
+        "products_database_url",
+        "orders_database_url",
+        mode="before",
+    )(_none_if_blank)
+
+    @field_validator(
+        "database_url",
+        "auth_database_url",
+        "users_database_url",
+        "products_database_url",
+        "orders_database_url",
+    )
+    @classmethod
+    def _async_driver(cls, value: str | None) -> str | None:
+        return None if value is None else async_database_url(value)
+
+
+#: What a URL's scheme may say, and the async driver Mercato uses for it.
+_ASYNC_DRIVERS: Final = {
+    "postgres": "postgresql+asyncpg",  # Heroku and others set postgres://
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+def async_database_url(url: str) -> str:
+    """``url`` with the async driver Mercato uses (``postgresql://`` and ``postgres://``
+    become ``postgresql+asyncpg://``, libpq's ``sslmode`` asyncpg's ``ssl``);
+    :class:`ValueError` for anything else."""
+    scheme, separator, rest = url.strip().partition("://")
+    if not separator or not rest:
+        raise ValueError(
+            "is not a database URL such as postgresql://user:password@host:5432/name"
+            " or sqlite:///path/to/file.db"
+        )
+    driver = _ASYNC_DRIVERS.get(scheme.lower())
+    if driver is None:
+        raise ValueError(
+            f"{scheme}:// is not supported; use postgresql:// (asyncpg) or sqlite:// (aiosqlite)"
+        )
+    normalised = f"{driver}://{rest}"
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(normalised)
+    except (ArgumentError, ValueError):
+        raise ValueError(f"cannot be parsed as a {scheme}:// URL") from None
+    if driver.startswith("postgresql") and not parsed.host and not parsed.query.get("host"):
+        raise ValueError("names no host; use postgresql://user:password@host:5432/name")
+    if driver.startswith("postgresql") and "sslmode" in parsed.query:
+        # libpq's sslmode (what providers hand out) is asyncpg's ssl.
+        mode = parsed.query["sslmode"]
+        parsed = parsed.difference_update_query(["sslmode"]).update_query_dict({"ssl": mode})
+        return parsed.render_as_string(hide_password=False)
+    return normalised
+
 
 class CacheSettings(BaseSettings):
     redis_url: str | None = Field(
@@ -202,11 +295,48 @@ class CacheSettings(BaseSettings):
     )
     cache_default_ttl: float = Field(300.0, gt=0, description="seconds a cache entry lives")
 
+    _empty_redis_is_unset = field_validator("redis_url", mode="before")(_none_if_blank)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _valid_redis_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_server_url(value, ("redis", "rediss", "unix"), "redis://host:6379/0")
+        return value
+
 
 class BrokerSettings(BaseSettings):
     broker_url: str | None = Field(
         None, description="amqp:// (RabbitMQ) or kafka://; unset: in-process broker"
     )
+
+    _empty_broker_is_unset = field_validator("broker_url", mode="before")(_none_if_blank)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _valid_broker_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("memory:"):
+            _check_server_url(value, ("amqp", "amqps", "kafka"), "amqp://user:password@host:5672/")
+        return value
+
+
+def _check_server_url(url: str, schemes: tuple[str, ...], example: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in schemes:
+        raise ValueError(
+            f"{parts.scheme + '://' if parts.scheme else 'a URL without a scheme'} is not"
+            f" supported; use {' or '.join(s + '://' for s in schemes)} (e.g. {example})"
+        )
+    if parts.scheme == "kafka":  # kafka://host:port[,host:port]: several servers
+        if not parts.netloc:
+            raise ValueError(f"names no host (e.g. {example})")
+        return
+    try:
+        parts.port  # noqa: B018 - a non-numeric port raises here
+    except ValueError:
+        raise ValueError(f"has a port that is not a number (e.g. {example})") from None
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError(f"names no host (e.g. {example})")
 
 
 class ProductsSettings(BaseSettings):
@@ -254,6 +384,15 @@ class OrdersSettings(BaseSettings):
     notifications_in_process: bool = Field(
         True, description="run the notification worker inside the orders service"
     )
+
+    _empty_smtp_is_unset = field_validator("smtp_url", mode="before")(_none_if_blank)
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _valid_smtp_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_server_url(value, ("smtp", "smtps"), "smtp://user:password@mail:587")
+        return value
 
 
 class MessagingSettings(BaseSettings):
@@ -438,6 +577,17 @@ class SecuritySettings(BaseSettings):
                 raise ValueError(f"{item!r} is not an IP address or network") from None
         return value
 
+    _empty_jwks_url_is_unset = field_validator("jwks_url", mode="before")(_none_if_blank)
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _valid_jwks_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_server_url(
+                value, ("http", "https"), "http://auth.internal:8004/auth/.well-known/jwks.json"
+            )
+        return value
+
     @field_validator("rate_limit_login", "rate_limit_login_address")
     @classmethod
     def _valid_limit(cls, value: str) -> str:
@@ -538,9 +688,16 @@ class Settings(
             return "sqlite+aiosqlite:///:memory:"
         return f"sqlite+aiosqlite:///{self.data_dir / f'{service}.db'}"
 
-    def problems(self) -> list[str]:
-        """What makes these settings unfit to run; empty when they are fine."""
+    def problems(self, services: Sequence[ServiceName] = SERVICES) -> list[str]:
+        """What makes these settings unfit to run ``services``; empty when they are fine."""
         found: list[str] = []
+        by_port: dict[int, list[ServiceName]] = {}
+        for service in services:
+            by_port.setdefault(self.service_port(service), []).append(service)
+        for port, sharing in by_port.items():
+            if len(sharing) > 1:
+                names = " and ".join(_port_setting(service) for service in sharing)
+                found.append(f"{names} share port {port}; each process needs a port of its own")
         if self.is_production:
             key = self.secret_key.get_secret_value() if self.secret_key else ""
             if not key:
@@ -557,12 +714,49 @@ class Settings(
                 found.append("ALLOWED_HOSTS contains a wildcard; list the host names explicitly")
             if "*" in self.cors_origins:
                 found.append("CORS_ORIGINS contains '*'; list the allowed origins explicitly")
+        return found + self._key_problems(services)
+
+    def _key_problems(self, services: Sequence[ServiceName]) -> list[str]:
+        """The JWT keys start-up would refuse: unreadable ones anywhere, missing signing keys
+        in production (only the auth service signs)."""
+        from mercato.platform.security.keys import KeyConfigError, KeySet, parse_public_keys
+
+        found: list[str] = []
+        try:
+            if self.jwt_private_keys is not None:
+                KeySet.from_pem(self.jwt_private_keys.get_secret_value())
+        except KeyConfigError as exc:
+            found.append(f"JWT_PRIVATE_KEYS: {exc}")
+        try:
+            if self.jwt_public_keys:
+                parse_public_keys(self.jwt_public_keys)
+        except KeyConfigError as exc:
+            found.append(f"JWT_PUBLIC_KEYS: {exc}")
+        key_file = self.jwt_private_keys_file
+        if "auth" not in services or self.jwt_private_keys is not None:
+            return found
+        if key_file is not None and key_file.is_file():
+            try:
+                KeySet.from_pem(key_file.read_text(encoding="ascii"))
+            except (KeyConfigError, OSError, UnicodeDecodeError) as exc:
+                found.append(f"JWT_PRIVATE_KEYS_FILE {key_file}: {exc}")
+        elif self.is_production and key_file is not None:
+            found.append(f"JWT_PRIVATE_KEYS_FILE {key_file} does not exist")
+        elif self.is_production:
+            found.append(
+                "JWT_PRIVATE_KEYS (or JWT_PRIVATE_KEYS_FILE) is not set;"
+                " production never generates signing keys"
+            )
         return found
 
-    def check(self) -> None:
+    def check(self, services: Sequence[ServiceName] = SERVICES) -> None:
         """Raise :class:`ConfigError` when :meth:`problems` finds anything."""
-        if found := self.problems():
+        if found := self.problems(services):
             raise ConfigError(found)
+
+
+def _port_setting(service: ServiceName) -> str:
+    return "PORT" if service == "gateway" else f"{service.upper()}_PORT"
 
 
 #: Per-environment defaults for what no source set. Production keeps no insecure default.
@@ -668,11 +862,7 @@ def _stringify_list(value: list[Any]) -> str:
 def _field_names(settings_cls: type[BaseSettings]) -> set[str]:
     names: set[str] = set()
     for name, field in settings_cls.model_fields.items():
-        names.add(name)
-        if isinstance(field.validation_alias, str):
-            names.add(field.validation_alias.lower())
-        elif isinstance(field.validation_alias, AliasChoices):
-            names.update(str(choice).lower() for choice in field.validation_alias.choices)
+        names |= _names_of(name, field)
     return names
 
 
@@ -718,10 +908,67 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(
             [
-                f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}"
+                f"{_loc_name(err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
                 for err in exc.errors(include_input=False)
             ]
         ) from None
+
+
+def _loc_name(loc: tuple[int | str, ...]) -> str:
+    """The name a user sets for the field at ``loc`` (``MERCATO_ADMIN_USERNAME``...)."""
+    if not loc:
+        return "settings"
+    name = str(loc[0])
+    field = Settings.model_fields.get(name)
+    lead = env_name(name, field) if field is not None else name.upper()
+    return ".".join([lead, *(str(part) for part in loc[1:])])
+
+
+def env_name(name: str, field: FieldInfo) -> str:
+    """The environment variable that sets field ``name`` (its first alias, if it has one)."""
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        alias = next((str(choice) for choice in alias.choices if isinstance(choice, str)), None)
+    return str(alias).upper() if isinstance(alias, str) else name.upper()
+
+
+def _names_of(name: str, field: FieldInfo) -> set[str]:
+    """Every lower-cased name that sets field ``name``: itself and its aliases."""
+    names = {name}
+    if isinstance(field.validation_alias, str):
+        names.add(field.validation_alias.lower())
+    elif isinstance(field.validation_alias, AliasChoices):
+        names.update(str(choice).lower() for choice in field.validation_alias.choices)
+    return names
+
+
+#: Read from the process environment only; in .env they have no effect.
+_ENVIRONMENT_ONLY: Final = ("mercato_config", "secrets_dir")
+
+
+def env_file_warnings(env_file: Path | str | None = ".env") -> list[str]:
+    """One line per name in ``env_file`` that sets nothing, with the closest setting."""
+    if not env_file or not Path(env_file).is_file():
+        return []
+    import difflib
+
+    from dotenv import dotenv_values
+
+    known = _field_names(Settings)
+    spelled = {name: env_name(name, field) for name, field in Settings.model_fields.items()}
+    spelled |= {alias: alias.upper() for alias in known - set(spelled)}
+    found: list[str] = []
+    for raw in dotenv_values(env_file):
+        name = raw.lower()
+        if name in known:
+            continue
+        if name in _ENVIRONMENT_ONLY:
+            found.append(f"{raw} ({env_file}): read from the environment only, not from {env_file}")
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {spelled[close[0]]}?" if close else ""
+        found.append(f"{raw} ({env_file}): not a setting{hint}")
+    return found
 
 
 def setting_sources(
@@ -745,9 +992,10 @@ def setting_sources(
         )
     environment = load_settings(path, env_file=env_file).environment
     found: dict[str, str] = {}
-    for name in Settings.model_fields:
+    for name, field in Settings.model_fields.items():
+        names = _names_of(name, field)
         found[name] = next(
-            (label for label, values in labelled if name in values),
+            (label for label, values in labelled if names & set(values)),
             f"{environment} profile" if name in PROFILES[environment] else "default",
         )
     return found

@@ -376,3 +376,21 @@ def test_uvicorn_colour_copy_of_the_message_is_dropped(capsys: pytest.CaptureFix
     [line] = json_lines(capsys.readouterr().err)
     assert line["event"] == "Uvicorn running on http://x"
     assert "color_message" not in line
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", 1), ("DEBUG", 3)])
+def test_alembic_context_lines_only_at_debug(
+    capsys: pytest.CaptureFixture[str], level: str, shown: int
+) -> None:
+    configure_logging(service="auth", level=level, fmt="json")
+    alembic = logging.getLogger("alembic.runtime.migration")
+
+    alembic.info("Context impl SQLiteImpl.")
+    alembic.info("Will assume non-transactional DDL.")
+    alembic.info("Running upgrade  -> 0001_auth, Accounts.")
+
+    lines = json_lines(capsys.readouterr().err)
+    assert len(lines) == shown
+    assert lines[-1]["event"] == "Running upgrade  -> 0001_auth, Accounts."
+    assert lines[-1]["level"] == "info"
+    assert {line["level"] for line in lines[:-1]} <= {"debug"}

@@ -9,17 +9,21 @@ import pytest
 from typer.testing import CliRunner
 
 from mercato.cli import app as cli
+from mercato.platform.security.keys import SigningKey
 from mercato.platform.settings import (
     INSECURE_SECRET_KEY,
     MASK,
     ConfigError,
     Settings,
+    env_file_warnings,
+    env_name,
     load_settings,
     mask_url,
     setting_sources,
 )
 
 STRONG_KEY = "k" * 48
+SIGNING_KEY = SigningKey.generate().to_pem()
 
 
 @pytest.fixture(autouse=True)
@@ -209,6 +213,7 @@ class TestProductionRefusals:
             environment="production",
             secret_key=STRONG_KEY,
             allowed_hosts="shop.example",
+            jwt_private_keys=SIGNING_KEY,
         )
 
         assert settings.problems() == []
@@ -228,7 +233,11 @@ class TestProductionRefusals:
     def test_each_insecure_setting_is_one_problem(
         self, overrides: dict[str, object], problem: str
     ) -> None:
-        base: dict[str, object] = {"secret_key": STRONG_KEY, "allowed_hosts": "shop.example"}
+        base: dict[str, object] = {
+            "secret_key": STRONG_KEY,
+            "allowed_hosts": "shop.example",
+            "jwt_private_keys": SIGNING_KEY,
+        }
         settings = load_settings(env_file=None, environment="production", **(base | overrides))
 
         problems = settings.problems()
@@ -248,7 +257,7 @@ class TestProductionRefusals:
 
         assert result.exit_code == 2
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 3  # short key, DEBUG, no ALLOWED_HOSTS: one line each
+        assert len(lines) == 4  # short key, DEBUG, no ALLOWED_HOSTS, no JWT keys: one line each
         assert "tiny-secret" not in result.output + result.stderr
 
     def test_up_refuses_in_production_without_a_secret_key(
@@ -272,18 +281,232 @@ class TestConfigShow:
 
         assert result.exit_code == 0, result.output
         shown = json.loads(result.stdout)
-        assert shown["secret_key"] == {"value": MASK, "source": "environment"}
-        assert shown["database_url"]["value"] == f"postgresql+asyncpg://app:{MASK}@db:5432/shop"
-        assert shown["orders_url"] == {"value": "http://127.0.0.1:8002", "source": "derived"}
+        assert shown["SECRET_KEY"] == {"value": MASK, "source": "environment"}
+        assert shown["DATABASE_URL"]["value"] == f"postgresql+asyncpg://app:{MASK}@db:5432/shop"
+        assert shown["ORDERS_URL"] == {"value": "http://127.0.0.1:8002", "source": "derived"}
         assert "super-secret" not in result.stdout
         assert "hunter2" not in result.stdout
 
-    def test_table_output_lists_every_setting(self) -> None:
+    def test_table_output_lists_every_setting_under_the_name_a_user_sets(self) -> None:
         result = CliRunner().invoke(cli, ["config", "show"])
 
         assert result.exit_code == 0
         names = {line.split()[0] for line in result.stdout.splitlines()}
-        assert {name.upper() for name in Settings.model_fields} <= names
+        assert {env_name(name, field) for name, field in Settings.model_fields.items()} == names
+        assert "MERCATO_ADMIN_USERNAME" in names
+
+    @pytest.mark.parametrize("where", ["environment", ".env"])
+    def test_an_aliased_setting_shows_its_true_source(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str
+    ) -> None:
+        if where == "environment":
+            monkeypatch.setenv("MERCATO_ADMIN_USERNAME", "boss")
+        else:
+            write(tmp_path / ".env", "MERCATO_ADMIN_USERNAME=boss\n")
+
+        result = CliRunner().invoke(cli, ["config", "show", "--json"])
+
+        assert result.exit_code == 0, result.output
+        shown = json.loads(result.stdout)
+        assert shown["MERCATO_ADMIN_USERNAME"] == {"value": "boss", "source": where}
+        assert "admin_username" not in shown
+        assert "warning" not in result.stderr
+
+
+class TestStartUpRefusals:
+    """What start-up would refuse, `config check` refuses first: one line naming the
+    setting, exit 2, no traceback."""
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("DATABASE_URL", "garbage"),
+            ("DATABASE_URL", "mysql://db/shop"),
+            ("DATABASE_URL", "postgresql+psycopg2://db/shop"),
+            ("DATABASE_URL", "postgresql://db:notaport/shop"),
+            ("DATABASE_URL", "postgresql:///shop"),
+            ("ORDERS_DATABASE_URL", "garbage"),
+            ("LOG_ROTATE", "weekly"),
+            ("REDIS_URL", "localhost:6379"),
+            ("REDIS_URL", "http://cache:6379"),
+            ("BROKER_URL", "rabbit://mq"),
+            ("BROKER_URL", "amqp://"),
+            ("SMTP_URL", "mail.example:25"),
+            ("AUTH_URL", "auth.internal:8004"),
+            ("PRODUCTS_URL", "http://p1:8003, p2:8003"),
+            ("JWKS_URL", "ftp://auth/jwks.json"),
+        ],
+    )
+    def test_each_unusable_value_is_one_line_naming_the_setting(
+        self, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+    ) -> None:
+        monkeypatch.setenv(name, value)
+
+        result = CliRunner().invoke(cli, ["config", "check"])
+
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1
+        assert lines[0].startswith(f"mercato: {name}: ")
+        assert "Traceback" not in result.output + result.stderr
+
+    def test_a_database_url_never_shows_its_password_in_the_problem(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("DATABASE_URL", "mysql://app:hunter2@db/shop")
+
+        result = CliRunner().invoke(cli, ["config", "check"])
+
+        assert result.exit_code == 2
+        assert "hunter2" not in result.stderr
+
+    @pytest.mark.parametrize(
+        ("url", "effective"),
+        [
+            ("postgres://app:pw@db:5432/shop", "postgresql+asyncpg://app:pw@db:5432/shop"),
+            ("postgresql://app@db/shop", "postgresql+asyncpg://app@db/shop"),
+            ("postgresql+asyncpg://db/shop", "postgresql+asyncpg://db/shop"),
+            ("sqlite:///var/shop.db", "sqlite+aiosqlite:///var/shop.db"),
+            (
+                "postgres://app:p%40ss@db/shop?sslmode=require",
+                "postgresql+asyncpg://app:p%40ss@db/shop?ssl=require",
+            ),
+        ],
+    )
+    def test_urls_without_the_async_driver_are_given_it(
+        self, monkeypatch: pytest.MonkeyPatch, url: str, effective: str
+    ) -> None:
+        monkeypatch.setenv("DATABASE_URL", url)
+        monkeypatch.setenv("USERS_DATABASE_URL", url)
+
+        settings = load_settings(env_file=None)
+
+        assert settings.database_url_for("orders") == effective
+        assert settings.database_url_for("users") == effective
+        assert CliRunner().invoke(cli, ["config", "check"]).exit_code == 0
+
+    def test_an_empty_url_means_unset(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in ("DATABASE_URL", "REDIS_URL", "BROKER_URL"):
+            monkeypatch.setenv(name, "")
+
+        settings = load_settings(env_file=None)
+
+        assert settings.database_url is None
+        assert settings.redis_url is None
+        assert settings.broker_url is None
+
+    def test_production_needs_jwt_signing_keys_for_the_auth_service(self) -> None:
+        base = {"secret_key": STRONG_KEY, "allowed_hosts": "shop.example"}
+        settings = load_settings(env_file=None, environment="production", **base)
+
+        assert settings.problems() == [
+            "JWT_PRIVATE_KEYS (or JWT_PRIVATE_KEYS_FILE) is not set;"
+            " production never generates signing keys"
+        ]
+        assert settings.problems(["products", "gateway"]) == []
+
+    def test_a_missing_key_file_is_a_problem_in_production(self, tmp_path: Path) -> None:
+        settings = load_settings(
+            env_file=None,
+            environment="production",
+            secret_key=STRONG_KEY,
+            allowed_hosts="shop.example",
+            jwt_private_keys_file=tmp_path / "absent.pem",
+        )
+
+        assert settings.problems() == [
+            f"JWT_PRIVATE_KEYS_FILE {tmp_path / 'absent.pem'} does not exist"
+        ]
+
+    def test_production_with_a_signing_key_passes(self) -> None:
+        settings = load_settings(
+            env_file=None,
+            environment="production",
+            secret_key=STRONG_KEY,
+            allowed_hosts="shop.example",
+            jwt_private_keys=SIGNING_KEY,
+        )
+
+        assert settings.problems() == []
+
+    @pytest.mark.parametrize("name", ["JWT_PRIVATE_KEYS", "JWT_PUBLIC_KEYS"])
+    def test_unreadable_keys_are_refused_in_every_profile(
+        self, monkeypatch: pytest.MonkeyPatch, name: str
+    ) -> None:
+        monkeypatch.setenv(name, "not a key")
+
+        result = CliRunner().invoke(cli, ["config", "check"])
+
+        assert result.exit_code == 2
+        assert result.stderr.startswith(f"mercato: {name}: ")
+        assert "not a key" not in result.stderr
+
+    def test_config_check_in_production_without_keys_exits_2(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("ENVIRONMENT", "production")
+        monkeypatch.setenv("SECRET_KEY", STRONG_KEY)
+        monkeypatch.setenv("ALLOWED_HOSTS", "shop.example")
+
+        everything = CliRunner().invoke(cli, ["config", "check"])
+        products_only = CliRunner().invoke(cli, ["config", "check", "--service", "products"])
+
+        assert everything.exit_code == 2
+        assert "JWT_PRIVATE_KEYS" in everything.stderr
+        assert products_only.exit_code == 0, products_only.stderr
+
+    def test_two_processes_on_one_port_is_a_problem_for_up_only(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("AUTH_PORT", "8000")
+
+        everything = CliRunner().invoke(cli, ["config", "check"])
+        auth_only = CliRunner().invoke(cli, ["config", "check", "--service", "auth"])
+
+        assert everything.exit_code == 2
+        assert everything.stderr == (
+            "mercato: AUTH_PORT and PORT share port 8000; each process needs a port of its own\n"
+        )
+        assert auth_only.exit_code == 0
+
+    def test_a_log_file_that_cannot_be_opened_is_one_line(self, tmp_path: Path) -> None:
+        write(tmp_path / "a-file", "")
+
+        result = CliRunner().invoke(
+            cli, ["migrate"], env={"LOG_FILE": str(tmp_path / "a-file" / "mercato.log")}
+        )
+
+        assert result.exit_code == 2
+        assert result.stderr == (
+            f"mercato: LOG_FILE {tmp_path / 'a-file' / 'mercato.log'} cannot be opened:"
+            f" File exists ({tmp_path / 'a-file'})\n"
+        )
+
+
+class TestDotEnv:
+    def test_an_unknown_name_is_a_warning_with_the_closest_setting(self, tmp_path: Path) -> None:
+        write(tmp_path / ".env", "PROT=9000\nPORT=9001\nMERCATO_ADMIN_USERNAME=boss\n")
+
+        result = CliRunner().invoke(cli, ["config", "check"])
+
+        assert result.exit_code == 0
+        assert result.stderr.splitlines() == [
+            "mercato: warning: PROT (.env): not a setting; did you mean PORT?"
+        ]
+
+    def test_a_name_like_no_setting_gets_no_guess(self, tmp_path: Path) -> None:
+        write(tmp_path / ".env", "COMPOSE_PROJECT_NAME=shop\n")
+
+        assert env_file_warnings(tmp_path / ".env") == [
+            f"COMPOSE_PROJECT_NAME ({tmp_path / '.env'}): not a setting"
+        ]
+
+    def test_variables_read_from_the_environment_only_are_named(self, tmp_path: Path) -> None:
+        write(tmp_path / ".env", "MERCATO_CONFIG=mercato.yaml\n")
+
+        (line,) = env_file_warnings(".env")
+
+        assert line == "MERCATO_CONFIG (.env): read from the environment only, not from .env"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,38 @@
+"""The `mercato` command against the real servers: a provider's postgres:// URL works as
+given, and start-up does not wait for servers that answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mercato.cli import app as cli
+from mercato.platform.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in [*Settings.model_fields, "MERCATO_CONFIG"]:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("SECRETS_DIR", str(tmp_path / "no-secrets"))
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_migrate_takes_a_url_without_a_driver(
+    monkeypatch: pytest.MonkeyPatch, postgres_url: str, redis_url: str, scheme: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", postgres_url.replace("postgresql+asyncpg", scheme, 1))
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("STARTUP_TIMEOUT", "5")
+
+    result = CliRunner().invoke(cli, ["migrate"])
+
+    assert result.exit_code == 0, result.output + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "Migrated: auth, users, products, orders"
+    assert "waiting" not in result.stderr
