@@ -112,6 +112,7 @@ async def test_login_fails_closed_when_redis_is_down() -> None:
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/problem+json"
         assert response.headers["retry-after"] == "5"
+        assert response.json()["dependency"] == "cache"
         assert "access_token" not in response.text
 
 

@@ -3,7 +3,8 @@
 :class:`RequestContextMiddleware` gives each request its id (the client's ``X-Request-ID``
 when it is sane, else a new one), binds it and the service name to every log line, returns
 it on the response, writes one access-log line, records the request metrics, and turns an
-unhandled exception into a problem+json 500 that carries the same id.
+unhandled exception into a problem+json 500 (503 for a dependency outage) that carries
+the same id.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Final
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mercato.platform.errors import PROBLEM_JSON, internal_error_body
+from mercato.platform.errors import outage_of, unhandled_error
 from mercato.platform.observability import HttpMetrics
 
 REQUEST_ID_HEADER: Final = b"x-request-id"
@@ -96,10 +97,12 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
-            error_log.exception("unhandled error", method=scope["method"], path=scope["path"])
+            if outage_of(exc) is None:
+                error_log.exception("unhandled error", method=scope["method"], path=scope["path"])
             if started:
                 raise
-            await self._send_internal_error(send_with_id, exc, request_id)
+            response = unhandled_error(exc, request_id=request_id, expose=self.expose_errors)
+            await response(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - start
             if self.metrics is not None:
@@ -114,17 +117,3 @@ class RequestContextMiddleware:
                 )
             structlog.contextvars.reset_contextvars(**log_tokens)
             request_id_var.reset(token)
-
-    async def _send_internal_error(self, send: Send, exc: Exception, request_id: str) -> None:
-        body = internal_error_body(exc, request_id=request_id, expose=self.expose_errors)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 500,
-                "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
