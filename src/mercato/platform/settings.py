@@ -384,9 +384,9 @@ class SecuritySettings(BaseSettings):
         True, description="refuse (503) rather than allow when the limit storage is down"
     )
     internal_proxies: CommaList = Field(
-        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        default_factory=list,
         description="peers (the gateway) whose X-Forwarded-For a backend service believes,"
-        " besides TRUSTED_PROXIES; default loopback, as under `mercato up`",
+        " besides TRUSTED_PROXIES; default none (`mercato up` adds its own gateway)",
     )
     admin_username: str | None = Field(
         None,
