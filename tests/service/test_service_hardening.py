@@ -49,3 +49,19 @@ async def test_every_service_refuses_a_body_over_its_limit(service: ServiceName)
         )
         assert streamed.status_code == 413, streamed.text
         assert streamed.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("service", sorted(WRITES))
+async def test_deeply_nested_json_is_a_400_in_every_service(service: ServiceName) -> None:
+    method, path, _ = WRITES[service]
+    deep = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    app = app_factory(service)(test_settings())
+    async with app_client(app) as client:
+        response = await client.request(
+            method,
+            path,
+            content=deep,
+            headers={**admin_headers(), "content-type": "application/json"},
+        )
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"] == "application/problem+json"

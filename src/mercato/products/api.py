@@ -10,14 +10,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from mercato.platform.security.dependencies import AdminUser
 from mercato.products import service
 from mercato.products.caching import Representation
-from mercato.products.dependencies import (
-    Catalogue,
-    NewProduct,
-    ProductChanges,
-    WriteUnitOfWork,
-    body_schema,
-    read_dependencies,
-)
+from mercato.products.dependencies import Catalogue, WriteUnitOfWork, read_dependencies
 from mercato.products.domain import MAX_PRICE, ProductSort
 from mercato.products.repository import ProductFilter
 from mercato.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
@@ -96,10 +89,9 @@ async def get_product(product_id: str, request: Request) -> Response:
     status_code=status.HTTP_201_CREATED,
     response_model=ProductOut,
     responses={**ADMIN_ONLY, 409: {"description": "The sku is taken.", **PROBLEM}},
-    openapi_extra=body_schema(ProductCreate),
 )
 async def create_product(
-    _admin: AdminUser, body: NewProduct, uow: WriteUnitOfWork, catalogue: Catalogue
+    _admin: AdminUser, body: ProductCreate, uow: WriteUnitOfWork, catalogue: Catalogue
 ) -> ProductOut:
     row = await service.create_product(uow, catalogue, body)
     await uow.commit()
@@ -111,12 +103,11 @@ async def create_product(
     summary="Change a product (admin)",
     response_model=ProductOut,
     responses={**ADMIN_ONLY, 404: PROBLEM},
-    openapi_extra=body_schema(ProductUpdate),
 )
 async def update_product(
     product_id: str,
     _admin: AdminUser,
-    body: ProductChanges,
+    body: ProductUpdate,
     uow: WriteUnitOfWork,
     catalogue: Catalogue,
 ) -> ProductOut:
