@@ -59,6 +59,7 @@ async def test_register_answers_201_with_the_public_fields(client: httpx.AsyncCl
     assert body["username"] == "alice"
     assert body["email"] == "alice@example.com"
     assert body["created_at"].endswith(("Z", "+00:00"))
+    assert response.headers["location"] == f"/api/v1/users/{body['id']}"
 
 
 @pytest.mark.parametrize(

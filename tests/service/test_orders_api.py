@@ -31,6 +31,22 @@ ALICE = auth_headers("alice")
 BOB = auth_headers("bob")
 
 
+async def test_a_placed_order_is_located_under_the_public_api_even_on_a_replay(
+    orders: OrdersHarness, products: ProductsStub
+) -> None:
+    body = {"items": [{"product_id": products.add(), "quantity": 1}]}
+    plain = await orders.client.post("/orders", json=body, headers=ALICE)
+    assert plain.headers["location"] == f"/api/v1/orders/{plain.json()['id']}"
+    keyed = {**ALICE, "Idempotency-Key": "located-1"}
+    first = await orders.client.post("/orders", json=body, headers=keyed)
+    replay = await orders.client.post("/orders", json=body, headers=keyed)
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.headers["location"] == first.headers["location"]
+    assert first.headers["location"] == f"/api/v1/orders/{first.json()['id']}"
+    refused = await orders.client.post("/orders", json={"items": []}, headers=ALICE)
+    assert "location" not in refused.headers
+
+
 async def test_placing_an_order_snapshots_prices_and_answers_pending(
     orders: OrdersHarness, products: ProductsStub
 ) -> None:

@@ -59,6 +59,7 @@ async def test_an_admin_creates_a_product_with_defaults(products: RunningProduct
     assert product["created_at"].endswith("Z")
     fetched = await products.client.get(f"/products/{product['id']}")
     assert fetched.json() == product
+    assert response.headers["location"] == f"/api/v1/products/{product['id']}"
 
 
 async def test_a_price_is_a_decimal_string_kept_exactly(products: RunningProducts) -> None:

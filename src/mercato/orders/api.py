@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Query, Response
 from mercato.orders.dependencies import IdempotencyKey, Orders
 from mercato.orders.schemas import OrderOut, OrderPage, PlaceOrder
 from mercato.platform.errors import Forbidden
+from mercato.platform.http import public_url
 from mercato.platform.security.dependencies import CurrentUser
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -29,6 +31,15 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     response_model=OrderOut,
     summary="Place an order (pending until stock is reserved)",
     responses={
+        201: {
+            "description": "Placed (pending until stock is reserved).",
+            "headers": {
+                "Location": {
+                    "description": "The order's public URL, `/api/v1/orders/{id}`.",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
         **AUTH_ERRORS,
         409: _problem("A request with this Idempotency-Key is still in flight."),
         422: _problem("Invalid body, unknown product, or a key reused with another body."),
@@ -40,6 +51,8 @@ async def place_order(
 ) -> Response:
     answer = await orders.place(user.user_id, body, idempotency_key)
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
+    if answer.status == 201:  # a replay points at the same order
+        headers["Location"] = public_url(f"/orders/{json.loads(answer.body)['id']}")
     return Response(
         answer.body, status_code=answer.status, media_type=answer.media_type, headers=headers
     )

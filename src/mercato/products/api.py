@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 
+from mercato.platform.http import public_url
 from mercato.platform.security.dependencies import AdminUser
 from mercato.products import service
 from mercato.products.caching import Representation
@@ -27,6 +28,10 @@ ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
     422: {"description": "Invalid input.", **PROBLEM},
 }
 
+LOCATION: dict[str, Any] = {
+    "description": "The new product's public URL, `/api/v1/products/{id}`.",
+    "schema": {"type": "string"},
+}
 #: PostgreSQL text cannot hold NUL; such a filter is a 422, not a 500.
 NO_NUL = r"^[^\x00]*$"
 QueryPrice = Annotated[Decimal | None, Query(gt=0, le=MAX_PRICE, max_digits=12, decimal_places=2)]
@@ -88,13 +93,22 @@ async def get_product(product_id: str, request: Request) -> Response:
     summary="Add a product (admin)",
     status_code=status.HTTP_201_CREATED,
     response_model=ProductOut,
-    responses={**ADMIN_ONLY, 409: {"description": "The sku is taken.", **PROBLEM}},
+    responses={
+        201: {"description": "Created.", "headers": {"Location": LOCATION}},
+        **ADMIN_ONLY,
+        409: {"description": "The sku is taken.", **PROBLEM},
+    },
 )
 async def create_product(
-    _admin: AdminUser, body: ProductCreate, uow: WriteUnitOfWork, catalogue: Catalogue
+    _admin: AdminUser,
+    body: ProductCreate,
+    uow: WriteUnitOfWork,
+    catalogue: Catalogue,
+    response: Response,
 ) -> ProductOut:
     row = await service.create_product(uow, catalogue, body)
     await uow.commit()
+    response.headers["Location"] = public_url(f"/products/{row.id}")
     return service.product_out(row)
 
 
