@@ -280,3 +280,35 @@ async def test_products_down_is_a_503_problem_and_writes_nothing(
     await products.start()
     orders.app.state.service_clients.breakers["products"].reset()
     assert (await orders.client.post("/orders", json=body, headers=ALICE)).status_code == 201
+
+
+@pytest.mark.parametrize("failing", ["claim", "complete"])
+async def test_a_database_outage_on_the_idempotent_path_is_a_503_and_the_retry_works(
+    orders: OrdersHarness,
+    products: ProductsStub,
+    monkeypatch: pytest.MonkeyPatch,
+    failing: str,
+) -> None:
+    """The connection is lost while the key is claimed, or while the order is written
+    with it: 503 naming the database, nothing half-done, and the client's retry places
+    the order once."""
+    from mercato.orders.repository import IdempotencyRepository
+    from support.outages import closed_mid_query
+
+    async def lost(*args: object, **kwargs: object) -> None:
+        raise closed_mid_query()
+
+    body = {"items": [{"product_id": products.add(), "quantity": 1}]}
+    keyed = {**ALICE, "Idempotency-Key": f"outage-{failing}"}
+    with monkeypatch.context() as patch:
+        patch.setattr(IdempotencyRepository, failing, lost)
+        response = await orders.client.post("/orders", json=body, headers=keyed)
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["dependency"] == "database"
+    assert await orders.orders() == 0
+    retry = await orders.client.post("/orders", json=body, headers=keyed)
+    assert retry.status_code == 201, retry.text
+    again = await orders.client.post("/orders", json=body, headers=keyed)
+    assert again.json()["id"] == retry.json()["id"]
+    assert await orders.orders() == 1
