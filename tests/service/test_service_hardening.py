@@ -97,3 +97,23 @@ async def test_with_the_database_refusing_connections_every_service_answers_503(
             assert response.headers["retry-after"] == "5"
             assert response.json()["dependency"] == "database"
             assert "127.0.0.1" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("service", "method", "path", "form"),
+    [
+        ("users", "GET", "/users/a%00b", None),
+        ("orders", "GET", "/orders/a%00b", None),
+        ("orders", "POST", "/orders/a%00b/cancel", None),
+        ("auth", "POST", "/auth/token", {"username": "a\x00b", "password": "Tr1ckyHorse"}),
+        ("auth", "POST", "/auth/token", {"username": "alice", "password": "Tr1cky\x00Horse"}),
+    ],
+)
+async def test_a_nul_in_a_path_or_form_parameter_is_a_422(
+    service: ServiceName, method: str, path: str, form: dict[str, str] | None
+) -> None:
+    """On PostgreSQL such a parameter reached the query and failed there (a 500)."""
+    async with app_client(app_factory(service)(test_settings())) as client:
+        response = await client.request(method, path, data=form, headers=admin_headers())
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"

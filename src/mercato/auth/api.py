@@ -19,6 +19,7 @@ from mercato.auth.service import BAD_REFRESH, RefreshRefused
 from mercato.platform.app import Context
 from mercato.platform.errors import Unauthorized
 from mercato.platform.http import public_url
+from mercato.platform.schemas import NUL_FREE
 from mercato.platform.security.dependencies import CurrentUser
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -86,8 +87,8 @@ async def login(
 
 @router.post("/token", response_model=TokenPair, responses=LOGIN_ANSWERS)
 async def token(
-    username: Annotated[str, Form(min_length=1, max_length=320)],
-    password: Annotated[str, Form(min_length=1, max_length=128)],
+    username: Annotated[str, Form(min_length=1, max_length=320, pattern=NUL_FREE)],
+    password: Annotated[str, Form(min_length=1, max_length=128, pattern=NUL_FREE)],
     context: Context,
     auth: Auth,
     client: ClientAddress,

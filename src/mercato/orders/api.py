@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from mercato.orders.dependencies import IdempotencyKey, Orders
 from mercato.orders.schemas import OrderOut, OrderPage, PlaceOrder
 from mercato.platform.errors import Forbidden
 from mercato.platform.http import public_url
+from mercato.platform.schemas import NUL_FREE
 from mercato.platform.security.dependencies import CurrentUser
 
 router = APIRouter(prefix="/orders", tags=["orders"])
+
+#: An order id in a path: PostgreSQL text cannot hold NUL (a 422, not a 500).
+OrderId = Annotated[str, Path(pattern=NUL_FREE)]
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -81,7 +85,7 @@ async def list_orders(
     response_model=OrderOut,
     responses=AUTH_ERRORS | {404: _problem("No such order (or not yours).")},
 )
-async def get_order(order_id: str, user: CurrentUser, orders: Orders) -> OrderOut:
+async def get_order(order_id: OrderId, user: CurrentUser, orders: Orders) -> OrderOut:
     return await orders.get(user, order_id)
 
 
@@ -94,6 +98,6 @@ async def get_order(order_id: str, user: CurrentUser, orders: Orders) -> OrderOu
         409: _problem("The order is rejected or already cancelled."),
     },
 )
-async def cancel_order(order_id: str, user: CurrentUser, orders: Orders) -> OrderOut:
+async def cancel_order(order_id: OrderId, user: CurrentUser, orders: Orders) -> OrderOut:
     """Cancel a pending or confirmed order; its reserved stock is released."""
     return await orders.cancel(user, order_id)

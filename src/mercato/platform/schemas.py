@@ -2,7 +2,8 @@
 
 API.md: "Types are strict: ``true`` is not a number, ``"2"`` is not an integer, and text
 fields refuse NUL characters (422)". Request models derive from :class:`StrictModel` and
-type their text fields :data:`Text`; money comes in as :data:`DecimalText`, a decimal
+type their text fields :data:`Text` (path, query and form parameters take
+``pattern=NUL_FREE``); money comes in as :data:`DecimalText`, a decimal
 *string* (``"19.99"``), because strict mode refuses a string for a ``Decimal`` and a JSON
 number would pass through a float. Query parameters are not models: FastAPI still parses
 them from their strings.
@@ -37,6 +38,8 @@ def refuse_nul(text: str) -> str:
 
 #: Text a request may carry: any string without NUL characters.
 Text = Annotated[str, AfterValidator(refuse_nul)]
+#: The same rule for a path, query or form parameter (``Path(pattern=NUL_FREE)``).
+NUL_FREE: Final = r"^[^\x00]*$"
 
 
 def parse_decimal_text(value: Any) -> Decimal:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 
 from mercato.platform.http import public_url
+from mercato.platform.schemas import NUL_FREE
 from mercato.platform.security.dependencies import AdminUser
 from mercato.products import service
 from mercato.products.caching import Representation
@@ -32,8 +33,6 @@ LOCATION: dict[str, Any] = {
     "description": "The new product's public URL, `/api/v1/products/{id}`.",
     "schema": {"type": "string"},
 }
-#: PostgreSQL text cannot hold NUL; such a filter is a 422, not a 500.
-NO_NUL = r"^[^\x00]*$"
 QueryPrice = Annotated[Decimal | None, Query(gt=0, le=MAX_PRICE, max_digits=12, decimal_places=2)]
 
 
@@ -56,8 +55,8 @@ def cached_response(request: Request, representation: Representation, max_age: i
 )
 async def list_products(
     request: Request,
-    q: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_NUL)] = None,
-    category: Annotated[str | None, Query(min_length=1, max_length=64, pattern=NO_NUL)] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NUL_FREE)] = None,
+    category: Annotated[str | None, Query(min_length=1, max_length=64, pattern=NUL_FREE)] = None,
     min_price: QueryPrice = None,
     max_price: QueryPrice = None,
     sort: ProductSort = ProductSort.CREATED_AT_DESC,
