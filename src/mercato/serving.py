@@ -23,7 +23,8 @@ from mercato.messaging.shutdown import bounded, time_left, wait_ended
 from mercato.platform.db import Database
 from mercato.platform.edge import guarded_protocol
 from mercato.platform.migrations import MigrationHistory, upgrade
-from mercato.platform.settings import SERVICES, ServiceName, Settings
+from mercato.platform.net import connecting_addresses
+from mercato.platform.settings import BACKEND_SERVICES, SERVICES, ServiceName, Settings
 
 log = structlog.stdlib.get_logger("mercato.serving")
 
@@ -123,6 +124,11 @@ async def run_all(settings: Settings, *, on_ready: Callable[[], None] | None = N
     requests first, then the services drain theirs and stop; what still runs when the
     time is up is told to exit at once, then cancelled, then abandoned with a warning.
     """
+    # The services believe X-Forwarded-For from this process's own gateway (no one else).
+    gateway = connecting_addresses(settings.service_url(name) for name in BACKEND_SERVICES)
+    settings = settings.model_copy(
+        update={"internal_proxies": [*settings.internal_proxies, *gateway]}
+    )
     servers = {
         service: EmbeddedServer(
             uvicorn_config(

@@ -24,7 +24,7 @@ from mercato.platform.cache import Cache, create_cache
 from mercato.platform.db import Database
 from mercato.platform.edge import HeaderLimitMiddleware
 from mercato.platform.errors import install_error_handlers
-from mercato.platform.middleware import RequestContextMiddleware
+from mercato.platform.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from mercato.platform.migrations import Heads, MigrationHistory, unapplied, upgrade
 from mercato.platform.net import TrustedProxies
 from mercato.platform.observability import (
@@ -167,6 +167,7 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     # add_middleware puts each one outside those before it: the last added is outermost.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.service_max_body_size)
     app.add_middleware(HeaderLimitMiddleware, limit=settings.max_header_bytes)
     for inner in reversed(inner_middleware):
         app.add_middleware(inner.cls, *inner.args, **inner.kwargs)

@@ -140,6 +140,11 @@ class ServerSettings(BaseSettings):
     max_connections: int = Field(
         1000, ge=1, description="concurrent connections per process; past it requests get 503"
     )
+    service_max_body_size: int = Field(
+        1024 * 1024,
+        ge=1,
+        description="bytes of request body a backend service accepts; larger bodies get 413",
+    )
 
     startup_timeout: float = Field(
         30.0,
@@ -550,9 +555,9 @@ class SecuritySettings(BaseSettings):
         True, description="refuse (503) rather than allow when the limit storage is down"
     )
     internal_proxies: CommaList = Field(
-        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        default_factory=list,
         description="peers (the gateway) whose X-Forwarded-For a backend service believes,"
-        " besides TRUSTED_PROXIES; default loopback, as under `mercato up`",
+        " besides TRUSTED_PROXIES; default none (`mercato up` adds its own gateway)",
     )
     admin_username: str | None = Field(
         None,
