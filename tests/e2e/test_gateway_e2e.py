@@ -10,17 +10,18 @@ import pytest
 
 from support.auth import forge_token
 from support.processes import RunningMercato
-from support.production import development_only
+from support.production import development_only, production_requested
 
 pytestmark = pytest.mark.e2e
 
 SECURITY_HEADERS = (
     "x-content-type-options",
     "x-frame-options",
-    "strict-transport-security",
     "content-security-policy",
     "referrer-policy",
 )
+#: HSTS is production's (or HTTPS's): over plain HTTP in development it would pin localhost.
+HSTS = "strict-transport-security"
 
 
 @pytest.mark.parametrize(
@@ -47,6 +48,7 @@ def test_every_gateway_answer_carries_the_security_headers(
     )
     missing = [name for name in SECURITY_HEADERS if name not in response.headers]
     assert missing == [], f"{method} {path} -> {response.status_code} lacks {missing}"
+    assert (HSTS in response.headers) is production_requested()
     assert "server" not in response.headers
     assert "unsafe-inline" not in response.headers["content-security-policy"]
 

@@ -141,11 +141,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _count_head(self, data: bytes) -> bool:
         """Count the head bytes in ``data``; answer 431 and return False past the limit."""
         assert self._head_bytes is not None
-        window = self._tail + data
-        end = window.find(_END_OF_HEAD)
-        added = len(data) if end < 0 else max(0, end + len(_END_OF_HEAD) - len(self._tail))
-        self._head_bytes += added
-        self._tail = window[-3:]
+        tail = self._tail
+        seam = (tail + data[:3]).find(_END_OF_HEAD)  # an end split across two reads
+        if seam >= 0:
+            self._head_bytes += seam + len(_END_OF_HEAD) - len(tail)
+        else:
+            end = data.find(_END_OF_HEAD)
+            self._head_bytes += len(data) if end < 0 else end + len(_END_OF_HEAD)
+        self._tail = data[-3:] if len(data) >= 3 else (tail + data)[-3:]
         if self._head_bytes <= self.max_head:
             return True
         log.warning("request head too large", limit=self.max_head, client=self._client())
