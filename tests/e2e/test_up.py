@@ -47,7 +47,7 @@ def test_request_id_travels_through_the_gateway_into_the_service_logs(
     assert response.headers["x-request-id"] == request_id
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["request_id"] == request_id
-    lines = [json.loads(line) for line in mercato.log().splitlines() if request_id in line]
+    lines = mercato.log_lines_with(request_id, services={"gateway", "products"})
     assert {line["service"] for line in lines} >= {"gateway", "products"}
 
 

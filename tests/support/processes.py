@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -41,6 +43,17 @@ class RunningMercato:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_lines_with(self, text: str, *, services: set[str], within: float = 10.0) -> list[Any]:
+        """The JSON log lines holding ``text``, once lines of every one of ``services`` are
+        there: an access line is written after the answer left, so it may come a little
+        after the client read it."""
+        deadline = time.monotonic() + within
+        while True:
+            lines = [json.loads(line) for line in self.log().splitlines() if text in line]
+            if {line.get("service") for line in lines} >= services or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
 
     def stop(self, timeout: float = 30) -> int:
         """Ctrl-C, as a person would; returns the exit code."""
