@@ -29,6 +29,9 @@ _SANE_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
 request_id_var: ContextVar[str | None] = ContextVar("mercato_request_id", default=None)
 
 access_log = structlog.stdlib.get_logger("mercato.access")
+#: What the access log and the metrics say of a request whose client hung up before its
+#: answer (nginx's code for it).
+CLIENT_CLOSED_REQUEST = 499
 error_log = structlog.stdlib.get_logger("mercato.errors")
 
 
@@ -81,6 +84,14 @@ class RequestContextMiddleware:
         id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         status = 500
         started = False
+        client_gone = False
+
+        async def receive_noting_hang_up() -> Message:
+            nonlocal client_gone
+            message = await receive()
+            if message["type"] == "http.disconnect" and not started:
+                client_gone = True
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started
@@ -96,8 +107,11 @@ class RequestContextMiddleware:
         )
         start = time.perf_counter()
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_noting_hang_up, send_with_id)
         except Exception as exc:
+            if client_gone:
+                status = CLIENT_CLOSED_REQUEST
+                return
             if outage_of(exc) is None:
                 error_log.exception("unhandled error", method=scope["method"], path=scope["path"])
             if started:
@@ -105,6 +119,10 @@ class RequestContextMiddleware:
             response = unhandled_error(exc, request_id=request_id, expose=self.expose_errors)
             await response(scope, receive, send_with_id)
         finally:
+            if client_gone:
+                # The client hung up (or was cut off as too slow) before its answer: its
+                # doing, not ours, so not a 4xx or 5xx of ours either (nginx's 499).
+                status = CLIENT_CLOSED_REQUEST
             elapsed = time.perf_counter() - start
             if self.metrics is not None:
                 self.metrics.observe(scope["method"], route_template(scope), status, elapsed)

@@ -209,3 +209,39 @@ async def test_a_bug_that_looks_like_a_dependency_error_is_still_a_500(
     assert response.status_code == 500
     assert response.headers["content-type"] == PROBLEM_JSON
     assert "SELECT" not in response.text
+
+
+async def test_a_client_that_went_away_is_a_499_not_a_server_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A body cut off (a slow client timed out, or one that hung up) is the client's doing:
+    counted and logged as 499, as nginx does, so it cannot inflate the 5xx alerts."""
+    registry = CollectorRegistry()
+    app = build_app(expose=False, registry=registry)
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/items",
+        "raw_path": b"/items",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"40")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("test", 80),
+    }
+    await app(scope, receive, send)
+
+    text = generate_latest(registry).decode()
+    assert 'status="499"' in text
+    assert 'status="500"' not in text
+    assert "unhandled error" not in caplog.text
