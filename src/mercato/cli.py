@@ -410,6 +410,7 @@ def migrate(
     ] = None,
 ) -> None:
     """Apply the database migrations of every service (or one)."""
+    from mercato.platform.startup import DependencyRefused
     from mercato.serving import migrate as apply
     from mercato.serving import run_event_loop
 
@@ -417,20 +418,32 @@ def migrate(
     settings = _settings(config, services=services)
     _configure_logging(settings, "mercato")
     _wait_for_dependencies(settings, services)
-    run_event_loop(apply(settings, services))
+    try:
+        run_event_loop(apply(settings, services))
+    except DependencyRefused as exc:
+        _fail([str(exc)], code=1)
     typer.echo(f"Migrated: {', '.join(services)}")
 
 
 @app.command()
 def seed(config: ConfigOption = None) -> None:
     """Load the demo catalogue (120 products in eight categories); safe to run again."""
+    from sqlalchemy.exc import DBAPIError
+
+    from mercato.platform.startup import database_dependency, refused
     from mercato.products.app import seed_demo
     from mercato.serving import run_event_loop
 
     settings = _settings(config, services=["products"])
     _configure_logging(settings, "products")
     _wait_for_dependencies(settings, ["products"])
-    added, total = run_event_loop(seed_demo(settings))
+    try:
+        added, total = run_event_loop(seed_demo(settings))
+    except DBAPIError as exc:
+        database = database_dependency(settings, "products")
+        if database is None:
+            raise
+        _fail([str(refused(database, exc))], code=1)
     typer.echo(f"Seeded {added} demo products; the catalogue holds {total}.")
 
 
