@@ -126,10 +126,15 @@ def _backend_service(name: str) -> ServiceName:
 def _wait_for_dependencies(settings: Settings, services: Sequence[ServiceName]) -> None:
     """Wait up to STARTUP_TIMEOUT for the servers ``services`` need; exit 1 with one line
     naming the one that did not answer."""
-    from mercato.platform.startup import DependencyUnavailable, dependencies, wait_for
+    from mercato.platform.startup import (
+        Dependency,
+        DependencyUnavailable,
+        dependencies,
+        wait_for,
+    )
     from mercato.serving import run_event_loop
 
-    def waiting(dependency: Any) -> None:
+    def waiting(dependency: Dependency) -> None:
         typer.echo(
             f"mercato: waiting up to {settings.startup_timeout:g} s for {dependency}", err=True
         )
@@ -287,10 +292,9 @@ def _announce_worker(settings: Settings, groups_by_service: dict[str, list[str]]
         typer.echo(f"  {name}: consumes {'; '.join(consumed)}{relay}")
     if not broker or broker.startswith("memory:"):
         typer.echo(
-            f"mercato: warning: {env_name('broker_url', Settings.model_fields['broker_url'])}"
-            " is not set: this process has an in-memory broker of its own and receives no"
-            " event another process publishes; set BROKER_URL (amqp:// or kafka://) here"
-            " and in the services",
+            "mercato: warning: BROKER_URL is not set: this process has an in-memory broker"
+            " of its own and receives no event another process publishes; set BROKER_URL"
+            " (amqp:// or kafka://) here and in the services",
             err=True,
         )
 
