@@ -126,10 +126,15 @@ def _backend_service(name: str) -> ServiceName:
 def _wait_for_dependencies(settings: Settings, services: Sequence[ServiceName]) -> None:
     """Wait up to STARTUP_TIMEOUT for the servers ``services`` need; exit 1 with one line
     naming the one that did not answer."""
-    from mercato.platform.startup import DependencyUnavailable, dependencies, wait_for
+    from mercato.platform.startup import (
+        Dependency,
+        DependencyUnavailable,
+        dependencies,
+        wait_for,
+    )
     from mercato.serving import run_event_loop
 
-    def waiting(dependency: Any) -> None:
+    def waiting(dependency: Dependency) -> None:
         typer.echo(
             f"mercato: waiting up to {settings.startup_timeout:g} s for {dependency}", err=True
         )
@@ -287,10 +292,9 @@ def _announce_worker(settings: Settings, groups_by_service: dict[str, list[str]]
         typer.echo(f"  {name}: consumes {'; '.join(consumed)}{relay}")
     if not broker or broker.startswith("memory:"):
         typer.echo(
-            f"mercato: warning: {env_name('broker_url', Settings.model_fields['broker_url'])}"
-            " is not set: this process has an in-memory broker of its own and receives no"
-            " event another process publishes; set BROKER_URL (amqp:// or kafka://) here"
-            " and in the services",
+            "mercato: warning: BROKER_URL is not set: this process has an in-memory broker"
+            " of its own and receives no event another process publishes; set BROKER_URL"
+            " (amqp:// or kafka://) here and in the services",
             err=True,
         )
 
@@ -410,6 +414,7 @@ def migrate(
     ] = None,
 ) -> None:
     """Apply the database migrations of every service (or one)."""
+    from mercato.platform.startup import DependencyRefused
     from mercato.serving import migrate as apply
     from mercato.serving import run_event_loop
 
@@ -417,20 +422,32 @@ def migrate(
     settings = _settings(config, services=services)
     _configure_logging(settings, "mercato")
     _wait_for_dependencies(settings, services)
-    run_event_loop(apply(settings, services))
+    try:
+        run_event_loop(apply(settings, services))
+    except DependencyRefused as exc:
+        _fail([str(exc)], code=1)
     typer.echo(f"Migrated: {', '.join(services)}")
 
 
 @app.command()
 def seed(config: ConfigOption = None) -> None:
     """Load the demo catalogue (120 products in eight categories); safe to run again."""
+    from sqlalchemy.exc import DBAPIError
+
+    from mercato.platform.startup import database_dependency, refused
     from mercato.products.app import seed_demo
     from mercato.serving import run_event_loop
 
     settings = _settings(config, services=["products"])
     _configure_logging(settings, "products")
     _wait_for_dependencies(settings, ["products"])
-    added, total = run_event_loop(seed_demo(settings))
+    try:
+        added, total = run_event_loop(seed_demo(settings))
+    except DBAPIError as exc:
+        database = database_dependency(settings, "products")
+        if database is None:
+            raise
+        _fail([str(refused(database, exc))], code=1)
     typer.echo(f"Seeded {added} demo products; the catalogue holds {total}.")
 
 

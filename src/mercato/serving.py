@@ -45,7 +45,14 @@ def migrations_of(service: ServiceName) -> list[MigrationHistory]:
 
 
 async def migrate(settings: Settings, services: Sequence[ServiceName]) -> None:
-    """Apply every migration history of ``services`` to their databases."""
+    """Apply every migration history of ``services`` to their databases.
+
+    A PostgreSQL server that refuses (no such database, a wrong password) raises
+    :class:`~mercato.platform.startup.DependencyRefused` naming the setting."""
+    from sqlalchemy.exc import DBAPIError
+
+    from mercato.platform.startup import database_dependency, refused
+
     for service in services:
         histories = migrations_of(service)
         if not histories:
@@ -53,6 +60,11 @@ async def migrate(settings: Settings, services: Sequence[ServiceName]) -> None:
         database = Database(settings.database_url_for(service), schema=service)
         try:
             await upgrade(database, histories)
+        except DBAPIError as exc:
+            dependency = database_dependency(settings, service)
+            if dependency is None:
+                raise
+            raise refused(dependency, exc) from None
         finally:
             await database.dispose()
         log.info("migrated", service=service)

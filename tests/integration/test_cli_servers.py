@@ -4,6 +4,7 @@ given, and start-up does not wait for servers that answer."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from typer.testing import CliRunner
@@ -36,3 +37,20 @@ def test_migrate_takes_a_url_without_a_driver(
     assert result.exit_code == 0, result.output + result.stderr
     assert result.stdout.strip().splitlines()[-1] == "Migrated: auth, users, products, orders"
     assert "waiting" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["migrate", "seed"])
+def test_a_server_that_refuses_is_one_line_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, postgres_server_url: str, command: str
+) -> None:
+    parts = urlsplit(postgres_server_url)
+    missing = parts._replace(path="/mercato_no_such_database").geturl()
+    monkeypatch.setenv("DATABASE_URL", missing)
+
+    result = CliRunner().invoke(cli, [command])
+
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        f"mercato: DATABASE_URL ({parts.hostname}:{parts.port or 5432}) refused:"
+        ' database "mercato_no_such_database" does not exist\n'
+    )

@@ -93,6 +93,23 @@ class TestStartUpWaitsForItsServers:
         assert caught.value.dependency == silent
 
 
+class TestEveryCommandRefusesTheSameWay:
+    @pytest.mark.parametrize(
+        "command",
+        [["up"], ["serve", "products"], ["migrate"], ["seed"], ["worker"], ["config", "check"]],
+    )
+    def test_a_garbage_database_url_is_one_line_and_exit_2(
+        self, monkeypatch: pytest.MonkeyPatch, command: list[str]
+    ) -> None:
+        monkeypatch.setenv("DATABASE_URL", "garbage")
+
+        result = invoke(*command)
+
+        assert result.exit_code == 2, result.output
+        [line] = result.stderr.splitlines()
+        assert line.startswith("mercato: DATABASE_URL: is not a database URL")
+
+
 class TestOneLineErrors:
     def test_migrating_the_gateway_is_an_error(self) -> None:
         result = invoke("migrate", "--service", "gateway")

@@ -54,18 +54,39 @@ class DependencyUnavailable(Exception):
         self.dependency = dependency
 
 
+class DependencyRefused(Exception):
+    """A dependency answered, but refused what was asked of it (no such database, a wrong
+    password...)."""
+
+    def __init__(self, dependency: Dependency, reason: str) -> None:
+        super().__init__(f"{dependency} refused: {reason}")
+        self.dependency = dependency
+
+
+def database_dependency(settings: Settings, service: ServiceName) -> Dependency | None:
+    """The PostgreSQL server of ``service``, named by the setting that gives it."""
+    own = getattr(settings, f"{service}_database_url", None)
+    setting = f"{service.upper()}_DATABASE_URL" if own else "DATABASE_URL"
+    url = own or settings.database_url
+    if not url or not url.startswith("postgresql"):
+        return None
+    servers = _servers(setting, url, "postgresql")
+    return servers[0] if servers else None
+
+
+def refused(dependency: Dependency, error: BaseException) -> DependencyRefused:
+    """The one line for a driver's error: the server's own message, never a URL."""
+    reason = getattr(error, "orig", None) or error
+    return DependencyRefused(dependency, " ".join(str(reason).split()) or type(reason).__name__)
+
+
 def dependencies(settings: Settings, services: Sequence[ServiceName]) -> list[Dependency]:
     """The TCP servers ``services`` need under ``settings``, each once, in the order they
     are needed: databases, Redis, the broker. Embedded backends need none."""
     found: list[Dependency] = []
     for service in services:
-        if service == "gateway":
-            continue
-        own = getattr(settings, f"{service}_database_url", None)
-        setting = f"{service.upper()}_DATABASE_URL" if own else "DATABASE_URL"
-        url = own or settings.database_url
-        if url and url.startswith("postgresql"):
-            found += _servers(setting, url, "postgresql")
+        if service != "gateway" and (database := database_dependency(settings, service)):
+            found.append(database)
     if settings.redis_url:
         found += _servers("REDIS_URL", settings.redis_url)
     uses_events = any(service != "gateway" for service in services)  # the gateway has none
