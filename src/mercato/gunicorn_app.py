@@ -38,7 +38,8 @@ class StructuredGunicornLogger(Logger):  # type: ignore[misc]
 
 
 class MercatoUvicornWorker(UvicornWorker):  # type: ignore[misc]
-    """uvicorn worker that leaves logging, access lines and banners to Mercato."""
+    """uvicorn worker that leaves logging, access lines and banners to Mercato. Use
+    :func:`worker_class` for one that also has the edge limits of the settings."""
 
     CONFIG_KWARGS: dict[str, Any] = {
         "loop": "auto",
@@ -71,6 +72,15 @@ class MercatoUvicornWorker(UvicornWorker):  # type: ignore[misc]
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
 
+def worker_class(settings: Settings) -> type[MercatoUvicornWorker]:
+    """The worker class for ``settings``: uvicorn in every worker holds against hostile
+    clients as under ``mercato up`` (head size, read timeout, connection limit)."""
+    from mercato.serving import edge_options
+
+    options = {**MercatoUvicornWorker.CONFIG_KWARGS, **edge_options(settings)}
+    return type("MercatoUvicornWorker", (MercatoUvicornWorker,), {"CONFIG_KWARGS": options})
+
+
 def child_exit(_server: Any, worker: Any) -> None:
     """Drop a dead worker's metric files (prometheus-client multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -90,11 +100,11 @@ class GunicornApplication(BaseApplication):  # type: ignore[misc]
         options = {
             "bind": f"{self.settings.host}:{self.settings.service_port(self.service)}",
             "workers": self.workers,
-            "worker_class": f"{__name__}.MercatoUvicornWorker",
+            "worker_class": worker_class(self.settings),
             "logger_class": f"{__name__}.StructuredGunicornLogger",
             "loglevel": self.settings.effective_log_level.lower(),
             "graceful_timeout": int(self.settings.graceful_timeout),
-            "keepalive": 75,
+            "keepalive": self.settings.keep_alive_timeout,
             "child_exit": child_exit,
             "proc_name": f"mercato-{self.service}",
             # gunicorn 23+ opens a control socket at one path per user

@@ -70,30 +70,38 @@ async def migrate(settings: Settings, services: Sequence[ServiceName]) -> None:
         log.info("migrated", service=service)
 
 
-def uvicorn_config(
-    app: FastAPI | str, settings: Settings, port: int, **extra: Any
-) -> uvicorn.Config:
-    """How every Mercato process runs uvicorn, hostile clients included: a request head
-    above ``MAX_HEADER_BYTES`` is refused (431) as it arrives, a request not received within
-    ``REQUEST_READ_TIMEOUT`` is cut off (408), an idle connection closes after
-    ``KEEP_ALIVE_TIMEOUT``, and past ``MAX_CONNECTIONS`` requests get 503."""
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=port,
-        http=guarded_protocol(
+def edge_options(settings: Settings) -> dict[str, Any]:
+    """The uvicorn options that hold a process against hostile clients, under uvicorn alone
+    and in gunicorn's workers alike: a request head above ``MAX_HEADER_BYTES`` is refused
+    (431) as it arrives, a request not received within ``REQUEST_READ_TIMEOUT`` is cut off
+    (408), an idle connection closes after ``KEEP_ALIVE_TIMEOUT``, and past
+    ``MAX_CONNECTIONS`` requests get 503."""
+    return {
+        "http": guarded_protocol(
             max_head=settings.max_header_bytes,
             read_timeout=settings.request_read_timeout,
             max_connections=settings.max_connections,
             always_hsts=settings.is_production,
         ),
-        timeout_keep_alive=settings.keep_alive_timeout,
+        "timeout_keep_alive": settings.keep_alive_timeout,
+    }
+
+
+def uvicorn_config(
+    app: FastAPI | str, settings: Settings, port: int, **extra: Any
+) -> uvicorn.Config:
+    """How every Mercato process runs uvicorn (see :func:`edge_options`)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=port,
         log_config=None,  # our logging pipeline handles uvicorn's loggers
         access_log=False,  # our middleware writes one access line per request
         server_header=False,
         proxy_headers=False,  # client addresses are resolved by TRUSTED_PROXIES, not here
         timeout_graceful_shutdown=int(settings.graceful_timeout),
         lifespan="on",
+        **edge_options(settings),
         **extra,
     )
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -180,3 +181,30 @@ def test_a_worker_on_the_in_memory_broker_says_what_it_consumes_and_warns(
         "mercato: warning: BROKER_URL is not set: this process has an in-memory broker of its"
         " own and receives no event another process publishes"
     ) in err
+
+
+def test_gunicorn_workers_cut_off_a_slow_client_and_refuse_a_huge_head(tmp_path: Path) -> None:
+    """The edge limits hold in gunicorn's workers as under `mercato up`: a client still
+    sending its head after REQUEST_READ_TIMEOUT gets 408, and a head above MAX_HEADER_BYTES
+    gets 431 while it is still arriving."""
+    port = free_port()
+    env = clean_env(
+        tmp_path, PRODUCTS_PORT=str(port), REQUEST_READ_TIMEOUT="1", MAX_HEADER_BYTES="2048"
+    )
+    with serving(tmp_path, "products", port, env):
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            slow_answer = read_until_closed(slow)
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as huge:
+            huge.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: " + b"a" * 4096)
+            huge_answer = read_until_closed(huge)
+
+    assert slow_answer.startswith(b"HTTP/1.1 408 "), slow_answer
+    assert huge_answer.startswith(b"HTTP/1.1 431 "), huge_answer
+
+
+def read_until_closed(connection: socket.socket) -> bytes:
+    chunks = []
+    while chunk := connection.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
