@@ -17,7 +17,6 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from mercato.messaging.shutdown import bounded, time_left, wait_ended
 from mercato.platform.db import Database
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.settings import SERVICES, ServiceName, Settings
@@ -147,6 +146,8 @@ async def _stop_servers(
     """Stop every server within ``within`` seconds: requests drain in the first half (the
     gateway first: its requests in flight need the services), the lifespans (consumers,
     relays, connections) shut down in the rest; what still runs then is forced."""
+    from mercato.messaging.shutdown import time_left, wait_ended  # see _end_leftovers
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     requests_until = loop.time() + within / 2
@@ -197,6 +198,10 @@ def run_event_loop(main: Any) -> Any:
 async def _end_leftovers(grace: float) -> None:
     """Cancel the tasks still running, give them ``grace`` seconds, and close the async
     generators and the default executor within as long."""
+    # Imported here: the messaging package imports prometheus_client, which must not be
+    # imported before `serve --workers N` set PROMETHEUS_MULTIPROC_DIR.
+    from mercato.messaging.shutdown import bounded
+
     current = asyncio.current_task()
     leftovers = {task for task in asyncio.all_tasks() if task is not current}
     for task in leftovers:
