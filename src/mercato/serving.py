@@ -24,6 +24,7 @@ from mercato.platform.edge import guarded_protocol
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.net import connecting_addresses
 from mercato.platform.settings import BACKEND_SERVICES, SERVICES, ServiceName, Settings
+from mercato.platform.shutdown import bounded, time_left, wait_ended
 
 log = structlog.stdlib.get_logger("mercato.serving")
 
@@ -202,8 +203,6 @@ async def _stop_servers(
     """Stop every server within ``within`` seconds: requests drain in the first half (the
     gateway first: its requests in flight need the services), the lifespans (consumers,
     relays, connections) shut down in the rest; what still runs then is forced."""
-    from mercato.messaging.shutdown import time_left, wait_ended  # see _end_leftovers
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     requests_until = loop.time() + within / 2
@@ -259,10 +258,6 @@ def run_event_loop(main: Any) -> Any:
 async def _end_leftovers(grace: float) -> None:
     """Cancel the tasks still running, then close the async generators and the default
     executor, all within ``grace`` seconds."""
-    # Imported here: the messaging package imports prometheus_client, which must not be
-    # imported before `serve --workers N` set PROMETHEUS_MULTIPROC_DIR.
-    from mercato.messaging.shutdown import bounded, time_left
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
     current = asyncio.current_task()

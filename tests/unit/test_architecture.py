@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,17 @@ def test_domain_code_is_plain_python(context: str) -> None:
         pytest.skip(f"{context} has no domain.py yet")
     used = {name.split(".")[0] for name in imports_of(domain)}
     assert not used & set(FRAMEWORKS)
+
+
+def test_serving_does_not_import_prometheus_client() -> None:
+    """`serve --workers N` sets PROMETHEUS_MULTIPROC_DIR after importing the serving code;
+    prometheus-client picks its storage when first imported, so an earlier import would
+    leave every worker counting in memory of its own and /metrics empty."""
+    code = (
+        "import sys, mercato.cli, mercato.serving, mercato.gunicorn_app; "
+        "print(sorted(m for m in sys.modules if m.startswith('prometheus_client')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

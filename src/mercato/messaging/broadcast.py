@@ -26,8 +26,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mercato.messaging.shutdown import bounded, pause, wait_ended
 from mercato.platform.logging import get_logger
+from mercato.platform.shutdown import bounded, pause, wait_ended
 
 log = get_logger("mercato.messaging.broadcast")
 

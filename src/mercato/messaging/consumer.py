@@ -45,12 +45,12 @@ from mercato.messaging.envelope import (
 )
 from mercato.messaging.events import EventData
 from mercato.messaging.metrics import MessagingMetrics
-from mercato.messaging.shutdown import pause
 from mercato.messaging.tables import dead_letters, inbox
 from mercato.messaging.transient import is_transient
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.logging import get_logger
 from mercato.platform.middleware import request_id_var
+from mercato.platform.shutdown import pause
 
 log = get_logger("mercato.messaging.consumer")
 

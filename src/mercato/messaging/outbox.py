@@ -27,11 +27,11 @@ from mercato.messaging.brokers import Broker, BrokerUnavailable, OutgoingMessage
 from mercato.messaging.envelope import Envelope, traceparent_var
 from mercato.messaging.events import EventData
 from mercato.messaging.metrics import MessagingMetrics
-from mercato.messaging.shutdown import bounded, pause, time_left, wait_ended
 from mercato.messaging.tables import inbox, outbox
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.logging import get_logger
 from mercato.platform.middleware import request_id_var
+from mercato.platform.shutdown import bounded, pause, time_left, wait_ended
 
 log = get_logger("mercato.messaging.outbox")
 

@@ -14,12 +14,12 @@ from mercato.messaging.brokers import Broker, create_broker
 from mercato.messaging.consumer import PAUSE_BACKOFF_MAX, Consumer, Handlers, backoff
 from mercato.messaging.metrics import MessagingMetrics
 from mercato.messaging.outbox import OutboxRelay
-from mercato.messaging.shutdown import time_left
 from mercato.messaging.topology import CONSUMER_GROUPS
 from mercato.platform.app import ServiceContext
 from mercato.platform.logging import get_logger
 from mercato.platform.migrations import MigrationHistory
 from mercato.platform.settings import Settings
+from mercato.platform.shutdown import time_left
 
 log = get_logger("mercato.messaging")
 

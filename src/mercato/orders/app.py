@@ -18,7 +18,6 @@ from mercato.messaging import (
     MessagingRuntime,
     messaging_hook,
 )
-from mercato.messaging.shutdown import pause, wait_ended
 from mercato.orders.api import router
 from mercato.orders.notifications import mailer_from_settings, notification_handlers
 from mercato.orders.service import (
@@ -38,6 +37,7 @@ from mercato.platform.http import (
 from mercato.platform.migrations import MigrationHistory
 from mercato.platform.resilience import BreakerState, CircuitBreaker
 from mercato.platform.settings import Settings, load_settings
+from mercato.platform.shutdown import pause, wait_ended
 
 log = structlog.stdlib.get_logger("mercato.orders")
 

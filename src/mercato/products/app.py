@@ -11,11 +11,11 @@ from fastapi import FastAPI
 from prometheus_client import Counter
 
 from mercato.messaging import MESSAGING_MIGRATIONS, Broadcast, messaging_hook
-from mercato.messaging.shutdown import pause, wait_ended
 from mercato.platform.app import LifespanHook, ServiceContext, create_service_app, open_database
 from mercato.platform.cache import MemoryCache, create_cache
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.settings import Settings, load_settings
+from mercato.platform.shutdown import pause, wait_ended
 from mercato.products.api import router
 from mercato.products.caching import INVALIDATION_CHANNEL, CatalogueCache
 from mercato.products.demo import demo_catalogue

@@ -34,8 +34,8 @@ from mercato.messaging.brokers.base import (
     Settled,
     Subscription,
 )
-from mercato.messaging.shutdown import bounded, pause, wait_ended
 from mercato.platform.logging import get_logger
+from mercato.platform.shutdown import bounded, pause, wait_ended
 
 log = get_logger("mercato.messaging.kafka")
 

@@ -31,8 +31,8 @@ from mercato.messaging.brokers.base import (
     Settled,
     Subscription,
 )
-from mercato.messaging.shutdown import wait_ended
 from mercato.platform.logging import get_logger
+from mercato.platform.shutdown import wait_ended
 
 log = get_logger("mercato.messaging.memory")
 
