@@ -171,3 +171,23 @@ def test_the_worker_command_exists() -> None:
     result = CliRunner().invoke(app, ["worker", "--help"])
     assert result.exit_code == 0
     assert "NOTIFICATIONS_IN_PROCESS" in result.output
+
+
+async def test_the_notifications_group_is_measured_and_drained_like_the_saga(
+    tmp_path: Path,
+) -> None:
+    async with products_stub() as products, orders_client(tmp_path, products.url) as orders:
+        runtime = orders.app.state.messaging
+        assert orders.app.state.notifications in runtime.consumers  # drain() and /readyz see it
+
+        await announce(orders, registered("u1", "ann@example.com"))
+        metrics = (await orders.client.get("/metrics")).text
+
+    consumed = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("messaging_events_consumed_total{") and "notifications" in line
+    ]
+    assert len(consumed) == 1
+    assert 'type="user.registered"' in consumed[0]
+    assert consumed[0].endswith(" 1.0")

@@ -13,6 +13,7 @@ from mercato.messaging.outbox import OutboxRelay, publish
 from mercato.messaging.runtime import (
     MESSAGING_MIGRATIONS,
     MessagingRuntime,
+    build_consumer,
     messaging_hook,
     run_messaging,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Handlers",
     "MessagingRuntime",
     "OutboxRelay",
+    "build_consumer",
     "messaging_hook",
     "publish",
     "run_messaging",

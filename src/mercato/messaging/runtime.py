@@ -105,6 +105,24 @@ class MessagingRuntime:
         return backlog
 
 
+def build_consumer(context: ServiceContext, handlers: Handlers, broker: Broker) -> Consumer:
+    """The one way a service's consumer group is built: the settings' attempts, backoffs
+    and prefetch, and the service's messaging metrics."""
+    settings = context.settings
+    return Consumer(
+        handlers,
+        context.db,
+        broker,
+        service=context.service,
+        metrics=MessagingMetrics.of(context.registry),
+        max_attempts=settings.messaging_max_attempts,
+        retry_backoff=settings.messaging_retry_backoff,
+        retry_backoff_max=settings.messaging_retry_backoff_max,
+        pause_backoff_max=min(settings.messaging_retry_backoff_max, PAUSE_BACKOFF_MAX),
+        prefetch=settings.messaging_prefetch,
+    )
+
+
 @asynccontextmanager
 async def run_messaging(
     context: ServiceContext, handlers: Handlers | None
@@ -123,20 +141,7 @@ async def run_messaging(
         retention=settings.outbox_retention,
         inbox_retention=settings.inbox_retention,
     )
-    consumer = None
-    if handlers is not None:
-        consumer = Consumer(
-            handlers,
-            context.db,
-            broker,
-            service=service,
-            metrics=metrics,
-            max_attempts=settings.messaging_max_attempts,
-            retry_backoff=settings.messaging_retry_backoff,
-            retry_backoff_max=settings.messaging_retry_backoff_max,
-            pause_backoff_max=min(settings.messaging_retry_backoff_max, PAUSE_BACKOFF_MAX),
-            prefetch=settings.messaging_prefetch,
-        )
+    consumer = None if handlers is None else build_consumer(context, handlers, broker)
     runtime = MessagingRuntime(service, broker, relay, consumer)
     try:
         if consumer is not None:

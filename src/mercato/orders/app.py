@@ -13,9 +13,9 @@ from prometheus_client import Gauge
 
 from mercato.messaging import (
     MESSAGING_MIGRATIONS,
-    Consumer,
     Handlers,
     MessagingRuntime,
+    build_consumer,
     messaging_hook,
 )
 from mercato.orders.api import router
@@ -141,21 +141,14 @@ def notifications_beside_saga(settings: Settings) -> LifespanHook:
     @asynccontextmanager
     async def run(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
         runtime: MessagingRuntime = app.state.messaging
-        consumer = Consumer(
-            handlers,
-            context.db,
-            runtime.broker,
-            service=context.service,
-            max_attempts=settings.messaging_max_attempts,
-            retry_backoff=settings.messaging_retry_backoff,
-            retry_backoff_max=settings.messaging_retry_backoff_max,
-            prefetch=settings.messaging_prefetch,
-        )
+        consumer = build_consumer(context, handlers, runtime.broker)
+        runtime.attach(consumer)  # counted in drain() and in /readyz's consumers check
         await consumer.start()
         app.state.notifications = consumer
         try:
             yield
         finally:
+            runtime.detach(consumer)
             await consumer.stop(settings.graceful_timeout)
 
     return run
