@@ -156,9 +156,13 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._pool = database.engine.sync_engine.pool
         self._file_lock = _FileLock(database) if database.is_sqlite else None
-        # Memory broker: rows published in this process's lifetime but not yet settled.
-        self._high_water = 0
+        # Memory broker: rows handed to the broker and not yet marked sent (never handed
+        # twice), and those of them every group has settled (to mark sent next pass).
+        # Tracked by seq, not by a high-water mark: on PostgreSQL a transaction holding a
+        # lower seq may commit after one holding a higher seq, and must still be sent.
+        self._in_flight: set[int] = set()
         self._settled: set[int] = set()
+        self.max_in_flight = 4 * batch_size
         self._last_prune = 0.0
         self._last_gauge = 0.0
 
@@ -254,6 +258,8 @@ class OutboxRelay:
 
     async def _send_locked(self) -> int:
         """PostgreSQL: lock a batch (skipping rows other relays hold) for the publish."""
+        if self._backed_up():
+            return 0
         async with self.database.unit_of_work() as uow:
             rows = (
                 await uow.session.execute(self._pending_query().with_for_update(skip_locked=True))
@@ -275,6 +281,8 @@ class OutboxRelay:
 
     async def _send_serial(self) -> int:
         """SQLite: read, publish, then mark, in short transactions (one relay per file)."""
+        if self._backed_up():
+            return 0
         async with self.database.unit_of_work(read_only=True) as uow:
             rows = (await uow.session.execute(self._pending_query())).all()
         if not rows:
@@ -301,9 +309,14 @@ class OutboxRelay:
             outbox.c.target,
             outbox.c.payload,
         ).where(outbox.c.sent_at.is_(None))
-        if self.broker.settles_on_delivery:
-            query = query.where(outbox.c.seq > self._high_water)
+        if self._in_flight:
+            query = query.where(outbox.c.seq.not_in(sorted(self._in_flight)))
         return query.order_by(outbox.c.seq).limit(self.batch_size)
+
+    def _backed_up(self) -> bool:
+        """Memory broker: enough is in the groups' queues; send more once some settled (a
+        settle wakes the relay). Bounds the process's memory and the pending query."""
+        return len(self._in_flight) >= self.max_in_flight
 
     @staticmethod
     def _message(row: Any) -> OutgoingMessage:
@@ -327,7 +340,7 @@ class OutboxRelay:
         except Exception as exc:  # any client error means "not confirmed"
             raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if self.broker.settles_on_delivery:
-            self._high_water = max(self._high_water, messages[-1].ref)
+            self._in_flight.update(message.ref for message in messages)
 
     def _count(self, messages: Sequence[OutgoingMessage]) -> None:
         if self.metrics is not None:
@@ -367,6 +380,7 @@ class OutboxRelay:
         except Exception:
             self._settled.update(refs)
             raise
+        self._in_flight.difference_update(refs)
 
     # --- housekeeping ------------------------------------------------------------------
 

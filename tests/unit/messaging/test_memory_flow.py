@@ -14,11 +14,13 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import insert, select
 
-from mercato.messaging import MESSAGING_MIGRATIONS, Consumer
+from mercato.messaging import MESSAGING_MIGRATIONS, Consumer, OutboxRelay
+from mercato.messaging.brokers import Delivery
+from mercato.messaging.brokers.memory import MemoryBroker
 from mercato.messaging.tables import dead_letters, outbox
 from mercato.platform.db import Database
 from mercato.platform.migrations import upgrade
-from support.messaging import drain
+from support.messaging import drain, eventually
 from support.messaging_apps import (
     Behaviour,
     consumer_app,
@@ -252,3 +254,41 @@ async def test_an_attached_consumer_group_counts_as_pending() -> None:
             await drain(producer, consumer, within=0.2)
         runtime.detach(busy)
         assert await runtime.pending() == 0
+
+
+async def test_the_relay_keeps_a_bounded_number_of_rows_unsettled_on_the_memory_broker(
+    tmp_path: Path,
+) -> None:
+    """A slow group does not get the whole outbox queued in memory: the relay hands over at
+    most ``max_in_flight`` unsettled rows, then the rest as they settle, each exactly once."""
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}", schema="orders")
+    await upgrade(database, [MESSAGING_MIGRATIONS])
+    broker = MemoryBroker()
+    release = asyncio.Event()
+    handled: list[bytes] = []
+
+    async def slow(delivery: Delivery) -> None:
+        await release.wait()
+        handled.append(delivery.body)
+        await delivery.ack()
+
+    subscription = await broker.subscribe("slow", ["#"], slow, prefetch=2)
+    relay = OutboxRelay(database, broker, service="orders", batch_size=5)
+    try:
+        await publish_things(database, range(30))
+        for _ in range(10):
+            await relay.run_once()
+        assert await subscription.pending() == relay.max_in_flight == 20
+
+        release.set()
+        for _ in range(20):
+            await relay.run_once()
+            await asyncio.sleep(0.01)
+        await eventually(lambda: len(handled) == 30)
+        await relay.run_once()
+        assert len(set(handled)) == 30
+        assert await unsent_count(database) == 0
+    finally:
+        await relay.stop(flush_timeout=1.0)  # releases the relay's file lock
+        await subscription.stop(1.0)
+        await database.dispose()
