@@ -19,7 +19,8 @@ from fastapi import FastAPI
 
 from mercato.platform.db import Database
 from mercato.platform.migrations import MigrationHistory, upgrade
-from mercato.platform.settings import SERVICES, ServiceName, Settings
+from mercato.platform.net import connecting_addresses
+from mercato.platform.settings import BACKEND_SERVICES, SERVICES, ServiceName, Settings
 
 log = structlog.stdlib.get_logger("mercato.serving")
 
@@ -83,6 +84,11 @@ async def run_all(settings: Settings, *, on_ready: Callable[[], None] | None = N
 
     Returns the exit code: 0 after a signal, 1 when a server could not start.
     """
+    # The services believe X-Forwarded-For from this process's own gateway (no one else).
+    gateway = connecting_addresses(settings.service_url(name) for name in BACKEND_SERVICES)
+    settings = settings.model_copy(
+        update={"internal_proxies": [*settings.internal_proxies, *gateway]}
+    )
     servers = {
         service: EmbeddedServer(
             uvicorn_config(app_factory(service)(settings), settings, settings.service_port(service))

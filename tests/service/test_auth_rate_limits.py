@@ -112,6 +112,7 @@ async def test_login_fails_closed_when_redis_is_down() -> None:
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/problem+json"
         assert response.headers["retry-after"] == "5"
+        assert response.json()["dependency"] == "cache"
         assert "access_token" not in response.text
 
 
@@ -123,8 +124,8 @@ async def test_failing_open_is_a_choice() -> None:
         assert (await attempt(client)).status_code == 401  # let through to the password check
 
 
-async def test_behind_the_gateway_on_loopback_each_client_has_its_own_limits() -> None:
-    settings = make_settings(rate_limit_login_address="2/minute")
+async def test_behind_its_gateway_each_client_has_its_own_limits() -> None:
+    settings = make_settings(rate_limit_login_address="2/minute", internal_proxies="127.0.0.1")
     async with app_client(create_app(settings), client=("127.0.0.1", 40000)) as gateway:
         for client_ip in ("198.51.100.1", "198.51.100.2"):
             headers = {"X-Forwarded-For": client_ip}
@@ -134,12 +135,17 @@ async def test_behind_the_gateway_on_loopback_each_client_has_its_own_limits() -
             assert answers == [401, 401, 429]
 
 
-async def test_internal_proxies_can_be_switched_off() -> None:
-    settings = make_settings(rate_limit_login_address="2/minute", internal_proxies="")
-    async with app_client(create_app(settings), client=("127.0.0.1", 40000)) as peer:
+@pytest.mark.parametrize("peer", ["127.0.0.1", "::1", "10.0.0.9"])
+async def test_by_default_no_peer_is_believed_not_even_a_loopback_one(peer: str) -> None:
+    """A caller that reaches the service port directly (a sidecar, a local process, another
+    pod) cannot buy fresh limits by sending ``X-Forwarded-For``."""
+    settings = make_settings(rate_limit_login_address="2/minute")
+    async with app_client(create_app(settings), client=(peer, 40000)) as peer_client:
         answers = [
             (
-                await attempt(peer, f"user{n}", headers={"X-Forwarded-For": f"198.51.100.{n}"})
+                await attempt(
+                    peer_client, f"user{n}", headers={"X-Forwarded-For": f"198.51.100.{n}"}
+                )
             ).status_code
             for n in range(3)
         ]

@@ -231,6 +231,7 @@ async def test_products_down_is_a_503_problem_and_writes_nothing(
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/problem+json"
         assert "retry-after" in response.headers
+        assert response.json()["dependency"] == "upstream service"
         assert "127.0.0.1" not in response.text
     assert orders.app.state.service_clients.breakers["products"].state.value == "open"
     metrics = (await orders.client.get("/metrics")).text

@@ -22,6 +22,7 @@ async def test_with_the_cache_down_reads_work_and_writes_are_refused() -> None:
         assert refused.status_code == 503
         assert refused.headers["content-type"] == "application/problem+json"
         assert "retry-after" in refused.headers
+        assert refused.json()["dependency"] == "cache"
         assert (await products.client.get("/products")).json()["total"] == 0
         assert await products.events() == []
 

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from mercato.platform.cache import Cache, create_cache
 from mercato.platform.db import Database
 from mercato.platform.errors import install_error_handlers
-from mercato.platform.middleware import RequestContextMiddleware
+from mercato.platform.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.observability import HttpMetrics, Probe, health_router
 from mercato.platform.security.tokens import TokenVerifier, token_verifier
@@ -123,6 +123,7 @@ def create_service_app(
     app.include_router(health_router(service, registry))
     for router in routers:
         app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.service_max_body_size)
     app.add_middleware(
         RequestContextMiddleware,
         service=service,

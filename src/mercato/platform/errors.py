@@ -9,15 +9,23 @@ outside ``development``.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
 from http import HTTPStatus
-from typing import Any, ClassVar
+from types import TracebackType
+from typing import Any, ClassVar, Final, Literal
 
+import aiohttp
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from limits.errors import StorageError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -64,9 +72,23 @@ class UnprocessableEntity(AppError):
     status, title, slug = 422, "Unprocessable Content", "validation-error"
 
 
+#: What a 503 names as unavailable: a class of dependency, never its address.
+Dependency = Literal["database", "cache", "broker", "upstream service"]
+
+
 class ServiceUnavailable(AppError):
+    """503 with ``Retry-After``; ``dependency`` names the class of what is down."""
+
     status, title, slug = 503, "Service Unavailable", "dependency-unavailable"
     headers = {"Retry-After": "5"}
+
+    def __init__(
+        self, detail: str | None = None, *, dependency: Dependency | None = None, **extra: Any
+    ) -> None:
+        if dependency is not None:
+            extra["dependency"] = dependency
+        super().__init__(detail, **extra)
+        self.dependency = dependency
 
 
 def problem(
@@ -144,52 +166,190 @@ def install_error_handlers(app: FastAPI, *, expose_internals: bool) -> None:
         )
 
     async def dependency_down(request: Request, exc: Exception) -> ProblemResponse:
-        log.error("dependency unavailable", error=type(exc).__name__, exc_info=exc)
-        return problem(
-            503,
-            title=ServiceUnavailable.title,
-            detail=f"A dependency is unavailable: {exc}"
-            if expose_internals
-            else "A dependency of this service is unavailable; try again shortly.",
-            type_="urn:mercato:problem:dependency-unavailable",
-            request_id=_request_id(request),
-            headers=ServiceUnavailable.headers,
-        )
+        outage = outage_of(exc)
+        if outage is None:
+            raise exc  # not an outage: the request-context middleware answers 500
+        return outage_problem(exc, outage, request_id=_request_id(request), expose=expose_internals)
 
     app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
-    for outage in DEPENDENCY_ERRORS:
-        app.add_exception_handler(outage, dependency_down)
+    for candidate in OUTAGE_CANDIDATES:
+        app.add_exception_handler(candidate, dependency_down)
 
 
-def _redis_errors() -> tuple[type[Exception], ...]:
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
+# --- dependency outages -----------------------------------------------------------------
 
-    return (RedisConnectionError, RedisTimeoutError)
-
-
-#: Exceptions that mean "a dependency is down", answered 503 rather than 500.
-DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
-    OperationalError,
-    InterfaceError,
+#: The exception classes among which a dependency outage is looked for; ``outage_of``
+#: decides for each instance (a ``ProgrammingError`` is a bug, not an outage).
+OUTAGE_CANDIDATES: Final[tuple[type[Exception], ...]] = (
+    DBAPIError,
     PoolTimeoutError,
-    ConnectionError,
-    TimeoutError,
-    *_redis_errors(),
+    RedisError,
+    StorageError,
+    OSError,  # ConnectionError, TimeoutError, and the broker clients' connection errors
+    aiohttp.ClientError,
+    RuntimeError,  # aiokafka's and aiormq's channel errors
 )
 
+#: Top-level packages, by the class of dependency their code talks to; a bare
+#: ``ConnectionRefusedError`` is attributed to the innermost of them on its traceback.
+_PACKAGES: Final[dict[str, Dependency]] = {
+    "asyncpg": "database",
+    "aiosqlite": "database",
+    "sqlite3": "database",
+    "sqlalchemy": "database",
+    "redis": "cache",
+    "limits": "cache",
+    "aio_pika": "broker",
+    "aiormq": "broker",
+    "pamqp": "broker",
+    "aiokafka": "broker",
+    "aiohttp": "upstream service",
+}
 
-def internal_error_body(exc: BaseException, *, request_id: str | None, expose: bool) -> bytes:
-    """The body of a 500: a plain problem, with the traceback only when ``expose`` is set."""
+_OUTAGE_DETAIL: Final[dict[Dependency | None, str]] = {
+    "database": "The database is unavailable; try again shortly.",
+    "cache": "The cache is unavailable; try again shortly.",
+    "broker": "The message broker is unavailable; try again shortly.",
+    "upstream service": "An upstream service is unavailable; try again shortly.",
+    None: "A dependency of this service is unavailable; try again shortly.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """What :func:`outage_of` found: the class of dependency that is down, if known."""
+
+    dependency: Dependency | None
+
+
+@cache
+def _postgres_outages() -> tuple[type[BaseException], ...]:
+    from asyncpg import exceptions as pg  # type: ignore[import-untyped]
+
+    # A lost connection, a server shutting down or starting up (57P01..57P03), and a
+    # server out of connections or memory (53xxx): all pass when the server is back.
+    return (
+        pg.PostgresConnectionError,
+        pg.OperatorInterventionError,
+        pg.InsufficientResourcesError,
+    )
+
+
+@cache
+def _broker_outages() -> tuple[type[BaseException], ...]:
+    from aiokafka import errors as kafka
+    from aiormq import exceptions as amqp
+
+    return (
+        amqp.AMQPConnectionError,
+        amqp.ChannelInvalidStateError,
+        amqp.ConnectionClosed,
+        kafka.KafkaConnectionError,
+        kafka.KafkaTimeoutError,
+        kafka.NodeNotReadyError,
+        kafka.RequestTimedOutError,
+    )
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, what it was raised from, and (for a SQLAlchemy error) the driver's error."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack and len(seen) < 16:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        if isinstance(current, BaseExceptionGroup):
+            stack.extend(current.exceptions)
+        orig = getattr(current, "orig", None)
+        if isinstance(current, DBAPIError) and isinstance(orig, BaseException):
+            stack.append(orig)
+        if current.__cause__ is not None:
+            stack.append(current.__cause__)
+
+
+def _package_on(tb: TracebackType | None) -> Dependency | None:
+    """The dependency of the innermost known package on a traceback."""
+    found: Dependency | None = None
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        found = _PACKAGES.get(module.partition(".")[0], found)
+        tb = tb.tb_next
+    return found
+
+
+def _outage_of_one(exc: BaseException) -> Outage | None:
+    if isinstance(exc, ServiceUnavailable):
+        return Outage(exc.dependency)
+    if isinstance(exc, PoolTimeoutError | OperationalError | InterfaceError):
+        return Outage("database")
+    if isinstance(exc, DBAPIError):
+        return Outage("database") if exc.connection_invalidated else None
+    if isinstance(exc, _postgres_outages()):
+        return Outage("database")
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | StorageError):
+        return Outage("cache")
+    if isinstance(exc, _broker_outages()):
+        return Outage("broker")
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        return Outage("upstream service")
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return Outage(_package_on(exc.__traceback__))
+    if isinstance(exc, OSError) and (package := _package_on(exc.__traceback__)):
+        return Outage(package)  # e.g. a host name that does not resolve
+    return None
+
+
+def outage_of(exc: BaseException) -> Outage | None:
+    """Whether ``exc`` means a dependency is unavailable (then a 503, not a 500), and which
+    class of dependency: a lost or refused connection, a pool timeout, a server shutting
+    down, found on the exception or on what it was raised from."""
+    for cause in _causes(exc):
+        outage = _outage_of_one(cause)
+        if outage is not None:
+            return outage
+    return None
+
+
+def outage_problem(
+    exc: BaseException, outage: Outage, *, request_id: str | None, expose: bool
+) -> ProblemResponse:
+    """The 503 for an outage: it names the class of dependency, never an address (the
+    exception's own text is shown only in development)."""
+    log.error(
+        "dependency unavailable",
+        dependency=outage.dependency,
+        error=type(exc).__name__,
+        exc_info=exc,
+    )
+    extra: dict[str, Any] = {}
+    if outage.dependency is not None:
+        extra["dependency"] = outage.dependency
+    return problem(
+        503,
+        title=ServiceUnavailable.title,
+        detail=f"A dependency is unavailable: {exc}"
+        if expose
+        else _OUTAGE_DETAIL[outage.dependency],
+        type_="urn:mercato:problem:dependency-unavailable",
+        request_id=request_id,
+        headers=ServiceUnavailable.headers,
+        **extra,
+    )
+
+
+def unhandled_error(exc: BaseException, *, request_id: str | None, expose: bool) -> ProblemResponse:
+    """The answer to an exception no handler took: 503 when it is an outage (one raised
+    outside a route, or inside an exception group), else a plain 500 with the traceback
+    only when ``expose`` is set."""
+    outage = outage_of(exc)
+    if outage is not None:
+        return outage_problem(exc, outage, request_id=request_id, expose=expose)
     extra: dict[str, Any] = {}
     if expose:
         extra["traceback"] = traceback.format_exception(exc)
-    response = problem(
-        500,
-        detail="An unexpected error occurred.",
-        request_id=request_id,
-        **extra,
-    )
-    return bytes(response.body)
+    return problem(500, detail="An unexpected error occurred.", request_id=request_id, **extra)

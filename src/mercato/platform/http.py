@@ -48,7 +48,10 @@ class UpstreamUnavailable(ServiceUnavailable):
     slug = "upstream-unavailable"
 
     def __init__(self, upstream: str) -> None:
-        super().__init__(f"The {upstream} service is unavailable; try again shortly.")
+        super().__init__(
+            f"The {upstream} service is unavailable; try again shortly.",
+            dependency="upstream service",
+        )
         self.upstream = upstream
 
 

@@ -3,7 +3,8 @@
 :class:`RequestContextMiddleware` gives each request its id (the client's ``X-Request-ID``
 when it is sane, else a new one), binds it and the service name to every log line, returns
 it on the response, writes one access-log line, records the request metrics, and turns an
-unhandled exception into a problem+json 500 that carries the same id.
+unhandled exception into a problem+json 500 (503 for a dependency outage) that carries
+the same id. :class:`BodyLimitMiddleware` refuses a request body over the service's limit.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from contextvars import ContextVar
 from typing import Final
 
 import structlog
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mercato.platform.errors import PROBLEM_JSON, internal_error_body
+from mercato.platform.errors import outage_of, problem, unhandled_error
 from mercato.platform.observability import HttpMetrics
 
 REQUEST_ID_HEADER: Final = b"x-request-id"
@@ -96,10 +98,12 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
-            error_log.exception("unhandled error", method=scope["method"], path=scope["path"])
+            if outage_of(exc) is None:
+                error_log.exception("unhandled error", method=scope["method"], path=scope["path"])
             if started:
                 raise
-            await self._send_internal_error(send_with_id, exc, request_id)
+            response = unhandled_error(exc, request_id=request_id, expose=self.expose_errors)
+            await response(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - start
             if self.metrics is not None:
@@ -115,16 +119,55 @@ class RequestContextMiddleware:
             structlog.contextvars.reset_contextvars(**log_tokens)
             request_id_var.reset(token)
 
-    async def _send_internal_error(self, send: Send, exc: Exception, request_id: str) -> None:
-        body = internal_error_body(exc, request_id=request_id, expose=self.expose_errors)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 500,
-                "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+
+class BodyTooLarge(StarletteHTTPException):
+    """413, raised from ``receive`` once the body passes the limit. An HTTPException, so
+    FastAPI's body parsing lets it through to the problem handler as it is."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            f"The request body is larger than {limit} bytes.",
+            headers={"Connection": "close"},  # the rest of the body is never read
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    """Refuses a request body of more than ``max_bytes`` with a 413 problem: before the
+    route runs when ``Content-Length`` says so, else as soon as the bytes received pass
+    the limit (a chunked body, or one longer than it said), so no body is ever held whole
+    past the limit. Sits inside :class:`RequestContextMiddleware` (the 413 carries the
+    request id)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            refusal = BodyTooLarge(self.max_bytes)
+            response = problem(
+                413,
+                title="Content Too Large",
+                detail=str(refusal.detail),
+                request_id=scope.get("state", {}).get("request_id"),
+                headers=refusal.headers,
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, counted_receive, send)

@@ -1,10 +1,14 @@
-"""Who is the client? ``X-Forwarded-For`` is believed only from ``TRUSTED_PROXIES``."""
+"""Who is the client? ``X-Forwarded-For`` is believed only from ``TRUSTED_PROXIES`` (and,
+in a backend service, from its gateway: ``INTERNAL_PROXIES``, which no service trusts by
+default and which ``mercato up`` sets to the address its own gateway connects from)."""
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 from starlette.types import Scope
 
@@ -61,3 +65,22 @@ class TrustedProxies:
         if self.is_trusted(peer):
             return ", ".join([*self.forwarded_chain(scope), peer])
         return peer
+
+
+def connecting_addresses(urls: Iterable[str]) -> list[str]:
+    """The addresses a process on this host connects from when it calls ``urls`` served on
+    this host: the addresses their host names stand for (a connection to one of the
+    host's own addresses leaves from that address), as single-address networks."""
+    found: dict[str, None] = {}
+    for url in urls:
+        host = urlsplit(url).hostname
+        if not host:
+            continue
+        try:
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        except OSError:
+            continue  # not resolvable here: nothing to trust
+        for info in infos:
+            address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+            found[str(ipaddress.ip_network(address))] = None
+    return list(found)

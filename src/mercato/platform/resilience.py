@@ -79,7 +79,9 @@ class CircuitOpenError(ServiceUnavailable):
     slug = "circuit-open"
 
     def __init__(self, name: str, retry_after: float) -> None:
-        super().__init__(f"{name} is unavailable; try again shortly.")
+        super().__init__(
+            f"{name} is unavailable; try again shortly.", dependency="upstream service"
+        )
         self.name = name
         self.retry_after = retry_after
         # Instance attribute shadows the class-level default so the handler sends the real wait.

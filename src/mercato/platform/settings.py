@@ -107,6 +107,11 @@ class ServerSettings(BaseSettings):
     docs_enabled: bool | None = Field(None, description="serve /docs (Swagger UI)")
     access_log: bool = Field(True, description="one log line per request")
     graceful_timeout: float = Field(10.0, gt=0, description="seconds to drain on shutdown")
+    service_max_body_size: int = Field(
+        1024 * 1024,
+        ge=1,
+        description="bytes of request body a backend service accepts; larger bodies get 413",
+    )
 
     _split = field_validator("allowed_hosts", "cors_origins", "trusted_proxies", mode="before")(
         _split_commas
@@ -379,9 +384,9 @@ class SecuritySettings(BaseSettings):
         True, description="refuse (503) rather than allow when the limit storage is down"
     )
     internal_proxies: CommaList = Field(
-        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        default_factory=list,
         description="peers (the gateway) whose X-Forwarded-For a backend service believes,"
-        " besides TRUSTED_PROXIES; default loopback, as under `mercato up`",
+        " besides TRUSTED_PROXIES; default none (`mercato up` adds its own gateway)",
     )
     admin_username: str | None = Field(
         None,

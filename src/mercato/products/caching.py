@@ -188,7 +188,7 @@ class CatalogueCache:
             await self._shared.ping()
         except _CACHE_OUTAGES:
             raise ServiceUnavailable(
-                "The catalogue cache is unavailable; nothing was changed."
+                "The catalogue cache is unavailable; nothing was changed.", dependency="cache"
             ) from None
 
     async def on_remote_invalidation(self, payload: str) -> None:

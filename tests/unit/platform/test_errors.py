@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from mercato.platform.errors import PROBLEM_JSON, Conflict, Unauthorized, install_error_handlers
 from mercato.platform.middleware import RequestContextMiddleware
 from mercato.platform.observability import HttpMetrics
+from support.outages import NOT_OUTAGES, OUTAGES
 
 pytestmark = pytest.mark.anyio
 
@@ -46,6 +47,10 @@ def build_app(*, expose: bool, registry: CollectorRegistry | None = None) -> Fas
     @app.get("/db-down")
     async def db_down() -> None:
         raise OperationalError("SELECT 1", {}, ConnectionRefusedError("db-7.internal:5432"))
+
+    @app.get("/raise/{name}")
+    async def raise_named(name: str) -> None:
+        raise {**OUTAGES, **NOT_OUTAGES}[name]()
 
     @app.get("/items/{item_id}")
     async def read(item_id: int) -> dict[str, int]:
@@ -174,3 +179,33 @@ async def test_an_invented_method_cannot_mint_metric_labels() -> None:
     text = generate_latest(registry).decode()
     assert 'method="OTHER"' in text
     assert "BREW" not in text
+
+
+@pytest.mark.parametrize("name", sorted(OUTAGES))
+async def test_every_kind_of_outage_is_a_503_naming_the_dependency_class(
+    client: httpx.AsyncClient, name: str
+) -> None:
+    response = await client.get(f"/raise/{name}", headers={"X-Request-ID": "req-503"})
+
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.headers["retry-after"] == "5"
+    body = response.json()
+    assert body["type"] == "urn:mercato:problem:dependency-unavailable"
+    assert body["request_id"] == response.headers["x-request-id"] == "req-503"
+    expected = name.split(":")[0].replace("-", " ")
+    assert body["dependency"] == expected
+    assert expected in body["detail"]
+    for secret in ("10.1.2.3", "5432", "6379", "SELECT", "middle of operation"):
+        assert secret not in response.text
+
+
+@pytest.mark.parametrize("name", sorted(NOT_OUTAGES))
+async def test_a_bug_that_looks_like_a_dependency_error_is_still_a_500(
+    client: httpx.AsyncClient, name: str
+) -> None:
+    response = await client.get(f"/raise/{name}")
+
+    assert response.status_code == 500
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert "SELECT" not in response.text

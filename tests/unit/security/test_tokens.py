@@ -154,6 +154,22 @@ async def test_garbage_is_refused(garbage: str) -> None:
     await refused(garbage)
 
 
+@pytest.mark.parametrize(
+    "times",
+    [
+        {"exp": 10**20},
+        {"exp": float("inf")},
+        {"exp": -(10**20)},
+        {"nbf": float("inf")},
+        {"iat": float("-inf")},
+        {"exp": 1e300},
+    ],
+)
+async def test_absurd_times_are_refused_not_crashed_on(times: dict[str, Any]) -> None:
+    """A signed token whose times no datetime can hold is refused (a 401, not a 500)."""
+    await refused(forge_token(claims(**times)))
+
+
 async def test_roles_must_be_a_list_of_strings() -> None:
     assert await refused(forge_token(claims(roles="admin"))) == "invalid roles"
 

@@ -76,7 +76,9 @@ async def current_principal(
         )
         raise Unauthorized("The access token is invalid or expired.") from None
     except KeysUnavailable:
-        raise ServiceUnavailable("Tokens cannot be verified right now.") from None
+        raise ServiceUnavailable(
+            "Tokens cannot be verified right now.", dependency="upstream service"
+        ) from None
     request.state.principal = principal
     return principal
 

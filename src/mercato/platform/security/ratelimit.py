@@ -92,7 +92,7 @@ class _Refused(TooManyRequests):
 
 class _Unavailable(ServiceUnavailable):
     def __init__(self, detail: str, headers: dict[str, str]) -> None:
-        super().__init__(detail)
+        super().__init__(detail, dependency="cache")
         self.headers = headers  # type: ignore[misc]
 
 

@@ -327,12 +327,11 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
         raise InvalidToken("invalid claims")
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
         raise InvalidToken("invalid roles")
-    return Principal(
-        user_id=sub,
-        roles=frozenset(roles),
-        jti=jti,
-        expires_at=datetime.fromtimestamp(int(exp), UTC),
-    )
+    try:
+        expires_at = datetime.fromtimestamp(int(exp), UTC)
+    except (OverflowError, ValueError, OSError):  # e.g. exp = 10**20: past year 9999
+        raise InvalidToken("invalid expiry") from None
+    return Principal(user_id=sub, roles=frozenset(roles), jti=jti, expires_at=expires_at)
 
 
 # --- from settings ----------------------------------------------------------------------
