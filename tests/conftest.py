@@ -8,12 +8,18 @@ skip with the reason; with ``CI=true`` they fail instead, so CI always exercises
 from __future__ import annotations
 
 import asyncio
+import gc
+import io
+import threading
+import traceback
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import pytest_timeout
 
 from support.servers import (
     TEST_BROKER_URL,
@@ -21,6 +27,69 @@ from support.servers import (
     TEST_REDIS_URL,
     require_server,
 )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """pytest-timeout's thread method, with every asyncio task's stack in the report: a
+    hung async test sits in a coroutine, which no thread's stack shows (the loop's thread
+    waits in the selector). The signal method is left to pytest-timeout."""
+    if settings.method != "thread":
+        return None
+    timer = threading.Timer(settings.timeout, _timed_out, (item, settings))
+    timer.name = f"pytest-timeout {item.nodeid}"
+    timer.daemon = True
+
+    def cancel() -> None:
+        timer.cancel()
+        timer.join()
+
+    item.cancel_timeout = cancel  # type: ignore[attr-defined] # pytest-timeout's cancel hook
+    timer.start()
+    return True
+
+
+def _timed_out(item: pytest.Item, settings: Any) -> None:
+    capture = item.config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:  # the terminal is the real one again (captured output is kept)
+        capture.suspend_global_capture(item)
+    terminal = item.config.get_terminal_writer()
+    terminal.sep("+", title="Timeout: asyncio tasks")
+    terminal.write(asyncio_task_stacks())
+    terminal.flush()
+    pytest_timeout.timeout_timer(item, settings)  # captured output, threads, os._exit(1)
+
+
+def asyncio_task_stacks() -> str:
+    """The stack of every task of every event loop still open, as text: each task's chain
+    of awaiting coroutines down to the innermost (``Task.print_stack`` shows only the
+    outermost frame of a suspended task)."""
+    out = io.StringIO()
+    loops = [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, asyncio.AbstractEventLoop) and not obj.is_closed()
+    ]
+    for loop in loops:
+        tasks = asyncio.all_tasks(loop)
+        out.write(f"{loop!r}: {len(tasks)} task(s)\n")
+        for task in tasks:
+            out.write(f"{task!r}\n")
+            out.writelines(traceback.format_list(_awaiting(task.get_coro())))
+    if not loops:
+        out.write("no event loop open\n")
+    return out.getvalue()
+
+
+def _awaiting(coro: Any) -> traceback.StackSummary:
+    """The frames of ``coro`` and of what it awaits, outermost first."""
+    frames = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            frames.append((frame, frame.f_lineno))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return traceback.StackSummary.extract(frames)
 
 
 @pytest.fixture(scope="session")

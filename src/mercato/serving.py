@@ -10,13 +10,14 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import structlog
 import uvicorn
 from fastapi import FastAPI
 
+from mercato.messaging.shutdown import bounded, time_left, wait_ended
 from mercato.platform.db import Database
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.net import connecting_addresses
@@ -79,10 +80,23 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
+#: The least time a server is given to finish its requests in flight once told to stop.
+REQUESTS_AT_LEAST = 0.1
+#: After GRACEFUL_TIMEOUT, how long the servers still running are given once told to exit
+#: at once (then their tasks are cancelled, and abandoned after CANCEL_GRACE).
+FORCE_EXIT_GRACE = 0.5
+#: How long tasks still running when the main coroutine returned get once cancelled.
+LEFTOVER_GRACE = 0.5
+
+
 async def run_all(settings: Settings, *, on_ready: Callable[[], None] | None = None) -> int:
     """Serve every service and the gateway in this process until SIGINT or SIGTERM.
 
-    Returns the exit code: 0 after a signal, 1 when a server could not start.
+    Returns the exit code: 0 after a signal, 1 when a server could not start. Once the
+    signal came, it returns within GRACEFUL_TIMEOUT and about one second more, whatever
+    the requests, consumers and dependencies in flight do: the gateway stops taking
+    requests first, then the services drain theirs and stop; what still runs when the
+    time is up is told to exit at once, then cancelled, then abandoned with a warning.
     """
     # The services believe X-Forwarded-For from this process's own gateway (no one else).
     gateway = connecting_addresses(settings.service_url(name) for name in BACKEND_SERVICES)
@@ -108,35 +122,103 @@ async def run_all(settings: Settings, *, on_ready: Callable[[], None] | None = N
         finally:
             stop.set()
 
-    tasks = [asyncio.create_task(serve(server)) for server in servers.values()]
-    # uvicorn exposes only a `started` flag, so start-up is polled.
-    while not stop.is_set() and not all(server.started for server in servers.values()):  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    failed = [name for name, server in servers.items() if not server.started]
-    if not failed and on_ready is not None:
-        on_ready()
-    await stop.wait()
-    # The gateway stops taking requests first; then the services drain theirs.
-    servers["gateway"].should_exit = True
-    await tasks[list(servers).index("gateway")]
-    for server in servers.values():
-        server.should_exit = True
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.remove_signal_handler(sig)
+    tasks = {
+        name: asyncio.create_task(serve(server), name=f"serve-{name}")
+        for name, server in servers.items()
+    }
+    try:
+        # uvicorn exposes only a `started` flag, so start-up is polled.
+        while not stop.is_set() and not all(server.started for server in servers.values()):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        failed = [name for name, server in servers.items() if not server.started]
+        if not failed and on_ready is not None:
+            on_ready()
+        await stop.wait()
+        await _stop_servers(servers, tasks, within=settings.graceful_timeout)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
     if failed:
         log.error("could not start", services=failed)
         return 1
     return 0
 
 
+async def _stop_servers(
+    servers: Mapping[ServiceName, EmbeddedServer],
+    tasks: Mapping[ServiceName, asyncio.Task[None]],
+    *,
+    within: float,
+) -> None:
+    """Stop every server within ``within`` seconds: requests drain in the first half (the
+    gateway first: its requests in flight need the services), the lifespans (consumers,
+    relays, connections) shut down in the rest; what still runs then is forced."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    requests_until = loop.time() + within / 2
+    gateway = servers["gateway"]
+    _tell_to_exit(gateway, requests_within=time_left(requests_until))
+    await asyncio.wait({tasks["gateway"]}, timeout=time_left(requests_until))
+    for server in servers.values():
+        if server is not gateway:
+            _tell_to_exit(server, requests_within=time_left(requests_until))
+    _, running = await asyncio.wait(set(tasks.values()), timeout=time_left(deadline))
+    if not running:
+        return
+    names = sorted(name for name, task in tasks.items() if task in running)
+    log.warning("still stopping after GRACEFUL_TIMEOUT; forcing", services=names, within=within)
+    for name in names:
+        servers[name].force_exit = True
+    await wait_ended(running, within=FORCE_EXIT_GRACE, what=f"stopping {', '.join(names)}")
+
+
+def _tell_to_exit(server: EmbeddedServer, *, requests_within: float) -> None:
+    """Make ``server`` stop taking connections, and cancel its requests still in flight
+    after ``requests_within`` seconds (uvicorn's graceful timeout, read as it shuts down)."""
+    seconds = max(requests_within, REQUESTS_AT_LEAST)
+    server.config.timeout_graceful_shutdown = seconds  # type: ignore[assignment] # any number
+    server.should_exit = True
+
+
 def run_event_loop(main: Any) -> Any:
-    """Run a coroutine on uvloop when it is installed (it is, with uvicorn[standard])."""
+    """Run a coroutine to completion on uvloop when it is installed (it is, with
+    uvicorn[standard]), then close the loop. Unlike ``asyncio.run``, leaving never hangs:
+    tasks still running are cancelled and given LEFTOVER_GRACE seconds, then abandoned."""
+    loop: asyncio.AbstractEventLoop
     try:
         import uvloop
+
+        loop = uvloop.new_event_loop()
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-        return asyncio.run(main)
-    return uvloop.run(main)
+        loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            loop.run_until_complete(_end_leftovers(LEFTOVER_GRACE))
+        finally:
+            loop.close()
+
+
+async def _end_leftovers(grace: float) -> None:
+    """Cancel the tasks still running, give them ``grace`` seconds, and close the async
+    generators and the default executor within as long."""
+    current = asyncio.current_task()
+    leftovers = {task for task in asyncio.all_tasks() if task is not current}
+    for task in leftovers:
+        task.cancel()
+    if leftovers:
+        _, running = await asyncio.wait(leftovers, timeout=grace)
+        if running:
+            log.warning(
+                "tasks still running at exit; abandoned",
+                tasks=sorted(task.get_name() for task in running),
+            )
+    loop = asyncio.get_running_loop()
+    await bounded(loop.shutdown_asyncgens(), within=grace, what="closing async generators")
+    await bounded(
+        loop.shutdown_default_executor(), within=grace, what="stopping the default executor"
+    )
 
 
 def _share_metrics_between_workers(settings: Settings, service: ServiceName) -> None:

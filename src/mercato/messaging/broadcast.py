@@ -26,9 +26,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from mercato.messaging.shutdown import bounded, pause, wait_ended
 from mercato.platform.logging import get_logger
 
 log = get_logger("mercato.messaging.broadcast")
+
+#: How long the Redis reader waits for one message before checking whether to stop.
+READ_TIMEOUT = 1.0
+#: How long closing waits for each step (the reader, the subscription, the connection).
+CLOSE_BOUND = READ_TIMEOUT + 2.0
 
 Listener = Callable[[str], Awaitable[None] | None]
 Unsubscribe = Callable[[], Awaitable[None]]
@@ -136,27 +142,32 @@ class RedisBroadcast(Broadcast):
         self._client: Any = None
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
 
     async def start(self) -> None:
         import redis.asyncio as redis
 
+        self._closing.clear()
         self._client = redis.Redis.from_url(
             self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=15
         )
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
 
     async def close(self) -> None:
+        """Stop the reader (it notices within its read timeout) and disconnect, each step
+        bounded: a Redis that does not answer never holds up a shutdown."""
+        self._closing.set()
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+            await wait_ended([self._reader], within=CLOSE_BOUND, what="the Redis broadcast reader")
             self._reader = None
         if self._pubsub is not None:
-            with contextlib.suppress(Exception):
-                await self._pubsub.aclose()
+            await bounded(
+                self._pubsub.aclose(), within=CLOSE_BOUND, what="closing the Redis subscription"
+            )
         if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
+            await bounded(
+                self._client.aclose(), within=CLOSE_BOUND, what="closing the Redis connection"
+            )
         self._listeners.clear()
 
     async def publish(self, channel: str, payload: str) -> int:
@@ -181,19 +192,20 @@ class RedisBroadcast(Broadcast):
 
     async def _read(self) -> None:
         delay = 0.2
-        while True:
+        while not self._closing.is_set():
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
+                message = await self._pubsub.get_message(timeout=READ_TIMEOUT)
                 delay = 0.2
                 if message is None or message.get("type") != "message":
                     continue
                 channel = _text(message["channel"])
                 await self._dispatch(channel, _text(message["data"]))
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
+                if self._closing.is_set():
+                    return
                 log.warning("broadcast connection lost; resubscribing", error=type(exc).__name__)
-                await asyncio.sleep(delay)
+                if await pause(delay, self._closing):
+                    return
                 delay = min(delay * 2, 5.0)
                 with contextlib.suppress(Exception):
                     if self._listeners:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from mercato.messaging.brokers import Broker, BrokerUnavailable, OutgoingMessage
 from mercato.messaging.envelope import Envelope, traceparent_var
 from mercato.messaging.events import EventData
 from mercato.messaging.metrics import MessagingMetrics
+from mercato.messaging.shutdown import bounded, pause, time_left, wait_ended
 from mercato.messaging.tables import inbox, outbox
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.logging import get_logger
@@ -150,6 +152,7 @@ class OutboxRelay:
         self.retention, self.max_backoff = retention, max_backoff
         self.inbox_retention = inbox_retention
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pool = database.engine.sync_engine.pool
         self._file_lock = _FileLock(database) if database.is_sqlite else None
@@ -164,33 +167,49 @@ class OutboxRelay:
     async def start(self) -> None:
         _relays.setdefault(self._pool, set()).add(self)
         _sources[self._pool] = self.service
+        self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.service}")
 
     async def stop(self, *, flush_timeout: float = 5.0) -> None:
-        """Stop the loop, then try once more to send what is committed (graceful shutdown)."""
+        """Stop the loop, then try once more to send what is committed (graceful shutdown);
+        returns within about ``flush_timeout`` seconds whatever the database and broker do."""
+        deadline = asyncio.get_running_loop().time() + flush_timeout
         relays = _relays.get(self._pool, set())
         relays.discard(self)
         if not relays:
             _relays.pop(self._pool, None)
+        self._stopping.set()
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await wait_ended(
+                [self._task], within=flush_timeout, what=f"the {self.service} outbox relay"
+            )
             self._task = None
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.run_once(), flush_timeout)
+        await bounded(
+            self.run_once(),
+            within=time_left(deadline),
+            what=f"the last send of the {self.service} outbox",
+        )
         if self._file_lock is not None:
             self._file_lock.release()
 
     def wake(self) -> None:
         self._wake.set()
 
+    def backoff(self, failures: int) -> float:
+        """The pause after ``failures`` failed passes in a row: doubling from the poll
+        interval up to ``max_backoff``, with jitter so that relays do not retry in step."""
+        delay = min(self.poll_interval * 2.0 ** min(failures, 10), self.max_backoff)
+        return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not secrecy
+
     async def _run(self) -> None:
         failures = 0
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping.is_set():
             try:
                 sent = await self.run_once()
+                if failures:
+                    log.info("outbox relay publishing again", service=self.service)
                 failures = 0
                 now = loop.time()
                 if now - self._last_gauge >= self.poll_interval:
@@ -199,8 +218,6 @@ class OutboxRelay:
                 if now - self._last_prune >= max(self.poll_interval * 60, 60.0):
                     self._last_prune = now
                     await self.prune()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 failures += 1
                 sent = 0
@@ -214,13 +231,9 @@ class OutboxRelay:
             if sent >= self.batch_size:
                 continue  # more is waiting
             if failures:  # back off, whatever commits happen meanwhile
-                await asyncio.sleep(
-                    min(self.poll_interval * 2 ** min(failures, 10), self.max_backoff)
-                )
+                await pause(self.backoff(failures), self._stopping)
                 continue
-            delay = self.poll_interval
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            await pause(self.poll_interval, self._wake)
             self._wake.clear()
 
     # --- one pass ----------------------------------------------------------------------

@@ -3,6 +3,7 @@ lifespan; the same :class:`MessagingRuntime` runs under ``mercato worker``."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from mercato.messaging.brokers import Broker, create_broker
 from mercato.messaging.consumer import Consumer, Handlers, backoff
 from mercato.messaging.metrics import MessagingMetrics
 from mercato.messaging.outbox import OutboxRelay
+from mercato.messaging.shutdown import time_left
 from mercato.messaging.topology import CONSUMER_GROUPS
 from mercato.platform.app import ServiceContext
 from mercato.platform.logging import get_logger
@@ -20,6 +22,10 @@ from mercato.platform.migrations import MigrationHistory
 from mercato.platform.settings import Settings
 
 log = get_logger("mercato.messaging")
+
+#: The last send of the outbox gets at least this long, even when the consumers took all of
+#: GRACEFUL_TIMEOUT (what it does not send is sent by the next start).
+FLUSH_AT_LEAST = 0.5
 
 MESSAGING_MIGRATIONS = MigrationHistory(
     "mercato.messaging:migrations", version_table="alembic_version_messaging"
@@ -122,10 +128,12 @@ async def run_messaging(
         )
         yield runtime
     finally:
-        # Drain: stop taking messages, finish those in flight, flush the outbox, disconnect.
+        # Drain: stop taking messages, finish those in flight, flush the outbox, disconnect;
+        # the first two share GRACEFUL_TIMEOUT, and every step is bounded.
+        deadline = asyncio.get_running_loop().time() + settings.graceful_timeout
         if consumer is not None:
             await consumer.stop(settings.graceful_timeout)
-        await relay.stop(flush_timeout=settings.graceful_timeout)
+        await relay.stop(flush_timeout=max(time_left(deadline), FLUSH_AT_LEAST))
         await broker.close()
 
 

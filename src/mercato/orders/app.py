@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -19,6 +18,7 @@ from mercato.messaging import (
     MessagingRuntime,
     messaging_hook,
 )
+from mercato.messaging.shutdown import pause, wait_ended
 from mercato.orders.api import router
 from mercato.orders.notifications import mailer_from_settings, notification_handlers
 from mercato.orders.service import (
@@ -80,27 +80,33 @@ def orders_runtime(catalogue: Catalogue | None = None) -> LifespanHook:
                 ),
             )
             app.state.orders = service
+            stop_pruning = asyncio.Event()
             pruner = asyncio.create_task(
-                _prune_forever(service, settings.idempotency_prune_interval)
+                _prune_until(stop_pruning, service, settings.idempotency_prune_interval),
+                name="orders-idempotency-pruner",
             )
             try:
                 yield
             finally:
-                pruner.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pruner
+                stop_pruning.set()
+                await wait_ended(
+                    [pruner],
+                    within=settings.graceful_timeout,
+                    what="pruning expired idempotency keys",
+                )
 
     return run
 
 
-async def _prune_forever(service: OrdersService, interval: float) -> None:
-    while True:
+async def _prune_until(stop: asyncio.Event, service: OrdersService, interval: float) -> None:
+    """Prune expired idempotency keys every ``interval`` seconds until ``stop`` is set."""
+    while not stop.is_set():
         try:
             if pruned := await service.prune_idempotency_keys():
                 log.info("expired idempotency keys pruned", count=pruned)
         except Exception:  # the database may be away for a while; try again next time
             log.warning("idempotency key pruning failed", exc_info=True)
-        await asyncio.sleep(interval)
+        await pause(interval, stop)
 
 
 def _export_breakers(context: ServiceContext, breakers: dict[str, CircuitBreaker]) -> None:

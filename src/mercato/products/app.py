@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -12,6 +11,7 @@ from fastapi import FastAPI
 from prometheus_client import Counter
 
 from mercato.messaging import MESSAGING_MIGRATIONS, Broadcast, messaging_hook
+from mercato.messaging.shutdown import pause, wait_ended
 from mercato.platform.app import LifespanHook, ServiceContext, create_service_app, open_database
 from mercato.platform.cache import MemoryCache, create_cache
 from mercato.platform.migrations import MigrationHistory, upgrade
@@ -26,6 +26,10 @@ log = structlog.stdlib.get_logger("mercato.products")
 
 MIGRATIONS = [MigrationHistory("mercato.products:migrations"), MESSAGING_MIGRATIONS]
 
+#: How long a shutdown waits for a connection attempt to Redis in progress (its connect
+#: timeout is 2 s) before cancelling it.
+CONNECT_BOUND = 3.0
+
 
 def should_seed(settings: Settings) -> bool:
     """``SEED_DEMO_CATALOGUE``, by default on in development only."""
@@ -39,12 +43,14 @@ async def listen_for_invalidations(
     catalogue: CatalogueCache,
     on_listening: Callable[[], None],
     opened: list[Broadcast],
+    stop: asyncio.Event,
 ) -> None:
     """Subscribe to other instances' invalidations, retrying until Redis answers (a cache
-    outage at start-up must not keep the service down); then call ``on_listening``. The
-    subscribed broadcast is appended to ``opened`` for the caller to close."""
+    outage at start-up must not keep the service down) or ``stop`` is set; then call
+    ``on_listening``. The subscribed broadcast is appended to ``opened`` for the caller to
+    close."""
     delay = 0.5
-    while True:
+    while not stop.is_set():
         broadcast = Broadcast.from_url(url)
         try:
             await broadcast.start()
@@ -52,7 +58,7 @@ async def listen_for_invalidations(
         except Exception as exc:  # any failure to connect: a fresh client later
             await broadcast.close()
             log.warning("cache invalidations not heard yet; retrying", error=type(exc).__name__)
-            await asyncio.sleep(delay)
+            await pause(delay, stop)
             delay = min(delay * 2, 10.0)
             continue
         opened.append(broadcast)
@@ -99,8 +105,12 @@ def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
             def on_listening() -> None:
                 catalogue.bind(context.cache, None, announce)
 
+        stop_listening = asyncio.Event()
         listening = asyncio.create_task(
-            listen_for_invalidations(settings.redis_url, catalogue, on_listening, opened)
+            listen_for_invalidations(
+                settings.redis_url, catalogue, on_listening, opened, stop_listening
+            ),
+            name="products-invalidations",
         )
         try:
             if settings.redis_url is None:
@@ -112,9 +122,10 @@ def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
                 log.info("seeded the demo catalogue", products=added)
             yield
         finally:
-            listening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listening
+            stop_listening.set()
+            await wait_ended(
+                [listening], within=CONNECT_BOUND, what="subscribing to cache invalidations"
+            )
             catalogue.bind(None)
             for broadcast in opened:
                 await broadcast.close()

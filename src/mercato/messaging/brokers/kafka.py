@@ -34,9 +34,13 @@ from mercato.messaging.brokers.base import (
     Settled,
     Subscription,
 )
+from mercato.messaging.shutdown import bounded, pause, wait_ended
 from mercato.platform.logging import get_logger
 
 log = get_logger("mercato.messaging.kafka")
+
+#: How long a shutdown waits for the producer or a consumer to stop.
+CLOSE_TIMEOUT = 5.0
 
 TYPE_HEADER = "x-mercato-type"
 TARGET_HEADER = "x-mercato-target"
@@ -110,14 +114,16 @@ class KafkaBroker(Broker):
         for subscription in list(self._subscriptions):
             await subscription.stop(0.0)
         if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await self._producer.stop()
+            await bounded(
+                self._producer.stop(), within=CLOSE_TIMEOUT, what="stopping the Kafka producer"
+            )
             self._producer = None
 
     async def ping(self) -> None:
         producer = await self._ready()
         try:
-            await asyncio.wait_for(producer.partitions_for(self.topic), 2.0)
+            async with asyncio.timeout(2.0):
+                await producer.partitions_for(self.topic)
         except (KafkaError, TimeoutError) as exc:
             raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
@@ -198,7 +204,7 @@ class _KafkaSubscription(Subscription):
         self.callback, self.prefetch = callback, prefetch
         self.consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._stopping = asyncio.Event()
         self._in_flight = 0
         self.dead_letters = 0
 
@@ -225,7 +231,7 @@ class _KafkaSubscription(Subscription):
 
     async def _run(self) -> None:
         delay = 0.5
-        while not self._stopping:
+        while not self._stopping.is_set():
             try:
                 if self.consumer is None:
                     self.consumer = await self._connect()
@@ -239,8 +245,6 @@ class _KafkaSubscription(Subscription):
                     for outcome in outcomes:
                         if isinstance(outcome, BaseException):
                             raise outcome
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # uncommitted records are read again after reconnecting
                 log.warning(
                     "Kafka consumer error; reconnecting",
@@ -248,7 +252,7 @@ class _KafkaSubscription(Subscription):
                     error=f"{type(exc).__name__}: {exc}",
                 )
                 await self._close_consumer()
-                await asyncio.sleep(delay)
+                await pause(delay, self._stopping)
                 delay = min(delay * 2, 10.0)
 
     async def _partition(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
@@ -256,40 +260,47 @@ class _KafkaSubscription(Subscription):
         consumer = self.consumer
         assert consumer is not None
         for record in records:
-            if self._stopping:
+            if self._stopping.is_set():
                 return
             event_type = _header(record, TYPE_HEADER)
-            if event_type in self.routing_keys or event_type is None:
-                await self._deliver(record)
+            ours = event_type in self.routing_keys or event_type is None
+            if ours and not await self._deliver(record):
+                return  # stopped while waiting to retry: read again on the next start
             await consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "")})
 
-    async def _deliver(self, record: ConsumerRecord[Any, Any]) -> None:
+    async def _deliver(self, record: ConsumerRecord[Any, Any]) -> bool:
+        """Handle ``record``, retrying in place; False when stopped before it settled."""
         self._in_flight += 1
         try:
             delivery = _KafkaDelivery(self, record)
             while True:
                 await self.callback(delivery)
                 if delivery.outcome != "retry":
-                    return
-                await asyncio.sleep(delivery.delay)
+                    return True
+                if await pause(delivery.delay, self._stopping):
+                    return False
                 delivery = _KafkaDelivery(self, record, attempt=delivery.attempt + 1)
         finally:
             self._in_flight -= 1
 
     async def _close_consumer(self) -> None:
         if self.consumer is not None:
-            with contextlib.suppress(Exception):
-                await self.consumer.stop()
+            await bounded(
+                self.consumer.stop(),
+                within=CLOSE_TIMEOUT,
+                what=f"stopping the Kafka consumer of group {self.group}",
+            )
             self.consumer = None
 
     async def stop(self, grace: float) -> None:
-        self._stopping = True
+        """Stop polling, let the records in hand finish within ``grace`` seconds (at least
+        half a second: a poll in progress ends within 200 ms), then close; bounded."""
+        self._stopping.set()
         if self._task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._task), max(grace, 0.5))
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await wait_ended(
+                [self._task], within=max(grace, 0.5), what=f"the Kafka consumer of {self.group}"
+            )
+            self._task = None
         await self._close_consumer()
         if self in self.broker._subscriptions:
             self.broker._subscriptions.remove(self)

@@ -19,7 +19,6 @@ was lost with the connection is redelivered, and the consumer's inbox skips it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,6 +40,7 @@ from mercato.messaging.brokers.base import (
     Settled,
     Subscription,
 )
+from mercato.messaging.shutdown import bounded, pause, wait_ended
 from mercato.platform.logging import get_logger
 
 log = get_logger("mercato.messaging.rabbitmq")
@@ -49,6 +49,8 @@ ATTEMPT_HEADER = "x-mercato-attempt"
 TARGET_HEADER = "x-mercato-target"
 ERROR_HEADER = "x-mercato-error"
 PUBLISH_TIMEOUT = 10.0
+#: How long a shutdown waits for each step with the broker (cancel, channel, connection).
+CLOSE_TIMEOUT = 3.0
 
 
 def queue_name(exchange: str, group: str) -> str:
@@ -140,8 +142,11 @@ class RabbitBroker(Broker):
         for subscription in list(self._subscriptions):
             await subscription.stop(0.0)
         if self._connection is not None:
-            with contextlib.suppress(Exception):
-                await self._connection.close()
+            await bounded(
+                self._connection.close(),
+                within=CLOSE_TIMEOUT,
+                what="closing the RabbitMQ connection",
+            )
         self._connection = self._channel = None
         self._exchange = None
 
@@ -285,7 +290,7 @@ class _RabbitSubscription(Subscription):
         self._idle = asyncio.Event()
         self._idle.set()
         self._retrying: asyncio.Task[None] | None = None
-        self._stopped = False
+        self._stopped = asyncio.Event()
 
     async def start(self) -> None:
         try:
@@ -296,8 +301,7 @@ class _RabbitSubscription(Subscription):
 
     async def _keep_trying(self) -> None:
         delay = 0.5
-        while not self._stopped:
-            await asyncio.sleep(delay)
+        while not await pause(delay, self._stopped):
             try:
                 await self._consume()
                 log.info("subscribed", group=self.group)
@@ -332,19 +336,30 @@ class _RabbitSubscription(Subscription):
                 self._idle.set()
 
     async def stop(self, grace: float) -> None:
-        self._stopped = True
+        """Stop taking messages, wait up to ``grace`` seconds for those being handled, close
+        the channel; every step bounded (unacked messages are redelivered)."""
+        self._stopped.set()
         if self._retrying is not None:
-            self._retrying.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retrying
+            await wait_ended(
+                [self._retrying], within=CLOSE_TIMEOUT, what=f"subscribing group {self.group}"
+            )
+            self._retrying = None
         if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(self._tag)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), grace)
+            await bounded(
+                self._queue.cancel(self._tag),
+                within=CLOSE_TIMEOUT,
+                what=f"cancelling the consumer of group {self.group}",
+            )
+        if not await pause(grace, self._idle) and grace > 0:
+            log.warning(
+                "consumer stopped with handlers in flight", group=self.group, count=self._in_flight
+            )
         if self._channel is not None and not self._channel.is_closed:
-            with contextlib.suppress(Exception):
-                await self._channel.close()
+            await bounded(
+                self._channel.close(),
+                within=CLOSE_TIMEOUT,
+                what=f"closing the channel of group {self.group}",
+            )
         self._channel = self._queue = None
         self._tag = None
         if self in self.broker._subscriptions:
