@@ -136,6 +136,7 @@ class Tally:
 
     acked: dict[str, str] = field(default_factory=dict)  # idempotency key -> order id
     owners: dict[str, Shopper] = field(default_factory=dict)  # order id -> its shopper
+    bodies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # key -> its items
     statuses: Counter[int] = field(default_factory=Counter)
     network_errors: Counter[str] = field(default_factory=Counter)
     server_errors: list[str] = field(default_factory=list)  # 5xx other than 503
@@ -170,6 +171,7 @@ async def place(
                 order_id = str(response.json()["id"])
                 tally.acked[key] = order_id
                 tally.owners[order_id] = shopper
+                tally.bodies[key] = items
                 tally.last_ack = time.monotonic()
                 return
             if response.status_code == 503:
@@ -181,6 +183,20 @@ async def place(
                 return
         await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
     tally.gave_up.append(key)
+
+
+async def resend_some(client: httpx.AsyncClient, tally: Tally, count: int = 20) -> list[bool]:
+    """Send ``count`` acknowledged orders again with their keys, as a client whose answer got
+    lost does; for each, whether it got the same order back."""
+    same: list[bool] = []
+    for key in random.Random(7).sample(sorted(tally.acked), min(count, len(tally.acked))):
+        order_id = tally.acked[key]
+        headers = {**tally.owners[order_id].headers, "Idempotency-Key": key}
+        again = await client.post(
+            "/api/v1/orders", json={"items": tally.bodies[key]}, headers=headers
+        )
+        same.append(again.status_code == 201 and again.json()["id"] == order_id)
+    return same
 
 
 @dataclass
@@ -313,6 +329,21 @@ async def broker_dead_letters(url: str, exchange: str) -> dict[str, int]:
     return found
 
 
+async def metric_total(client: httpx.AsyncClient, running: RunningMercato, name: str) -> float:
+    """The sum of counter ``name`` over every service's ``/metrics`` (each labelled series
+    once, should services share a registry)."""
+    series: dict[str, float] = {}
+    for service in running.ports:
+        if service == "gateway":
+            continue
+        text = (await client.get(f"{running.url(service)}/metrics")).text
+        for line in text.splitlines():
+            if line.startswith((f"{name}{{", f"{name} ")):
+                labels, _, value = line.rpartition(" ")
+                series[labels] = float(value)
+    return sum(series.values())
+
+
 def log_errors(running: RunningMercato) -> tuple[Counter[str], list[str]]:
     """Error-level events of the run's JSON log, by service and message, and the first few
     unhandled exceptions (service, path, last line of the traceback)."""
@@ -331,6 +362,48 @@ def log_errors(running: RunningMercato) -> tuple[Counter[str], list[str]]:
             last = str(entry["exception"]).strip().splitlines()[-1]
             unhandled.append(f"{service} {entry.get('path', '')} {entry.get('event')}: {last}")
     return found, unhandled
+
+
+async def event_trail(dsn: str, order_id: str) -> list[str]:
+    """Where the saga of one order stopped: its events in each outbox (sent or not) and
+    whether each consumer's inbox has them."""
+    connection = await asyncpg.connect(dsn)
+    found: list[str] = []
+    try:
+        for schema in ("orders", "products"):
+            rows = await connection.fetch(
+                f"SELECT event_id, event_type, sent_at, attempts, last_error"  # noqa: S608
+                f" FROM {schema}.messaging_outbox WHERE payload LIKE $1 ORDER BY seq",
+                f"%{order_id}%",
+            )
+            for row in rows:
+                handled = await connection.fetch(
+                    "SELECT consumer FROM products.messaging_inbox WHERE event_id = $1"
+                    " UNION ALL SELECT consumer FROM orders.messaging_inbox WHERE event_id = $1",
+                    row["event_id"],
+                )
+                found.append(
+                    f"{schema} outbox {row['event_type']} sent_at={row['sent_at']}"
+                    f" attempts={row['attempts']} last_error={row['last_error']}"
+                    f" handled_by={[h['consumer'] for h in handled]}"
+                )
+    finally:
+        await connection.close()
+    return found
+
+
+def trail(running: RunningMercato, order_id: str) -> list[str]:
+    """What the log says about one order: service, level and message of each line."""
+    found = []
+    for line in running.log().splitlines():
+        if order_id in line:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                found.append(line[:160])
+                continue
+            found.append(f"{entry.get('service')} {entry.get('level')} {entry.get('event')}")
+    return found[:12]
 
 
 # --- one run ------------------------------------------------------------------------------
@@ -395,6 +468,9 @@ async def run_outage(
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
         readiness.final = (await client.get("/readyz")).status_code
+        dead_lettered = await metric_total(client, running, "messaging_events_dead_lettered_total")
+        retried = await metric_total(client, running, "messaging_events_retried_total")
+        resent = await resend_some(client, tally)
         book = await ledger(dsn)
         settled_by_api: Counter[str] = Counter()
         for oid in acked_ids:
@@ -408,6 +484,7 @@ async def run_outage(
             left_by_api[pid] = int(response.json()["stock"])
 
     statuses = Counter(book["orders"][oid] for oid in acked_ids if oid in book["orders"])
+    stranded = sorted(oid for oid in acked_ids if book["orders"].get(oid) == "pending")
     errors, exceptions = log_errors(running)
     figures = {
         "dependency_crashed": outage.name,
@@ -434,6 +511,10 @@ async def run_outage(
         "units_left": sum(book["left"][p] for p in product_ids),
         "units_left_via_api": sum(left_by_api.values()),
         "dead_letters": book["dead"],
+        "dead_lettered_metric": dead_lettered,
+        "retried_metric": retried,
+        "resends_after_drain": len(resent),
+        "resends_with_another_answer": sum(1 for same in resent if not same),
         "outage_seconds": round(restarted_at - crashed_at, 1),
         "crashed_after_seconds": round(crashed_at - started, 1),
         "placing_seconds": round(placed - started, 1),
@@ -446,6 +527,10 @@ async def run_outage(
         "log_errors": dict(errors.most_common(10)),
         "log_exceptions": exceptions,
         "product_ids": product_ids,
+        "stranded": {
+            oid: {"log": trail(running, oid), "events": await event_trail(dsn, oid)}
+            for oid in stranded[:3]
+        },
     }
     return figures, tally, book
 
@@ -465,6 +550,9 @@ def assert_accounted(figures: dict[str, Any], tally: Tally, book: dict[str, Any]
     for pid in figures["product_ids"]:
         assert book["sold"].get(pid, 0) + book["left"][pid] == STOCK, (pid, book)
     assert not any(book["dead"].values()), book["dead"]
+    assert figures["dead_lettered_metric"] == 0
+    assert figures["resends_with_another_answer"] == 0
+    assert len(book["orders"]) == ORDERS  # the resends made no order
     assert 500 not in figures["readyz_during_outage"]
     assert figures["readyz_at_the_end"] == 200
 
