@@ -187,3 +187,47 @@ async def test_a_database_outage_is_a_503(postgres_url: str) -> None:
             assert response.headers["content-type"] == "application/problem+json"
             assert "asyncpg" not in response.text
             assert "127.0.0.1" not in response.text
+
+
+async def test_a_connection_killed_mid_request_answers_503_then_the_service_recovers(
+    postgres_url: str,
+) -> None:
+    """``pg_terminate_backend`` on the connection a request is using, while its query
+    runs: the client gets a 503 naming the database (not a 500), and the next request
+    is served on a fresh connection."""
+    import asyncpg
+
+    from support.messaging import eventually
+
+    async with running_products(database_url=postgres_url, products_cache_enabled=False) as shop:
+        product = await shop.create(sku="K", name="Killed")
+        dsn = postgres_url.replace("+asyncpg", "")
+        locker, killer = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+        try:
+            locking = locker.transaction()
+            await locking.start()
+            await locker.execute("LOCK TABLE products.products IN ACCESS EXCLUSIVE MODE")
+            request = asyncio.create_task(shop.client.get(f"/products/{product['id']}"))
+
+            async def blocked_backends() -> list[int]:
+                rows = await killer.fetch(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE application_name = 'mercato' AND wait_event_type = 'Lock'"
+                )
+                return [row["pid"] for row in rows]
+
+            await eventually(blocked_backends)  # the request's query waits on the lock
+            for pid in await blocked_backends():
+                await killer.execute("SELECT pg_terminate_backend($1)", pid)
+            response = await request
+            await locking.rollback()
+        finally:
+            await locker.close()
+            await killer.close()
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["retry-after"] == "5"
+        assert response.json()["dependency"] == "database"
+        assert "middle of operation" not in response.text
+        again = await shop.client.get(f"/products/{product['id']}")
+        assert again.status_code == 200

@@ -59,6 +59,7 @@ async def test_register_answers_201_with_the_public_fields(client: httpx.AsyncCl
     assert body["username"] == "alice"
     assert body["email"] == "alice@example.com"
     assert body["created_at"].endswith(("Z", "+00:00"))
+    assert response.headers["location"] == f"/api/v1/users/{body['id']}"
 
 
 @pytest.mark.parametrize(
@@ -99,6 +100,12 @@ async def test_a_duplicate_username_or_email_answers_409(
         ({"age": -1}, "age"),
         ({"age": 151}, "age"),
         ({"age": "old"}, "age"),
+        ({"age": "30"}, "age"),  # types are strict: "30" is not an integer
+        ({"age": True}, "age"),
+        ({"age": 30.0}, "age"),
+        ({"full_name": "Alice\x00Smith"}, "full_name"),
+        ({"full_name": 42}, "full_name"),
+        ({"password": "Tr1cky\x00Horse"}, "password"),
         ({"roles": ["admin"]}, "roles"),
         ({"is_admin": True}, "is_admin"),
         ({"id": "00000000-0000-0000-0000-000000000000"}, "id"),

@@ -31,6 +31,22 @@ ALICE = auth_headers("alice")
 BOB = auth_headers("bob")
 
 
+async def test_a_placed_order_is_located_under_the_public_api_even_on_a_replay(
+    orders: OrdersHarness, products: ProductsStub
+) -> None:
+    body = {"items": [{"product_id": products.add(), "quantity": 1}]}
+    plain = await orders.client.post("/orders", json=body, headers=ALICE)
+    assert plain.headers["location"] == f"/api/v1/orders/{plain.json()['id']}"
+    keyed = {**ALICE, "Idempotency-Key": "located-1"}
+    first = await orders.client.post("/orders", json=body, headers=keyed)
+    replay = await orders.client.post("/orders", json=body, headers=keyed)
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.headers["location"] == first.headers["location"]
+    assert first.headers["location"] == f"/api/v1/orders/{first.json()['id']}"
+    refused = await orders.client.post("/orders", json={"items": []}, headers=ALICE)
+    assert "location" not in refused.headers
+
+
 async def test_placing_an_order_snapshots_prices_and_answers_pending(
     orders: OrdersHarness, products: ProductsStub
 ) -> None:
@@ -93,8 +109,31 @@ async def test_an_unknown_product_is_422_and_writes_nothing(
         {"items": [{"product_id": "p", "quantity": 1}], "status": "confirmed"},
         {"items": [{"product_id": "p", "quantity": 1, "unit_price": "0.01"}]},
         {},
+        {"items": [{"product_id": "p", "quantity": True}]},
+        {"items": [{"product_id": "p", "quantity": "2"}]},
+        {"items": [{"product_id": "p", "quantity": 2.0}]},
+        {"items": [{"product_id": "p", "quantity": 1}], "shipping_address": "1 Main St\x00"},
+        {"items": [{"product_id": "p\x00", "quantity": 1}]},
+        {"items": [{"product_id": 7, "quantity": 1}]},
+        {"items": {"product_id": "p", "quantity": 1}},
     ],
-    ids=["empty", "zero", "too-many-units", "duplicate", "51-items", "extra", "price", "none"],
+    ids=[
+        "empty",
+        "zero",
+        "too-many-units",
+        "duplicate",
+        "51-items",
+        "extra",
+        "price",
+        "none",
+        "bool-quantity",
+        "string-quantity",
+        "float-quantity",
+        "nul-address",
+        "nul-product",
+        "number-product",
+        "items-not-a-list",
+    ],
 )
 async def test_invalid_bodies_are_422_problems_and_change_nothing(
     orders: OrdersHarness, products: ProductsStub, body: dict[str, object]
@@ -241,3 +280,35 @@ async def test_products_down_is_a_503_problem_and_writes_nothing(
     await products.start()
     orders.app.state.service_clients.breakers["products"].reset()
     assert (await orders.client.post("/orders", json=body, headers=ALICE)).status_code == 201
+
+
+@pytest.mark.parametrize("failing", ["claim", "complete"])
+async def test_a_database_outage_on_the_idempotent_path_is_a_503_and_the_retry_works(
+    orders: OrdersHarness,
+    products: ProductsStub,
+    monkeypatch: pytest.MonkeyPatch,
+    failing: str,
+) -> None:
+    """The connection is lost while the key is claimed, or while the order is written
+    with it: 503 naming the database, nothing half-done, and the client's retry places
+    the order once."""
+    from mercato.orders.repository import IdempotencyRepository
+    from support.outages import closed_mid_query
+
+    async def lost(*args: object, **kwargs: object) -> None:
+        raise closed_mid_query()
+
+    body = {"items": [{"product_id": products.add(), "quantity": 1}]}
+    keyed = {**ALICE, "Idempotency-Key": f"outage-{failing}"}
+    with monkeypatch.context() as patch:
+        patch.setattr(IdempotencyRepository, failing, lost)
+        response = await orders.client.post("/orders", json=body, headers=keyed)
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["dependency"] == "database"
+    assert await orders.orders() == 0
+    retry = await orders.client.post("/orders", json=body, headers=keyed)
+    assert retry.status_code == 201, retry.text
+    again = await orders.client.post("/orders", json=body, headers=keyed)
+    assert again.json()["id"] == retry.json()["id"]
+    assert await orders.orders() == 1

@@ -59,27 +59,84 @@ async def test_an_admin_creates_a_product_with_defaults(products: RunningProduct
     assert product["created_at"].endswith("Z")
     fetched = await products.client.get(f"/products/{product['id']}")
     assert fetched.json() == product
+    assert response.headers["location"] == f"/api/v1/products/{product['id']}"
 
 
-async def test_a_price_is_exact_whether_sent_as_string_or_number(
-    products: RunningProducts,
+async def test_a_price_is_a_decimal_string_kept_exactly(products: RunningProducts) -> None:
+    assert (await products.create(sku="S", price="0.10"))["price"] == "0.10"
+    assert (await products.create(sku="I", price="7"))["price"] == "7.00"
+    assert (await products.create(sku="O", price="7.5"))["price"] == "7.50"
+
+
+@pytest.mark.parametrize(
+    "price",
+    [
+        b"0.10",  # a JSON number passes through a float: money is a decimal string
+        b"7",
+        b"true",
+        b'"1_000"',
+        b'"1e3"',
+        b'"1,00"',
+        b'" 1.00"',
+        b'"+1.00"',
+        b'""',
+        b'"Infinity"',
+        b'"0.1000000000000000055511151231257827"',
+    ],
+)
+async def test_a_price_that_is_not_a_plain_decimal_string_is_refused(
+    products: RunningProducts, price: bytes
 ) -> None:
-    as_number = await products.client.post(
+    response = await products.client.post(
         "/products",
-        content=b'{"sku": "N", "name": "n", "price": 0.10, "stock": 3}',
+        content=b'{"sku": "P", "name": "p", "price": ' + price + b"}",
         headers={**products.admin, "content-type": "application/json"},
     )
-    assert as_number.status_code == 201, as_number.text
-    assert as_number.json()["price"] == "0.10"
-    as_integer = await products.create(sku="I", price=7)
-    assert as_integer["price"] == "7.00"
-    # A number a float cannot hold exactly is refused, not silently rounded to 2 places.
-    too_precise = await products.client.post(
-        "/products",
-        content=b'{"sku": "P", "name": "p", "price": 0.1000000000000000055511151231257827}',
-        headers={**products.admin, "content-type": "application/json"},
+    problem = assert_problem(response, 422)
+    assert [error["loc"] for error in problem["errors"]] == [["body", "price"]]
+    assert (await products.client.get("/products")).json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"stock": True}, "stock"),
+        ({"stock": "5"}, "stock"),
+        ({"name": 5}, "name"),
+        ({"name": "bad\x00name"}, "name"),
+        ({"description": "nul\x00here"}, "description"),
+        ({"sku": "S\x00"}, "sku"),
+        ({"category": True}, "category"),
+    ],
+)
+async def test_types_are_strict_and_text_refuses_nul(
+    products: RunningProducts, change: dict[str, Any], where: str
+) -> None:
+    body = {"sku": "OK-1", "name": "fine", "price": "1.00", **change}
+    response = await products.client.post("/products", json=body, headers=products.admin)
+    problem = assert_problem(response, 422)
+    assert any(error["loc"][:2] == ["body", where] for error in problem["errors"]), problem
+    created = await products.create(sku="OK-2")
+    patched = await products.client.patch(
+        f"/products/{created['id']}", json=change, headers=products.admin
     )
-    assert_problem(too_precise, 422)
+    if where != "sku":  # sku cannot be patched at all
+        problem = assert_problem(patched, 422)
+        assert any(error["loc"][:2] == ["body", where] for error in problem["errors"])
+
+
+async def test_deeply_nested_json_is_a_400_not_a_500(products: RunningProducts) -> None:
+    deep = b'{"sku": "D", "name": "d", "price": "1.00", "category": ' + b"[" * 100_000
+    deep += b"]" * 100_000 + b"}"
+    for method, path in (("POST", "/products"), ("PATCH", "/products/some-id")):
+        response = await products.client.request(
+            method,
+            path,
+            content=deep,
+            headers={**products.admin, "content-type": "application/json"},
+        )
+        assert_problem(response, 400)
+    assert (await products.client.get("/products")).json()["total"] == 0
 
 
 async def test_creating_needs_an_admin_token(products: RunningProducts) -> None:

@@ -29,3 +29,23 @@ async def test_with_the_cache_down_reads_work_and_writes_are_refused() -> None:
         ready = await products.client.get("/readyz")
         assert ready.status_code == 503
         assert "cache" in ready.text
+
+
+async def test_with_the_cache_down_one_product_and_its_304_are_served_from_the_database() -> None:
+    from mercato.products.caching import CatalogueCache
+    from mercato.products.schemas import ProductCreate
+    from mercato.products.service import create_product
+
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    async with running_products(redis_url=dead_redis) as products:
+        async with products.context.db.unit_of_work() as uow:  # written behind the cache
+            body = ProductCreate(sku="DB", name="From the database", price="2.50")
+            row = await create_product(uow, CatalogueCache(enabled=False), body)
+            await uow.commit()
+        one = await products.client.get(f"/products/{row.id}")
+        assert one.status_code == 200
+        assert one.json()["price"] == "2.50"
+        again = await products.client.get(
+            f"/products/{row.id}", headers={"If-None-Match": one.headers["etag"]}
+        )
+        assert again.status_code == 304

@@ -123,7 +123,12 @@ async def test_patch_me_changes_only_the_fields_sent(apps: Apps) -> None:
         {"age": -1},
         {"age": 151},
         {"age": "old"},
+        {"age": "30"},  # types are strict
+        {"age": True},
+        {"age": 31.0},
         {"full_name": "x" * 201},
+        {"full_name": "Alice\x00"},
+        {"full_name": 7},
     ],
 )
 async def test_patch_me_refuses_other_fields_and_bad_values(

@@ -18,6 +18,8 @@ from mercato.auth.schemas import (
 from mercato.auth.service import BAD_REFRESH, RefreshRefused
 from mercato.platform.app import Context
 from mercato.platform.errors import Unauthorized
+from mercato.platform.http import public_url
+from mercato.platform.schemas import NUL_FREE
 from mercato.platform.security.dependencies import CurrentUser
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -37,12 +39,27 @@ LOGIN_ANSWERS: dict[int | str, dict[str, Any]] = {
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=RegisteredUser,
-    responses={409: {"description": "Username or e-mail taken"}, 422: PROBLEM[422]},
+    responses={
+        201: {
+            "description": "Registered",
+            "headers": {
+                "Location": {
+                    "description": "The new user's profile, `/api/v1/users/{id}`.",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        409: {"description": "Username or e-mail taken"},
+        422: PROBLEM[422],
+    },
 )
-async def register(body: RegisterRequest, context: Context, auth: Auth) -> RegisteredUser:
+async def register(
+    body: RegisterRequest, context: Context, auth: Auth, response: Response
+) -> RegisteredUser:
     async with context.db.unit_of_work() as uow:
         user = await auth.accounts.register(uow, body)
         await uow.commit()
+    response.headers["Location"] = public_url(f"/users/{user.id}")  # the new user's profile
     return RegisteredUser(
         id=user.id, username=user.username, email=user.email, created_at=user.created_at
     )
@@ -70,8 +87,8 @@ async def login(
 
 @router.post("/token", response_model=TokenPair, responses=LOGIN_ANSWERS)
 async def token(
-    username: Annotated[str, Form(min_length=1, max_length=320)],
-    password: Annotated[str, Form(min_length=1, max_length=128)],
+    username: Annotated[str, Form(min_length=1, max_length=320, pattern=NUL_FREE)],
+    password: Annotated[str, Form(min_length=1, max_length=128, pattern=NUL_FREE)],
     context: Context,
     auth: Auth,
     client: ClientAddress,

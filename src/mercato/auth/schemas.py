@@ -5,23 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, EmailStr, Field, field_validator
 
 from mercato.auth import domain
+from mercato.platform.schemas import StrictModel, Text
 
 
-class Strict(BaseModel):
-    """Unknown fields are refused (422): a client cannot set ``roles`` or ``is_admin``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class RegisterRequest(Strict):
-    username: str = Field(min_length=domain.USERNAME_MIN, max_length=domain.USERNAME_MAX)
+class RegisterRequest(StrictModel):
+    username: Text = Field(min_length=domain.USERNAME_MIN, max_length=domain.USERNAME_MAX)
     email: EmailStr = Field(max_length=320)
-    password: str = Field(min_length=domain.PASSWORD_MIN, max_length=domain.PASSWORD_MAX)
+    password: Text = Field(min_length=domain.PASSWORD_MIN, max_length=domain.PASSWORD_MAX)
     age: int | None = Field(None, ge=0, le=domain.AGE_MAX)
-    full_name: str | None = Field(None, max_length=200)
+    full_name: Text | None = Field(None, max_length=200)
 
     @field_validator("username")
     @classmethod
@@ -45,13 +40,13 @@ class RegisteredUser(BaseModel):
     created_at: datetime
 
 
-class LoginRequest(Strict):
-    username: str = Field(min_length=1, max_length=320)
-    password: str = Field(min_length=1, max_length=domain.PASSWORD_MAX)
+class LoginRequest(StrictModel):
+    username: Text = Field(min_length=1, max_length=320)
+    password: Text = Field(min_length=1, max_length=domain.PASSWORD_MAX)
 
 
-class RefreshRequest(Strict):
-    refresh_token: str = Field(min_length=1, max_length=512)
+class RefreshRequest(StrictModel):
+    refresh_token: Text = Field(min_length=1, max_length=512)
 
 
 class TokenPair(BaseModel):

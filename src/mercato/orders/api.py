@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from mercato.orders.dependencies import IdempotencyKey, Orders
 from mercato.orders.schemas import OrderOut, OrderPage, PlaceOrder
 from mercato.platform.errors import Forbidden
+from mercato.platform.http import public_url
+from mercato.platform.schemas import NUL_FREE
 from mercato.platform.security.dependencies import CurrentUser
 
 router = APIRouter(prefix="/orders", tags=["orders"])
+
+#: An order id in a path: PostgreSQL text cannot hold NUL (a 422, not a 500).
+OrderId = Annotated[str, Path(pattern=NUL_FREE)]
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -29,6 +35,15 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     response_model=OrderOut,
     summary="Place an order (pending until stock is reserved)",
     responses={
+        201: {
+            "description": "Placed (pending until stock is reserved).",
+            "headers": {
+                "Location": {
+                    "description": "The order's public URL, `/api/v1/orders/{id}`.",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
         **AUTH_ERRORS,
         409: _problem("A request with this Idempotency-Key is still in flight."),
         422: _problem("Invalid body, unknown product, or a key reused with another body."),
@@ -40,6 +55,8 @@ async def place_order(
 ) -> Response:
     answer = await orders.place(user.user_id, body, idempotency_key)
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
+    if answer.status == 201:  # a replay points at the same order
+        headers["Location"] = public_url(f"/orders/{json.loads(answer.body)['id']}")
     return Response(
         answer.body, status_code=answer.status, media_type=answer.media_type, headers=headers
     )
@@ -68,7 +85,7 @@ async def list_orders(
     response_model=OrderOut,
     responses=AUTH_ERRORS | {404: _problem("No such order (or not yours).")},
 )
-async def get_order(order_id: str, user: CurrentUser, orders: Orders) -> OrderOut:
+async def get_order(order_id: OrderId, user: CurrentUser, orders: Orders) -> OrderOut:
     return await orders.get(user, order_id)
 
 
@@ -81,6 +98,6 @@ async def get_order(order_id: str, user: CurrentUser, orders: Orders) -> OrderOu
         409: _problem("The order is rejected or already cancelled."),
     },
 )
-async def cancel_order(order_id: str, user: CurrentUser, orders: Orders) -> OrderOut:
+async def cancel_order(order_id: OrderId, user: CurrentUser, orders: Orders) -> OrderOut:
     """Cancel a pending or confirmed order; its reserved stock is released."""
     return await orders.cancel(user, order_id)

@@ -9,25 +9,22 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
 from mercato.orders.domain import MAX_DISTINCT_ITEMS, MAX_QUANTITY, OrderStatus, ensure_distinct
+from mercato.platform.schemas import StrictModel, Text
 
 #: Money on the wire: a decimal string with two places ("19.99").
 MoneyStr = Annotated[Decimal, PlainSerializer(lambda v: f"{v:.2f}", return_type=str)]
 
 
-class OrderItemIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    product_id: str = Field(min_length=1, max_length=64)
+class OrderItemIn(StrictModel):
+    product_id: Text = Field(min_length=1, max_length=64)
     quantity: int = Field(ge=1, le=MAX_QUANTITY)
 
 
-class PlaceOrder(BaseModel):
+class PlaceOrder(StrictModel):
     """``POST /orders``: 1 to 50 distinct products, each 1 to 100 units."""
 
-    model_config = ConfigDict(extra="forbid")
-
     items: list[OrderItemIn] = Field(min_length=1, max_length=MAX_DISTINCT_ITEMS)
-    shipping_address: str | None = Field(None, min_length=1, max_length=1000)
+    shipping_address: Text | None = Field(None, min_length=1, max_length=1000)
 
     @field_validator("items")
     @classmethod

@@ -320,11 +320,13 @@ def outage_problem(
 ) -> ProblemResponse:
     """The 503 for an outage: it names the class of dependency, never an address (the
     exception's own text is shown only in development)."""
+    # One line, no traceback: an outage is not a bug, and during one every request ends
+    # here (rendering a traceback each time would cost more than the request).
     log.error(
         "dependency unavailable",
         dependency=outage.dependency,
         error=type(exc).__name__,
-        exc_info=exc,
+        reason=str(exc).splitlines()[0][:300] if str(exc) else None,
     )
     extra: dict[str, Any] = {}
     if outage.dependency is not None:

@@ -38,8 +38,16 @@ from mercato.platform.resilience import CircuitBreaker, CircuitOpenError
 
 log = structlog.stdlib.get_logger("mercato.http")
 
+#: Where the gateway publishes every service: ``/api/v1/<service>/...`` (API.md).
+PUBLIC_API_PREFIX: Final = "/api/v1"
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRYABLE_STATUSES: Final = frozenset({502, 503, 504})
+
+
+def public_url(service_path: str) -> str:
+    """The public URL of a service's own path (``/orders/42`` -> ``/api/v1/orders/42``):
+    what a ``Location`` says, so that no answer names a service's own host or port."""
+    return PUBLIC_API_PREFIX + service_path
 
 
 class UpstreamUnavailable(ServiceUnavailable):
@@ -253,5 +261,6 @@ __all__ = [
     "UpstreamUnavailable",
     "install_service_clients",
     "open_service_clients",
+    "public_url",
     "service_clients",
 ]

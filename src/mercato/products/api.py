@@ -7,17 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 
+from mercato.platform.http import public_url
+from mercato.platform.schemas import NUL_FREE
 from mercato.platform.security.dependencies import AdminUser
 from mercato.products import service
 from mercato.products.caching import Representation
-from mercato.products.dependencies import (
-    Catalogue,
-    NewProduct,
-    ProductChanges,
-    WriteUnitOfWork,
-    body_schema,
-    read_dependencies,
-)
+from mercato.products.dependencies import Catalogue, WriteUnitOfWork, read_dependencies
 from mercato.products.domain import MAX_PRICE, ProductSort
 from mercato.products.repository import ProductFilter
 from mercato.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
@@ -34,8 +29,10 @@ ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
     422: {"description": "Invalid input.", **PROBLEM},
 }
 
-#: PostgreSQL text cannot hold NUL; such a filter is a 422, not a 500.
-NO_NUL = r"^[^\x00]*$"
+LOCATION: dict[str, Any] = {
+    "description": "The new product's public URL, `/api/v1/products/{id}`.",
+    "schema": {"type": "string"},
+}
 QueryPrice = Annotated[Decimal | None, Query(gt=0, le=MAX_PRICE, max_digits=12, decimal_places=2)]
 
 
@@ -58,8 +55,8 @@ def cached_response(request: Request, representation: Representation, max_age: i
 )
 async def list_products(
     request: Request,
-    q: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_NUL)] = None,
-    category: Annotated[str | None, Query(min_length=1, max_length=64, pattern=NO_NUL)] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NUL_FREE)] = None,
+    category: Annotated[str | None, Query(min_length=1, max_length=64, pattern=NUL_FREE)] = None,
     min_price: QueryPrice = None,
     max_price: QueryPrice = None,
     sort: ProductSort = ProductSort.CREATED_AT_DESC,
@@ -95,14 +92,22 @@ async def get_product(product_id: str, request: Request) -> Response:
     summary="Add a product (admin)",
     status_code=status.HTTP_201_CREATED,
     response_model=ProductOut,
-    responses={**ADMIN_ONLY, 409: {"description": "The sku is taken.", **PROBLEM}},
-    openapi_extra=body_schema(ProductCreate),
+    responses={
+        201: {"description": "Created.", "headers": {"Location": LOCATION}},
+        **ADMIN_ONLY,
+        409: {"description": "The sku is taken.", **PROBLEM},
+    },
 )
 async def create_product(
-    _admin: AdminUser, body: NewProduct, uow: WriteUnitOfWork, catalogue: Catalogue
+    _admin: AdminUser,
+    body: ProductCreate,
+    uow: WriteUnitOfWork,
+    catalogue: Catalogue,
+    response: Response,
 ) -> ProductOut:
     row = await service.create_product(uow, catalogue, body)
     await uow.commit()
+    response.headers["Location"] = public_url(f"/products/{row.id}")
     return service.product_out(row)
 
 
@@ -111,12 +116,11 @@ async def create_product(
     summary="Change a product (admin)",
     response_model=ProductOut,
     responses={**ADMIN_ONLY, 404: PROBLEM},
-    openapi_extra=body_schema(ProductUpdate),
 )
 async def update_product(
     product_id: str,
     _admin: AdminUser,
-    body: ProductChanges,
+    body: ProductUpdate,
     uow: WriteUnitOfWork,
     catalogue: Catalogue,
 ) -> ProductOut:

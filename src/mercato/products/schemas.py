@@ -9,18 +9,18 @@ from typing import Annotated
 from pydantic import (
     AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     PlainSerializer,
     StringConstraints,
     model_validator,
 )
 
+from mercato.platform.schemas import DecimalText, StrictModel, Text
 from mercato.products.domain import DEFAULT_CATEGORY, DEFAULT_CURRENCY, MAX_PRICE, to_money
 
-#: Money in: a decimal string or number (parsed without a float, see ``api.py``), two places.
+#: Money in: a decimal string with at most two places (``"19.99"``), more than 0.
 Price = Annotated[
-    Decimal,
+    DecimalText,
     Field(gt=0, le=MAX_PRICE, max_digits=12, decimal_places=2, allow_inf_nan=False),
     AfterValidator(to_money),
 ]
@@ -30,24 +30,9 @@ MoneyText = Annotated[
 ]
 
 
-def no_nul(text: str) -> str:
-    """PostgreSQL text cannot hold NUL: refuse it here (422) rather than fail there (500)."""
-    if "\x00" in text:
-        raise ValueError("must not contain NUL characters")
-    return text
-
-
-Sku = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
-    AfterValidator(no_nul),
-]
-Name = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(no_nul),
-]
-Description = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(no_nul)]
+Sku = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Name = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[Text, StringConstraints(max_length=10_000)]
 Category = Annotated[
     str,
     StringConstraints(
@@ -55,12 +40,10 @@ Category = Annotated[
     ),
 ]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-Stock = Annotated[int, Field(ge=0, le=2_000_000_000, strict=True)]
+Stock = Annotated[int, Field(ge=0, le=2_000_000_000)]
 
 
-class ProductCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ProductCreate(StrictModel):
     sku: Sku
     name: Name
     price: Price
@@ -70,10 +53,8 @@ class ProductCreate(BaseModel):
     currency: Currency = DEFAULT_CURRENCY
 
 
-class ProductUpdate(BaseModel):
+class ProductUpdate(StrictModel):
     """Any field but ``sku``; an explicit ``null`` is refused (nothing here is nullable)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: Name | None = None
     price: Price | None = None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from mercato.platform.app import Context
+from mercato.platform.schemas import NUL_FREE
 from mercato.users import service
 from mercato.users.dependencies import AdminUser, CurrentUser, Limit, Offset
 from mercato.users.schemas import Profile, ProfilePage, ProfilePatch
@@ -50,7 +51,11 @@ async def list_users(
 
 
 @router.get("/{user_id}", response_model=Profile, responses=ANSWERS)
-async def read_user(user_id: str, user: CurrentUser, context: Context) -> Profile:
+async def read_user(
+    user_id: Annotated[str, Path(pattern=NUL_FREE)],
+    user: CurrentUser,
+    context: Context,
+) -> Profile:
     async with context.db.unit_of_work(read_only=True) as uow:
         row = await service.profile_for(uow, user, user_id)
         return Profile.model_validate(row)

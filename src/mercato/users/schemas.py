@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mercato.platform.schemas import StrictModel, Text
 from mercato.users import domain
 
 
@@ -20,12 +21,10 @@ class Profile(BaseModel):
     created_at: datetime
 
 
-class ProfilePatch(BaseModel):
+class ProfilePatch(StrictModel):
     """Only ``full_name`` and ``age``; anything else is refused (422)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    full_name: str | None = Field(None, max_length=domain.FULL_NAME_MAX)
+    full_name: Text | None = Field(None, max_length=domain.FULL_NAME_MAX)
     age: int | None = Field(None, ge=domain.AGE_MIN, le=domain.AGE_MAX)
 
 
