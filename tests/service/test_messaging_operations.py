@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from mercato.cli import app as cli
 from mercato.messaging.worker import run_headless
-from support.messaging import drain
+from mercato.platform.app import ServiceContext, create_service_app
+from support.messaging import drain, eventually, runtime_of
 from support.messaging_apps import (
     Behaviour,
     consumer_app,
@@ -105,6 +106,22 @@ async def test_the_headless_worker_consumes_until_stopped() -> None:
         await asyncio.wait_for(worker, 10)
 
 
+async def test_the_headless_worker_stops_even_when_a_service_does_not() -> None:
+    @asynccontextmanager
+    async def never_closes(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
+        yield
+        await asyncio.Event().wait()  # as a connection whose close is never answered
+
+    settings = messaging_settings(graceful_timeout=0.2)
+    stuck = create_service_app(settings, "products", title="stuck", hooks=[never_closes])
+    stop = asyncio.Event()
+    stop.set()  # stop as soon as it is up
+    worker = asyncio.create_task(run_headless([stuck], stop))
+    done, _ = await asyncio.wait({worker}, timeout=30)
+    assert worker in done, "run_headless never returned"
+    worker.result()
+
+
 async def test_messaging_metrics_are_exported() -> None:
     behaviour = Behaviour(fail_times={2: 1})
     producer = producer_app(messaging_settings())
@@ -126,3 +143,26 @@ async def test_messaging_metrics_are_exported() -> None:
         produced
     )
     assert 'messaging_outbox_backlog{service="orders"} 0.0' in produced
+
+
+async def test_readyz_says_while_a_consumer_waits_for_a_dependency() -> None:
+    settings = messaging_settings(messaging_max_attempts=2)
+    behaviour = Behaviour(dependency_down=True)
+    producer, consumer = producer_app(settings), consumer_app(settings, behaviour)
+    transport = httpx.ASGITransport(consumer)
+    async with (
+        running(consumer, producer),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as http,
+    ):
+        await publish_things(producer.state.context.db, [1])
+        await eventually(lambda: behaviour.calls.get(1, 0) > 3)  # more than max attempts
+        assert list(runtime_of(consumer).paused()) == ["products"]
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["consumers"] == "unavailable (ConsumersPaused)"
+
+        behaviour.dependency_down = False
+        await drain(producer, consumer)
+        assert (await http.get("/readyz")).status_code == 200
+        assert await effect_count(consumer.state.context.db) == 1
+        assert await dead_letter_count(consumer.state.context.db) == 0

@@ -55,6 +55,7 @@ class Behaviour:
     always_fail: set[int] = field(default_factory=set)
     calls: dict[int, int] = field(default_factory=dict)
     block: asyncio.Event | None = None  # wait on it before handling
+    dependency_down: bool = False  # raise ConnectionRefusedError while True
     delay: float = 0.0  # seconds each handling takes
     follow_up: bool = False  # publish FollowUp(n) from the handler
     seen: list[Envelope[Any]] = field(default_factory=list)
@@ -94,6 +95,8 @@ def consumer_handlers(behaviour: Behaviour, group: str = "products") -> Handlers
             await behaviour.block.wait()
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
+        if behaviour.dependency_down:
+            raise ConnectionRefusedError(111, "Connection refused")
         if n in behaviour.always_fail:
             raise RuntimeError(f"thing {n} always fails")
         if behaviour.fail_times.get(n, 0) >= behaviour.calls[n]:

@@ -2,13 +2,28 @@
 
 Each delivery is handled in one unit of work that also records ``(consumer, event id)`` in
 the inbox; the runner commits, then acks. An id already in the inbox is acked and skipped.
-A handler that raises is retried with exponential backoff, and dead-lettered after
-``MESSAGING_MAX_ATTEMPTS``. A message that is not an envelope, or of a type this service
-does not handle, or whose data does not validate, goes straight to the dead letters.
+
+A failure is either the message's or a dependency's (:func:`is_transient`):
+
+- a dependency unavailable (database, cache, broker, an upstream answering 503) *pauses*
+  the consumer: the delivery is held and tried again, and the others wait their turn, one
+  try at a time after a capped, jittered backoff, for as long as it takes. No attempt is
+  counted and nothing is dead-lettered; it resumes by itself. ``paused`` tells, as do a
+  log warning, the ``messaging_consumer_paused`` gauge and the ``consumers`` check of
+  ``/readyz``;
+- a handler that raises otherwise is retried with exponential backoff, and dead-lettered
+  after ``MESSAGING_MAX_ATTEMPTS``. A message that is not an envelope, or of a type this
+  service does not handle, or whose data does not validate, goes straight to the dead
+  letters.
+
+A dead letter is recorded in the service's database before the broker is told; while that
+cannot be done the message is held (or given back), never dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +45,9 @@ from mercato.messaging.envelope import (
 )
 from mercato.messaging.events import EventData
 from mercato.messaging.metrics import MessagingMetrics
+from mercato.messaging.shutdown import pause
 from mercato.messaging.tables import dead_letters, inbox
+from mercato.messaging.transient import is_transient
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.logging import get_logger
 from mercato.platform.middleware import request_id_var
@@ -38,6 +55,7 @@ from mercato.platform.middleware import request_id_var
 log = get_logger("mercato.messaging.consumer")
 
 E = TypeVar("E", bound=EventData)
+T = TypeVar("T")
 Handler = Callable[[Envelope[Any], UnitOfWork], Awaitable[None]]
 
 
@@ -82,6 +100,17 @@ class Handlers:
         return self._routes.get(event_type)
 
 
+#: While paused, a consumer logs again after this many failed tries.
+LOG_EVERY = 20
+#: The longest pause between two tries while a dependency is away: once it is back, the
+#: backlog drains within this long.
+PAUSE_BACKOFF_MAX = 5.0
+
+
+class _Stopping(Exception):
+    """The consumer stopped while its delivery waited for a dependency: give it back."""
+
+
 def backoff(attempt: int, *, base: float, cap: float) -> float:
     """Delay before delivery ``attempt + 1``: base, 2*base, 4*base... at most ``cap``."""
     return float(min(base * 2 ** max(attempt - 1, 0), cap))
@@ -101,25 +130,48 @@ class Consumer:
         max_attempts: int = 5,
         retry_backoff: float = 0.5,
         retry_backoff_max: float = 30.0,
+        pause_backoff_max: float = PAUSE_BACKOFF_MAX,
         prefetch: int = 16,
     ) -> None:
         self.handlers, self.database, self.broker = handlers, database, broker
         self.service, self.metrics = service, metrics
         self.max_attempts = max_attempts
         self.retry_backoff, self.retry_backoff_max = retry_backoff, retry_backoff_max
+        self.pause_backoff_max = pause_backoff_max
         self.prefetch = prefetch
         self.subscription: Subscription | None = None
+        self._stopping = asyncio.Event()
+        self._turn = asyncio.Lock()  # while paused: one try at a time
+        self._paused_since: float | None = None
+        self._pause_reason = ""
+        self._failed_tries = 0
 
     @property
     def group(self) -> str:
         return self.handlers.consumer
 
+    @property
+    def paused(self) -> bool:
+        """True while a dependency is unavailable and this consumer's messages wait."""
+        return self._paused_since is not None
+
+    def pause_state(self) -> str | None:
+        """Why and for how long this consumer is paused (no address); None when it is not."""
+        if self._paused_since is None:
+            return None
+        seconds = time.monotonic() - self._paused_since
+        return f"paused for {seconds:.0f} s: {self._pause_reason}"
+
     async def start(self) -> None:
+        self._stopping.clear()
         self.subscription = await self.broker.subscribe(
             self.group, self.handlers.event_types, self.handle, prefetch=self.prefetch
         )
 
     async def stop(self, grace: float = 10.0) -> None:
+        """Stop taking messages and finish those in flight within ``grace`` seconds; those
+        waiting for a dependency are given back at once."""
+        self._stopping.set()
         if self.subscription is not None:
             await self.subscription.stop(grace)
             self.subscription = None
@@ -130,7 +182,14 @@ class Consumer:
     # --- one delivery ------------------------------------------------------------------
 
     async def handle(self, delivery: Delivery) -> None:
-        """Handle one delivery and settle it (ack, retry or dead letter); never raises."""
+        """Handle one delivery and settle it (ack, retry, dead letter, or give it back when
+        stopped while a dependency is away); never raises."""
+        try:
+            await self._handle(delivery)
+        except _Stopping:
+            await delivery.release()
+
+    async def _handle(self, delivery: Delivery) -> None:
         try:
             raw = parse_raw(delivery.body)
         except MalformedMessage as exc:
@@ -171,28 +230,10 @@ class Consumer:
     async def _handle_typed(
         self, delivery: Delivery, envelope: Envelope[Any], route: _Route
     ) -> None:
-        outcome = "handled"
         try:
-            async with self.database.unit_of_work() as uow:
-                if await self._seen(uow, envelope.id):
-                    outcome = "duplicate"
-                else:
-                    for handler in route.handlers:
-                        await handler(envelope, uow)
-                    await uow.session.execute(
-                        insert(inbox).values(
-                            consumer=self.group,
-                            event_id=envelope.id,
-                            event_type=envelope.type,
-                            handled_at=datetime.now(UTC),
-                        )
-                    )
-                    await uow.commit()
-        except IntegrityError as exc:
-            if not await self._seen_now(envelope.id):
-                await self._failed(delivery, envelope, exc)
-                return
-            outcome = "duplicate"  # handled concurrently by another delivery
+            outcome = await self._until_done(lambda: self._apply(envelope, route))
+        except _Stopping:
+            raise
         except Exception as exc:
             await self._failed(delivery, envelope, exc)
             return
@@ -201,6 +242,29 @@ class Consumer:
             log.info("duplicate event skipped")
         if self.metrics is not None:
             self.metrics.consumed.labels(self.service, self.group, envelope.type, outcome).inc()
+
+    async def _apply(self, envelope: Envelope[Any], route: _Route) -> str:
+        """Run the handlers and record the event in the inbox, in one transaction."""
+        try:
+            async with self.database.unit_of_work() as uow:
+                if await self._seen(uow, envelope.id):
+                    return "duplicate"
+                for handler in route.handlers:
+                    await handler(envelope, uow)
+                await uow.session.execute(
+                    insert(inbox).values(
+                        consumer=self.group,
+                        event_id=envelope.id,
+                        event_type=envelope.type,
+                        handled_at=datetime.now(UTC),
+                    )
+                )
+                await uow.commit()
+        except IntegrityError:
+            if not await self._seen_now(envelope.id):
+                raise
+            return "duplicate"  # handled concurrently by another delivery
+        return "handled"
 
     async def _seen(self, uow: UnitOfWork, event_id: str) -> bool:
         found = await uow.session.execute(
@@ -213,6 +277,80 @@ class Consumer:
     async def _seen_now(self, event_id: str) -> bool:
         async with self.database.unit_of_work(read_only=True) as uow:
             return await self._seen(uow, event_id)
+
+    # --- pausing while a dependency is away ----------------------------------------------
+
+    async def _until_done(self, work: Callable[[], Awaitable[T]]) -> T:
+        """``work()``, tried again for as long as it fails for a transient reason (paused
+        meanwhile: one try at a time, after a capped, jittered backoff). Raises what it
+        raised otherwise, or :class:`_Stopping` when the consumer stops while paused."""
+        while True:
+            if self._paused_since is not None:
+                async with self._turn:
+                    if self._paused_since is not None:
+                        if await pause(self._pause_delay(), self._stopping):
+                            raise _Stopping
+                        done, value = await self._try(work)
+                        if done:
+                            return value  # type: ignore[return-value]
+                        continue
+            done, value = await self._try(work)
+            if done:
+                return value  # type: ignore[return-value]
+
+    async def _try(self, work: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
+        try:
+            value = await work()
+        except Exception as exc:
+            if not is_transient(exc):
+                self._resume()  # the dependencies answered: the failure is the work's own
+                raise
+            self._pause(exc)
+            return False, None
+        self._resume()
+        return True, value
+
+    def _pause_delay(self) -> float:
+        delay = backoff(self._failed_tries, base=self.retry_backoff, cap=self.pause_backoff_max)
+        return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not secrecy
+
+    def _pause(self, exc: Exception) -> None:
+        self._pause_reason = f"{type(exc).__name__}: {exc}"[:300]
+        self._failed_tries += 1
+        if self._paused_since is None:
+            self._paused_since = time.monotonic()
+            log.warning(
+                "consumer paused: a dependency is unavailable; its messages wait",
+                service=self.service,
+                consumer=self.group,
+                error=self._pause_reason,
+            )
+            if self.metrics is not None:
+                self.metrics.consumer_paused.labels(self.service, self.group).set(1)
+        elif self._failed_tries % LOG_EVERY == 0:
+            log.warning(
+                "consumer still paused",
+                service=self.service,
+                consumer=self.group,
+                tries=self._failed_tries,
+                error=self._pause_reason,
+            )
+
+    def _resume(self) -> None:
+        if self._paused_since is None:
+            return
+        log.info(
+            "consumer resumed",
+            service=self.service,
+            consumer=self.group,
+            paused_for=round(time.monotonic() - self._paused_since, 3),
+            tries=self._failed_tries,
+        )
+        self._paused_since, self._failed_tries = None, 0
+        if self.metrics is not None:
+            self.metrics.consumer_paused.labels(self.service, self.group).set(0)
+
+    # --- failures of the message itself --------------------------------------------------
 
     async def _failed(self, delivery: Delivery, envelope: Envelope[Any], exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {exc}"
@@ -231,25 +369,40 @@ class Consumer:
 
     async def _dead_letter(self, delivery: Delivery, raw: RawEnvelope | None, reason: str) -> None:
         """Record the dead letter in this service's database (for `mercato events dlq`), then
-        hand the message to the broker's dead-letter queue."""
+        hand the message to the broker's dead-letter queue. While the record cannot be
+        written the message is held (database away) or given back: never dropped."""
         event_type = raw.type if raw else "<malformed>"
         try:
-            async with self.database.unit_of_work() as uow:
-                await uow.session.execute(
-                    insert(dead_letters).values(
-                        consumer=self.group,
-                        event_id=raw.id if raw else "",
-                        event_type=event_type,
-                        payload=delivery.body.decode("utf-8", errors="replace"),
-                        error=reason[:2000],
-                        attempts=delivery.attempt,
-                        dead_at=datetime.now(UTC),
-                    )
-                )
-                await uow.commit()
+            await self._until_done(lambda: self._record_dead_letter(delivery, raw, reason))
+        except _Stopping:
+            raise
         except Exception:
-            log.exception("could not record a dead letter; it stays in the broker's DLQ")
+            log.exception("could not record a dead letter; the message comes back later")
+            await delivery.retry(self.retry_backoff_max)
+            return
         await delivery.dead_letter(reason)
         log.warning("event dead-lettered", event_type=event_type, reason=reason)
         if self.metrics is not None:
             self.metrics.dead_lettered.labels(self.service, self.group, event_type).inc()
+
+    async def _record_dead_letter(
+        self, delivery: Delivery, raw: RawEnvelope | None, reason: str
+    ) -> None:
+        async with self.database.unit_of_work() as uow:
+            await uow.session.execute(
+                insert(dead_letters).values(
+                    consumer=self.group,
+                    event_id=raw.id if raw else "",
+                    event_type=raw.type if raw else "<malformed>",
+                    payload=_text(delivery.body.decode("utf-8", errors="replace")),
+                    error=_text(reason)[:2000],
+                    attempts=delivery.attempt,
+                    dead_at=datetime.now(UTC),
+                )
+            )
+            await uow.commit()
+
+
+def _text(value: str) -> str:
+    """``value`` storable in any text column (PostgreSQL refuses NUL characters)."""
+    return value.replace("\x00", "\ufffd")

@@ -57,6 +57,13 @@ class MessagingMetrics:
             ["service", "consumer", "type"],
             registry=registry,
         )
+        self.consumer_paused = Gauge(
+            "messaging_consumer_paused",
+            "1 while a consumer group waits for an unavailable dependency (database, cache, "
+            "broker, upstream): its messages wait, none is dead-lettered.",
+            ["service", "consumer"],
+            registry=registry,
+        )
         self.handler_latency = Histogram(
             "messaging_handler_duration_seconds",
             "Time to handle one event, transaction included.",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI
 
 from mercato.messaging.brokers import Broker, create_broker
-from mercato.messaging.consumer import Consumer, Handlers, backoff
+from mercato.messaging.consumer import PAUSE_BACKOFF_MAX, Consumer, Handlers, backoff
 from mercato.messaging.metrics import MessagingMetrics
 from mercato.messaging.outbox import OutboxRelay
 from mercato.messaging.shutdown import time_left
@@ -55,6 +55,10 @@ def broker_for(settings: Settings) -> Broker:
     )
 
 
+class ConsumersPaused(Exception):
+    """A consumer group waits for an unavailable dependency (``/readyz``: "consumers")."""
+
+
 @dataclass
 class MessagingRuntime:
     """A service's broker connection, outbox relay and (when it handles events) consumer."""
@@ -75,11 +79,28 @@ class MessagingRuntime:
         if consumer in self.extra_consumers:
             self.extra_consumers.remove(consumer)
 
+    @property
+    def consumers(self) -> list[Consumer]:
+        return ([self.consumer] if self.consumer else []) + self.extra_consumers
+
+    def paused(self) -> dict[str, str]:
+        """The consumer groups of this service paused because a dependency is unavailable,
+        each with why and for how long (empty when every group consumes)."""
+        return {
+            consumer.group: state
+            for consumer in self.consumers
+            if (state := consumer.pause_state()) is not None
+        }
+
+    async def check_consumers(self) -> None:
+        """A readiness probe: raise :class:`ConsumersPaused` while a group is paused."""
+        if paused := self.paused():
+            raise ConsumersPaused("; ".join(f"{g} {why}" for g, why in sorted(paused.items())))
+
     async def pending(self) -> int:
         """Rows not yet sent plus messages this service's groups have not settled."""
         backlog, _ = await self.relay.backlog()
-        consumers = [self.consumer] if self.consumer else []
-        for consumer in [*consumers, *self.extra_consumers]:
+        for consumer in self.consumers:
             backlog += await consumer.pending()
         return backlog
 
@@ -113,6 +134,7 @@ async def run_messaging(
             max_attempts=settings.messaging_max_attempts,
             retry_backoff=settings.messaging_retry_backoff,
             retry_backoff_max=settings.messaging_retry_backoff_max,
+            pause_backoff_max=min(settings.messaging_retry_backoff_max, PAUSE_BACKOFF_MAX),
             prefetch=settings.messaging_prefetch,
         )
     runtime = MessagingRuntime(service, broker, relay, consumer)
@@ -140,14 +162,17 @@ async def run_messaging(
 def messaging_hook(
     handlers: Handlers | None = None,
 ) -> Callable[[FastAPI, ServiceContext], AbstractAsyncContextManager[None]]:
-    """A lifespan hook: the service's outbox relay, its consumers (if ``handlers``), and a
-    ``broker`` readiness probe. The runtime is on ``app.state.messaging``."""
+    """A lifespan hook: the service's outbox relay, its consumers (if ``handlers``), and the
+    readiness probes ``broker`` and (with handlers) ``consumers``, which fails while a group
+    is paused for an unavailable dependency. The runtime is on ``app.state.messaging``."""
 
     @asynccontextmanager
     async def hook(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
         async with run_messaging(context, handlers) as runtime:
             app.state.messaging = runtime
             context.probes["broker"] = runtime.broker.ping
+            if runtime.consumer is not None:
+                context.probes["consumers"] = runtime.check_consumers
             backends = getattr(context, "backends", None)
             if isinstance(backends, dict):
                 backends["broker"] = runtime.broker.name
@@ -155,5 +180,6 @@ def messaging_hook(
                 yield
             finally:
                 context.probes.pop("broker", None)
+                context.probes.pop("consumers", None)
 
     return hook

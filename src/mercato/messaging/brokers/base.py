@@ -29,7 +29,8 @@ Settled = Callable[[int], None]
 
 
 class Delivery(ABC):
-    """One message handed to a consumer; exactly one of ack/retry/dead_letter is called."""
+    """One message handed to a consumer; exactly one of ack/retry/dead_letter/release is
+    called."""
 
     body: bytes
     attempt: int  # 1 for the first delivery
@@ -46,6 +47,11 @@ class Delivery(ABC):
     @abstractmethod
     async def dead_letter(self, reason: str) -> None:
         """Move the message to the group's dead-letter queue."""
+
+    @abstractmethod
+    async def release(self) -> None:
+        """Give the message back unsettled, its attempt not counted: it is delivered again
+        (to this group, now or once it consumes again)."""
 
 
 DeliveryCallback = Callable[[Delivery], Awaitable[None]]

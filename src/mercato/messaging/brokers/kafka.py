@@ -265,16 +265,20 @@ class _KafkaSubscription(Subscription):
             event_type = _header(record, TYPE_HEADER)
             ours = event_type in self.routing_keys or event_type is None
             if ours and not await self._deliver(record):
-                return  # stopped while waiting to retry: read again on the next start
+                consumer.seek(tp, record.offset)  # not settled: read it again
+                return
             await consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "")})
 
     async def _deliver(self, record: ConsumerRecord[Any, Any]) -> bool:
-        """Handle ``record``, retrying in place; False when stopped before it settled."""
+        """Handle ``record``, retrying in place; False when it was not settled (stopped, or
+        given back)."""
         self._in_flight += 1
         try:
             delivery = _KafkaDelivery(self, record)
             while True:
                 await self.callback(delivery)
+                if delivery.outcome == "release":
+                    return False
                 if delivery.outcome != "retry":
                     return True
                 if await pause(delivery.delay, self._stopping):
@@ -343,3 +347,6 @@ class _KafkaDelivery(Delivery):
         await subscription.broker.send_dead_letter(self.record, subscription.group, reason)
         subscription.dead_letters += 1
         self.outcome = "dead"
+
+    async def release(self) -> None:
+        self.outcome = "release"  # not committed: read again

@@ -186,6 +186,9 @@ class _MemoryDelivery(Delivery):
         self.group.dead.append(DeadLetter(self.item.message, reason, self.item.attempt))
         self.item.tracker.done()
 
+    async def release(self) -> None:
+        self.group.queue.put_nowait(self.item)  # the group's queue outlives its consumers
+
 
 class _MemorySubscription(Subscription):
     def __init__(

@@ -413,3 +413,6 @@ class _RabbitDelivery(Delivery):
         copy = self._copy(**{ATTEMPT_HEADER: self.attempt, ERROR_HEADER: reason[:500]})
         await self.broker.publish_dead_letter(self.group, copy)
         await self.message.ack()
+
+    async def release(self) -> None:
+        await self.message.nack(requeue=True)
