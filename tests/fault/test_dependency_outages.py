@@ -144,6 +144,8 @@ class Tally:
     refused: list[str] = field(default_factory=list)  # 4xx a retry cannot fix
     gave_up: list[str] = field(default_factory=list)
     last_ack: float = 0.0  # time.monotonic() of the last 201
+    returned: bool = False  # the dependency is back
+    late_503s: Counter[str] = field(default_factory=Counter)  # 503s after it, by detail
 
 
 def check_503(response: httpx.Response, tally: Tally) -> None:
@@ -153,6 +155,14 @@ def check_503(response: httpx.Response, tally: Tally) -> None:
             f"{response.headers.get('content-type')} retry-after="
             f"{response.headers.get('retry-after')} {response.text[:200]}"
         )
+
+
+def problem_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:100]
+    return f"{body.get('dependency')}: {body.get('detail')}"[:160]
 
 
 async def place(
@@ -176,6 +186,8 @@ async def place(
                 return
             if response.status_code == 503:
                 check_503(response, tally)
+                if tally.returned:
+                    tally.late_503s[problem_detail(response)] += 1
             elif response.status_code >= 500:
                 tally.server_errors.append(f"{response.status_code} {response.text[:300]}")
             elif response.status_code != 409:  # 409: the same key is still in flight
@@ -454,6 +466,7 @@ async def run_outage(
             await asyncio.sleep(OUTAGE)  # the outage itself: a duration, not a wait for state
             await asyncio.to_thread(outage.restart)
             up.set()
+            tally.returned = True
             return crashed, time.monotonic()
 
         sampler = asyncio.create_task(sample_readiness(client, readiness, down, up))
@@ -500,6 +513,7 @@ async def run_outage(
         "answered_5xx_not_503": len(tally.server_errors),
         "answered_503": tally.statuses[503],
         "answered_409_key_in_flight": tally.statuses[409],
+        "503s_after_return": dict(tally.late_503s.most_common(5)),
         "503_without_retry_after_or_problem": len(tally.bad_503s),
         "http_answers": {str(k): v for k, v in sorted(tally.statuses.items())},
         "network_errors": dict(tally.network_errors),
@@ -529,7 +543,7 @@ async def run_outage(
         "product_ids": product_ids,
         "stranded": {
             oid: {"log": trail(running, oid), "events": await event_trail(dsn, oid)}
-            for oid in stranded[:3]
+            for oid in stranded[:5]
         },
     }
     return figures, tally, book
