@@ -209,7 +209,8 @@ class OrdersService:
 
         With an ``Idempotency-Key``: the first request with the key runs, later ones with the
         same body get its answer again, a different body 422, and a retry while the first
-        is still running 409. An error that may pass (503) frees the key for a retry; an
+        is still running 409. An error that may pass (503) frees the key for a retry (if
+        the database cannot even free it, the retry on this instance retakes it); an
         answer (201 or a 4xx about the order itself) is kept with the key.
         """
         if key is None:
