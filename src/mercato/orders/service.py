@@ -174,6 +174,10 @@ class KeyInFlight(Conflict):
     headers = {"Retry-After": "1"}
 
 
+#: Keys an outage left in flight that this process remembers to retake early.
+MAX_UNRELEASED = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotencyPolicy:
     ttl: timedelta = timedelta(hours=24)
@@ -193,6 +197,10 @@ class OrdersService:
         self.catalogue = catalogue
         self.policy = policy or IdempotencyPolicy()
         self.clock = clock
+        #: Key rows whose request ended here but whose release failed (the database was
+        #: down): nothing holds them, so a retry here takes them over at once instead of
+        #: waiting out the lock timeout. Bounded; a key dropped from it waits the timeout.
+        self._unreleased: set[int] = set()
 
     # -- placing -----------------------------------------------------------------------
 
@@ -201,7 +209,8 @@ class OrdersService:
 
         With an ``Idempotency-Key``: the first request with the key runs, later ones with the
         same body get its answer again, a different body 422, and a retry while the first
-        is still running 409. An error that may pass (503) frees the key for a retry; an
+        is still running 409. An error that may pass (503) frees the key for a retry (if
+        the database cannot even free it, the retry on this instance retakes it); an
         answer (201 or a 4xx about the order itself) is kept with the key.
         """
         if key is None:
@@ -254,8 +263,12 @@ class OrdersService:
                     assert row.response_body is not None
                     return Answer(row.response_status, row.response_body, replayed=True)
                 stale = row.locked_at <= now - self.policy.lock_timeout
-                if stale and await keys.take_over(row.id, locked_at=row.locked_at, now=now):
+                orphaned = row.id in self._unreleased
+                if (stale or orphaned) and await keys.take_over(
+                    row.id, locked_at=row.locked_at, now=now
+                ):
                     await uow.commit()
+                    self._unreleased.discard(row.id)
                     log.warning("idempotency key taken over", user_id=user_id, key_id=row.id)
                     return row.id
                 raise KeyInFlight(
@@ -268,7 +281,10 @@ class OrdersService:
             async with self.database.unit_of_work() as uow:
                 await IdempotencyRepository(uow.session).release(key_row)
                 await uow.commit()
-        except Exception:  # the key is retaken after the lock timeout
+        except Exception:  # a retry here retakes it; elsewhere, after the lock timeout
+            if len(self._unreleased) >= MAX_UNRELEASED:
+                self._unreleased.pop()
+            self._unreleased.add(key_row)
             log.warning("idempotency key not released", key_id=key_row, exc_info=True)
 
     async def _remember(self, key_row: int, answer: Answer, *, order_id: str | None) -> None:

@@ -1,0 +1,85 @@
+"""An Idempotency-Key whose request a database outage cut off (issue 17): the key could be
+neither used nor released while the database was down, and the client's retry after the
+outage must not wait for the lock timeout (60 s of 409s) to get its order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mercato.orders import service as orders_service
+from mercato.orders.repository import IdempotencyRepository
+from support.auth import auth_headers
+from support.orders import OrdersHarness, ProductsStub, orders_client, products_stub
+
+pytestmark = pytest.mark.anyio
+
+KEYED = {**auth_headers("alice"), "Idempotency-Key": "cut-off"}
+
+
+@pytest.fixture
+async def products() -> AsyncIterator[ProductsStub]:
+    async with products_stub() as stub:
+        yield stub
+
+
+@pytest.fixture
+async def orders(tmp_path: Path, products: ProductsStub) -> AsyncIterator[OrdersHarness]:
+    async with orders_client(tmp_path, products.url) as harness:
+        yield harness
+
+
+async def test_a_key_the_outage_left_in_flight_is_retaken_by_the_retry_at_once(
+    orders: OrdersHarness, products: ProductsStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = {"items": [{"product_id": products.add(), "quantity": 1}]}
+    real_publish = orders_service.publish
+
+    async def connection_lost(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionResetError("the database closed the connection mid-query")
+
+    async def still_down(self: IdempotencyRepository, row_id: int) -> None:
+        raise ConnectionRefusedError("the database is still down")
+
+    with monkeypatch.context() as outage:
+        outage.setattr(orders_service, "publish", connection_lost)
+        outage.setattr(IdempotencyRepository, "release", still_down)
+        cut_off = await orders.client.post("/orders", json=body, headers=KEYED)
+    assert cut_off.status_code == 503
+    assert await orders.keys() == 1  # left in flight: the release failed too
+    assert orders_service.publish is real_publish
+
+    retry = await orders.client.post("/orders", json=body, headers=KEYED)
+    assert retry.status_code == 201, retry.text
+    replay = await orders.client.post("/orders", json=body, headers=KEYED)
+    assert replay.json()["id"] == retry.json()["id"]
+    assert await orders.orders() == 1
+
+
+async def test_a_key_another_request_holds_is_still_409(
+    orders: OrdersHarness, products: ProductsStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a key this process failed to release is retaken early; one in flight is not."""
+    body = {"items": [{"product_id": products.add(), "quantity": 1}]}
+
+    async def still_down(self: IdempotencyRepository, row_id: int) -> None:
+        raise ConnectionRefusedError("the database is still down")
+
+    async def connection_lost(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionResetError("the database closed the connection mid-query")
+
+    with monkeypatch.context() as outage:
+        outage.setattr(orders_service, "publish", connection_lost)
+        outage.setattr(IdempotencyRepository, "release", still_down)
+        await orders.client.post("/orders", json=body, headers=KEYED)
+    products.delay = 0.5
+    first, second = await asyncio.gather(
+        orders.client.post("/orders", json=body, headers=KEYED),
+        orders.client.post("/orders", json=body, headers=KEYED),
+    )
+    assert sorted([first.status_code, second.status_code]) == [201, 409]
+    assert await orders.orders() == 1
