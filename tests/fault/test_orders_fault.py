@@ -6,13 +6,15 @@ some re-send an order that already succeeded, as a client does after a lost answ
 Afterwards: orders answered 2xx = order rows = ``order.placed`` events consumed by products;
 every order ends ``confirmed`` or ``rejected``; units sold + stock left = stock at start;
 no key has two orders. The counts and the time the backlog took to drain are printed (run
-with ``-s``) and written to ``bench/results/orders_fault.json``.
+with ``-s``), and written to ``bench/results/orders_fault.json`` when
+``MERCATO_RECORD_RESULTS=1`` (a test run leaves the checkout as it found it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
 import uuid
@@ -202,8 +204,9 @@ async def test_three_hundred_orders_survive_a_ten_second_broker_outage(
         "failures": tally.failures[:10],
     }
     print("\norders fault test:", json.dumps(report, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2))
+    if os.environ.get("MERCATO_RECORD_RESULTS") == "1":
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(report, indent=2))
 
     assert not tally.failures
     assert report["answered_2xx"] == ORDERS
