@@ -30,7 +30,6 @@ from typing import Any
 import aio_pika
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import insert
 
 from mercato.messaging.brokers.kafka import _KafkaDelivery
@@ -49,6 +48,7 @@ from support.messaging_apps import (
     messaging_settings,
     producer_app,
     publish_things,
+    running,
     unsent_count,
 )
 from support.rabbit_node import RabbitNode
@@ -99,14 +99,6 @@ def settings_for(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
         return messaging_settings(**values)
 
     return make
-
-
-@asynccontextmanager
-async def running(*apps: FastAPI) -> AsyncIterator[None]:
-    async with AsyncExitStack() as stack:
-        for app in apps:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-        yield
 
 
 @asynccontextmanager

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Iterator
 
 import pytest
-from fastapi import FastAPI
 
 from mercato.platform.settings import Settings
 from support.messaging import drain
@@ -20,6 +18,7 @@ from support.messaging_apps import (
     messaging_settings,
     producer_app,
     publish_things,
+    running,
     unsent_count,
 )
 from support.tansu import tansu_broker
@@ -40,14 +39,6 @@ def kafka_settings(kafka_url: str) -> Settings:
         messaging_exchange=f"test-{uuid.uuid4().hex[:10]}",
         messaging_max_attempts=3,
     )
-
-
-@asynccontextmanager
-async def running(*apps: FastAPI) -> AsyncIterator[None]:
-    async with AsyncExitStack() as stack:
-        for app in apps:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-        yield
 
 
 async def test_events_flow_through_kafka_once_each_in_key_order(kafka_settings: Settings) -> None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import aio_pika
 import pytest
-from fastapi import FastAPI
 
 from mercato.messaging import MESSAGING_MIGRATIONS, OutboxRelay
 from mercato.messaging.brokers import BrokerUnavailable
@@ -30,6 +28,7 @@ from support.messaging_apps import (
     messaging_settings,
     producer_app,
     publish_things,
+    running,
     unsent_count,
 )
 
@@ -45,14 +44,6 @@ async def rabbit_settings(broker_server_url: str) -> AsyncIterator[Settings]:
     )
     yield settings
     await delete_rabbit_topology(settings, ["products", "users"])
-
-
-@asynccontextmanager
-async def running(*apps: FastAPI) -> AsyncIterator[None]:
-    async with AsyncExitStack() as stack:
-        for app in apps:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-        yield
 
 
 async def test_events_flow_through_rabbitmq_once_each(rabbit_settings: Settings) -> None:

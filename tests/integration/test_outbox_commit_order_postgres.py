@@ -10,11 +10,7 @@ had published, so a lower one committed later was never read.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-
 import pytest
-from fastapi import FastAPI
 
 from mercato.messaging import publish
 from support.messaging import eventually
@@ -25,17 +21,10 @@ from support.messaging_apps import (
     messaging_settings,
     producer_app,
     publish_things,
+    running,
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
-
-
-@asynccontextmanager
-async def running(*apps: FastAPI) -> AsyncIterator[None]:
-    async with AsyncExitStack() as stack:
-        for app in apps:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-        yield
 
 
 async def test_an_event_committed_after_a_later_one_is_still_sent(postgres_url: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -25,17 +25,10 @@ from support.messaging_apps import (
     messaging_settings,
     producer_app,
     publish_things,
+    running,
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@asynccontextmanager
-async def running(*apps: FastAPI) -> AsyncIterator[None]:
-    async with AsyncExitStack() as stack:
-        for app in apps:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-        yield
 
 
 async def test_dead_letters_are_listed_and_replayed_to_their_group_only(tmp_path: Path) -> None:

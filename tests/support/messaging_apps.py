@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,3 +212,12 @@ async def delete_rabbit_topology(settings: Settings, groups: list[str]) -> None:
         await channel.exchange_delete(f"{exchange}.dlx")
     finally:
         await connection.close()
+
+
+@asynccontextmanager
+async def running(*apps: FastAPI) -> AsyncIterator[None]:
+    """Run the lifespans of ``apps`` (in order) for the block, as their servers would."""
+    async with AsyncExitStack() as stack:
+        for app in apps:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        yield

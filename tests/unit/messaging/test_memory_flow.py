@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
@@ -31,18 +29,11 @@ from support.messaging_apps import (
     messaging_settings,
     producer_app,
     publish_things,
+    running,
     unsent_count,
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@asynccontextmanager
-async def running(*apps: FastAPI) -> AsyncIterator[None]:
-    async with AsyncExitStack() as stack:
-        for app in apps:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-        yield
 
 
 def client(app: FastAPI) -> httpx.AsyncClient:
