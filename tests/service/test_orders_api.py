@@ -3,28 +3,14 @@ service on a real port."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from support.auth import admin_headers, auth_headers
-from support.orders import OrdersHarness, ProductsStub, orders_client, products_stub
+from support.orders import OrdersHarness, ProductsStub
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def products() -> AsyncIterator[ProductsStub]:
-    async with products_stub() as stub:
-        yield stub
-
-
-@pytest.fixture
-async def orders(tmp_path: Path, products: ProductsStub) -> AsyncIterator[OrdersHarness]:
-    async with orders_client(tmp_path, products.url) as harness:
-        yield harness
 
 
 ALICE = auth_headers("alice")

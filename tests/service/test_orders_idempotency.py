@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import update
 
 from mercato.orders.models import IdempotencyKeyRow
 from support.auth import auth_headers
-from support.orders import OrdersHarness, ProductsStub, orders_client, products_stub
+from support.orders import OrdersHarness, ProductsStub
 
 pytestmark = pytest.mark.anyio
 
 ALICE = auth_headers("alice")
-
-
-@pytest.fixture
-async def products() -> AsyncIterator[ProductsStub]:
-    async with products_stub() as stub:
-        yield stub
-
-
-@pytest.fixture
-async def orders(tmp_path: Path, products: ProductsStub) -> AsyncIterator[OrdersHarness]:
-    async with orders_client(tmp_path, products.url) as harness:
-        yield harness
 
 
 def keyed(key: str, headers: dict[str, str] = ALICE) -> dict[str, str]:

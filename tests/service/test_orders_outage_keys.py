@@ -5,8 +5,6 @@ outage must not wait for the lock timeout (60 s of 409s) to get its order."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,23 +12,11 @@ import pytest
 from mercato.orders import service as orders_service
 from mercato.orders.repository import IdempotencyRepository
 from support.auth import auth_headers
-from support.orders import OrdersHarness, ProductsStub, orders_client, products_stub
+from support.orders import OrdersHarness, ProductsStub
 
 pytestmark = pytest.mark.anyio
 
 KEYED = {**auth_headers("alice"), "Idempotency-Key": "cut-off"}
-
-
-@pytest.fixture
-async def products() -> AsyncIterator[ProductsStub]:
-    async with products_stub() as stub:
-        yield stub
-
-
-@pytest.fixture
-async def orders(tmp_path: Path, products: ProductsStub) -> AsyncIterator[OrdersHarness]:
-    async with orders_client(tmp_path, products.url) as harness:
-        yield harness
 
 
 async def test_a_key_the_outage_left_in_flight_is_retaken_by_the_retry_at_once(

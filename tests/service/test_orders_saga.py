@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,23 +15,11 @@ from mercato.orders.service import confirm_order, reject_order
 from mercato.products.contracts import ReservedLine, StockRejected, StockReserved
 from support.auth import admin_headers, auth_headers
 from support.messaging import drain
-from support.orders import OrdersHarness, ProductsStub, orders_client, products_stub
+from support.orders import OrdersHarness, ProductsStub
 
 pytestmark = pytest.mark.anyio
 
 ALICE = auth_headers("alice")
-
-
-@pytest.fixture
-async def products() -> AsyncIterator[ProductsStub]:
-    async with products_stub() as stub:
-        yield stub
-
-
-@pytest.fixture
-async def orders(tmp_path: Path, products: ProductsStub) -> AsyncIterator[OrdersHarness]:
-    async with orders_client(tmp_path, products.url) as harness:
-        yield harness
 
 
 async def place(orders: OrdersHarness, products: ProductsStub) -> str:
