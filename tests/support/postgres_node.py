@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from support.servers import missing
 
 SHARED_PORT = 5432
 
@@ -44,7 +44,7 @@ class PostgresNode:
     def __init__(self, *, max_connections: int = 200) -> None:
         bin_dir = _binaries()
         if bin_dir is None or shutil.which("runuser") is None or os.geteuid() != 0:
-            pytest.skip("a private PostgreSQL needs /usr/lib/postgresql/*/bin, runuser and root")
+            missing("a private PostgreSQL needs /usr/lib/postgresql/*/bin, runuser and root")
         self.bin = bin_dir
         self.port = _free_port()
         self.base = Path(tempfile.mkdtemp(prefix="mercato-pg-"))

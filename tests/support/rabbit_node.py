@@ -19,7 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
+from support.servers import missing
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 
@@ -43,7 +43,7 @@ def _answers(port: int) -> bool:
 class RabbitNode:
     def __init__(self) -> None:
         if not SERVER.exists() or shutil.which("runuser") is None or os.geteuid() != 0:
-            pytest.skip("a private RabbitMQ node needs rabbitmq-server, runuser and root")
+            missing("a private RabbitMQ node needs rabbitmq-server, runuser and root")
         self.name = f"fault-{uuid.uuid4().hex[:8]}@localhost"
         self.port, self.dist_port = _free_port(), _free_port()
         self.base = Path(tempfile.mkdtemp(prefix="mercato-rabbit-"))

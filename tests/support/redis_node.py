@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from support.servers import missing
 
 SHARED_PORT = 6379
 
@@ -44,7 +44,7 @@ class RedisNode:
     def __init__(self) -> None:
         server = shutil.which("redis-server")
         if server is None:
-            pytest.skip("a private Redis needs redis-server")
+            missing("a private Redis needs redis-server")
         self.server = server
         self.port = _free_port()
         self.base = Path(tempfile.mkdtemp(prefix="mercato-redis-"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -28,12 +29,17 @@ def _answers(url: str, default_port: int) -> bool:
 
 def require_server(url: str, default_port: int, what: str) -> str:
     """Return ``url`` if its server answers; skip (or fail under CI) otherwise."""
-    if _answers(url, default_port):
-        return url
-    message = f"{what} is not answering at {urlsplit(url).netloc}"
+    if not _answers(url, default_port):
+        missing(f"{what} is not answering at {urlsplit(url).netloc}")
+    return url
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip the test for want of ``reason``'s server or tool, or fail it under CI, where
+    every real-server and fault test must run."""
     if IN_CI:
-        pytest.fail(f"{message} (CI=true: real-server tests must run)")
-    pytest.skip(message)
+        pytest.fail(f"{reason} (CI=true: real-server tests must run)")
+    pytest.skip(reason)
 
 
 def free_port() -> int:
