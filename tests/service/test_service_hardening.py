@@ -117,3 +117,17 @@ async def test_a_nul_in_a_path_or_form_parameter_is_a_422(
         response = await client.request(method, path, data=form, headers=admin_headers())
         assert response.status_code == 422, response.text
         assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("service", sorted(WRITES))
+async def test_a_signed_token_with_an_absurd_expiry_is_a_401(service: ServiceName) -> None:
+    from support.auth import bearer, claims, forge_token
+
+    token = forge_token(claims(exp=10**20, roles=["admin"]))
+    method, path, body = WRITES[service]
+    async with app_client(app_factory(service)(test_settings())) as client:
+        response = await client.request(method, path, json=body, headers=bearer(token))
+        if service == "auth":  # registering needs no token: ask who the token is instead
+            response = await client.get("/auth/me", headers=bearer(token))
+        assert response.status_code == 401, response.text
+        assert response.headers["www-authenticate"] == "Bearer"

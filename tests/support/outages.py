@@ -105,6 +105,18 @@ def redis_timeout() -> Exception:
     return RedisTimeoutError("Timeout reading from 10.1.2.3:6379")
 
 
+def redis_loading() -> Exception:
+    from redis.exceptions import BusyLoadingError
+
+    return BusyLoadingError("Redis is loading the dataset in memory")
+
+
+def redis_failing_over() -> Exception:
+    from redis.exceptions import ReadOnlyError
+
+    return ReadOnlyError("You can't write against a read only replica.")
+
+
 def upstream_refused() -> BaseException:
     key = aiohttp.client_reqrep.ConnectionKey("10.1.2.3", 8003, False, True, None, None, None)
     return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))
@@ -130,6 +142,12 @@ def programming_error() -> Exception:
     return ProgrammingError(STATEMENT, (), Exception("syntax error at or near SELECT"))
 
 
+def redis_wrong_type() -> Exception:
+    from redis.exceptions import ResponseError
+
+    return ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+
+
 def file_missing() -> Exception:
     return FileNotFoundError(2, "No such file or directory", "/srv/secret/SELECT")
 
@@ -146,6 +164,8 @@ OUTAGES: dict[str, Callable[[], BaseException]] = {
     "database:in-a-task-group": outage_in_a_group,
     "cache:refused": redis_refused,
     "cache:timeout": redis_timeout,
+    "cache:loading": redis_loading,
+    "cache:failing-over": redis_failing_over,
     "broker:closed": broker_closed,
     "upstream-service:refused": upstream_refused,
 }
@@ -154,4 +174,5 @@ NOT_OUTAGES: dict[str, Callable[[], BaseException]] = {
     "undefined-column": syntax_error,
     "programming-error": programming_error,
     "file-missing": file_missing,
+    "redis-wrong-type": redis_wrong_type,
 }

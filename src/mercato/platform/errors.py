@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from limits.errors import StorageError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -292,7 +293,9 @@ def _outage_of_one(exc: BaseException) -> Outage | None:
     if isinstance(exc, _postgres_outages()):
         return Outage("database")
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | StorageError):
-        return Outage("cache")
+        return Outage("cache")  # also BusyLoadingError: a Redis still loading its data
+    if isinstance(exc, RedisReadOnlyError):
+        return Outage("cache")  # a write reached a replica during a failover
     if isinstance(exc, _broker_outages()):
         return Outage("broker")
     if isinstance(exc, aiohttp.ClientConnectionError):

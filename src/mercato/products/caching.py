@@ -27,6 +27,7 @@ from typing import Final
 
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mercato.platform.cache import Cache
@@ -35,7 +36,14 @@ from mercato.platform.errors import ServiceUnavailable
 log = structlog.stdlib.get_logger("mercato.products.cache")
 
 LISTS_TAG: Final = "lists"
-_CACHE_OUTAGES: Final = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+#: A cache that cannot answer, or (READONLY) one failing over to a replica.
+_CACHE_OUTAGES: Final = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    RedisReadOnlyError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 @dataclass(frozen=True, slots=True)

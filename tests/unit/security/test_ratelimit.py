@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from structlog.testing import capture_logs
 
 from mercato.platform.errors import ServiceUnavailable
 from mercato.platform.security.ratelimit import RateLimiter, RateLimitResult, TooManyRequests
@@ -67,7 +68,11 @@ async def test_a_storage_outage_refuses_or_allows_as_configured(
 ) -> None:
     limiter = RateLimiter(fail_closed=fail_closed)
     limiter.strategy = BrokenStrategy()  # type: ignore[assignment]
-    result = await limiter.hit("5/minute", "login", "alice")
+    with capture_logs() as logs:
+        result = await limiter.hit("5/minute", "login", "alice")
     assert result.unavailable
     assert result.allowed is allowed
+    assert [(entry["log_level"], entry["outcome"]) for entry in logs] == [
+        ("warning", "refused" if fail_closed else "allowed")
+    ]
     await limiter.close()
