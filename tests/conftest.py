@@ -113,11 +113,12 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     admin_dsn = parts._replace(path="/postgres").geturl()
 
     async def execute(sql: str) -> None:
-        conn = await asyncpg.connect(admin_dsn)
+        # Bounded, so that a server that stops answering fails the test instead of hanging it.
+        conn = await asyncpg.connect(admin_dsn, timeout=10)
         try:
-            await conn.execute(sql)
+            await conn.execute(sql, timeout=60)
         finally:
-            await conn.close()
+            await conn.close(timeout=10)
 
     def run(sql: str) -> None:
         # In a thread of its own, so that async tests (whose loop is running) can use it too.

@@ -17,7 +17,6 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from mercato.messaging.shutdown import bounded, time_left, wait_ended
 from mercato.platform.db import Database
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.net import connecting_addresses
@@ -83,9 +82,10 @@ class EmbeddedServer(uvicorn.Server):
 #: The least time a server is given to finish its requests in flight once told to stop.
 REQUESTS_AT_LEAST = 0.1
 #: After GRACEFUL_TIMEOUT, how long the servers still running are given once told to exit
-#: at once (then their tasks are cancelled, and abandoned after CANCEL_GRACE).
+#: at once, and then once cancelled (then they are abandoned).
 FORCE_EXIT_GRACE = 0.5
-#: How long tasks still running when the main coroutine returned get once cancelled.
+#: How long the tasks still running when the main coroutine returned, the async generators
+#: and the default executor get, together, to end once cancelled.
 LEFTOVER_GRACE = 0.5
 
 
@@ -93,7 +93,7 @@ async def run_all(settings: Settings, *, on_ready: Callable[[], None] | None = N
     """Serve every service and the gateway in this process until SIGINT or SIGTERM.
 
     Returns the exit code: 0 after a signal, 1 when a server could not start. Once the
-    signal came, it returns within GRACEFUL_TIMEOUT and about one second more, whatever
+    signal came, it returns within GRACEFUL_TIMEOUT and one second more, whatever
     the requests, consumers and dependencies in flight do: the gateway stops taking
     requests first, then the services drain theirs and stop; what still runs when the
     time is up is told to exit at once, then cancelled, then abandoned with a warning.
@@ -153,6 +153,8 @@ async def _stop_servers(
     """Stop every server within ``within`` seconds: requests drain in the first half (the
     gateway first: its requests in flight need the services), the lifespans (consumers,
     relays, connections) shut down in the rest; what still runs then is forced."""
+    from mercato.messaging.shutdown import time_left, wait_ended  # see _end_leftovers
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     requests_until = loop.time() + within / 2
@@ -169,7 +171,12 @@ async def _stop_servers(
     log.warning("still stopping after GRACEFUL_TIMEOUT; forcing", services=names, within=within)
     for name in names:
         servers[name].force_exit = True
-    await wait_ended(running, within=FORCE_EXIT_GRACE, what=f"stopping {', '.join(names)}")
+    await wait_ended(
+        running,
+        within=FORCE_EXIT_GRACE,
+        cancel_grace=FORCE_EXIT_GRACE,
+        what=f"stopping {', '.join(names)}",
+    )
 
 
 def _tell_to_exit(server: EmbeddedServer, *, requests_within: float) -> None:
@@ -201,24 +208,30 @@ def run_event_loop(main: Any) -> Any:
 
 
 async def _end_leftovers(grace: float) -> None:
-    """Cancel the tasks still running, give them ``grace`` seconds, and close the async
-    generators and the default executor within as long."""
+    """Cancel the tasks still running, then close the async generators and the default
+    executor, all within ``grace`` seconds."""
+    # Imported here: the messaging package imports prometheus_client, which must not be
+    # imported before `serve --workers N` set PROMETHEUS_MULTIPROC_DIR.
+    from mercato.messaging.shutdown import bounded, time_left
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
     current = asyncio.current_task()
     leftovers = {task for task in asyncio.all_tasks() if task is not current}
     for task in leftovers:
         task.cancel()
     if leftovers:
-        _, running = await asyncio.wait(leftovers, timeout=grace)
+        _, running = await asyncio.wait(leftovers, timeout=time_left(deadline))
         if running:
             log.warning(
                 "tasks still running at exit; abandoned",
                 tasks=sorted(task.get_name() for task in running),
             )
-    loop = asyncio.get_running_loop()
-    await bounded(loop.shutdown_asyncgens(), within=grace, what="closing async generators")
-    await bounded(
-        loop.shutdown_default_executor(), within=grace, what="stopping the default executor"
-    )
+    for step, what in (
+        (loop.shutdown_asyncgens, "closing async generators"),
+        (loop.shutdown_default_executor, "stopping the default executor"),
+    ):
+        await bounded(step(), within=time_left(deadline), what=what, cancel_grace=0.1)
 
 
 def _share_metrics_between_workers(settings: Settings, service: ServiceName) -> None:

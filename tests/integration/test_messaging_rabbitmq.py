@@ -18,7 +18,7 @@ from mercato.messaging.brokers.rabbitmq import RabbitBroker, dead_letter_queue_n
 from mercato.platform.db import Database
 from mercato.platform.migrations import upgrade
 from mercato.platform.settings import Settings
-from support.messaging import drain
+from support.messaging import drain, eventually
 from support.messaging_apps import (
     Behaviour,
     ThingHappened,
@@ -239,3 +239,23 @@ async def test_an_event_published_before_its_group_ever_connected_is_kept(
     async with running(consumer):
         await drain(consumer, within=20)
         assert sorted(e.data.n for e in behaviour.seen) == list(range(5))
+
+
+async def test_a_consumer_stopped_during_an_outage_gives_its_messages_back_to_rabbitmq(
+    rabbit_settings: Settings,
+) -> None:
+    behaviour = Behaviour(dependency_down=True)
+    producer = producer_app(rabbit_settings)
+    first = consumer_app(rabbit_settings, behaviour)
+    async with running(producer):
+        async with running(first):
+            await publish_things(producer.state.context.db, range(3))
+            await eventually(lambda: all(behaviour.calls.get(n, 0) > 3 for n in range(3)))
+            assert list(first.state.messaging.paused()) == ["products"]
+        # Stopped while paused: the three messages went back to the queue, unacked.
+        behaviour.dependency_down = False
+        second = consumer_app(rabbit_settings, behaviour)
+        async with running(second):
+            await drain(producer, second, within=20)
+            assert await effect_count(second.state.context.db) == 3
+            assert await dead_letter_count(second.state.context.db) == 0

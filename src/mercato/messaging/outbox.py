@@ -203,7 +203,7 @@ class OutboxRelay:
         return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not secrecy
 
     async def _run(self) -> None:
-        failures = 0
+        failures, broker_down = 0, False
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             try:
@@ -221,6 +221,7 @@ class OutboxRelay:
             except Exception as exc:
                 failures += 1
                 sent = 0
+                broker_down = isinstance(exc, BrokerUnavailable)
                 if failures == 1 or failures % 20 == 0:
                     log.warning(
                         "outbox relay could not publish; will retry",
@@ -230,8 +231,12 @@ class OutboxRelay:
                     )
             if sent >= self.batch_size:
                 continue  # more is waiting
-            if failures:  # back off, whatever commits happen meanwhile
-                await pause(self.backoff(failures), self._stopping)
+            if failures:
+                # Back off. A broker that did not confirm gets its backoff whatever commits
+                # happen meanwhile; a database that failed is proven back by a commit that
+                # wakes the relay, so the backlog drains at once instead of after the pause.
+                self._wake.clear()
+                await pause(self.backoff(failures), self._stopping if broker_down else self._wake)
                 continue
             await pause(self.poll_interval, self._wake)
             self._wake.clear()

@@ -95,9 +95,15 @@ async def wait_ended(
     return clean
 
 
-async def bounded(awaitable: Awaitable[Any], *, within: float, what: str) -> bool:
+async def bounded(
+    awaitable: Awaitable[Any],
+    *,
+    within: float,
+    what: str,
+    cancel_grace: float = CANCEL_GRACE,
+) -> bool:
     """Run one shutdown step (``awaitable``, as a task) for at most ``within`` seconds, then
     cancel it and move on (see :func:`wait_ended`). Never raises what the step raised.
     Returns True when the step completed in time."""
     task = asyncio.ensure_future(awaitable)
-    return await wait_ended([task], within=within, what=what)
+    return await wait_ended([task], within=within, what=what, cancel_grace=cancel_grace)

@@ -219,6 +219,27 @@ async def test_the_relay_resumes_by_itself_when_the_database_returns(
     await relay.stop(flush_timeout=1.0)
 
 
+async def test_a_commit_after_a_database_outage_ends_the_relay_backoff(
+    database: FlakyDatabase,
+) -> None:
+    broker = RecordingBroker()
+    relay = OutboxRelay(
+        database,  # type: ignore[arg-type]
+        broker,
+        service="orders",
+        poll_interval=100.0,  # a backoff that no test would wait for
+        max_backoff=1000.0,
+    )
+    database.down = True
+    await relay.start()
+    await eventually(lambda: database.refusals >= 1)  # failed once: backing off now
+    database.down = False
+    await publish_things(database.real, [7])
+    relay.wake()  # what a commit that published does
+    await eventually(lambda: broker.sent == [7])
+    await relay.stop(flush_timeout=1.0)
+
+
 def test_the_relay_backoff_is_capped_and_jittered() -> None:
     relay = OutboxRelay.__new__(OutboxRelay)
     relay.poll_interval, relay.max_backoff = 1.0, 3.0
