@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,8 +11,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
+from structlog.testing import capture_logs
 
 from mercato.platform.app import create_service_app
+from mercato.platform.cache import MemoryCache
 from mercato.platform.db import Database
 from mercato.platform.settings import ServiceName, Settings, load_settings
 from mercato.serving import app_factory, migrate
@@ -186,3 +189,28 @@ async def test_headers_past_the_limit_are_431_problem(client: httpx.AsyncClient)
     assert response.status_code == 431
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["request_id"] == response.headers["x-request-id"]
+
+
+async def test_a_close_that_hangs_does_not_hold_up_the_shutdown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`mercato serve` has no outer deadline: the service's own lifespan must end even when
+    a backend's close never returns, and say what it gave up on."""
+
+    async def hangs(self: MemoryCache) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(MemoryCache, "close", hangs)
+    app = app_factory("users")(embedded_settings(graceful_timeout=0.2))
+    stopped = asyncio.Event()
+
+    async def run() -> None:
+        async with app.router.lifespan_context(app):
+            pass
+        stopped.set()
+
+    with capture_logs() as logs:
+        task = asyncio.create_task(run())
+        await eventually(stopped.is_set, within=10.0)
+        await task
+    assert any("closing the users cache" in str(line.values()) for line in logs), logs

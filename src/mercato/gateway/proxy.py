@@ -165,7 +165,8 @@ class ServiceProxy:
     async def drain(self, within: float) -> bool:
         """Wait until no request is in flight (at most ``within`` seconds); True if idle."""
         try:
-            await asyncio.wait_for(self._idle.wait(), within)
+            async with asyncio.timeout(within):
+                await self._idle.wait()
         except TimeoutError:
             log.warning("shutdown with requests still in flight", in_flight=self.in_flight)
             return False

@@ -10,7 +10,7 @@ request-id middleware with access log and metrics, the request-header limit (431
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -36,6 +36,7 @@ from mercato.platform.observability import (
 )
 from mercato.platform.security.tokens import TokenVerifier, token_verifier
 from mercato.platform.settings import ServiceName, Settings
+from mercato.platform.shutdown import bounded
 from mercato.platform.tracing import TraceContextMiddleware
 
 log = structlog.stdlib.get_logger("mercato.app")
@@ -117,6 +118,12 @@ def create_service_app(
     request-id middleware (outermost first), so that its answers carry the request id."""
     registry = CollectorRegistry(auto_describe=True)
 
+    async def closing(close: Callable[[], Awaitable[None]], what: str) -> None:
+        # Bounded: under `mercato serve` nothing above this lifespan has a deadline.
+        await bounded(
+            close(), within=settings.graceful_timeout, what=f"closing the {service} {what}"
+        )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = ServiceContext(service=service, settings=settings, registry=registry)
@@ -126,7 +133,7 @@ def create_service_app(
         async with AsyncExitStack() as stack:
             if uses_database:
                 context.database = open_database(settings, service)
-                stack.push_async_callback(context.database.dispose)
+                stack.push_async_callback(closing, context.database.dispose, "database")
                 if settings.auto_migrate:
                     await upgrade(context.database, list(migrations))
                 context.probes["database"] = context.database.ping
@@ -140,10 +147,10 @@ def create_service_app(
                 max_entries=settings.cache_max_entries,
                 default_ttl=settings.cache_default_ttl,
             )
-            stack.push_async_callback(context.cache.close)
+            stack.push_async_callback(closing, context.cache.close, "cache")
             context.probes["cache"] = context.cache.ping
             context.tokens = token_verifier(settings)
-            stack.push_async_callback(context.tokens.close)
+            stack.push_async_callback(closing, context.tokens.close, "token verifier")
             context.backends["cache"] = "redis" if settings.redis_url else "memory"
             for hook in hooks:
                 await stack.enter_async_context(hook(app, context))
