@@ -29,7 +29,8 @@ class OrderStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-#: Every move an order may make; anything else is refused.
+#: Every move an order may make; anything else is refused. The service's compare-and-set
+#: status changes take their ``from`` statuses from here (:func:`allowed_from`).
 TRANSITIONS: Final[Mapping[OrderStatus, frozenset[OrderStatus]]] = {
     OrderStatus.PENDING: frozenset(
         {OrderStatus.CONFIRMED, OrderStatus.REJECTED, OrderStatus.CANCELLED}
@@ -38,8 +39,6 @@ TRANSITIONS: Final[Mapping[OrderStatus, frozenset[OrderStatus]]] = {
     OrderStatus.REJECTED: frozenset(),
     OrderStatus.CANCELLED: frozenset(),
 }
-
-CANCELLABLE: Final = frozenset({OrderStatus.PENDING, OrderStatus.CONFIRMED})
 
 
 class OrderError(Exception):
@@ -68,9 +67,10 @@ def next_status(current: OrderStatus, wanted: OrderStatus) -> OrderStatus:
     return wanted
 
 
-def ensure_cancellable(current: OrderStatus) -> None:
-    if current not in CANCELLABLE:
-        raise InvalidTransition(current, OrderStatus.CANCELLED)
+def allowed_from(wanted: OrderStatus) -> frozenset[OrderStatus]:
+    """Every status an order may move to ``wanted`` from: what a compare-and-set status
+    change requires the stored status to still be."""
+    return frozenset(current for current, moves in TRANSITIONS.items() if wanted in moves)
 
 
 @dataclass(frozen=True, slots=True)

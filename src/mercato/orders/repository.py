@@ -61,8 +61,9 @@ class OrderRepository:
         now: datetime,
         reason: str | None = None,
     ) -> bool:
-        """Set ``to`` if the order is still in one of ``from_``; False if it was not (it moved
-        on meanwhile, or does not exist). The check and the write are one statement."""
+        """Set ``to`` if the order is still in one of ``from_`` (the domain's
+        ``allowed_from(to)``); False if it was not (it moved on meanwhile, or does not exist).
+        The check and the write are one statement."""
         values: dict[str, Any] = {"status": to.value, "updated_at": now}
         if reason is not None:
             values["reason"] = reason

@@ -25,14 +25,14 @@ from mercato.orders.contracts import (
     OrderRejected,
 )
 from mercato.orders.domain import (
-    CANCELLABLE,
     CENT,
     InvalidOrder,
     InvalidTransition,
     OrderStatus,
     PricedOrder,
     PricedProduct,
-    ensure_cancellable,
+    allowed_from,
+    next_status,
     price_order,
     request_fingerprint,
 )
@@ -377,12 +377,10 @@ class OrdersService:
             if row is None or not _may_see(principal, row):
                 raise NotFound("No such order.")
             try:
-                ensure_cancellable(OrderStatus(row.status))
+                to = next_status(OrderStatus(row.status), OrderStatus.CANCELLED)
             except InvalidTransition as exc:
                 raise Conflict(f"The order can no longer be cancelled: {exc}.") from None
-            if not await orders.move(
-                order_id, from_=CANCELLABLE, to=OrderStatus.CANCELLED, now=now
-            ):
+            if not await orders.move(order_id, from_=allowed_from(to), to=to, now=now):
                 raise Conflict("The order changed meanwhile and can no longer be cancelled.")
             event = OrderCancelled(
                 order_id=row.id,
@@ -448,9 +446,7 @@ async def _settle(
     if row is None:
         log.warning("saga event for an unknown order", order_id=order_id, event_id=event_id)
         return
-    moved = await orders.move(
-        order_id, from_={OrderStatus.PENDING}, to=to, now=clock(), reason=reason
-    )
+    moved = await orders.move(order_id, from_=allowed_from(to), to=to, now=clock(), reason=reason)
     if not moved:  # a late or repeated reply: the order is past pending; leave it be
         log.info(
             "saga event ignored",

@@ -9,13 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mercato.orders.domain import (
-    CANCELLABLE,
     InvalidOrder,
     InvalidTransition,
     OrderStatus,
     PricedProduct,
+    allowed_from,
     can_transition,
-    ensure_cancellable,
     next_status,
     price_order,
     request_fingerprint,
@@ -59,12 +58,16 @@ def test_no_sequence_of_events_moves_an_order_backwards(attempts: list[OrderStat
 
 
 def test_only_pending_and_confirmed_orders_can_be_cancelled() -> None:
-    assert frozenset({P, C}) == CANCELLABLE
-    ensure_cancellable(P)
-    ensure_cancellable(C)
+    assert allowed_from(X) == frozenset({P, C})
     for final in (R, X):
-        with pytest.raises(InvalidTransition, match="cannot become cancelled"):
-            ensure_cancellable(final)
+        with pytest.raises(InvalidTransition, match=f"that is {final} cannot become cancelled"):
+            next_status(final, X)
+
+
+def test_only_a_pending_order_can_be_settled_by_the_saga() -> None:
+    assert allowed_from(C) == frozenset({P})
+    assert allowed_from(R) == frozenset({P})
+    assert allowed_from(P) == frozenset()
 
 
 def _product(pid: str, price: str, currency: str = "USD") -> PricedProduct:
