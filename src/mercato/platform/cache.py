@@ -1,10 +1,10 @@
 """A small async cache with two backends: in-process memory and Redis.
 
 Values are bytes; callers serialize (products cache pre-serialized JSON). Every cache has a
-namespace, so services sharing one Redis never see each other's keys, and prefix and tag
-invalidation never reach outside it. Both backends share one implementation of
-:meth:`Cache.get_or_load`, whose single flight makes concurrent misses on one key in this
-process call the loader once.
+namespace, so services sharing one Redis never see each other's keys, and tag invalidation
+never reaches outside it. How a miss is loaded is the caller's business: the catalogue's
+cache-aside, with its single flight and its guard against storing a read that a write
+overtook, is in products/caching.py.
 
 ``create_cache`` picks the backend from settings and does no network I/O: the Redis client
 connects on its first command, so the composition root can build it outside the event loop
@@ -13,26 +13,15 @@ and ``lifespan`` can ``ping`` and ``close`` it.
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import inspect
-import json
 import math
 import re
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as redis
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-OnResult = Callable[[str, bool], None]
-"""Called with ``(key, hit)`` after every lookup; lets metrics count hits and misses."""
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _REDIS_BATCH = 500
@@ -40,7 +29,7 @@ _REDIS_BATCH = 500
 
 def _check_namespace(namespace: str) -> str:
     # ':' and '#' separate the namespace from keys and tag sets, and glob characters would
-    # let SCAN patterns reach into other namespaces; a plain word rules out both.
+    # let a SCAN for one namespace's keys reach into others; a plain word rules out both.
     if not _NAMESPACE.fullmatch(namespace):
         raise ValueError(f"cache namespace must match {_NAMESPACE.pattern!r}, got {namespace!r}")
     return namespace
@@ -58,27 +47,6 @@ def _tag_list(tags: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
-class _SingleFlight:
-    """Shares one in-flight load per key among the concurrent callers of this process."""
-
-    def __init__(self) -> None:
-        self._loads: dict[str, asyncio.Task[bytes]] = {}
-
-    async def run(self, key: str, load: Callable[[], Coroutine[Any, Any, bytes]]) -> bytes:
-        task = self._loads.get(key)
-        if task is None:
-            task = asyncio.create_task(load())
-            self._loads[key] = task
-            task.add_done_callback(functools.partial(self._forget, key))
-        # The load runs in its own task behind a shield: a caller that gives up (a client
-        # disconnects) stops waiting without cancelling the load the others are waiting for.
-        return await asyncio.shield(task)
-
-    def _forget(self, key: str, task: asyncio.Task[bytes]) -> None:
-        if self._loads.get(key) is task:
-            del self._loads[key]
-
-
 class Cache(ABC):
     """The cache interface every service codes against.
 
@@ -89,61 +57,16 @@ class Cache(ABC):
     under-invalidation).
     """
 
-    def __init__(
-        self,
-        namespace: str,
-        *,
-        default_ttl: float | None = None,
-        on_result: OnResult | None = None,
-    ) -> None:
+    def __init__(self, namespace: str, *, default_ttl: float | None = None) -> None:
         self.namespace = _check_namespace(namespace)
         self.default_ttl = _check_ttl(default_ttl)
-        self._on_result = on_result
-        self._flight = _SingleFlight()
-
-    async def get(self, key: str) -> bytes | None:
-        """The value stored under ``key``, or ``None`` if it is missing or expired."""
-        value = await self._get(key)
-        if self._on_result is not None:
-            self._on_result(key, value is not None)
-        return value
-
-    async def get_or_load(
-        self,
-        key: str,
-        loader: Callable[[], Awaitable[bytes]],
-        *,
-        ttl: float | None = None,
-        tags: Iterable[str] = (),
-    ) -> bytes:
-        """The cached value, or the loader's value after storing it.
-
-        Concurrent misses on one key in this process share a single call of ``loader`` (the
-        first caller's ``ttl`` and ``tags`` apply). If the loader raises, every waiter gets
-        the exception and nothing is stored, so the next call loads again.
-        """
-        ttl = _check_ttl(ttl)
-        tag_list = _tag_list(tags)
-        value = await self.get(key)
-        if value is not None:
-            return value
-
-        async def load_and_store() -> bytes:
-            # A load that finished between our miss and now has stored its value already.
-            stored = await self._get(key)
-            if stored is not None:
-                return stored
-            loaded = await loader()
-            await self.set(key, loaded, ttl=ttl, tags=tag_list)
-            return loaded
-
-        return await self._flight.run(key, load_and_store)
 
     def _ttl(self, ttl: float | None) -> float | None:
         return self.default_ttl if ttl is None else _check_ttl(ttl)
 
     @abstractmethod
-    async def _get(self, key: str) -> bytes | None: ...
+    async def get(self, key: str) -> bytes | None:
+        """The value stored under ``key``, or ``None`` if it is missing or expired."""
 
     @abstractmethod
     async def set(
@@ -154,10 +77,6 @@ class Cache(ABC):
     @abstractmethod
     async def delete(self, *keys: str) -> None:
         """Remove ``keys``; missing keys are ignored."""
-
-    @abstractmethod
-    async def delete_prefix(self, prefix: str) -> int:
-        """Remove every key of this namespace starting with ``prefix``; return how many."""
 
     @abstractmethod
     async def invalidate_tags(self, *tags: str) -> int:
@@ -194,9 +113,8 @@ class MemoryCache(Cache):
         max_entries: int = 10_000,
         default_ttl: float | None = None,
         clock: Callable[[], float] = time.monotonic,
-        on_result: OnResult | None = None,
     ) -> None:
-        super().__init__(namespace, default_ttl=default_ttl, on_result=on_result)
+        super().__init__(namespace, default_ttl=default_ttl)
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         self.max_entries = max_entries
@@ -204,7 +122,7 @@ class MemoryCache(Cache):
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._tagged: dict[str, set[str]] = {}
 
-    async def _get(self, key: str) -> bytes | None:
+    async def get(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -230,9 +148,6 @@ class MemoryCache(Cache):
     async def delete(self, *keys: str) -> None:
         for key in keys:
             self._remove(key)
-
-    async def delete_prefix(self, prefix: str) -> int:
-        return self._remove_live([key for key in self._entries if key.startswith(prefix)])
 
     async def invalidate_tags(self, *tags: str) -> int:
         keys = {key for tag in tags for key in self._tagged.get(tag, ())}
@@ -290,21 +205,14 @@ for i = 2, #KEYS do
 end
 """
 
-_GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
-
-
-def _escape_glob(text: str) -> str:
-    return _GLOB_SPECIAL.sub(r"\\\1", text)
-
 
 class RedisCache(Cache):
     """A cache shared by every instance of a service, on Redis.
 
     Entries are stored at ``{namespace}:{key}`` and tag sets at ``{namespace}#tag:{tag}``,
-    outside the entries' key space, so no key can collide with a tag set and
-    ``delete_prefix`` never touches tag bookkeeping. The client must be created with
-    ``decode_responses=False``. :meth:`close` closes the client only if this cache created
-    it (:meth:`from_url`).
+    outside the entries' key space, so no key can collide with a tag set. The client must be
+    created with ``decode_responses=False``. :meth:`close` closes the client only if this
+    cache created it (:meth:`from_url`).
     """
 
     def __init__(
@@ -313,9 +221,8 @@ class RedisCache(Cache):
         namespace: str,
         *,
         default_ttl: float | None = None,
-        on_result: OnResult | None = None,
     ) -> None:
-        super().__init__(namespace, default_ttl=default_ttl, on_result=on_result)
+        super().__init__(namespace, default_ttl=default_ttl)
         self._client = client
         self._owns_client = False
         self._set_with_tags = client.register_script(_SET_WITH_TAGS)
@@ -327,7 +234,6 @@ class RedisCache(Cache):
         namespace: str,
         *,
         default_ttl: float | None = None,
-        on_result: OnResult | None = None,
         max_connections: int = 100,
     ) -> RedisCache:
         """A cache with its own client for ``url``; it connects on first use.
@@ -338,12 +244,7 @@ class RedisCache(Cache):
         pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, decode_responses=False
         )
-        cache = cls(
-            redis.Redis.from_pool(pool),
-            namespace,
-            default_ttl=default_ttl,
-            on_result=on_result,
-        )
+        cache = cls(redis.Redis.from_pool(pool), namespace, default_ttl=default_ttl)
         cache._owns_client = True
         return cache
 
@@ -353,7 +254,7 @@ class RedisCache(Cache):
     def _tag_key(self, tag: str) -> str:
         return f"{self.namespace}#tag:{tag}"
 
-    async def _get(self, key: str) -> bytes | None:
+    async def get(self, key: str) -> bytes | None:
         value = await self._client.get(self._key(key))
         if value is None or isinstance(value, bytes):
             return value
@@ -376,19 +277,6 @@ class RedisCache(Cache):
     async def delete(self, *keys: str) -> None:
         if keys:
             await self._client.unlink(*map(self._key, keys))
-
-    async def delete_prefix(self, prefix: str) -> int:
-        pattern = _escape_glob(self._key(prefix)) + "*"
-        removed = 0
-        batch: list[bytes] = []
-        async for found in self._client.scan_iter(match=pattern, count=_REDIS_BATCH):
-            batch.append(found)
-            if len(batch) >= _REDIS_BATCH:
-                removed += await self._client.unlink(*batch)
-                batch.clear()
-        if batch:
-            removed += await self._client.unlink(*batch)
-        return removed
 
     async def invalidate_tags(self, *tags: str) -> int:
         if not tags:
@@ -420,7 +308,6 @@ def create_cache(
     namespace: str,
     max_entries: int = 10_000,
     default_ttl: float | None = None,
-    on_result: OnResult | None = None,
 ) -> Cache:
     """The cache the settings ask for: Redis at ``redis_url``, else in-process memory.
 
@@ -428,64 +315,5 @@ def create_cache(
     ``max_entries`` bounds only the memory backend (Redis is bounded by its ``maxmemory``).
     """
     if redis_url:
-        return RedisCache.from_url(
-            redis_url, namespace, default_ttl=default_ttl, on_result=on_result
-        )
-    return MemoryCache(
-        namespace, max_entries=max_entries, default_ttl=default_ttl, on_result=on_result
-    )
-
-
-def _json_encode(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _json_decode(data: bytes) -> Any:
-    return json.loads(data)
-
-
-def cached(
-    cache: Cache | Callable[[], Cache],
-    *,
-    key: Callable[..., str],
-    ttl: float | None = None,
-    tags: Iterable[str] | Callable[..., Iterable[str]] = (),
-    encode: Callable[[Any], bytes] = _json_encode,
-    decode: Callable[[bytes], Any] = _json_decode,
-) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-    """Cache-aside for a coroutine function, with single flight per key.
-
-    ``cache`` is a :class:`Cache`, or a zero-argument callable returning one, looked up on
-    every call, so a module-level decorator can use the cache the app builds at start-up.
-    ``key`` and, if callable, ``tags`` receive the function's arguments::
-
-        @cached(lambda: app_cache, key=lambda product_id: f"product:{product_id}",
-                tags=lambda product_id: [f"product:{product_id}"], ttl=60)
-        async def product_view(product_id: int) -> dict[str, object]: ...
-
-    The default codec is the standard library's JSON, so the return value must be
-    JSON-serializable and comes back as JSON types (a tuple returns as a list); values such
-    as ``Decimal`` or ``datetime`` raise ``TypeError`` rather than returning as strings.
-    Pass ``encode`` and ``decode`` for anything else. Arguments not in ``key`` must not
-    change the result.
-    """
-
-    def decorate(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-        if not inspect.iscoroutinefunction(func):
-            raise TypeError(f"@cached needs a coroutine function, got {func!r}")
-
-        @functools.wraps(func)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            target = cache if isinstance(cache, Cache) else cache()
-            entry_tags = tags(*args, **kwargs) if callable(tags) else tags
-
-            async def load() -> bytes:
-                return encode(await func(*args, **kwargs))
-
-            data = await target.get_or_load(key(*args, **kwargs), load, ttl=ttl, tags=entry_tags)
-            result: R = decode(data)
-            return result
-
-        return wrapper
-
-    return decorate
+        return RedisCache.from_url(redis_url, namespace, default_ttl=default_ttl)
+    return MemoryCache(namespace, max_entries=max_entries, default_ttl=default_ttl)

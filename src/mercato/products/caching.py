@@ -4,12 +4,13 @@ A read is cached as its final representation: the JSON body, its strong ``ETag``
 ``Last-Modified``, so a hit costs one cache lookup and no serialization. Every write
 invalidates after its commit and before it returns, through :meth:`CatalogueCache.invalidate`.
 
-Why not ``Cache.get_or_load`` directly: a read that loaded from the database *before* a
-write committed must not store its (now stale) result *after* that write invalidated, or the
-next read after a successful write would be stale. Each invalidation bumps a generation;
-a load stores its result only if no invalidation happened while it ran, and concurrent
-misses share one load per (key, generation) (single flight), so a read that starts after an
-invalidation never joins a load that started before it.
+Why misses are loaded here and not by the platform cache: a read that loaded from the
+database *before* a write committed must not store its (now stale) result *after* that write
+invalidated, or the next read after a successful write would be stale, and only the catalogue
+knows when it invalidates. Each invalidation bumps a generation; a load stores its result
+only if no invalidation happened while it ran, and concurrent misses share one load per
+(key, generation) (single flight), so a read that starts after an invalidation never joins a
+load that started before it.
 """
 
 from __future__ import annotations

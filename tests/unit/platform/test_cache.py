@@ -6,28 +6,16 @@ tests run the same class against a real server.
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
-from typing import Any
 
 import pytest
 
-from mercato.platform.cache import Cache, MemoryCache, RedisCache, cached, create_cache
+from mercato.platform.cache import Cache, MemoryCache, RedisCache, create_cache
 
 pytestmark = pytest.mark.anyio
 
 MakeCache = Callable[..., Cache]
 LetTimePass = Callable[[float], Awaitable[None]]
-
-
-async def never_called() -> bytes:
-    raise AssertionError("the loader must not run")
-
-
-class LoadFailed(Exception):
-    pass
 
 
 class CacheContract:
@@ -75,25 +63,6 @@ class CacheContract:
         await cache.delete()
         assert [await cache.get(key) for key in ("a", "b", "c")] == [None, None, b"v"]
 
-    async def test_delete_prefix_removes_only_keys_starting_with_it(self, cache: Cache) -> None:
-        for key in ("user:1", "user:2", "users", "product:1", "cart:user:1"):
-            await cache.set(key, b"v")
-        assert await cache.delete_prefix("user:") == 2
-        assert await cache.get("user:1") is None
-        assert await cache.get("user:2") is None
-        for key in ("users", "product:1", "cart:user:1"):
-            assert await cache.get(key) == b"v"
-
-    async def test_delete_prefix_takes_glob_characters_literally(self, cache: Cache) -> None:
-        for key in ("a*b", "axb", "a?", "ab", "a[b]", "ab]", "a\\b", "a\\\\b"):
-            await cache.set(key, b"v")
-        assert await cache.delete_prefix("a*") == 1
-        assert await cache.delete_prefix("a?") == 1
-        assert await cache.delete_prefix("a[b") == 1
-        assert await cache.delete_prefix("a\\b") == 1
-        for key in ("axb", "ab", "ab]", "a\\\\b"):
-            assert await cache.get(key) == b"v"
-
     async def test_invalidate_tags_removes_entries_set_with_any_of_them(self, cache: Cache) -> None:
         await cache.set("p1", b"v", tags=["product:1", "catalog"])
         await cache.set("p2", b"v", tags=["product:2", "catalog"])
@@ -120,75 +89,12 @@ class CacheContract:
         await other.set("k", b"theirs", tags=["t"])
         assert await cache.get("k") == b"mine"
         assert await other.get("k") == b"theirs"
-        assert await other.delete_prefix("") == 1
+        await other.delete("k")
         assert await other.invalidate_tags("t") == 0
         assert await cache.get("k") == b"mine"
         await other.set("k", b"theirs", tags=["t"])
         assert await cache.invalidate_tags("t") == 1
         assert await other.get("k") == b"theirs"
-
-    async def test_get_or_load_returns_a_cached_value_without_loading(self, cache: Cache) -> None:
-        await cache.set("k", b"cached")
-        assert await cache.get_or_load("k", never_called) == b"cached"
-
-    async def test_get_or_load_stores_the_loaded_value_with_its_tags(self, cache: Cache) -> None:
-        async def load() -> bytes:
-            return b"loaded"
-
-        assert await cache.get_or_load("k", load, ttl=60, tags=["t"]) == b"loaded"
-        assert await cache.get_or_load("k", never_called) == b"loaded"
-        assert await cache.invalidate_tags("t") == 1
-
-    async def test_concurrent_misses_call_the_loader_once(self, cache: Cache) -> None:
-        calls = 0
-
-        async def load() -> bytes:
-            nonlocal calls
-            calls += 1
-            await asyncio.sleep(0.05)
-            return b"loaded"
-
-        results = await asyncio.gather(*(cache.get_or_load("cold", load) for _ in range(50)))
-        assert calls == 1
-        assert results == [b"loaded"] * 50
-        assert await cache.get("cold") == b"loaded"
-
-    async def test_a_failed_load_reaches_every_waiter_and_is_retried(self, cache: Cache) -> None:
-        calls = 0
-
-        async def fail() -> bytes:
-            nonlocal calls
-            calls += 1
-            await asyncio.sleep(0.05)
-            raise LoadFailed
-
-        async def load() -> bytes:
-            return b"loaded"
-
-        results = await asyncio.gather(
-            *(cache.get_or_load("cold", fail) for _ in range(50)), return_exceptions=True
-        )
-        assert calls == 1
-        assert all(isinstance(result, LoadFailed) for result in results)
-        assert await cache.get("cold") is None
-        assert await cache.get_or_load("cold", load) == b"loaded"
-
-    async def test_cached_caches_results_per_key(self, cache: Cache) -> None:
-        calls: list[tuple[int, str]] = []
-
-        @cached(cache, key=lambda product_id, currency="EUR": f"price:{product_id}:{currency}")
-        async def price(product_id: int, currency: str = "EUR") -> dict[str, Any]:
-            calls.append((product_id, currency))
-            return {"id": product_id, "amount": "9.99", "currency": currency}
-
-        assert await price(1) == {"id": 1, "amount": "9.99", "currency": "EUR"}
-        assert await price(1) == {"id": 1, "amount": "9.99", "currency": "EUR"}
-        assert await price(2) == {"id": 2, "amount": "9.99", "currency": "EUR"}
-        assert await price(1, currency="USD") == {"id": 1, "amount": "9.99", "currency": "USD"}
-        assert calls == [(1, "EUR"), (2, "EUR"), (1, "USD")]
-        stored = await cache.get("price:1:EUR")
-        assert stored is not None
-        assert json.loads(stored) == {"id": 1, "amount": "9.99", "currency": "EUR"}
 
     async def test_ping_answers(self, cache: Cache) -> None:
         await cache.ping()
@@ -244,103 +150,6 @@ async def test_expired_entries_are_not_counted_as_removed(clock: FakeClock) -> N
     await cache.set("live", b"v", tags=["t"])
     clock.now += 2
     assert await cache.invalidate_tags("t") == 1
-
-
-async def test_on_result_reports_each_lookup_as_hit_or_miss() -> None:
-    results: list[tuple[str, bool]] = []
-    cache = MemoryCache("products", on_result=lambda key, hit: results.append((key, hit)))
-
-    async def load() -> bytes:
-        return b"loaded"
-
-    await cache.get("k")
-    await cache.set("k", b"v")
-    await cache.get("k")
-    await cache.get_or_load("cold", load)
-    await cache.get_or_load("cold", load)
-    assert results == [("k", False), ("k", True), ("cold", False), ("cold", True)]
-
-
-async def test_a_cancelled_caller_does_not_cancel_the_shared_load() -> None:
-    cache = MemoryCache("products")
-    release = asyncio.Event()
-
-    async def load() -> bytes:
-        await release.wait()
-        return b"loaded"
-
-    first = asyncio.create_task(cache.get_or_load("k", load))
-    second = asyncio.create_task(cache.get_or_load("k", never_called))
-    await asyncio.sleep(0)
-    first.cancel()
-    release.set()
-    assert await second == b"loaded"
-    assert first.cancelled()
-
-
-async def test_cached_finds_the_cache_at_call_time() -> None:
-    app: dict[str, Cache] = {}
-
-    @cached(lambda: app["cache"], key=lambda name: f"greeting:{name}")
-    async def greeting(name: str) -> str:
-        return f"hello {name}"
-
-    app["cache"] = MemoryCache("products")
-    assert await greeting("ada") == "hello ada"
-    assert await app["cache"].get("greeting:ada") == b'"hello ada"'
-
-
-async def test_cached_tags_entries_from_the_arguments() -> None:
-    cache = MemoryCache("products")
-    calls = 0
-
-    @cached(cache, key=lambda pid: f"product:{pid}", tags=lambda pid: [f"product:{pid}"])
-    async def product(pid: int) -> list[int]:
-        nonlocal calls
-        calls += 1
-        return [pid, calls]
-
-    assert await product(7) == [7, 1]
-    assert await product(7) == [7, 1]
-    assert await cache.invalidate_tags("product:7") == 1
-    assert await product(7) == [7, 2]
-
-
-async def test_cached_uses_a_custom_codec() -> None:
-    cache = MemoryCache("products")
-
-    @cached(
-        cache,
-        key=lambda: "total",
-        encode=lambda value: str(value).encode(),
-        decode=lambda data: Decimal(data.decode()),
-    )
-    async def total() -> Decimal:
-        return Decimal("10.50")
-
-    assert await total() == Decimal("10.50")
-    assert await total() == Decimal("10.50")
-    assert await cache.get("total") == b"10.50"
-
-
-async def test_cached_refuses_values_json_cannot_round_trip() -> None:
-    cache = MemoryCache("products")
-
-    @cached(cache, key=lambda: "total")
-    async def total() -> Decimal:
-        return Decimal("10.50")
-
-    with pytest.raises(TypeError):
-        await total()
-    assert await cache.get("total") is None
-
-
-def test_cached_refuses_a_plain_function() -> None:
-    def plain() -> int:
-        return 1
-
-    with pytest.raises(TypeError):
-        cached(MemoryCache("products"), key=lambda: "k")(plain)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("namespace", ["", "a:b", "a#b", "a*", "-a"])

@@ -100,6 +100,23 @@ async def test_concurrent_misses_share_one_load(catalogue: CatalogueCache) -> No
     assert len({result.etag for result in results}) == 1
 
 
+async def test_a_reader_that_gives_up_does_not_cancel_the_shared_load(
+    catalogue: CatalogueCache,
+) -> None:
+    load = CountingLoader()
+    load.gate = asyncio.Event()
+    leaving = asyncio.create_task(catalogue.product("p1", load))
+    staying = asyncio.create_task(catalogue.product("p1", load))
+    await load.started.wait()
+    leaving.cancel()  # a client disconnects while the load it started runs
+    await asyncio.gather(leaving, return_exceptions=True)
+    load.gate.set()
+    assert (await staying).body == load.body
+    assert leaving.cancelled()
+    assert load.calls == 1
+    assert (await catalogue.product("p1", CountingLoader(b"unused"))).body == load.body
+
+
 async def test_a_write_invalidates_the_product_and_every_list(catalogue: CatalogueCache) -> None:
     product, listing, other = CountingLoader(), CountingLoader(), CountingLoader()
     await catalogue.product("p1", product)
