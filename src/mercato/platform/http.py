@@ -1,15 +1,15 @@
 """Calls from one service to another over HTTP (aiohttp).
 
 :class:`ServiceClients` owns one pooled ``aiohttp.ClientSession`` for a whole service; it is
-made in the lifespan (see :func:`service_clients_hook`) and closed there. Each upstream gets
+opened in the lifespan (:func:`open_service_clients`) and closed there. Each upstream gets
 a :class:`ServiceClient` with its own :class:`~mercato.platform.resilience.CircuitBreaker`.
 
-Every call has a timeout. Idempotent calls (GET, HEAD, OPTIONS, PUT, DELETE, or any call
-made with ``idempotent=True``) are retried a bounded number of times with exponential
-backoff and full jitter when the upstream cannot be reached, times out or answers 502, 503
-or 504; other calls are tried once. Unreachable upstreams, 5xx answers and timeouts count
-as failures for the breaker; an open breaker refuses at once. When the upstream cannot give
-an answer the caller gets :class:`UpstreamUnavailable`, a 503 problem.
+Every call has a timeout. Idempotent calls (GET, HEAD, OPTIONS, PUT, DELETE) are retried a
+bounded number of times with exponential backoff and full jitter when the upstream cannot be
+reached, times out or answers 5xx; other calls are tried once. Unreachable upstreams, 5xx
+answers and timeouts count as failures for the breaker; an open breaker refuses at once.
+When the upstream cannot give an answer the caller gets :class:`UpstreamUnavailable`, a 503
+problem.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import aiohttp
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from tenacity import (
     AsyncRetrying,
     RetryError,
@@ -41,7 +41,6 @@ log = structlog.stdlib.get_logger("mercato.http")
 #: Where the gateway publishes every service: ``/api/v1/<service>/...`` (API.md).
 PUBLIC_API_PREFIX: Final = "/api/v1"
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-RETRYABLE_STATUSES: Final = frozenset({502, 503, 504})
 
 
 def public_url(service_path: str) -> str:
@@ -125,7 +124,6 @@ class ServiceClient:
         *,
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
-        idempotent: bool | None = None,
     ) -> UpstreamResponse:
         """Make one call (retried if idempotent); any answer below 500 is returned as is.
 
@@ -133,8 +131,7 @@ class ServiceClient:
         open, :class:`UpstreamUnavailable` when no attempt got an answer below 500.
         """
         method = method.upper()
-        retryable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
-        attempts = 1 + (self.policy.retries if retryable else 0)
+        attempts = 1 + (self.policy.retries if method in IDEMPOTENT_METHODS else 0)
         send_headers = dict(headers or {})
         request_id = request_id_var.get()
         if request_id and "X-Request-ID" not in send_headers:
@@ -242,12 +239,6 @@ async def open_service_clients(clients: ServiceClients) -> AsyncIterator[Service
         await clients.close()
 
 
-def service_clients(request: Request) -> ServiceClients:
-    """The clients a service put on ``app.state.service_clients`` in its lifespan."""
-    clients: ServiceClients = request.app.state.service_clients
-    return clients
-
-
 def install_service_clients(app: FastAPI, clients: ServiceClients) -> None:
     app.state.service_clients = clients
 
@@ -262,5 +253,4 @@ __all__ = [
     "install_service_clients",
     "open_service_clients",
     "public_url",
-    "service_clients",
 ]
