@@ -1,25 +1,22 @@
-"""An async circuit breaker for calls to another service.
+"""A circuit breaker for calls to another service.
 
 A :class:`CircuitBreaker` guards one upstream (one base URL, or one service). It is
 **closed** while calls succeed; after ``failure_threshold`` consecutive failures it
 **opens** and refuses calls at once with :class:`CircuitOpenError` (a 503
 ``ServiceUnavailable`` with ``Retry-After``), so a dead upstream costs nothing and gets time to
-recover. After ``reset_timeout`` seconds it lets ``half_open_max_calls`` trial calls through
-(**half-open**): ``success_threshold`` successes close it again, one failure re-opens it.
+recover. After ``reset_timeout`` seconds it lets one trial call through (**half-open**): its
+success closes the breaker, its failure re-opens it.
 
-Three ways to use it, from the most convenient to the most flexible::
+A caller takes a :class:`Permit` and resolves it with what the call told about the
+upstream, so that a 5xx answer can count as a failure and a 404 as a success::
 
-    breaker = CircuitBreaker("products", failure_threshold=5, reset_timeout=30)
-
-    product = await breaker.call(client.get_product, product_id)      # 1. wrap a call
-
-    async with breaker.guard():                                        # 2. guard a block
+    permit = breaker.acquire()  # CircuitOpenError at once when open
+    try:
         response = await session.get(url)
-
-    permit = breaker.acquire()                                         # 3. by hand, e.g.
-    try:                                                               #    to count a 5xx
-        response = await session.get(url)                              #    answer as a
-    except BaseException:                                              #    failure
+    except asyncio.CancelledError:
+        permit.release()  # says nothing about the upstream
+        raise
+    except aiohttp.ClientError:
         permit.failure()
         raise
     if response.status >= 500:
@@ -27,33 +24,25 @@ Three ways to use it, from the most convenient to the most flexible::
     else:
         permit.success()
 
-With ``call`` and ``guard``, an exception for which ``is_failure(exc)`` is true counts as a
-failure (by default every ``Exception``: pass a predicate so a 404 does not trip it); other
-exceptions and cancellation count as neither. A permit that is never resolved holds a
-half-open trial slot; resolve it with ``success()``, ``failure()`` or ``release()``.
-
-Outcomes of calls that started before the breaker last changed state are ignored, so a slow
-call that began while closed cannot close a breaker that opened meanwhile.
+A permit that is never resolved holds the half-open trial slot; resolve it with
+``success()``, ``failure()`` or ``release()``. Outcomes of calls that started before the
+breaker last changed state are ignored, so a slow call that began while closed cannot close
+a breaker that opened meanwhile.
 
 The breaker is not thread-safe; it is meant for one event loop (every method is synchronous
 and never awaits, so no lock is needed). Observe it through :attr:`CircuitBreaker.state`,
 :attr:`CircuitBreaker.state_code` (a number for a gauge: 0 closed, 1 half-open, 2 open) and
-the ``on_state_change(breaker, old, new)`` callback.
+state listeners (``on_state_change``, :meth:`CircuitBreaker.add_listener`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from enum import StrEnum
-from typing import ParamSpec, TypeVar
 
 from mercato.platform.errors import ServiceUnavailable
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 class BreakerState(StrEnum):
@@ -74,7 +63,7 @@ StateListener = Callable[["CircuitBreaker", BreakerState, BreakerState], None]
 
 
 class CircuitOpenError(ServiceUnavailable):
-    """Refused without calling: the breaker of ``name`` is open (or its trials are busy)."""
+    """Refused without calling: the breaker of ``name`` is open (or its one trial call is out)."""
 
     slug = "circuit-open"
 
@@ -86,10 +75,6 @@ class CircuitOpenError(ServiceUnavailable):
         self.retry_after = retry_after
         # Instance attribute shadows the class-level default so the handler sends the real wait.
         self.headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}  # type: ignore[misc]
-
-
-def _every_exception(exc: BaseException) -> bool:
-    return isinstance(exc, Exception)
 
 
 class Permit:
@@ -131,9 +116,6 @@ class CircuitBreaker:
         *,
         failure_threshold: int = 5,
         reset_timeout: float = 30.0,
-        half_open_max_calls: int = 1,
-        success_threshold: int = 1,
-        is_failure: Callable[[BaseException], bool] = _every_exception,
         on_state_change: StateListener | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -141,22 +123,16 @@ class CircuitBreaker:
             raise ValueError("failure_threshold must be at least 1")
         if not (math.isfinite(reset_timeout) and reset_timeout > 0):
             raise ValueError("reset_timeout must be a positive number of seconds")
-        if half_open_max_calls < 1 or success_threshold < 1:
-            raise ValueError("half_open_max_calls and success_threshold must be at least 1")
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
-        self.half_open_max_calls = half_open_max_calls
-        self.success_threshold = success_threshold
-        self.is_failure = is_failure
         self._listeners: list[StateListener] = [on_state_change] if on_state_change else []
         self._clock = clock
         self._state = BreakerState.CLOSED
         self._generation = 0
         self._failures = 0
         self._opened_at = 0.0
-        self._trials_in_flight = 0
-        self._trial_successes = 0
+        self._trial_out = False
 
     # -- observation -------------------------------------------------------------------
 
@@ -170,10 +146,6 @@ class CircuitBreaker:
     def state_code(self) -> int:
         """0 closed, 1 half-open, 2 open (for a gauge)."""
         return STATE_CODES[self.state]
-
-    @property
-    def consecutive_failures(self) -> int:
-        return self._failures
 
     def retry_after(self) -> float:
         """Seconds until an open breaker lets a trial through (0 unless open)."""
@@ -192,29 +164,10 @@ class CircuitBreaker:
         state = self.state
         if state is BreakerState.CLOSED:
             return Permit(self, self._generation, trial=False)
-        if state is BreakerState.HALF_OPEN and self._trials_in_flight < self.half_open_max_calls:
-            self._trials_in_flight += 1
+        if state is BreakerState.HALF_OPEN and not self._trial_out:
+            self._trial_out = True
             return Permit(self, self._generation, trial=True)
         raise CircuitOpenError(self.name, self.retry_after() or self.reset_timeout)
-
-    @asynccontextmanager
-    async def guard(self) -> AsyncIterator[None]:
-        """Run the block under the breaker; its exception decides success or failure."""
-        permit = self.acquire()
-        try:
-            yield
-        except BaseException as exc:
-            if self.is_failure(exc):
-                permit.failure()
-            else:
-                permit.release()
-            raise
-        permit.success()
-
-    async def call(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """``await fn(*args, **kwargs)`` under the breaker."""
-        async with self.guard():
-            return await fn(*args, **kwargs)
 
     def reset(self) -> None:
         """Close the breaker and forget its failures (for operators and tests)."""
@@ -234,8 +187,7 @@ class CircuitBreaker:
         self._state = new
         self._generation += 1
         self._failures = 0
-        self._trials_in_flight = 0
-        self._trial_successes = 0
+        self._trial_out = False
         if new is BreakerState.OPEN:
             self._opened_at = self._clock()
         if old is not new:
@@ -246,10 +198,7 @@ class CircuitBreaker:
         if generation != self._generation:
             return
         if trial:
-            self._trials_in_flight -= 1
-            self._trial_successes += 1
-            if self._trial_successes >= self.success_threshold:
-                self._transition(BreakerState.CLOSED)
+            self._transition(BreakerState.CLOSED)
         else:
             self._failures = 0
 
@@ -265,12 +214,7 @@ class CircuitBreaker:
 
     def _on_release(self, generation: int, trial: bool) -> None:
         if generation == self._generation and trial:
-            self._trials_in_flight -= 1
+            self._trial_out = False
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, state={self.state.value})"
-
-
-def breaker_states(breakers: dict[str, CircuitBreaker]) -> dict[str, str]:
-    """``{name: state}`` of several breakers, for a readiness or debug answer."""
-    return {name: breaker.state.value for name, breaker in breakers.items()}
