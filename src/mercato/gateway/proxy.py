@@ -138,7 +138,7 @@ class ServiceProxy:
         trusted_proxies: TrustedProxies,
         max_body_size: int,
         retries: int,
-        metrics: GatewayMetrics | None = None,
+        metrics: GatewayMetrics,
         guards: Sequence[Guard] = (),
     ) -> None:
         self.upstreams = dict(upstreams)
@@ -249,8 +249,7 @@ class ServiceProxy:
             try:
                 instance, permit = upstream.choose(exclude=tried)
             except CircuitOpenError as refused:
-                if self.metrics:
-                    self.metrics.error(upstream.name, "circuit_open")
+                self.metrics.error(upstream.name, "circuit_open")
                 await self._refuse(scope, receive, send, refused, request_id)
                 return
             tried = instance
@@ -293,8 +292,7 @@ class ServiceProxy:
                     permit.failure()
                 else:
                     permit.success()
-                if self.metrics:
-                    self.metrics.observe(upstream.name, status, time.perf_counter() - started)
+                self.metrics.observe(upstream.name, status, time.perf_counter() - started)
                 await self._relay(send, response, extra, head_sent)
                 return _Outcome.DONE
         except Exception as exc:
@@ -323,8 +321,7 @@ class ServiceProxy:
             raise
 
     def _failed(self, upstream: str, kind: str, outcome: _Outcome) -> _Outcome:
-        if self.metrics:
-            self.metrics.error(upstream, kind)
+        self.metrics.error(upstream, kind)
         log.warning("upstream call failed", upstream=upstream, kind=kind)
         return outcome
 
@@ -351,7 +348,7 @@ class ServiceProxy:
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, error: AppError, request_id: str | None
     ) -> None:
-        if self.metrics and not isinstance(error, CircuitOpenError):
+        if not isinstance(error, CircuitOpenError):
             self.metrics.refused(error.slug or str(error.status))
         await problem(
             error.status,

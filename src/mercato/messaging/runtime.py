@@ -178,9 +178,7 @@ def messaging_hook(
             context.probes["broker"] = runtime.broker.ping
             if runtime.consumer is not None:
                 context.probes["consumers"] = runtime.check_consumers
-            backends = getattr(context, "backends", None)
-            if isinstance(backends, dict):
-                backends["broker"] = runtime.broker.name
+            context.backends["broker"] = runtime.broker.name
             try:
                 yield
             finally:
