@@ -258,13 +258,14 @@ async def test_products_down_is_a_503_problem_and_writes_nothing(
         assert "retry-after" in response.headers
         assert response.json()["dependency"] == "upstream service"
         assert "127.0.0.1" not in response.text
-    assert orders.app.state.service_clients.breakers["products"].state.value == "open"
+    breaker = orders.app.state.orders.catalogue.client.breaker
+    assert breaker.state.value == "open"
     metrics = (await orders.client.get("/metrics")).text
     assert 'upstream_circuit_state{service="orders",upstream="products"} 2.0' in metrics
     assert await orders.orders() == 0
     assert await orders.outbox() == 0
     await products.start()
-    orders.app.state.service_clients.breakers["products"].reset()
+    breaker.reset()
     assert (await orders.client.post("/orders", json=body, headers=ALICE)).status_code == 201
 
 

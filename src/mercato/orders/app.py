@@ -31,7 +31,6 @@ from mercato.platform.app import LifespanHook, ServiceContext, create_service_ap
 from mercato.platform.http import (
     ClientPolicy,
     ServiceClients,
-    install_service_clients,
     open_service_clients,
 )
 from mercato.platform.migrations import MigrationHistory
@@ -69,7 +68,6 @@ def orders_runtime(catalogue: Catalogue | None = None) -> LifespanHook:
             pool_size=settings.service_call_pool_size,
         )
         async with open_service_clients(clients):
-            install_service_clients(app, clients)
             _export_breakers(context, clients.breakers)
             service = OrdersService(
                 context.db,

@@ -23,7 +23,6 @@ from typing import Any, Final
 
 import aiohttp
 import structlog
-from fastapi import FastAPI
 from tenacity import (
     AsyncRetrying,
     RetryError,
@@ -239,10 +238,6 @@ async def open_service_clients(clients: ServiceClients) -> AsyncIterator[Service
         await clients.close()
 
 
-def install_service_clients(app: FastAPI, clients: ServiceClients) -> None:
-    app.state.service_clients = clients
-
-
 __all__ = [
     "CircuitOpenError",
     "ClientPolicy",
@@ -250,7 +245,6 @@ __all__ = [
     "ServiceClients",
     "UpstreamResponse",
     "UpstreamUnavailable",
-    "install_service_clients",
     "open_service_clients",
     "public_url",
 ]
