@@ -113,17 +113,10 @@ class ServiceClient:
             total=policy.timeout, sock_connect=policy.connect_timeout
         )
 
-    async def get(self, path: str, *, headers: Mapping[str, str] | None = None) -> UpstreamResponse:
-        return await self.request("GET", path, headers=headers)
+    async def get(self, path: str) -> UpstreamResponse:
+        return await self.request("GET", path)
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: Any = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> UpstreamResponse:
+    async def request(self, method: str, path: str, *, json_body: Any = None) -> UpstreamResponse:
         """Make one call (retried if idempotent); any answer below 500 is returned as is.
 
         Raises :class:`~mercato.platform.resilience.CircuitOpenError` when the breaker is
@@ -131,10 +124,8 @@ class ServiceClient:
         """
         method = method.upper()
         attempts = 1 + (self.policy.retries if method in IDEMPOTENT_METHODS else 0)
-        send_headers = dict(headers or {})
         request_id = request_id_var.get()
-        if request_id and "X-Request-ID" not in send_headers:
-            send_headers["X-Request-ID"] = request_id
+        send_headers = {"X-Request-ID": request_id} if request_id else {}
         retrying = AsyncRetrying(
             stop=stop_after_attempt(attempts),
             wait=wait_random_exponential(
