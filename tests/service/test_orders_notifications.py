@@ -28,6 +28,7 @@ from mercato.orders.app import MIGRATIONS, create_app
 from mercato.orders.contracts import OrderConfirmed, OrderRejected
 from mercato.orders.models import Base, NotificationRow
 from mercato.orders.notifications import MailSender, notification_handlers
+from mercato.orders.repository import NotificationRepository
 from mercato.platform.db import Database
 from mercato.platform.migrations import upgrade
 from support.messaging import drain
@@ -290,7 +291,7 @@ async def test_a_redelivered_event_is_mailed_once(tmp_path: Path) -> None:
         await announce(orders, registered("u1", "ann@example.com"))
         # The handler of the notifications group, given the same event twice (as a broker
         # redelivers it), each time in a transaction of its own.
-        outgoing = MailSender(mailer, retry_backoff=0.01, retry_backoff_max=0.05)
+        outgoing = MailSender(mailer, retry_backoff=0.01, retry_backoff_max=0.05, retention=60)
         handlers = notification_handlers(outgoing, sender="shop@example.com")
         route = handlers.route(OrderConfirmed.event_type)
         assert route is not None
@@ -367,3 +368,23 @@ async def test_the_orders_migrations_create_the_notifications_table_the_model_de
     finally:
         await database.dispose()
     assert found == []
+
+
+async def test_sent_notifications_are_pruned_after_the_retention_and_unsent_ones_kept(
+    tmp_path: Path,
+) -> None:
+    mailer = WitnessMailer(tmp_path / "orders.db")
+    # Without the service's own sender, which could mail "not-sent-yet" meanwhile.
+    async with orders_mailing_to(tmp_path, mailer, notifications_in_process=False) as orders:
+        outgoing = MailSender(mailer, retry_backoff=0.01, retry_backoff_max=0.05, retention=0)
+        now = datetime.now(UTC)
+        async with orders.database.unit_of_work() as uow:
+            for event_id in ("sent-long-ago", "not-sent-yet"):
+                await NotificationRepository(uow.session).add(
+                    event_id=event_id, user_id="u1", message=b"Subject: x\r\n\r\nx", now=now
+                )
+            await NotificationRepository(uow.session).sent("sent-long-ago", now=now)
+            await uow.commit()
+
+        assert await outgoing.prune(orders.database) == 1
+        assert [n.event_id for n in await notifications_of(orders)] == ["not-sent-yet"]

@@ -142,6 +142,7 @@ def notifications_beside_saga(settings: Settings, mailer: Mailer | None = None) 
         mailer or mailer_from_settings(settings),
         retry_backoff=settings.messaging_retry_backoff,
         retry_backoff_max=settings.messaging_retry_backoff_max,
+        retention=settings.inbox_retention,
     )
     handlers = notification_handlers(outgoing, sender=settings.mail_from)
 

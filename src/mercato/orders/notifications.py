@@ -160,7 +160,9 @@ class MailSender:
     """Mails the notifications the handlers recorded, after their transaction committed.
 
     One background loop: woken by :meth:`wake` (after each commit that decided a mail) and
-    every ``sweep_interval`` seconds; stopped by :meth:`stop`, within a bound."""
+    every ``sweep_interval`` seconds; stopped by :meth:`stop`, within a bound. A sent
+    notification is kept ``retention`` seconds (the inbox's window: as long as a redelivery
+    of its event is recognised), then pruned."""
 
     def __init__(
         self,
@@ -168,10 +170,12 @@ class MailSender:
         *,
         retry_backoff: float,
         retry_backoff_max: float,
+        retention: float,
         sweep_interval: float = SWEEP_INTERVAL,
     ) -> None:
         self.mailer = mailer
         self.retry_backoff, self.retry_backoff_max = retry_backoff, retry_backoff_max
+        self.retention = retention
         self.sweep_interval = sweep_interval
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -193,10 +197,15 @@ class MailSender:
             self._task = None
 
     async def _run(self, database: Database) -> None:
+        loop = asyncio.get_running_loop()
+        last_prune = loop.time()
         while not self._stopping.is_set():
             self._wake.clear()  # before the pass: a commit during it asks for another
             try:
                 delay = await self.send_due(database)
+                if loop.time() - last_prune >= self.sweep_interval:
+                    last_prune = loop.time()
+                    await self.prune(database)
             except Exception:  # the database may be away for a while; try again later
                 log.warning("notifications could not be sent; trying again", exc_info=True)
                 delay = self.retry_backoff_max
@@ -217,6 +226,14 @@ class MailSender:
             return self.sweep_interval
         wait = (next_due - datetime.now(UTC)).total_seconds()
         return min(max(wait, 0.0), self.sweep_interval)
+
+    async def prune(self, database: Database) -> int:
+        """Delete the notifications sent more than ``retention`` seconds ago; how many."""
+        sent_before = datetime.now(UTC) - timedelta(seconds=self.retention)
+        async with database.unit_of_work() as uow:
+            pruned = await NotificationRepository(uow.session).delete_sent_before(sent_before)
+            await uow.commit()
+        return pruned
 
     async def _send(self, database: Database, event_id: str) -> None:
         now = datetime.now(UTC)

@@ -262,3 +262,12 @@ class NotificationRepository:
             .execution_options(synchronize_session=False)
         )
         await self.session.execute(statement)
+
+    async def delete_sent_before(self, cutoff: datetime) -> int:
+        statement = delete(NotificationRow).where(
+            NotificationRow.sent_at.is_not(None), NotificationRow.sent_at < cutoff
+        )
+        result: Any = await self.session.execute(
+            statement.execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)
