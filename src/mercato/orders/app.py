@@ -13,13 +13,17 @@ from prometheus_client import Gauge
 
 from mercato.messaging import (
     MESSAGING_MIGRATIONS,
-    Handlers,
     MessagingRuntime,
     build_consumer,
     messaging_hook,
 )
 from mercato.orders.api import router
-from mercato.orders.notifications import mailer_from_settings, notification_handlers
+from mercato.orders.notifications import (
+    Mailer,
+    MailSender,
+    mailer_from_settings,
+    notification_handlers,
+)
 from mercato.orders.service import (
     Catalogue,
     IdempotencyPolicy,
@@ -36,7 +40,7 @@ from mercato.platform.http import (
 from mercato.platform.migrations import MigrationHistory
 from mercato.platform.resilience import BreakerState, CircuitBreaker
 from mercato.platform.settings import Settings, load_settings
-from mercato.platform.shutdown import pause, wait_ended
+from mercato.platform.shutdown import pause, time_left, wait_ended
 
 log = structlog.stdlib.get_logger("mercato.orders")
 
@@ -127,36 +131,49 @@ def _export_breakers(context: ServiceContext, breakers: dict[str, CircuitBreaker
         breaker.add_listener(changed)
 
 
-def _notification_handlers(settings: Settings) -> Handlers:
-    return notification_handlers(mailer_from_settings(settings), sender=settings.mail_from)
-
-
-def notifications_beside_saga(settings: Settings) -> LifespanHook:
-    """The ``notifications`` consumer group on the broker the orders service's messaging
-    runtime already opened (entered after ``messaging_hook``): one relay, two groups."""
-    handlers = _notification_handlers(settings)
+def notifications_beside_saga(settings: Settings, mailer: Mailer | None = None) -> LifespanHook:
+    """The ``notifications`` consumer group and its :class:`MailSender`, on the broker the
+    service's messaging runtime already opened (entered after ``messaging_hook``): one relay,
+    two groups in the orders service, or this group alone under ``mercato worker``. Mail goes
+    through ``mailer`` (tests pass a fake), else the one of the settings."""
+    outgoing = MailSender(
+        mailer or mailer_from_settings(settings),
+        retry_backoff=settings.messaging_retry_backoff,
+        retry_backoff_max=settings.messaging_retry_backoff_max,
+        retention=settings.inbox_retention,
+    )
+    handlers = notification_handlers(outgoing, sender=settings.mail_from)
 
     @asynccontextmanager
     async def run(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
         runtime: MessagingRuntime = app.state.messaging
         consumer = build_consumer(context, handlers, runtime.broker)
-        runtime.attach(consumer)  # counted in drain() and in /readyz's consumers check
-        await consumer.start()
-        app.state.notifications = consumer
+        outgoing.start(context.db)  # first: it sends what an earlier run left unsent
         try:
+            runtime.attach(consumer)  # counted in drain() and in /readyz's consumers check
+            context.probes["consumers"] = runtime.check_consumers  # messaging_hook removes it
+            await consumer.start()
+            app.state.notifications = consumer
             yield
         finally:
+            deadline = asyncio.get_running_loop().time() + settings.graceful_timeout
             runtime.detach(consumer)
             await consumer.stop(settings.graceful_timeout)
+            await outgoing.stop(time_left(deadline))
 
     return run
 
 
-def create_app(settings: Settings | None = None, *, catalogue: Catalogue | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    catalogue: Catalogue | None = None,
+    mailer: Mailer | None = None,
+) -> FastAPI:
     settings = settings or load_settings()
     hooks: list[LifespanHook] = [orders_runtime(catalogue), messaging_hook(saga_handlers)]
     if settings.notifications_in_process:
-        hooks.append(notifications_beside_saga(settings))
+        hooks.append(notifications_beside_saga(settings, mailer))
     return create_service_app(
         settings,
         "orders",
@@ -179,5 +196,5 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
         title="Mercato notification worker",
         description="Mails customers when their orders are confirmed or rejected.",
         migrations=MIGRATIONS,
-        hooks=[messaging_hook(_notification_handlers(settings))],
+        hooks=[messaging_hook(), notifications_beside_saga(settings)],
     )

@@ -1,4 +1,5 @@
-"""SQLAlchemy tables of the orders service: orders, their lines, idempotency keys.
+"""SQLAlchemy tables of the orders service: orders, their lines, idempotency keys, and the
+notification worker's recipients and notifications.
 
 Money is stored as whole cents (``BIGINT``) and read back as a two-place ``Decimal``, so
 SQLite and PostgreSQL hold exactly the same values. Timestamps are stored with their time
@@ -16,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -115,3 +117,21 @@ class RecipientRow(Base):
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(200))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class NotificationRow(Base):
+    """One mail the notification worker decided to send, for one event (at most one per
+    event id): rendered in the consumer's transaction, sent after it committed."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_sent_at_due_at", "sent_at", "due_at"),)
+
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    message: Mapped[bytes] = mapped_column(LargeBinary)  # the rendered RFC 5322 message
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: Not tried before then: after a failure (backoff), or while a sender holds it (lease).
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

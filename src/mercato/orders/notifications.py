@@ -8,9 +8,14 @@ TLS from the start); without one, each message is written to ``DATA_DIR/outbox-m
 ``.eml`` file that any mail client opens.
 
 Addresses come from ``user.registered`` events, kept in the orders database, so sending never
-waits on the users service. Delivery is at least once: a message whose event is retried
-after it was sent may be sent again. It keeps the same ``Message-ID`` (derived from the
-event id), so mail clients show it once, and the ``.eml`` file of a repeat replaces the first.
+waits on the users service. A handler only *decides*: in the consumer's transaction it renders
+the mail and records it in ``notifications``, one row per event id (a redelivered event finds
+its row). After the commit the :class:`MailSender` mails it and marks it sent, so no
+transaction waits on an SMTP server (STYLE.md item 16). A failed send stays unsent and is tried
+again after a capped backoff, for as long as it takes; rows left by a crash are found by the
+sender's periodic sweep. Delivery is at least once: a sender that stops between the mail and
+marking it sent mails it again later, with the same ``Message-ID`` (derived from the event
+id), so mail clients show it once, and the ``.eml`` file of a repeat replaces the first.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import smtplib
 import ssl
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email import policy
 from email.message import EmailMessage
+from email.parser import BytesParser
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Protocol
@@ -34,9 +41,10 @@ import structlog
 from mercato.auth.contracts import UserRegistered
 from mercato.messaging import Envelope, Handlers
 from mercato.orders.contracts import OrderConfirmed, OrderRejected
-from mercato.orders.repository import RecipientRepository
-from mercato.platform.db import UnitOfWork
+from mercato.orders.repository import NotificationRepository, RecipientRepository
+from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.settings import Settings
+from mercato.platform.shutdown import pause, wait_ended
 
 log = structlog.stdlib.get_logger("mercato.orders.notifications")
 
@@ -138,8 +146,133 @@ def compose(
     return message
 
 
-def notification_handlers(mailer: Mailer, *, sender: str) -> Handlers:
-    """The ``notifications`` consumer group, mailing through ``mailer``."""
+#: How long a sender holds a notification it is mailing; if it vanishes meanwhile (crash),
+#: another pass mails it after this. Far longer than an SMTP exchange may take.
+CLAIM_LEASE = timedelta(minutes=2)
+#: The safety net: the sender looks for due notifications at least this often (rows of
+#: another process, or left by a crash), besides being woken after each commit.
+SWEEP_INTERVAL = 30.0
+#: Notifications sent per pass before the sender looks again.
+BATCH = 50
+
+
+class MailSender:
+    """Mails the notifications the handlers recorded, after their transaction committed.
+
+    One background loop: woken by :meth:`wake` (after each commit that decided a mail) and
+    every ``sweep_interval`` seconds; stopped by :meth:`stop`, within a bound. A sent
+    notification is kept ``retention`` seconds (the inbox's window: as long as a redelivery
+    of its event is recognised), then pruned."""
+
+    def __init__(
+        self,
+        mailer: Mailer,
+        *,
+        retry_backoff: float,
+        retry_backoff_max: float,
+        retention: float,
+        sweep_interval: float = SWEEP_INTERVAL,
+    ) -> None:
+        self.mailer = mailer
+        self.retry_backoff, self.retry_backoff_max = retry_backoff, retry_backoff_max
+        self.retention = retention
+        self.sweep_interval = sweep_interval
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self, database: Database) -> None:
+        self._wake, self._stopping = asyncio.Event(), asyncio.Event()  # of the running loop
+        self._task = asyncio.create_task(self._run(database), name="orders-mail-sender")
+
+    async def stop(self, within: float) -> None:
+        """Stop the loop: a mail being sent gets ``within`` seconds to finish."""
+        self._stopping.set()
+        self._wake.set()
+        if self._task is not None:
+            await wait_ended([self._task], within=within, what="sending notifications")
+            self._task = None
+
+    async def _run(self, database: Database) -> None:
+        loop = asyncio.get_running_loop()
+        last_prune = loop.time()
+        while not self._stopping.is_set():
+            self._wake.clear()  # before the pass: a commit during it asks for another
+            try:
+                delay = await self.send_due(database)
+                if loop.time() - last_prune >= self.sweep_interval:
+                    last_prune = loop.time()
+                    await self.prune(database)
+            except Exception:  # the database may be away for a while; try again later
+                log.warning("notifications could not be sent; trying again", exc_info=True)
+                delay = self.retry_backoff_max
+            await pause(delay, self._wake)
+
+    async def send_due(self, database: Database) -> float:
+        """Mail the notifications that are due; return how long until the next one is."""
+        now = datetime.now(UTC)
+        async with database.unit_of_work(read_only=True) as uow:
+            due = await NotificationRepository(uow.session).due(now, limit=BATCH)
+        for event_id in due:
+            if self._stopping.is_set():
+                break
+            await self._send(database, event_id)
+        async with database.unit_of_work(read_only=True) as uow:
+            next_due = await NotificationRepository(uow.session).next_due()
+        if next_due is None:
+            return self.sweep_interval
+        wait = (next_due - datetime.now(UTC)).total_seconds()
+        return min(max(wait, 0.0), self.sweep_interval)
+
+    async def prune(self, database: Database) -> int:
+        """Delete the notifications sent more than ``retention`` seconds ago; how many."""
+        sent_before = datetime.now(UTC) - timedelta(seconds=self.retention)
+        async with database.unit_of_work() as uow:
+            pruned = await NotificationRepository(uow.session).delete_sent_before(sent_before)
+            await uow.commit()
+        return pruned
+
+    async def _send(self, database: Database, event_id: str) -> None:
+        now = datetime.now(UTC)
+        async with database.unit_of_work() as uow:
+            claimed = await NotificationRepository(uow.session).claim(
+                event_id, now=now, until=now + CLAIM_LEASE
+            )
+            await uow.commit()
+        if claimed is None:
+            return  # sent or claimed by another sender meanwhile
+        data, attempt = claimed
+        message = BytesParser(policy=policy.default).parsebytes(data)
+        try:
+            await self.mailer.send(message, name=event_id)
+        except Exception as exc:
+            delay = min(self.retry_backoff * 2 ** (attempt - 1), self.retry_backoff_max)
+            error = f"{type(exc).__name__}: {exc}"
+            async with database.unit_of_work() as uow:
+                await NotificationRepository(uow.session).failed(
+                    event_id, error=error, retry_at=datetime.now(UTC) + timedelta(seconds=delay)
+                )
+                await uow.commit()
+            log.warning(
+                "notification not sent; will retry",
+                event_id=event_id,
+                attempt=attempt,
+                delay=delay,
+                error=error,
+            )
+            return
+        async with database.unit_of_work() as uow:
+            await NotificationRepository(uow.session).sent(event_id, now=datetime.now(UTC))
+            await uow.commit()
+        log.info("notification sent", event_id=event_id, attempt=attempt)
+
+
+def notification_handlers(outgoing: MailSender, *, sender: str) -> Handlers:
+    """The ``notifications`` consumer group: each mail is decided in the consumer's
+    transaction and sent by ``outgoing`` after it committed."""
     handlers = Handlers("notifications")
 
     @handlers.on(UserRegistered)
@@ -155,9 +288,9 @@ def notification_handlers(mailer: Mailer, *, sender: str) -> Handlers:
     @handlers.on(OrderConfirmed)
     async def mail_confirmation(event: Envelope[OrderConfirmed], uow: UnitOfWork) -> None:
         order = event.data
-        await _mail(
+        await _decide(
             uow,
-            mailer,
+            outgoing,
             sender=sender,
             user_id=order.user_id,
             event=event,
@@ -171,9 +304,9 @@ def notification_handlers(mailer: Mailer, *, sender: str) -> Handlers:
     @handlers.on(OrderRejected)
     async def mail_rejection(event: Envelope[OrderRejected], uow: UnitOfWork) -> None:
         order = event.data
-        await _mail(
+        await _decide(
             uow,
-            mailer,
+            outgoing,
             sender=sender,
             user_id=order.user_id,
             event=event,
@@ -187,9 +320,9 @@ def notification_handlers(mailer: Mailer, *, sender: str) -> Handlers:
     return handlers
 
 
-async def _mail(
+async def _decide(
     uow: UnitOfWork,
-    mailer: Mailer,
+    outgoing: MailSender,
     *,
     sender: str,
     user_id: str,
@@ -197,6 +330,7 @@ async def _mail(
     subject: str,
     text: str,
 ) -> None:
+    """Render the mail and record it in the transaction of ``uow``; it leaves after commit."""
     recipient = await RecipientRepository(uow.session).get(user_id)
     if recipient is None:
         log.warning("no address for user; notification skipped", user_id=user_id, event_id=event.id)
@@ -210,5 +344,8 @@ async def _mail(
         event_id=event.id,
         when=event.occurred_at,
     )
-    await mailer.send(message, name=event.id)
-    log.info("notification sent", user_id=user_id, event_type=event.type, event_id=event.id)
+    if await NotificationRepository(uow.session).add(
+        event_id=event.id, user_id=user_id, message=message.as_bytes(), now=datetime.now(UTC)
+    ):
+        uow.after_commit(outgoing.wake)
+        log.info("notification decided", user_id=user_id, event_type=event.type, event_id=event.id)

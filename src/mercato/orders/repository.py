@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from mercato.orders.domain import OrderStatus
-from mercato.orders.models import IdempotencyKeyRow, OrderRow, RecipientRow
+from mercato.orders.models import IdempotencyKeyRow, NotificationRow, OrderRow, RecipientRow
 
 IN_FLIGHT = "in_flight"
 DONE = "done"
@@ -183,3 +183,92 @@ class RecipientRepository:
 
     async def get(self, user_id: str) -> RecipientRow | None:
         return await self.session.get(RecipientRow, user_id)
+
+
+class NotificationRepository:
+    """The notifications decided and not yet sent. A sender claims one (compare-and-set on
+    ``due_at``) before it mails, so two senders never mail the same row at once."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, *, event_id: str, user_id: str, message: bytes, now: datetime) -> bool:
+        """Record the notification of ``event_id``; False if that event already has one."""
+        statement = (
+            _insert_for(self.session)(NotificationRow)
+            .values(
+                event_id=event_id,
+                user_id=user_id,
+                message=message,
+                created_at=now,
+                due_at=now,
+                attempts=0,
+            )
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(NotificationRow.event_id)
+        )
+        return (await self.session.execute(statement)).scalar_one_or_none() is not None
+
+    async def due(self, now: datetime, *, limit: int) -> list[str]:
+        """The event ids of unsent notifications due by ``now``, oldest due first."""
+        statement = (
+            select(NotificationRow.event_id)
+            .where(NotificationRow.sent_at.is_(None), NotificationRow.due_at <= now)
+            .order_by(NotificationRow.due_at)
+            .limit(limit)
+        )
+        return list((await self.session.execute(statement)).scalars())
+
+    async def next_due(self) -> datetime | None:
+        """When the earliest unsent notification is due; None when all are sent."""
+        statement = select(func.min(NotificationRow.due_at)).where(
+            NotificationRow.sent_at.is_(None)
+        )
+        value: datetime | None = (await self.session.execute(statement)).scalar_one()
+        return value
+
+    async def claim(
+        self, event_id: str, *, now: datetime, until: datetime
+    ) -> tuple[bytes, int] | None:
+        """Hold an unsent, due notification until ``until`` and count the attempt; returns
+        its message and attempt number, or None if it was sent or claimed meanwhile."""
+        statement = (
+            update(NotificationRow)
+            .where(
+                NotificationRow.event_id == event_id,
+                NotificationRow.sent_at.is_(None),
+                NotificationRow.due_at <= now,
+            )
+            .values(due_at=until, attempts=NotificationRow.attempts + 1)
+            .returning(NotificationRow.message, NotificationRow.attempts)
+            .execution_options(synchronize_session=False)
+        )
+        row = (await self.session.execute(statement)).one_or_none()
+        return None if row is None else (bytes(row[0]), int(row[1]))
+
+    async def sent(self, event_id: str, *, now: datetime) -> None:
+        statement = (
+            update(NotificationRow)
+            .where(NotificationRow.event_id == event_id)
+            .values(sent_at=now, last_error=None)
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(statement)
+
+    async def failed(self, event_id: str, *, error: str, retry_at: datetime) -> None:
+        statement = (
+            update(NotificationRow)
+            .where(NotificationRow.event_id == event_id, NotificationRow.sent_at.is_(None))
+            .values(due_at=retry_at, last_error=error[:2000])
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(statement)
+
+    async def delete_sent_before(self, cutoff: datetime) -> int:
+        statement = delete(NotificationRow).where(
+            NotificationRow.sent_at.is_not(None), NotificationRow.sent_at < cutoff
+        )
+        result: Any = await self.session.execute(
+            statement.execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)

@@ -14,7 +14,7 @@ def test_the_known_groups_match_the_declared_handlers() -> None:
         profile_handlers,
         stock_handlers(cache=None),  # type: ignore[arg-type]
         saga_handlers,
-        notification_handlers(mailer=None, sender="shop@example.com"),  # type: ignore[arg-type]
+        notification_handlers(outgoing=None, sender="shop@example.com"),  # type: ignore[arg-type]
     ]
 
     assert {h.consumer: sorted(h.event_types) for h in declared} == {
