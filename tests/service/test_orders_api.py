@@ -246,6 +246,37 @@ async def test_the_order_total_is_exact_for_many_lines(
     assert Decimal(response.json()["total"]) == Decimal("15.00")
 
 
+async def test_an_order_of_fifty_products_is_priced_in_one_request(
+    orders: OrdersHarness, products: ProductsStub
+) -> None:
+    """DESIGN.md: one ``GET /products?ids=`` for the whole order, never one per line (and
+    not cut to the catalogue's default page of 20)."""
+    ids = [products.add(price=f"{n + 1}.25", name=f"Thing {n}") for n in range(50)]
+    body = {"items": [{"product_id": pid, "quantity": 1} for pid in reversed(ids)]}
+    response = await orders.client.post("/orders", json=body, headers=ALICE)
+    assert response.status_code == 201, response.text
+    assert products.requests == 1
+    assert sorted(products.asked[0]) == sorted(ids)
+    lines = response.json()["items"]
+    assert [line["product_id"] for line in lines] == list(reversed(ids))  # the order's order
+    assert [(line["name"], line["unit_price"]) for line in lines] == [
+        (f"Thing {n}", f"{n + 1}.25") for n in reversed(range(50))
+    ]
+    assert response.json()["total"] == f"{sum(n + 1.25 for n in range(50)):.2f}"
+
+
+async def test_a_catalogue_answering_503_is_a_503_after_its_retry(
+    orders: OrdersHarness, products: ProductsStub
+) -> None:
+    products.failing_with = 503
+    body = {"items": [{"product_id": products.add(), "quantity": 1}]}
+    response = await orders.client.post("/orders", json=body, headers=ALICE)
+    assert response.status_code == 503
+    assert response.json()["dependency"] == "upstream service"
+    assert products.requests == 2  # the one call, retried once (service_call_retries=1)
+    assert await orders.orders() == 0
+
+
 async def test_products_down_is_a_503_problem_and_writes_nothing(
     orders: OrdersHarness, products: ProductsStub
 ) -> None:

@@ -54,10 +54,12 @@ async def test_without_the_cache_every_read_sees_the_database() -> None:
 async def test_every_write_is_visible_to_the_next_read(products: RunningProducts) -> None:
     product = await products.create(sku="W1", name="Before", price="1.00")
     url = f"/products/{product['id']}"
-    for path in (url, "/products", "/products?sort=name&q=before"):
+    priced = f"/products?ids={product['id']}"  # how orders snapshots prices
+    for path in (url, "/products", "/products?sort=name&q=before", priced):
         assert (await products.client.get(path)).status_code == 200  # warm every entry
     await products.client.patch(url, json={"name": "After"}, headers=products.admin)
     assert (await products.client.get(url)).json()["name"] == "After"
+    assert (await products.client.get(priced)).json()["items"][0]["name"] == "After"
     assert (await products.client.get("/products")).json()["items"][0]["name"] == "After"
     assert (await products.client.get("/products?sort=name&q=before")).json()["total"] == 0
 

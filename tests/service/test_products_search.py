@@ -1,4 +1,5 @@
-"""Listing: paging, filters, the sort allow-list, literal search and SQL injection."""
+"""Listing: paging, filters (``ids`` among them), the sort allow-list, literal search and
+SQL injection."""
 
 from __future__ import annotations
 
@@ -44,6 +45,12 @@ async def products() -> AsyncIterator[RunningProducts]:
         for product in CATALOGUE:
             await running.create(**product)
         yield running
+
+
+async def ids_of(products: RunningProducts, *wanted_skus: str) -> str:
+    page = await listing(products)
+    by_sku = {item["sku"]: item["id"] for item in page["items"]}
+    return ",".join(by_sku[sku] for sku in wanted_skus)
 
 
 async def listing(products: RunningProducts, **params: Any) -> dict[str, Any]:
@@ -104,6 +111,46 @@ async def test_filters_combine(
     assert page["total"] == len(expected)
 
 
+async def test_ids_list_exactly_those_products_each_once(products: RunningProducts) -> None:
+    ids = await ids_of(products, "D", "A", "D")
+    page = await listing(products, ids=f"{ids},no-such-product", sort="name")
+    assert skus(page) == ["A", "D"]
+    assert (page["total"], page["limit"], page["offset"]) == (2, 3, 0)
+    other = await listing(products, ids=await ids_of(products, "B"))  # not the cached list
+    assert skus(other) == ["B"]
+    assert (await listing(products, ids="no-such-product"))["items"] == []
+
+
+async def test_ids_combine_with_the_other_filters_and_an_explicit_page(
+    products: RunningProducts,
+) -> None:
+    ids = await ids_of(products, "A", "B", "D")
+    assert skus(await listing(products, ids=ids, category="kitchen", sort="name")) == ["A", "B"]
+    assert skus(await listing(products, ids=ids, max_price="10", q="e")) == ["A"]
+    page = await listing(products, ids=ids, sort="-price", limit=1, offset=1)
+    assert skus(page) == ["B"]
+    assert (page["total"], page["limit"], page["offset"]) == (3, 1, 1)
+
+
+async def test_a_malformed_ids_list_is_refused_naming_ids(products: RunningProducts) -> None:
+    response = await products.client.get("/products", params={"ids": "a,,b"})
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"loc": ["query", "ids"], "msg": "comma-separated ids of 1 to 64 characters, none empty"}
+    ]
+
+
+async def test_an_ids_request_is_not_cut_to_the_default_page() -> None:
+    async with running_products() as many:
+        created = [await many.create(sku=f"M{n:02}", name=f"Many {n}") for n in range(30)]
+        wanted = [product["id"] for product in created[:25]]
+        page = await listing(many, ids=",".join(wanted))
+        assert sorted(item["id"] for item in page["items"]) == sorted(wanted)
+        assert (page["total"], page["limit"]) == (25, 25)
+        everything = ",".join(product["id"] for product in created) + ",x" * 70
+        assert len((await listing(many, ids=everything))["items"]) == 30  # 100 ids in all
+
+
 @pytest.mark.parametrize(
     ("q", "expected"),
     [("100%", ["C"]), ("%", ["C"]), ("_", ["D"]), ("warm_white", ["D"]), ("warm%white", [])],
@@ -131,6 +178,13 @@ async def test_search_text_matches_literally(
         {"q": ""},
         {"q": "x" * 201},
         {"category": "c" * 65},
+        {"ids": ""},
+        {"ids": ","},
+        {"ids": "a,,b"},
+        {"ids": "a,"},
+        {"ids": "a," + "b" * 65},
+        {"ids": ",".join(str(n) for n in range(101))},
+        {"ids": "a,b\x00"},
     ],
 )
 async def test_out_of_range_parameters_are_refused(

@@ -32,12 +32,17 @@ from support.servers import free_port
 
 @dataclass
 class ProductsStub:
-    """``GET /products/{id}`` from a dict, as the products service answers it."""
+    """``GET /products?ids=`` from a dict, as the products service answers it: a page of
+    exactly those products, all of them unless ``limit`` says fewer; 422 without ids or
+    with more than 100. ``failing_with`` (a status) makes every request fail."""
 
     port: int
     products: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: int = 0
+    #: The ids each request asked for, in order.
+    asked: list[list[str]] = field(default_factory=list)
     delay: float = 0.0
+    failing_with: int | None = None
     runner: web.AppRunner | None = None
     requested: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -70,18 +75,25 @@ class ProductsStub:
         return pid
 
     async def start(self) -> None:
-        async def product(request: web.Request) -> web.Response:
+        async def listing(request: web.Request) -> web.Response:
             self.requests += 1
             self.requested.set()
             if self.delay:
                 await asyncio.sleep(self.delay)
-            found = self.products.get(request.match_info["product_id"])
-            if found is None:
-                return web.json_response({"status": 404, "title": "Not Found"}, status=404)
-            return web.json_response(found)
+            if self.failing_with is not None:
+                return web.json_response({"status": self.failing_with}, status=self.failing_with)
+            ids = request.query.get("ids", "").split(",")
+            self.asked.append(ids)
+            if not all(ids) or len(ids) > 100:
+                return web.json_response({"status": 422, "title": "Unprocessable"}, status=422)
+            found = [self.products[pid] for pid in sorted(set(ids)) if pid in self.products]
+            limit = int(request.query.get("limit", len(set(ids))))
+            return web.json_response(
+                {"items": found[:limit], "total": len(found), "limit": limit, "offset": 0}
+            )
 
         app = web.Application()
-        app.router.add_get("/products/{product_id}", product)
+        app.router.add_get("/products", listing)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 
 from mercato.platform.http import public_url
 from mercato.platform.schemas import NUL_FREE
@@ -15,7 +16,15 @@ from mercato.products.caching import Representation
 from mercato.products.dependencies import Catalogue, WriteUnitOfWork, read_dependencies
 from mercato.products.domain import MAX_PRICE, ProductSort
 from mercato.products.repository import ProductFilter
-from mercato.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
+from mercato.products.schemas import (
+    MAX_IDS,
+    MAX_IDS_TEXT,
+    ProductCreate,
+    ProductOut,
+    ProductPage,
+    ProductUpdate,
+    product_ids,
+)
 
 router = APIRouter(prefix="/products", tags=["products"])
 
@@ -34,6 +43,17 @@ LOCATION: dict[str, Any] = {
     "schema": {"type": "string"},
 }
 QueryPrice = Annotated[Decimal | None, Query(gt=0, le=MAX_PRICE, max_digits=12, decimal_places=2)]
+QueryIds = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=MAX_IDS_TEXT,
+        pattern=NUL_FREE,
+        description=f"Exactly these products: up to {MAX_IDS} comma-separated ids. Unless"
+        " `limit` is given, the page holds all of them.",
+    ),
+]
+DEFAULT_LIMIT = 20
 
 
 def cached_response(request: Request, representation: Representation, max_age: int) -> Response:
@@ -59,21 +79,44 @@ async def list_products(
     category: Annotated[str | None, Query(min_length=1, max_length=64, pattern=NUL_FREE)] = None,
     min_price: QueryPrice = None,
     max_price: QueryPrice = None,
+    ids: QueryIds = None,
     sort: ProductSort = ProductSort.CREATED_AT_DESC,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=100,
+            description=f"Page size: {DEFAULT_LIMIT}, or with `ids` the number of ids.",
+        ),
+    ] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
+    wanted = _parse_ids(ids)
     where = ProductFilter(
         q=q,
         category=category.strip().lower() if category is not None else None,
         min_price=min_price,
         max_price=max_price,
+        ids=wanted,
     )
+    if limit is None:  # an ids request is never cut short by the default page size
+        limit = DEFAULT_LIMIT if wanted is None else len(wanted)
     context, catalogue = read_dependencies(request)
     page = await service.read_product_page(
         context.db, catalogue, where, sort, limit=limit, offset=offset
     )
     return cached_response(request, page, context.settings.product_list_max_age)
+
+
+def _parse_ids(text: str | None) -> frozenset[str] | None:
+    if text is None:
+        return None
+    try:
+        return product_ids(text)
+    except ValueError as exc:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("query", "ids"), "msg": str(exc)}]
+        ) from None
 
 
 @router.get(

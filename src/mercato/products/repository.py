@@ -30,6 +30,8 @@ class ProductFilter:
     category: str | None = None
     min_price: Decimal | None = None
     max_price: Decimal | None = None
+    #: Exactly these products (``ids``), or any.
+    ids: frozenset[str] | None = None
 
     def conditions(self) -> list[ColumnElement[bool]]:
         found: list[ColumnElement[bool]] = []
@@ -47,6 +49,8 @@ class ProductFilter:
             found.append(ProductRow.price >= self.min_price)
         if self.max_price is not None:
             found.append(ProductRow.price <= self.max_price)
+        if self.ids is not None:
+            found.append(ProductRow.id.in_(sorted(self.ids)))
         return found
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import (
     AfterValidator,
@@ -41,6 +41,25 @@ Category = Annotated[
 ]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Stock = Annotated[int, Field(ge=0, le=2_000_000_000)]
+
+
+#: ``GET /products?ids=``: at most this many comma-separated ids, each 1..64 characters.
+MAX_IDS: Final = 100
+MAX_ID_LENGTH: Final = 64
+#: The longest ``ids`` text that can be valid: every id at its longest, with the commas.
+MAX_IDS_TEXT: Final = MAX_IDS * (MAX_ID_LENGTH + 1) - 1
+
+
+def product_ids(text: str) -> frozenset[str]:
+    """The distinct ids of an ``ids`` query parameter (``a,b,c``; a repeated id counts
+    once); ValueError when there are more than :data:`MAX_IDS` or one is empty or longer
+    than :data:`MAX_ID_LENGTH`."""
+    ids = text.split(",")
+    if len(ids) > MAX_IDS:
+        raise ValueError(f"at most {MAX_IDS} ids")
+    if not all(0 < len(one) <= MAX_ID_LENGTH for one in ids):
+        raise ValueError(f"comma-separated ids of 1 to {MAX_ID_LENGTH} characters, none empty")
+    return frozenset(ids)
 
 
 class ProductCreate(StrictModel):

@@ -230,6 +230,7 @@ async def read_product_page(
         "category": where.category,
         "min_price": _money_key(where.min_price),
         "max_price": _money_key(where.max_price),
+        "ids": None if where.ids is None else sorted(where.ids),
         "sort": sort.value,
         "limit": limit,
         "offset": offset,
