@@ -603,18 +603,32 @@ async def test_a_postgresql_crash_strands_no_order(
     assert not any(broker_dlq.values()), broker_dlq
 
 
+@pytest.mark.parametrize("broker", ["memory", "rabbitmq"])
 async def test_a_redis_crash_strands_no_order(
-    tmp_path: Path, postgres_url: str, private_redis: RedisNode, report: Report
+    tmp_path: Path,
+    postgres_url: str,
+    private_redis: RedisNode,
+    broker: str,
+    request: pytest.FixtureRequest,
+    report: Report,
 ) -> None:
     env = shop_env(postgres_url, REDIS_URL=private_redis.url)
+    if broker == "rabbitmq":
+        env["BROKER_URL"] = request.getfixturevalue("rabbit_node").url
     outage = Outage("redis", private_redis.kill, private_redis.start)
     with mercato_up(tmp_path, free_ports(), env=env, ready_timeout=120) as running:
         figures, tally, book = await run_outage(running, postgres_url, outage)
         dlq = await asyncio.to_thread(dlq_list, postgres_url)
-    figures.update(broker="memory", dlq_listed=len(dlq))
-    report("redis crash, memory broker", figures)
+        broker_dlq = (
+            await broker_dead_letters(env["BROKER_URL"], env["MESSAGING_EXCHANGE"])
+            if broker == "rabbitmq"
+            else {}
+        )
+    figures.update(broker=broker, dlq_listed=len(dlq), broker_dlq=broker_dlq)
+    report(f"redis crash, {broker} broker", figures)
     assert_accounted(figures, tally, book)
     assert dlq == []
+    assert not any(broker_dlq.values()), broker_dlq
 
 
 def envelope(event_type: str, data: dict[str, Any]) -> bytes:
