@@ -47,11 +47,11 @@ import httpx
 import pytest
 
 from support.orders_flow import FLOW_ENV, Shopper, admin_token, create_product, sign_up
-from support.postgres_node import PostgresNode, postgres_node
+from support.postgres_node import PostgresNode
 from support.processes import SERVICE_PORT_SETTINGS, RunningMercato, mercato_up
 from support.rabbit_node import RabbitNode
-from support.redis_node import RedisNode, redis_node
-from support.servers import free_port
+from support.redis_node import RedisNode
+from support.servers import free_port, started
 
 pytestmark = [pytest.mark.anyio, pytest.mark.fault, pytest.mark.timeout(420)]
 
@@ -79,25 +79,15 @@ def report(record_property: Callable[[str, object], None]) -> Report:
     return emit
 
 
-@pytest.fixture(scope="module")
-def rabbit_node() -> Iterator[RabbitNode]:
-    node = RabbitNode()
-    node.start()
-    try:
-        yield node
-    finally:
-        node.cleanup()
-
-
 @pytest.fixture
 def private_postgres() -> Iterator[PostgresNode]:
-    with postgres_node() as node:
+    with started(PostgresNode()) as node:
         yield node
 
 
 @pytest.fixture
 def private_redis() -> Iterator[RedisNode]:
-    with redis_node() as node:
+    with started(RedisNode()) as node:
         yield node
 
 
@@ -574,19 +564,16 @@ def assert_accounted(figures: dict[str, Any], tally: Tally, book: dict[str, Any]
 # --- the runs -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("broker", ["memory", "rabbitmq"])
-async def test_a_postgresql_crash_strands_no_order(
+async def crash_while_ordering(
     tmp_path: Path,
-    private_postgres: PostgresNode,
+    env: dict[str, str],
+    database_url: str,
+    outage: Outage,
     broker: str,
-    request: pytest.FixtureRequest,
     report: Report,
-) -> None:
-    database_url = private_postgres.create_database("mercato")
-    env = shop_env(database_url)
-    if broker == "rabbitmq":
-        env["BROKER_URL"] = request.getfixturevalue("rabbit_node").url
-    outage = Outage("postgresql", private_postgres.crash, private_postgres.start)
+) -> dict[str, Any]:
+    """Place the orders through `mercato up` while ``outage`` happens, account for every one
+    of them, and check no event was dead-lettered (database record and broker queues)."""
     with mercato_up(tmp_path, free_ports(), env=env, ready_timeout=120) as running:
         figures, tally, book = await run_outage(running, database_url, outage)
         dlq = await asyncio.to_thread(dlq_list, database_url)
@@ -596,11 +583,32 @@ async def test_a_postgresql_crash_strands_no_order(
             else {}
         )
     figures.update(broker=broker, dlq_listed=len(dlq), broker_dlq=broker_dlq)
-    report(f"postgresql crash, {broker} broker", figures)
+    report(f"{outage.name} crash, {broker} broker", figures)
     assert_accounted(figures, tally, book)
-    assert figures["readyz_during_outage"].get(503), figures["readyz_during_outage"]
     assert dlq == []
     assert not any(broker_dlq.values()), broker_dlq
+    return figures
+
+
+def on_broker(env: dict[str, str], broker: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    if broker == "rabbitmq":
+        env["BROKER_URL"] = request.getfixturevalue("rabbit_node").url
+    return env
+
+
+@pytest.mark.parametrize("broker", ["memory", "rabbitmq"])
+async def test_a_postgresql_crash_strands_no_order(
+    tmp_path: Path,
+    private_postgres: PostgresNode,
+    broker: str,
+    request: pytest.FixtureRequest,
+    report: Report,
+) -> None:
+    database_url = private_postgres.create_database("mercato")
+    env = on_broker(shop_env(database_url), broker, request)
+    outage = Outage("postgresql", private_postgres.crash, private_postgres.start)
+    figures = await crash_while_ordering(tmp_path, env, database_url, outage, broker, report)
+    assert figures["readyz_during_outage"].get(503), figures["readyz_during_outage"]
 
 
 @pytest.mark.parametrize("broker", ["memory", "rabbitmq"])
@@ -612,23 +620,9 @@ async def test_a_redis_crash_strands_no_order(
     request: pytest.FixtureRequest,
     report: Report,
 ) -> None:
-    env = shop_env(postgres_url, REDIS_URL=private_redis.url)
-    if broker == "rabbitmq":
-        env["BROKER_URL"] = request.getfixturevalue("rabbit_node").url
+    env = on_broker(shop_env(postgres_url, REDIS_URL=private_redis.url), broker, request)
     outage = Outage("redis", private_redis.kill, private_redis.start)
-    with mercato_up(tmp_path, free_ports(), env=env, ready_timeout=120) as running:
-        figures, tally, book = await run_outage(running, postgres_url, outage)
-        dlq = await asyncio.to_thread(dlq_list, postgres_url)
-        broker_dlq = (
-            await broker_dead_letters(env["BROKER_URL"], env["MESSAGING_EXCHANGE"])
-            if broker == "rabbitmq"
-            else {}
-        )
-    figures.update(broker=broker, dlq_listed=len(dlq), broker_dlq=broker_dlq)
-    report(f"redis crash, {broker} broker", figures)
-    assert_accounted(figures, tally, book)
-    assert dlq == []
-    assert not any(broker_dlq.values()), broker_dlq
+    await crash_while_ordering(tmp_path, env, postgres_url, outage, broker, report)
 
 
 def envelope(event_type: str, data: dict[str, Any]) -> bytes:

@@ -60,16 +60,6 @@ CRASH_SCRIPT = Path(__file__).resolve().parents[1] / "support" / "messaging_cras
 
 
 @pytest.fixture(scope="module")
-def rabbit_node() -> Iterator[RabbitNode]:
-    node = RabbitNode()
-    node.start()
-    try:
-        yield node
-    finally:
-        node.cleanup()
-
-
-@pytest.fixture(scope="module")
 def kafka_url() -> Iterator[str]:
     with tansu_broker() as url:
         yield url

@@ -19,7 +19,6 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,16 +42,6 @@ PRODUCTS = 3
 STOCK = 100  # per product; orders ask for about 450 units, so some are rejected
 OUTAGE = 10.0
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "orders_fault.json"
-
-
-@pytest.fixture(scope="module")
-def rabbit_node() -> Iterator[RabbitNode]:
-    node = RabbitNode()
-    node.start()
-    try:
-        yield node
-    finally:
-        node.cleanup()
 
 
 @dataclass

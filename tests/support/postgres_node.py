@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from support.servers import missing
@@ -128,14 +127,3 @@ class PostgresNode:
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                 self.crash()
         shutil.rmtree(self.base, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def postgres_node() -> Iterator[PostgresNode]:
-    """A started private PostgreSQL, removed afterwards."""
-    node = PostgresNode()
-    try:
-        node.start()
-        yield node
-    finally:
-        node.cleanup()

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from support.servers import missing
@@ -95,13 +94,3 @@ class RedisNode:
     def cleanup(self) -> None:
         self.kill()
         shutil.rmtree(self.base, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def redis_node() -> Iterator[RedisNode]:
-    node = RedisNode()
-    try:
-        node.start()
-        yield node
-    finally:
-        node.cleanup()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
-from typing import NoReturn
+from collections.abc import Iterator
+from typing import NoReturn, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -46,3 +48,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class PrivateServer(Protocol):
+    """A server a fault test starts for itself (its own port and directory), to kill."""
+
+    def start(self) -> None: ...
+
+    def cleanup(self) -> None: ...
+
+
+ServerT = TypeVar("ServerT", bound=PrivateServer)
+
+
+@contextlib.contextmanager
+def started(node: ServerT) -> Iterator[ServerT]:
+    """``node`` started for the block, then stopped and its directory removed (also when
+    it failed to start)."""
+    try:
+        node.start()
+        yield node
+    finally:
+        node.cleanup()
