@@ -4,12 +4,14 @@ answer that names an internal host or port."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from mercato.platform.settings import Settings, load_settings
 from mercato.serving import app_factory
+from support.asgi import call_asgi
 from support.auth import test_settings, trusting_overrides
 from support.gateway import gateway_settings, running
 from support.servers import free_port
@@ -127,32 +129,14 @@ async def raw_get(
     app: Any, path: str, headers: list[tuple[str, str]]
 ) -> tuple[int, dict[str, str], Any]:
     """One GET straight through ASGI, with exactly ``headers`` (httpx would merge Hosts)."""
-    import json
-
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
-        "client": ("127.0.0.1", 40000),
-        "server": ("gateway.test", 80),
-        "state": {},
-    }
-    await app(scope, receive, send)
+    sent = await call_asgi(
+        app,
+        "GET",
+        path,
+        headers=[(k.lower().encode(), v.encode()) for k, v in headers],
+        messages=[{"type": "http.request", "body": b"", "more_body": False}],
+        server=("gateway.test", 80),
+    )
     start = sent[0]
     response_headers = {k.decode(): v.decode() for k, v in start["headers"]}
     body = b"".join(m.get("body", b"") for m in sent[1:])

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from mercato.platform.errors import PROBLEM_JSON, install_error_handlers
 from mercato.platform.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from support.asgi import call_asgi
 
 pytestmark = pytest.mark.anyio
 
@@ -114,27 +115,12 @@ async def test_a_body_longer_than_its_content_length_is_cut_off_too() -> None:
         {"type": "http.request", "body": b'{"text": "' + b"z" * 600, "more_body": True},
         {"type": "http.request", "body": b"z" * 600 + b'"}', "more_body": False},
     ]
-    sent: list[dict[str, object]] = []
-
-    async def receive() -> dict[str, object]:
-        return messages.pop(0)
-
-    async def send(message: dict[str, object]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/notes",
-        "raw_path": b"/notes",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"20")],
-        "client": ("203.0.113.1", 1234),
-        "server": ("test", 80),
-    }
-    await app(scope, receive, send)
+    sent = await call_asgi(
+        app,
+        "POST",
+        "/notes",
+        headers=[(b"content-type", b"application/json"), (b"content-length", b"20")],
+        messages=messages,
+        client=("203.0.113.1", 1234),
+    )
     assert sent[0]["status"] == 413

@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from mercato.platform.errors import PROBLEM_JSON, Conflict, Unauthorized, install_error_handlers
 from mercato.platform.middleware import RequestContextMiddleware
 from mercato.platform.observability import HttpMetrics
+from support.asgi import call_asgi
 from support.outages import NOT_OUTAGES, OUTAGES
 
 pytestmark = pytest.mark.anyio
@@ -218,28 +219,12 @@ async def test_a_client_that_went_away_is_a_499_not_a_server_error(
     counted and logged as 499, as nginx does, so it cannot inflate the 5xx alerts."""
     registry = CollectorRegistry()
     app = build_app(expose=False, registry=registry)
-    sent: list[dict[str, object]] = []
-
-    async def receive() -> dict[str, object]:
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, object]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/items",
-        "raw_path": b"/items",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"40")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("test", 80),
-    }
-    await app(scope, receive, send)
+    await call_asgi(  # the client hung up before its body arrived
+        app,
+        "POST",
+        "/items",
+        headers=[(b"content-type", b"application/json"), (b"content-length", b"40")],
+    )
 
     text = generate_latest(registry).decode()
     assert 'status="499"' in text
