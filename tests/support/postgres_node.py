@@ -13,12 +13,11 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
-from support.servers import missing
+from support.servers import free_port, missing
 
 SHARED_PORT = 5432
 
@@ -26,15 +25,6 @@ SHARED_PORT = 5432
 def _binaries() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name))
     return Path(found[-1]) if found and Path(found[-1], "pg_ctl").exists() else None
-
-
-def _free_port() -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port != SHARED_PORT:
-            return port
 
 
 class PostgresNode:
@@ -45,7 +35,7 @@ class PostgresNode:
         if bin_dir is None or shutil.which("runuser") is None or os.geteuid() != 0:
             missing("a private PostgreSQL needs /usr/lib/postgresql/*/bin, runuser and root")
         self.bin = bin_dir
-        self.port = _free_port()
+        self.port = free_port(avoid=SHARED_PORT)
         self.base = Path(tempfile.mkdtemp(prefix="mercato-pg-"))
         self.data = self.base / "data"
         self.sockets = self.base / "run"

@@ -19,15 +19,9 @@ import time
 import uuid
 from pathlib import Path
 
-from support.servers import missing
+from support.servers import free_port, missing
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(port: int) -> bool:
@@ -45,7 +39,7 @@ class RabbitNode:
         if not SERVER.exists() or shutil.which("runuser") is None or os.geteuid() != 0:
             missing("a private RabbitMQ node needs rabbitmq-server, runuser and root")
         self.name = f"fault-{uuid.uuid4().hex[:8]}@localhost"
-        self.port, self.dist_port = _free_port(), _free_port()
+        self.port, self.dist_port = free_port(), free_port()
         self.base = Path(tempfile.mkdtemp(prefix="mercato-rabbit-"))
         for sub in ("mnesia", "log"):
             (self.base / sub).mkdir()

@@ -15,18 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from support.servers import missing
+from support.servers import free_port, missing
 
 SHARED_PORT = 6379
-
-
-def _free_port() -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port != SHARED_PORT:
-            return port
 
 
 def _pong(port: int) -> bool:
@@ -45,7 +36,7 @@ class RedisNode:
         if server is None:
             missing("a private Redis needs redis-server")
         self.server = server
-        self.port = _free_port()
+        self.port = free_port(avoid=SHARED_PORT)
         self.base = Path(tempfile.mkdtemp(prefix="mercato-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 

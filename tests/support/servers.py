@@ -44,10 +44,15 @@ def missing(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(*, avoid: int | None = None) -> int:
+    """A port nobody listens on now; never ``avoid`` (a shared server's port, which is free
+    only while that server is down and must stay its own)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port != avoid:
+            return port
 
 
 class PrivateServer(Protocol):

