@@ -22,20 +22,14 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
 
 @router.get("/me", response_model=Profile, responses=ANSWERS)
 async def read_me(user: CurrentUser, context: Context) -> Profile:
-    async with context.db.unit_of_work(read_only=True) as uow:
-        row = await service.profile_for(uow, user, user.user_id)
-        return Profile.model_validate(row)
+    return await service.profile_for(context.db, user, user.user_id)
 
 
 @router.patch(
     "/me", response_model=Profile, responses={**ANSWERS, 422: {"description": "Invalid field"}}
 )
 async def update_me(patch: ProfilePatch, user: CurrentUser, context: Context) -> Profile:
-    async with context.db.unit_of_work() as uow:
-        row = await service.update_profile(uow, user.user_id, patch)
-        profile = Profile.model_validate(row)
-        await uow.commit()
-    return profile
+    return await service.update_profile(context.db, user.user_id, patch)
 
 
 @router.get(
@@ -46,8 +40,7 @@ async def update_me(patch: ProfilePatch, user: CurrentUser, context: Context) ->
 async def list_users(
     _admin: AdminUser, context: Context, limit: Limit = 20, offset: Offset = 0
 ) -> ProfilePage:
-    async with context.db.unit_of_work(read_only=True) as uow:
-        return await service.list_profiles(uow, limit=limit, offset=offset)
+    return await service.list_profiles(context.db, limit=limit, offset=offset)
 
 
 @router.get("/{user_id}", response_model=Profile, responses=ANSWERS)
@@ -56,6 +49,4 @@ async def read_user(
     user: CurrentUser,
     context: Context,
 ) -> Profile:
-    async with context.db.unit_of_work(read_only=True) as uow:
-        row = await service.profile_for(uow, user, user_id)
-        return Profile.model_validate(row)
+    return await service.profile_for(context.db, user, user_id)

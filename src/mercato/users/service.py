@@ -1,4 +1,8 @@
-"""Use cases and event handlers of the users context. Nothing here commits."""
+"""Use cases and event handlers of the users context.
+
+Each use case owns its transaction (it opens the unit of work and commits); the event
+handler runs in the consumer runner's transaction and never commits.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from datetime import UTC, datetime
 
 from mercato.auth.contracts import UserRegistered
 from mercato.messaging import Envelope, Handlers
-from mercato.platform.db import UnitOfWork
+from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.errors import NotFound
 from mercato.platform.security.tokens import Principal
 from mercato.users import domain
@@ -40,31 +44,41 @@ async def create_profile(event: Envelope[UserRegistered], uow: UnitOfWork) -> No
     )
 
 
-async def profile_for(uow: UnitOfWork, viewer: Principal, profile_id: str) -> ProfileRow:
+async def profile_for(db: Database, viewer: Principal, profile_id: str) -> Profile:
     """The profile, if ``viewer`` may see it; 404 otherwise (existence is not revealed)."""
     if not domain.can_view(viewer.user_id, viewer.is_admin, profile_id):
         raise NotFound(NOT_FOUND)
-    profile = await ProfileRepository(uow.session).get(profile_id)
-    if profile is None:
-        raise NotFound(NOT_FOUND)
-    return profile
+    async with db.unit_of_work(read_only=True) as uow:
+        profile = await ProfileRepository(uow.session).get(profile_id)
+        if profile is None:
+            raise NotFound(NOT_FOUND)
+        return Profile.model_validate(profile)
 
 
-async def update_profile(uow: UnitOfWork, user_id: str, patch: ProfilePatch) -> ProfileRow:
-    profile = await ProfileRepository(uow.session).get(user_id)
-    if profile is None:
-        raise NotFound(NOT_FOUND)
-    changes = patch.model_dump(include=patch.model_fields_set & domain.EDITABLE_FIELDS)
-    for name, value in changes.items():
-        setattr(profile, name, value)
-    if changes:
-        profile.updated_at = datetime.now(UTC)
-    await uow.session.flush()
-    return profile
+async def update_profile(db: Database, user_id: str, patch: ProfilePatch) -> Profile:
+    """Change the fields ``patch`` sets on the user's own profile; 404 if it has none."""
+    async with db.unit_of_work() as uow:
+        profile = await ProfileRepository(uow.session).get(user_id)
+        if profile is None:
+            raise NotFound(NOT_FOUND)
+        changes = patch.model_dump(include=patch.model_fields_set & domain.EDITABLE_FIELDS)
+        for name, value in changes.items():
+            setattr(profile, name, value)
+        if changes:
+            profile.updated_at = datetime.now(UTC)
+        await uow.session.flush()
+        updated = Profile.model_validate(profile)
+        await uow.commit()
+    return updated
 
 
-async def list_profiles(uow: UnitOfWork, *, limit: int, offset: int) -> ProfilePage:
-    rows, total = await ProfileRepository(uow.session).page(limit=limit, offset=offset)
-    return ProfilePage(
-        items=[Profile.model_validate(row) for row in rows], total=total, limit=limit, offset=offset
-    )
+async def list_profiles(db: Database, *, limit: int, offset: int) -> ProfilePage:
+    """One page of every profile, oldest first (administrators only, checked by the route)."""
+    async with db.unit_of_work(read_only=True) as uow:
+        rows, total = await ProfileRepository(uow.session).page(limit=limit, offset=offset)
+        return ProfilePage(
+            items=[Profile.model_validate(row) for row in rows],
+            total=total,
+            limit=limit,
+            offset=offset,
+        )
