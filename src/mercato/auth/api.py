@@ -15,9 +15,7 @@ from mercato.auth.schemas import (
     RegisterRequest,
     TokenPair,
 )
-from mercato.auth.service import BAD_REFRESH, RefreshRefused
 from mercato.platform.app import Context
-from mercato.platform.errors import Unauthorized
 from mercato.platform.http import public_url
 from mercato.platform.schemas import NUL_FREE
 from mercato.platform.security.dependencies import CurrentUser
@@ -56,25 +54,9 @@ LOGIN_ANSWERS: dict[int | str, dict[str, Any]] = {
 async def register(
     body: RegisterRequest, context: Context, auth: Auth, response: Response
 ) -> RegisteredUser:
-    async with context.db.unit_of_work() as uow:
-        user = await auth.accounts.register(uow, body)
-        await uow.commit()
+    user = await auth.accounts.register(context.db, body)
     response.headers["Location"] = public_url(f"/users/{user.id}")  # the new user's profile
-    return RegisteredUser(
-        id=user.id, username=user.username, email=user.email, created_at=user.created_at
-    )
-
-
-async def _login(
-    context: Context, auth: Auth, client: str, username: str, password: str
-) -> TokenPair:
-    await auth.check_login_limits(username, client)
-    async with context.db.unit_of_work(read_only=True) as uow:
-        who = await auth.authenticate(uow, username, password, client=client)
-    async with context.db.unit_of_work() as uow:
-        pair = await auth.start_session(uow, who, client=client)
-        await uow.commit()
-    return pair
+    return user
 
 
 @router.post("/login", response_model=TokenPair, responses=LOGIN_ANSWERS)
@@ -82,7 +64,7 @@ async def login(
     body: LoginRequest, context: Context, auth: Auth, client: ClientAddress, response: Response
 ) -> TokenPair:
     response.headers["Cache-Control"] = "no-store"
-    return await _login(context, auth, client, body.username, body.password)
+    return await auth.login(context.db, body.username, body.password, client=client)
 
 
 @router.post("/token", response_model=TokenPair, responses=LOGIN_ANSWERS)
@@ -96,37 +78,29 @@ async def token(
 ) -> TokenPair:
     """The OAuth2 password flow, so that the ``/docs`` Authorize button works."""
     response.headers["Cache-Control"] = "no-store"
-    return await _login(context, auth, client, username, password)
+    return await auth.login(context.db, username, password, client=client)
 
 
 @router.post("/refresh", response_model=TokenPair, responses={401: PROBLEM[401]})
 async def refresh(
     body: RefreshRequest, context: Context, auth: Auth, client: ClientAddress, response: Response
 ) -> TokenPair:
-    async with context.db.unit_of_work() as uow:
-        outcome = await auth.refresh(uow, body.refresh_token, client=client)
-        await uow.commit()  # also when refused: a reuse revokes the family for good
-    if isinstance(outcome, RefreshRefused):
-        raise Unauthorized(BAD_REFRESH)
+    pair = await auth.refresh(context.db, body.refresh_token, client=client)
     response.headers["Cache-Control"] = "no-store"
-    return outcome
+    return pair
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses={401: PROBLEM[401]})
 async def logout(
     body: RefreshRequest, user: CurrentUser, context: Context, auth: Auth, client: ClientAddress
 ) -> Response:
-    async with context.db.unit_of_work() as uow:
-        await auth.logout(uow, user.user_id, body.refresh_token, client=client)
-        await uow.commit()
+    await auth.logout(context.db, user.user_id, body.refresh_token, client=client)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/me", response_model=Me, responses={401: PROBLEM[401]})
 async def me(user: CurrentUser, context: Context, auth: Auth) -> Me:
-    async with context.db.unit_of_work(read_only=True) as uow:
-        row = await auth.me(uow, user.user_id)
-        return Me(id=row.id, username=row.username, email=row.email, roles=list(row.roles))
+    return await auth.me(context.db, user.user_id)
 
 
 @router.get("/.well-known/jwks.json")

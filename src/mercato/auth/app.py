@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import structlog
 from fastapi import FastAPI
 
 from mercato.auth.api import router
@@ -24,8 +23,6 @@ from mercato.platform.security.tokens import (
 from mercato.platform.settings import Settings, load_settings
 
 MIGRATIONS = [MigrationHistory("mercato.auth:migrations"), MESSAGING_MIGRATIONS]
-
-log = structlog.stdlib.get_logger("mercato.auth")
 
 
 def password_hasher(settings: Settings) -> PasswordHasher:
@@ -54,19 +51,6 @@ def build_auth_service(settings: Settings, context: ServiceContext, app: FastAPI
     )
 
 
-async def bootstrap_admin(service: AuthService, context: ServiceContext) -> None:
-    """Ensure ``MERCATO_ADMIN_USERNAME`` exists with the admin role, when it is set."""
-    settings = context.settings
-    if not settings.admin_username or settings.admin_password is None:
-        return
-    async with context.db.unit_of_work() as uow:
-        user, created = await service.accounts.ensure_admin(
-            uow, settings.admin_username, settings.admin_password.get_secret_value()
-        )
-        await uow.commit()
-    log.info("admin ensured", user_id=user.id, username=user.username, created=created)
-
-
 async def create_admin(
     settings: Settings, username: str, password: str, *, email: str | None = None
 ) -> tuple[str, bool]:
@@ -78,10 +62,8 @@ async def create_admin(
         if settings.auto_migrate:
             await upgrade(database, MIGRATIONS)
         accounts = Accounts(password_hasher(settings))
-        async with database.unit_of_work() as uow:
-            user, created = await accounts.ensure_admin(uow, username, password, email=email)
-            await uow.commit()
-            return user.id, created
+        user, created = await accounts.ensure_admin(database, username, password, email=email)
+        return user.id, created
     finally:
         await database.dispose()
 
@@ -91,7 +73,7 @@ async def auth_runtime(app: FastAPI, context: ServiceContext) -> AsyncIterator[N
     service = build_auth_service(context.settings, context, app)
     app.state.auth_service = service
     try:
-        await bootstrap_admin(service, context)
+        await service.bootstrap_admin(context.db)
         yield
     finally:
         await service.limiter.close()

@@ -1,4 +1,4 @@
-"""Use cases of the auth context. Callers own the unit of work; nothing here commits."""
+"""Use cases of the auth context: each opens its unit of work and commits it."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ from mercato.auth import domain
 from mercato.auth.contracts import UserRegistered
 from mercato.auth.models import RefreshFamilyRow, RefreshTokenRow, UserRow
 from mercato.auth.repository import RefreshTokenRepository, UserRepository
-from mercato.auth.schemas import RegisterRequest, TokenPair
+from mercato.auth.schemas import Me, RegisteredUser, RegisterRequest, TokenPair
 from mercato.messaging import publish
-from mercato.platform.db import UnitOfWork
+from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.errors import Conflict, NotFound, Unauthorized
 from mercato.platform.security.passwords import PasswordHasher
 from mercato.platform.security.ratelimit import RateLimiter
 from mercato.platform.security.tokens import TokenIssuer
 from mercato.platform.settings import Settings
 
+log = structlog.stdlib.get_logger("mercato.auth")
 security_log = structlog.stdlib.get_logger("mercato.security")
 
 BAD_CREDENTIALS = "Invalid username or password."
@@ -52,15 +53,20 @@ class Accounts:
 
     # --- registration -------------------------------------------------------------------
 
-    async def register(
-        self,
-        uow: UnitOfWork,
-        data: RegisterRequest,
-        *,
-        roles: tuple[str, ...] = domain.DEFAULT_ROLES,
+    async def register(self, db: Database, data: RegisterRequest) -> RegisteredUser:
+        """Create a customer account and announce ``user.registered``; 409 if the username
+        or the e-mail is taken (whatever its case)."""
+        async with db.unit_of_work() as uow:
+            user = await self._add_account(uow, data, roles=domain.DEFAULT_ROLES)
+            await uow.commit()
+        return RegisteredUser(
+            id=user.id, username=user.username, email=user.email, created_at=user.created_at
+        )
+
+    async def _add_account(
+        self, uow: UnitOfWork, data: RegisterRequest, *, roles: tuple[str, ...]
     ) -> UserRow:
-        """Create the account and announce ``user.registered``; 409 if the username or the
-        e-mail is taken (whatever its case)."""
+        """The account row and its ``user.registered`` event, in the caller's unit of work."""
         password_hash = await self.hasher.hash(data.password)
         users = UserRepository(uow.session)
         username_key, email_key = domain.username_key(data.username), domain.email_key(data.email)
@@ -104,28 +110,31 @@ class Accounts:
         return user
 
     async def ensure_admin(
-        self, uow: UnitOfWork, username: str, password: str, *, email: str | None = None
+        self, db: Database, username: str, password: str, *, email: str | None = None
     ) -> tuple[UserRow, bool]:
         """Make sure ``username`` exists with the admin role (created with ``password`` if
         missing; an existing account is promoted and keeps its password). Answers the user
         and whether it was created."""
         if problem := domain.username_problem(username):
             raise ValueError(f"admin username {problem}")
-        existing = await UserRepository(uow.session).by_username_key(domain.username_key(username))
-        if existing is not None:
-            if domain.ADMIN not in existing.roles:
-                existing.roles = sorted({*existing.roles, domain.ADMIN})
-                existing.updated_at = utcnow()
-            return existing, False
-        if problem := domain.password_problem(password):
-            raise ValueError(f"admin password {problem}")
-        data = RegisterRequest(
-            username=username,
-            email=email or f"{username.lower()}@admin.mercato.example",
-            password=password,
-        )
-        user = await self.register(uow, data, roles=(domain.ADMIN, domain.CUSTOMER))
-        return user, True
+        async with db.unit_of_work() as uow:
+            users = UserRepository(uow.session)
+            user = await users.by_username_key(domain.username_key(username))
+            created = user is None
+            if user is None:
+                if problem := domain.password_problem(password):
+                    raise ValueError(f"admin password {problem}")
+                data = RegisterRequest(
+                    username=username,
+                    email=email or f"{username.lower()}@admin.mercato.example",
+                    password=password,
+                )
+                user = await self._add_account(uow, data, roles=(domain.ADMIN, domain.CUSTOMER))
+            elif domain.ADMIN not in user.roles:
+                user.roles = sorted({*user.roles, domain.ADMIN})
+                user.updated_at = utcnow()
+            await uow.commit()
+        return user, created
 
 
 class AuthService:
@@ -145,9 +154,32 @@ class AuthService:
         self.limiter = limiter
         self.accounts = Accounts(hasher)
 
+    async def bootstrap_admin(self, db: Database) -> None:
+        """Ensure ``MERCATO_ADMIN_USERNAME`` exists with the admin role, when it is set."""
+        settings = self.settings
+        if not settings.admin_username or settings.admin_password is None:
+            return
+        user, created = await self.accounts.ensure_admin(
+            db, settings.admin_username, settings.admin_password.get_secret_value()
+        )
+        log.info("admin ensured", user_id=user.id, username=user.username, created=created)
+
     # --- login --------------------------------------------------------------------------
 
-    async def check_login_limits(self, username: str, client: str) -> None:
+    async def login(self, db: Database, username: str, password: str, *, client: str) -> TokenPair:
+        """A token pair for good credentials, under both login limits (429, or 503 when the
+        limit storage is down); the same 401 for any bad credentials."""
+        await self._check_login_limits(username, client)
+        # The slow password check runs in a read-only unit of work, so that it holds no
+        # write lock (SQLite); only the new session is written.
+        async with db.unit_of_work(read_only=True) as uow:
+            who = await self._authenticate(uow, username, password, client=client)
+        async with db.unit_of_work() as uow:
+            pair = await self._start_session(uow, who, client=client)
+            await uow.commit()
+        return pair
+
+    async def _check_login_limits(self, username: str, client: str) -> None:
         """Count the attempt against both login limits; 429 (or 503 when the limit storage
         is down) past either."""
         key = domain.username_key(username)
@@ -166,7 +198,7 @@ class AuthService:
                 )
                 result.raise_for_refusal("Too many login attempts; try again later.")
 
-    async def authenticate(
+    async def _authenticate(
         self, uow: UnitOfWork, username: str, password: str, *, client: str
     ) -> Authenticated:
         """Check the credentials; the same 401 (after the same work) for an unknown user,
@@ -184,7 +216,9 @@ class AuthService:
             raise Unauthorized(BAD_CREDENTIALS)
         return Authenticated(user_id=user.id, roles=list(user.roles), new_hash=check.new_hash)
 
-    async def start_session(self, uow: UnitOfWork, who: Authenticated, *, client: str) -> TokenPair:
+    async def _start_session(
+        self, uow: UnitOfWork, who: Authenticated, *, client: str
+    ) -> TokenPair:
         """A new refresh-token family and a token pair (and the upgraded hash, if any)."""
         now = utcnow()
         if who.new_hash is not None:
@@ -222,11 +256,19 @@ class AuthService:
 
     # --- refresh and logout -------------------------------------------------------------
 
-    async def refresh(
+    async def refresh(self, db: Database, refresh_token: str, *, client: str) -> TokenPair:
+        """Rotate ``refresh_token``; 401 if it is invalid, expired or revoked. Presenting one
+        already rotated revokes its family (reuse detection)."""
+        async with db.unit_of_work() as uow:
+            outcome = await self._rotate(uow, refresh_token, client=client)
+            await uow.commit()  # also when refused: a reuse revokes the family for good
+        if isinstance(outcome, RefreshRefused):
+            raise Unauthorized(BAD_REFRESH)
+        return outcome
+
+    async def _rotate(
         self, uow: UnitOfWork, refresh_token: str, *, client: str
     ) -> TokenPair | RefreshRefused:
-        """Rotate ``refresh_token``. Presenting one already rotated revokes its family
-        (reuse detection); the caller commits either way, so the revocation sticks."""
         now = utcnow()
         tokens = RefreshTokenRepository(uow.session)
         found = await tokens.get_for_update(domain.refresh_token_hash(refresh_token))
@@ -272,22 +314,24 @@ class AuthService:
         )
         return RefreshRefused(reason)
 
-    async def logout(
-        self, uow: UnitOfWork, user_id: str, refresh_token: str, *, client: str
-    ) -> None:
+    async def logout(self, db: Database, user_id: str, refresh_token: str, *, client: str) -> None:
         """Revoke the family of ``refresh_token`` if it is the caller's (else do nothing,
         revealing nothing)."""
-        tokens = RefreshTokenRepository(uow.session)
-        found = await tokens.get_for_update(domain.refresh_token_hash(refresh_token))
-        if found is None or found[1].user_id != user_id:
-            return
-        await tokens.revoke_family(found[1].id, utcnow(), "logout")
+        async with db.unit_of_work() as uow:
+            tokens = RefreshTokenRepository(uow.session)
+            found = await tokens.get_for_update(domain.refresh_token_hash(refresh_token))
+            if found is None or found[1].user_id != user_id:
+                return
+            await tokens.revoke_family(found[1].id, utcnow(), "logout")
+            await uow.commit()
         security_log.info("security.logout", outcome="ok", user_id=user_id, client=client)
 
     # --- reads and administration -------------------------------------------------------
 
-    async def me(self, uow: UnitOfWork, user_id: str) -> UserRow:
-        user = await UserRepository(uow.session).get(user_id)
-        if user is None:
-            raise NotFound("No such user.")
-        return user
+    async def me(self, db: Database, user_id: str) -> Me:
+        """The caller's own account; 404 if it is gone."""
+        async with db.unit_of_work(read_only=True) as uow:
+            user = await UserRepository(uow.session).get(user_id)
+            if user is None:
+                raise NotFound("No such user.")
+            return Me(id=user.id, username=user.username, email=user.email, roles=list(user.roles))
