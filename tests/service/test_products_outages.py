@@ -38,10 +38,9 @@ async def test_with_the_cache_down_one_product_and_its_304_are_served_from_the_d
 
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
     async with running_products(redis_url=dead_redis) as products:
-        async with products.context.db.unit_of_work() as uow:  # written behind the cache
-            body = ProductCreate(sku="DB", name="From the database", price="2.50")
-            row = await create_product(uow, CatalogueCache(enabled=False), body)
-            await uow.commit()
+        body = ProductCreate(sku="DB", name="From the database", price="2.50")
+        behind_the_cache = CatalogueCache(enabled=False)
+        row = await create_product(products.context.db, behind_the_cache, body)
         one = await products.client.get(f"/products/{row.id}")
         assert one.status_code == 200
         assert one.json()["price"] == "2.50"

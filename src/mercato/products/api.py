@@ -8,12 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
+from mercato.platform.app import Context
 from mercato.platform.http import public_url
 from mercato.platform.schemas import NUL_FREE
 from mercato.platform.security.dependencies import AdminUser
 from mercato.products import service
 from mercato.products.caching import Representation
-from mercato.products.dependencies import Catalogue, WriteUnitOfWork, read_dependencies
+from mercato.products.dependencies import Catalogue, read_dependencies
 from mercato.products.domain import MAX_PRICE, ProductSort
 from mercato.products.repository import ProductFilter
 from mercato.products.schemas import (
@@ -144,14 +145,13 @@ async def get_product(product_id: str, request: Request) -> Response:
 async def create_product(
     _admin: AdminUser,
     body: ProductCreate,
-    uow: WriteUnitOfWork,
+    context: Context,
     catalogue: Catalogue,
     response: Response,
 ) -> ProductOut:
-    row = await service.create_product(uow, catalogue, body)
-    await uow.commit()
-    response.headers["Location"] = public_url(f"/products/{row.id}")
-    return service.product_out(row)
+    product = await service.create_product(context.db, catalogue, body)
+    response.headers["Location"] = public_url(f"/products/{product.id}")
+    return product
 
 
 @router.patch(
@@ -164,12 +164,10 @@ async def update_product(
     product_id: str,
     _admin: AdminUser,
     body: ProductUpdate,
-    uow: WriteUnitOfWork,
+    context: Context,
     catalogue: Catalogue,
 ) -> ProductOut:
-    row = await service.update_product(uow, catalogue, product_id, body)
-    await uow.commit()
-    return service.product_out(row)
+    return await service.update_product(context.db, catalogue, product_id, body)
 
 
 @router.delete(
@@ -179,8 +177,7 @@ async def update_product(
     responses={**ADMIN_ONLY, 404: PROBLEM},
 )
 async def delete_product(
-    product_id: str, _admin: AdminUser, uow: WriteUnitOfWork, catalogue: Catalogue
+    product_id: str, _admin: AdminUser, context: Context, catalogue: Catalogue
 ) -> Response:
-    await service.delete_product(uow, catalogue, product_id)
-    await uow.commit()
+    await service.delete_product(context.db, catalogue, product_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

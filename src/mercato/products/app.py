@@ -19,8 +19,7 @@ from mercato.platform.shutdown import pause, wait_ended
 from mercato.products.api import router
 from mercato.products.caching import INVALIDATION_CHANNEL, CatalogueCache
 from mercato.products.demo import demo_catalogue
-from mercato.products.repository import ProductRepository
-from mercato.products.service import catalogue_is_empty, seed_catalogue, stock_handlers
+from mercato.products.service import catalogue_size, seed_catalogue, stock_handlers
 
 log = structlog.stdlib.get_logger("mercato.products")
 
@@ -115,10 +114,8 @@ def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
         try:
             if settings.redis_url is None:
                 await listening  # in process: immediate
-            if should_seed(settings) and await catalogue_is_empty(context.db):
-                async with context.db.unit_of_work() as uow:
-                    added = await seed_catalogue(uow, catalogue, demo_catalogue())
-                    await uow.commit()
+            if should_seed(settings) and await catalogue_size(context.db) == 0:
+                added = await seed_catalogue(context.db, catalogue, demo_catalogue())
                 log.info("seeded the demo catalogue", products=added)
             yield
         finally:
@@ -174,11 +171,8 @@ async def seed_demo(settings: Settings) -> tuple[int, int]:
     catalogue.bind(None, cache if settings.redis_url else None, announce)
     try:
         await upgrade(database, MIGRATIONS)
-        async with database.unit_of_work() as uow:
-            added = await seed_catalogue(uow, catalogue, demo_catalogue())
-            await uow.commit()
-        async with database.unit_of_work(read_only=True) as uow:
-            total = await ProductRepository(uow.session).count_all()
+        added = await seed_catalogue(database, catalogue, demo_catalogue())
+        total = await catalogue_size(database)
     finally:
         await broadcast.close()
         await cache.close()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from mercato.platform.app import Context, ServiceContext
-from mercato.platform.db import UnitOfWork
+from mercato.platform.app import ServiceContext
 from mercato.products.caching import CatalogueCache
 
 # These are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in the thread
@@ -31,11 +29,4 @@ def read_dependencies(request: Request) -> tuple[ServiceContext, CatalogueCache]
     return state.context, state.catalogue
 
 
-async def write_unit_of_work(context: Context) -> AsyncIterator[UnitOfWork]:
-    """A unit of work the route commits; left without commit, it rolls back."""
-    async with context.db.unit_of_work() as uow:
-        yield uow
-
-
 Catalogue = Annotated[CatalogueCache, Depends(get_catalogue)]
-WriteUnitOfWork = Annotated[UnitOfWork, Depends(write_unit_of_work)]

@@ -1,6 +1,7 @@
 """Use cases of the products context: catalogue writes and reads, and the stock half of
-the order saga. Never commits: the caller's unit of work does, and the cache is
-invalidated after that commit (``uow.after_commit``), before the write returns."""
+the order saga. Each catalogue use case opens its unit of work and commits it; the cache is
+invalidated after that commit (``uow.after_commit``), before the write returns. The stock
+handlers run in the consumer runner's transaction and never commit it."""
 
 from __future__ import annotations
 
@@ -90,8 +91,16 @@ def _after_commit_invalidate(
 # --- catalogue writes ---------------------------------------------------------------------
 
 
-async def create_product(uow: UnitOfWork, cache: CatalogueCache, data: ProductCreate) -> ProductRow:
+async def create_product(db: Database, cache: CatalogueCache, data: ProductCreate) -> ProductOut:
     """Add a product (``product.created``); :class:`DuplicateSku` if the sku is taken."""
+    async with db.unit_of_work() as uow:
+        created = product_out(await _add_product(uow, cache, data))
+        await uow.commit()
+    return created
+
+
+async def _add_product(uow: UnitOfWork, cache: CatalogueCache, data: ProductCreate) -> ProductRow:
+    """The product row and its ``product.created`` event, in the caller's unit of work."""
     await cache.ensure_writable()
     products = ProductRepository(uow.session)
     if await products.sku_exists(data.sku):
@@ -121,61 +130,73 @@ async def create_product(uow: UnitOfWork, cache: CatalogueCache, data: ProductCr
 
 
 async def update_product(
-    uow: UnitOfWork, cache: CatalogueCache, product_id: str, data: ProductUpdate
-) -> ProductRow:
+    db: Database, cache: CatalogueCache, product_id: str, data: ProductUpdate
+) -> ProductOut:
     """Change some fields of a product (``product.updated`` if anything changed)."""
     await cache.ensure_writable()
-    products = ProductRepository(uow.session)
-    row = None if "\x00" in product_id else await products.get_for_update(product_id)
-    if row is None:
-        raise ProductNotFound
-    changes = {name: value for name, value in data.changes().items() if getattr(row, name) != value}
-    if not changes:
-        return row
-    for name, value in changes.items():
-        setattr(row, name, value)
-    row.version += 1
-    row.updated_at = utcnow()
-    await products.flush()
-    await publish(uow, ProductUpdated(**_snapshot(row)), key=row.id, source=SOURCE)
-    _after_commit_invalidate(uow, cache, [row.id])
-    return row
+    async with db.unit_of_work() as uow:
+        products = ProductRepository(uow.session)
+        row = None if "\x00" in product_id else await products.get_for_update(product_id)
+        if row is None:
+            raise ProductNotFound
+        changes = {
+            name: value for name, value in data.changes().items() if getattr(row, name) != value
+        }
+        if changes:
+            for name, value in changes.items():
+                setattr(row, name, value)
+            row.version += 1
+            row.updated_at = utcnow()
+            await products.flush()
+            await publish(uow, ProductUpdated(**_snapshot(row)), key=row.id, source=SOURCE)
+            _after_commit_invalidate(uow, cache, [row.id])
+        updated = product_out(row)
+        await uow.commit()
+    return updated
 
 
-async def delete_product(uow: UnitOfWork, cache: CatalogueCache, product_id: str) -> None:
+async def delete_product(db: Database, cache: CatalogueCache, product_id: str) -> None:
     """Remove a product (``product.deleted``)."""
     await cache.ensure_writable()
-    products = ProductRepository(uow.session)
-    row = None if "\x00" in product_id else await products.get_for_update(product_id)
-    if row is None:
-        raise ProductNotFound
-    await products.delete(row)
-    await publish(uow, ProductDeleted(product_id=row.id, sku=row.sku), key=row.id, source=SOURCE)
-    _after_commit_invalidate(uow, cache, [row.id])
+    async with db.unit_of_work() as uow:
+        products = ProductRepository(uow.session)
+        row = None if "\x00" in product_id else await products.get_for_update(product_id)
+        if row is None:
+            raise ProductNotFound
+        await products.delete(row)
+        await publish(
+            uow, ProductDeleted(product_id=row.id, sku=row.sku), key=row.id, source=SOURCE
+        )
+        _after_commit_invalidate(uow, cache, [row.id])
+        await uow.commit()
 
 
 async def seed_catalogue(
-    uow: UnitOfWork, cache: CatalogueCache, catalogue: Sequence[ProductCreate]
+    db: Database, cache: CatalogueCache, catalogue: Sequence[ProductCreate]
 ) -> int:
-    """Add the products of ``catalogue`` whose sku is not taken yet; return how many.
+    """Add the products of ``catalogue`` whose sku is not taken yet, in one transaction;
+    return how many.
 
     Idempotent: a second run adds nothing. Each product is announced like any other.
     """
-    products = ProductRepository(uow.session)
-    taken = await products.existing_skus(item.sku for item in catalogue)
-    added = 0
-    for item in catalogue:
-        if item.sku in taken:
-            continue
-        await create_product(uow, cache, item)
-        taken.add(item.sku)
-        added += 1
+    async with db.unit_of_work() as uow:
+        products = ProductRepository(uow.session)
+        taken = await products.existing_skus(item.sku for item in catalogue)
+        added = 0
+        for item in catalogue:
+            if item.sku in taken:
+                continue
+            await _add_product(uow, cache, item)
+            taken.add(item.sku)
+            added += 1
+        await uow.commit()
     return added
 
 
-async def catalogue_is_empty(database: Database) -> bool:
-    async with database.unit_of_work(read_only=True) as uow:
-        return await ProductRepository(uow.session).count_all() == 0
+async def catalogue_size(db: Database) -> int:
+    """How many products the catalogue holds."""
+    async with db.unit_of_work(read_only=True) as uow:
+        return await ProductRepository(uow.session).count_all()
 
 
 # --- catalogue reads ----------------------------------------------------------------------
@@ -185,16 +206,14 @@ def product_out(row: ProductRow) -> ProductOut:
     return ProductOut.model_validate(row, from_attributes=True)
 
 
-async def read_product(
-    database: Database, cache: CatalogueCache, product_id: str
-) -> Representation:
+async def read_product(db: Database, cache: CatalogueCache, product_id: str) -> Representation:
     """The product's JSON representation with its validators, from the cache if it can."""
 
     if "\x00" in product_id:  # no such id can exist (and PostgreSQL text refuses NUL)
         raise ProductNotFound
 
     async def load() -> Representation:
-        async with database.unit_of_work(read_only=True) as uow:
+        async with db.unit_of_work(read_only=True) as uow:
             row = await ProductRepository(uow.session).get(product_id)
             if row is None:
                 raise ProductNotFound
@@ -205,7 +224,7 @@ async def read_product(
 
 
 async def read_product_page(
-    database: Database,
+    db: Database,
     cache: CatalogueCache,
     where: ProductFilter,
     sort: ProductSort,
@@ -216,7 +235,7 @@ async def read_product_page(
     """One page of the filtered catalogue as JSON, from the cache if it can."""
 
     async def load() -> Representation:
-        async with database.unit_of_work(read_only=True) as uow:
+        async with db.unit_of_work(read_only=True) as uow:
             rows, total = await ProductRepository(uow.session).page(
                 where, sort, limit=limit, offset=offset
             )
