@@ -85,3 +85,50 @@ def test_serving_does_not_import_prometheus_client() -> None:
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# --- the transaction owner (docs/architecture.md, "Transactions") -------------------------
+
+#: Besides every context's ``service.py`` and the alembic ``migrations/``, the only modules
+#: that may call ``.commit()``: the messaging kernel's own bookkeeping, and the definition.
+TRANSACTION_OWNERS = frozenset(
+    {"messaging/outbox.py", "messaging/consumer.py", "messaging/dead_letters.py", "platform/db.py"}
+)
+#: Calls named ``commit`` that commit no database transaction.
+NOT_TRANSACTIONS = frozenset({"messaging/brokers/kafka.py"})  # Kafka's consumer offsets
+TEMPORARY_OWNERS = frozenset({"orders/notifications.py"})  # until the orders split lands
+
+
+def commit_calls() -> list[tuple[str, int]]:
+    """Every ``<something>.commit(...)`` call under src/mercato, as (path, line)."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        module = path.relative_to(SRC).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "commit"
+            ):
+                found.append((module, node.lineno))
+    return found
+
+
+def may_commit(module: str) -> bool:
+    return (
+        module.endswith("/service.py")
+        or "migrations" in module.split("/")[:-1]
+        or module in TRANSACTION_OWNERS | NOT_TRANSACTIONS | TEMPORARY_OWNERS
+    )
+
+
+def test_only_the_service_layer_and_the_messaging_kernel_commit() -> None:
+    """Routes, repositories, handlers and composition roots never commit: the use case in
+    ``service.py`` owns its transaction (STYLE.md 4)."""
+    calls = commit_calls()
+    offenders = [f"{module}:{line}" for module, line in calls if not may_commit(module)]
+    assert not offenders, "commit() outside the transaction owner: " + ", ".join(offenders)
+    committing = {module for module, _ in calls}
+    # Not vacuous: the owners' own commits are found.
+    assert committing >= {"auth/service.py", "users/service.py", "products/service.py"}
+    assert committing >= TRANSACTION_OWNERS
