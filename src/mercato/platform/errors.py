@@ -2,9 +2,9 @@
 
 Domain code raises an :class:`AppError` subclass that carries its status and title; one set
 of handlers renders every error, including validation errors, unknown routes and dependency
-outages, the same way, through the one renderer :func:`problem_details` (which the
-gateway's own answers and the orders' kept idempotent answers use too). Nothing internal (stack trace, SQL, host name) leaves the process
-outside ``development``.
+outages, the same way, through the one renderer :func:`problem_details` (which code that
+answers a problem outside a handler uses too). Nothing internal (stack trace, SQL, host
+name) leaves the process outside ``development``.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def problem_details(
 ) -> dict[str, Any]:
     """The body of one problem+json answer: ``type``, ``title``, ``status``, ``detail`` and
     ``request_id`` (the request it answers), then ``extra``. The one renderer of every
-    problem a service or the gateway answers."""
+    problem answered."""
     return {
         "type": type_,
         "title": title or _phrase(status),
