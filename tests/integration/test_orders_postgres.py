@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mercato.messaging import Envelope
-from mercato.orders.service import confirm_order, reject_order
+from mercato.orders.saga import confirm_order, reject_order
 from mercato.products.contracts import ReservedLine, StockRejected, StockReserved
 from support.auth import auth_headers
 from support.orders import orders_client, products_stub

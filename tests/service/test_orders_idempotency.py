@@ -115,6 +115,25 @@ async def test_a_first_answer_that_was_an_error_is_replayed_too(
     assert await orders.orders() == 0
 
 
+async def test_a_replayed_error_carries_the_request_id_of_the_replaying_request(
+    orders: OrdersHarness, products: ProductsStub
+) -> None:
+    body = {"items": [{"product_id": "unknown", "quantity": 1}]}
+    first = await orders.client.post(
+        "/orders", json=body, headers={**keyed("bad-id"), "X-Request-ID": "first-request"}
+    )
+    assert first.status_code == 422
+    assert first.json()["request_id"] == "first-request"
+    second = await orders.client.post(
+        "/orders", json=body, headers={**keyed("bad-id"), "X-Request-ID": "the-retry"}
+    )
+    assert second.status_code == 422
+    assert second.headers["idempotent-replayed"] == "true"
+    assert second.headers["x-request-id"] == "the-retry"
+    assert second.json()["request_id"] == "the-retry"
+    assert {**second.json(), "request_id": None} == {**first.json(), "request_id": None}
+
+
 async def test_an_upstream_outage_frees_the_key_so_a_retry_can_succeed(
     orders: OrdersHarness, products: ProductsStub
 ) -> None:

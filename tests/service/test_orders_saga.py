@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from mercato.messaging import Envelope, publish
 from mercato.messaging.tables import outbox
-from mercato.orders.service import confirm_order, reject_order
+from mercato.orders.saga import confirm_order, reject_order
 from mercato.products.contracts import ReservedLine, StockRejected, StockReserved
 from support.auth import admin_headers, auth_headers
 from support.messaging import drain

@@ -36,7 +36,7 @@ from yarl import URL
 
 from mercato.gateway.metrics import GatewayMetrics
 from mercato.gateway.upstreams import Instance, Upstream
-from mercato.platform.errors import AppError, problem
+from mercato.platform.errors import AppError, error_problem, problem
 from mercato.platform.net import TrustedProxies
 from mercato.platform.observability import ProbeFailed
 from mercato.platform.resilience import CircuitOpenError, Permit
@@ -350,15 +350,7 @@ class ServiceProxy:
     ) -> None:
         if not isinstance(error, CircuitOpenError):
             self.metrics.refused(error.slug or str(error.status))
-        await problem(
-            error.status,
-            title=error.title,
-            detail=error.detail,
-            type_=f"urn:mercato:problem:{error.slug or f'http-{error.status}'}",
-            request_id=request_id,
-            headers=error.headers,
-            **error.extra,
-        )(scope, receive, send)
+        await error_problem(error, request_id=request_id)(scope, receive, send)
 
     async def _upstream_failed(
         self,

@@ -18,19 +18,16 @@ from mercato.messaging import (
     messaging_hook,
 )
 from mercato.orders.api import router
+from mercato.orders.catalogue import Catalogue, ProductsCatalogue
+from mercato.orders.idempotency import IdempotencyPolicy
 from mercato.orders.notifications import (
     Mailer,
     MailSender,
     mailer_from_settings,
     notification_handlers,
 )
-from mercato.orders.service import (
-    Catalogue,
-    IdempotencyPolicy,
-    OrdersService,
-    ProductsCatalogue,
-    saga_handlers,
-)
+from mercato.orders.saga import saga_handlers
+from mercato.orders.service import OrdersService
 from mercato.platform.app import LifespanHook, ServiceContext, create_service_app
 from mercato.platform.http import (
     ClientPolicy,

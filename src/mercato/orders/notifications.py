@@ -42,6 +42,14 @@ from mercato.auth.contracts import UserRegistered
 from mercato.messaging import Envelope, Handlers
 from mercato.orders.contracts import OrderConfirmed, OrderRejected
 from mercato.orders.repository import NotificationRepository, RecipientRepository
+from mercato.orders.service import (
+    claim_notification,
+    due_notifications,
+    next_notification_due,
+    notification_failed,
+    notification_sent,
+    prune_sent_notifications,
+)
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.settings import Settings
 from mercato.platform.shutdown import pause, wait_ended
@@ -162,7 +170,8 @@ class MailSender:
     One background loop: woken by :meth:`wake` (after each commit that decided a mail) and
     every ``sweep_interval`` seconds; stopped by :meth:`stop`, within a bound. A sent
     notification is kept ``retention`` seconds (the inbox's window: as long as a redelivery
-    of its event is recognised), then pruned."""
+    of its event is recognised), then pruned. Its transactions are use cases of
+    :mod:`mercato.orders.service`."""
 
     def __init__(
         self,
@@ -213,15 +222,11 @@ class MailSender:
 
     async def send_due(self, database: Database) -> float:
         """Mail the notifications that are due; return how long until the next one is."""
-        now = datetime.now(UTC)
-        async with database.unit_of_work(read_only=True) as uow:
-            due = await NotificationRepository(uow.session).due(now, limit=BATCH)
-        for event_id in due:
+        for event_id in await due_notifications(database, datetime.now(UTC), limit=BATCH):
             if self._stopping.is_set():
                 break
             await self._send(database, event_id)
-        async with database.unit_of_work(read_only=True) as uow:
-            next_due = await NotificationRepository(uow.session).next_due()
+        next_due = await next_notification_due(database)
         if next_due is None:
             return self.sweep_interval
         wait = (next_due - datetime.now(UTC)).total_seconds()
@@ -230,18 +235,12 @@ class MailSender:
     async def prune(self, database: Database) -> int:
         """Delete the notifications sent more than ``retention`` seconds ago; how many."""
         sent_before = datetime.now(UTC) - timedelta(seconds=self.retention)
-        async with database.unit_of_work() as uow:
-            pruned = await NotificationRepository(uow.session).delete_sent_before(sent_before)
-            await uow.commit()
-        return pruned
+        return await prune_sent_notifications(database, sent_before=sent_before)
 
     async def _send(self, database: Database, event_id: str) -> None:
-        now = datetime.now(UTC)
-        async with database.unit_of_work() as uow:
-            claimed = await NotificationRepository(uow.session).claim(
-                event_id, now=now, until=now + CLAIM_LEASE
-            )
-            await uow.commit()
+        claimed = await claim_notification(
+            database, event_id, now=datetime.now(UTC), lease=CLAIM_LEASE
+        )
         if claimed is None:
             return  # sent or claimed by another sender meanwhile
         data, attempt = claimed
@@ -251,11 +250,8 @@ class MailSender:
         except Exception as exc:
             delay = min(self.retry_backoff * 2 ** (attempt - 1), self.retry_backoff_max)
             error = f"{type(exc).__name__}: {exc}"
-            async with database.unit_of_work() as uow:
-                await NotificationRepository(uow.session).failed(
-                    event_id, error=error, retry_at=datetime.now(UTC) + timedelta(seconds=delay)
-                )
-                await uow.commit()
+            retry_at = datetime.now(UTC) + timedelta(seconds=delay)
+            await notification_failed(database, event_id, error=error, retry_at=retry_at)
             log.warning(
                 "notification not sent; will retry",
                 event_id=event_id,
@@ -264,9 +260,7 @@ class MailSender:
                 error=error,
             )
             return
-        async with database.unit_of_work() as uow:
-            await NotificationRepository(uow.session).sent(event_id, now=datetime.now(UTC))
-            await uow.commit()
+        await notification_sent(database, event_id, now=datetime.now(UTC))
         log.info("notification sent", event_id=event_id, attempt=attempt)
 
 

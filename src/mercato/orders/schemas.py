@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
-from mercato.orders.domain import MAX_DISTINCT_ITEMS, MAX_QUANTITY, OrderStatus, ensure_distinct
+from mercato.orders.domain import (
+    CENT,
+    MAX_DISTINCT_ITEMS,
+    MAX_QUANTITY,
+    OrderStatus,
+    ensure_distinct,
+)
 from mercato.platform.schemas import StrictModel, Text
+
+if TYPE_CHECKING:
+    from mercato.orders.models import OrderRow
 
 #: Money on the wire: a decimal string with two places ("19.99").
 MoneyStr = Annotated[Decimal, PlainSerializer(lambda v: f"{v:.2f}", return_type=str)]
@@ -61,3 +70,31 @@ class OrderPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+def order_out(row: OrderRow, **changes: Any) -> OrderOut:
+    """The API's view of an order row (``changes`` override its fields: a status just set)."""
+    lines = [
+        OrderLineOut(
+            product_id=line.product_id,
+            name=line.name,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            line_total=(line.unit_price * line.quantity).quantize(CENT),
+        )
+        for line in row.lines
+    ]
+    values: dict[str, Any] = {
+        "id": row.id,
+        "user_id": row.user_id,
+        "status": OrderStatus(row.status),
+        "reason": row.reason,
+        "items": lines,
+        "total": row.total,
+        "currency": row.currency,
+        "shipping_address": row.shipping_address,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+    values.update(changes)
+    return OrderOut(**values)

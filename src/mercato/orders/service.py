@@ -1,198 +1,58 @@
-"""Use cases of the orders context: place (idempotently), read, list and cancel orders, and
-the saga's event handlers. Nothing here commits except through a unit of work it opened
-itself; handlers work in the runner's unit of work and never commit."""
+"""Use cases of the orders context, each the owner of its transactions: place (idempotently),
+read, list and cancel orders, prune expired idempotency keys, and the bookkeeping of the
+notification mail the :class:`~mercato.orders.notifications.MailSender` sends. Each opens its
+own unit of work and commits it; nothing else in the context commits (the saga's and the
+notifications' handlers work in the consumer runner's unit of work)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Any, Final, Protocol
-from urllib.parse import urlencode
 
 import structlog
 
-from mercato.messaging import Envelope, Handlers, publish
-from mercato.orders.contracts import (
-    OrderCancelled,
-    OrderConfirmed,
-    OrderLine,
-    OrderPlaced,
-    OrderRejected,
-)
+from mercato.messaging import publish
+from mercato.orders.catalogue import Catalogue
+from mercato.orders.contracts import OrderCancelled, OrderLine, OrderPlaced
 from mercato.orders.domain import (
-    CENT,
     InvalidOrder,
     InvalidTransition,
     OrderStatus,
     PricedOrder,
-    PricedProduct,
     allowed_from,
     next_status,
     price_order,
-    request_fingerprint,
+)
+from mercato.orders.idempotency import (
+    Answer,
+    IdempotencyPolicy,
+    KeyInFlight,
+    UnreleasedKeys,
+    fingerprint_of,
+    refusal,
+    replay,
 )
 from mercato.orders.models import OrderLineRow, OrderRow
-from mercato.orders.repository import DONE, IdempotencyRepository, OrderRepository
-from mercato.orders.schemas import OrderLineOut, OrderOut, OrderPage, PlaceOrder
-from mercato.platform.db import Database, UnitOfWork
+from mercato.orders.repository import (
+    DONE,
+    IdempotencyRepository,
+    NotificationRepository,
+    OrderRepository,
+)
+from mercato.orders.schemas import OrderOut, OrderPage, PlaceOrder, order_out
+from mercato.platform.db import Database
 from mercato.platform.errors import AppError, Conflict, NotFound, UnprocessableEntity
-from mercato.platform.http import ServiceClient
 from mercato.platform.security.tokens import Principal
-from mercato.products.contracts import StockRejected, StockReserved
 
 log = structlog.stdlib.get_logger("mercato.orders")
-
-JSON: Final = "application/json"
-PROBLEM_JSON: Final = "application/problem+json"
 
 Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-# --- the products upstream --------------------------------------------------------------
-
-
-class Catalogue(Protocol):
-    async def priced(self, product_ids: Sequence[str]) -> dict[str, PricedProduct]:
-        """Every product of ``product_ids`` with its current name, price and currency;
-        :class:`~mercato.platform.errors.UnprocessableEntity` naming those that do not
-        exist; a 503 error when the catalogue cannot answer."""
-        ...
-
-
-class ProductsCatalogue:
-    """The products service, read through a resilient :class:`ServiceClient`: one
-    ``GET /products?ids=`` for the whole order (DESIGN.md), never one call per line."""
-
-    def __init__(self, client: ServiceClient) -> None:
-        self.client = client
-
-    async def priced(self, product_ids: Sequence[str]) -> dict[str, PricedProduct]:
-        # The list's commas separate ids, so an id with a comma cannot be asked for: no
-        # product has one. A repeated id is asked for once.
-        wanted = sorted({pid for pid in product_ids if "," not in pid})
-        found = await self._read(wanted) if wanted else {}
-        unknown = [index for index, pid in enumerate(product_ids) if pid not in found]
-        if unknown:
-            raise UnprocessableEntity(
-                "The order names products that do not exist.",
-                errors=[
-                    {"loc": ["body", "items", i, "product_id"], "msg": "unknown product"}
-                    for i in unknown
-                ],
-            )
-        return found
-
-    async def _read(self, product_ids: Sequence[str]) -> dict[str, PricedProduct]:
-        # ``limit``: every id on the one page, whatever the catalogue's default page size.
-        query = urlencode({"ids": ",".join(product_ids), "limit": len(product_ids)}, safe=",")
-        answer = await self.client.get(f"/products?{query}")
-        if answer.status != 200:
-            # Nothing but the ids varies in this request: the catalogue refused them (a
-            # list too long for its request line, say), so no product has them.
-            log.warning("the catalogue refused an order's product ids", status=answer.status)
-            raise UnprocessableEntity(
-                "The catalogue refused the order's product ids.",
-                errors=[{"loc": ["body", "items"], "msg": "unknown products"}],
-            )
-        wanted = set(product_ids)
-        return {
-            str(data["id"]): PricedProduct(
-                product_id=str(data["id"]),
-                name=str(data["name"]),
-                price=_decimal(data["price"]),
-                currency=str(data.get("currency") or "USD"),
-            )
-            for data in answer.json()["items"]
-            if data["id"] in wanted
-        }
-
-
-def _decimal(value: Any) -> Decimal:
-    return Decimal(str(value))
-
-
-# --- answers ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """An HTTP answer kept as text, so that an idempotent retry gets the very same one."""
-
-    status: int
-    body: str
-    replayed: bool = False
-
-    @property
-    def media_type(self) -> str:
-        return PROBLEM_JSON if self.status >= 400 else JSON
-
-
-def order_out(row: OrderRow, **changes: Any) -> OrderOut:
-    lines = [
-        OrderLineOut(
-            product_id=line.product_id,
-            name=line.name,
-            quantity=line.quantity,
-            unit_price=line.unit_price,
-            line_total=(line.unit_price * line.quantity).quantize(CENT),
-        )
-        for line in row.lines
-    ]
-    values: dict[str, Any] = {
-        "id": row.id,
-        "user_id": row.user_id,
-        "status": OrderStatus(row.status),
-        "reason": row.reason,
-        "items": lines,
-        "total": row.total,
-        "currency": row.currency,
-        "shipping_address": row.shipping_address,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
-    values.update(changes)
-    return OrderOut(**values)
-
-
-def problem_body(error: AppError) -> str:
-    slug = error.slug or f"http-{error.status}"
-    body = {
-        "type": f"urn:mercato:problem:{slug}",
-        "title": error.title,
-        "status": error.status,
-        "detail": error.detail,
-        **error.extra,
-    }
-    return json.dumps(body, default=str)
-
-
-# --- the use cases ----------------------------------------------------------------------
-
-
-class KeyInFlight(Conflict):
-    """409: the first request with this Idempotency-Key has not finished yet."""
-
-    slug = "idempotency-key-in-flight"
-    headers = {"Retry-After": "1"}
-
-
-#: Keys an outage left in flight that this process remembers to retake early.
-MAX_UNRELEASED = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyPolicy:
-    ttl: timedelta = timedelta(hours=24)
-    lock_timeout: timedelta = timedelta(seconds=60)
 
 
 class OrdersService:
@@ -208,10 +68,7 @@ class OrdersService:
         self.catalogue = catalogue
         self.policy = policy or IdempotencyPolicy()
         self.clock = clock
-        #: Key rows whose request ended here but whose release failed (the database was
-        #: down): nothing holds them, so a retry here takes them over at once instead of
-        #: waiting out the lock timeout. Bounded; a key dropped from it waits the timeout.
-        self._unreleased: set[int] = set()
+        self._unreleased = UnreleasedKeys()
 
     # -- placing -----------------------------------------------------------------------
 
@@ -226,8 +83,11 @@ class OrdersService:
         """
         if key is None:
             return await self._create(user_id, request, key_row=None)
-        fingerprint = request_fingerprint(request.model_dump(mode="json"))
-        claimed = await self._claim(user_id, key, fingerprint)
+        # The one use case with two transactions: the key is claimed and committed first, so
+        # that a concurrent retry sees it in flight while this one prices the order (over
+        # HTTP, outside any transaction); the order is then written in a second one, which
+        # completes the key, or the key is released or completed on its own after an error.
+        claimed = await self._claim(user_id, key, fingerprint_of(request))
         if isinstance(claimed, Answer):
             return claimed
         try:
@@ -236,8 +96,7 @@ class OrdersService:
             if error.status >= 500:
                 await self._release(claimed)
                 raise
-            answer = Answer(error.status, problem_body(error))
-            await self._remember(claimed, answer, order_id=None)
+            await self._remember(claimed, refusal(error), order_id=None)
             raise
         except BaseException:
             await asyncio.shield(self._release(claimed))
@@ -272,7 +131,7 @@ class OrdersService:
                 if row.status == DONE:
                     assert row.response_status is not None
                     assert row.response_body is not None
-                    return Answer(row.response_status, row.response_body, replayed=True)
+                    return replay(row.response_status, row.response_body)
                 stale = row.locked_at <= now - self.policy.lock_timeout
                 orphaned = row.id in self._unreleased
                 if (stale or orphaned) and await keys.take_over(
@@ -293,8 +152,6 @@ class OrdersService:
                 await IdempotencyRepository(uow.session).release(key_row)
                 await uow.commit()
         except Exception:  # a retry here retakes it; elsewhere, after the lock timeout
-            if len(self._unreleased) >= MAX_UNRELEASED:
-                self._unreleased.pop()
             self._unreleased.add(key_row)
             log.warning("idempotency key not released", key_id=key_row, exc_info=True)
 
@@ -422,63 +279,55 @@ def _may_see(principal: Principal, row: OrderRow) -> bool:
     return principal.is_admin or row.user_id == principal.user_id
 
 
-# --- the saga ---------------------------------------------------------------------------
-
-#: The orders service's consumer group: the replies of products to ``order.placed``.
-saga_handlers = Handlers("orders")
-
-
-@saga_handlers.on(StockReserved)
-async def confirm_order(event: Envelope[StockReserved], uow: UnitOfWork) -> None:
-    """``stock.reserved``: a pending order becomes ``confirmed`` (``order.confirmed``)."""
-    await _settle(uow, event.data.order_id, OrderStatus.CONFIRMED, event_id=event.id)
+# --- the notifications' mail ------------------------------------------------------------
+# The handlers of mercato.orders.notifications decide a mail in the consumer's transaction;
+# these are the transactions of the MailSender that mails it after that commit.
 
 
-@saga_handlers.on(StockRejected)
-async def reject_order(event: Envelope[StockRejected], uow: UnitOfWork) -> None:
-    """``stock.rejected``: a pending order becomes ``rejected`` with the reason
-    (``order.rejected``)."""
-    await _settle(
-        uow, event.data.order_id, OrderStatus.REJECTED, event_id=event.id, reason=event.data.reason
-    )
+async def due_notifications(database: Database, now: datetime, *, limit: int) -> list[str]:
+    """The event ids of at most ``limit`` unsent notifications due by ``now``, oldest first."""
+    async with database.unit_of_work(read_only=True) as uow:
+        return await NotificationRepository(uow.session).due(now, limit=limit)
 
 
-async def _settle(
-    uow: UnitOfWork,
-    order_id: str,
-    to: OrderStatus,
-    *,
-    event_id: str,
-    reason: str | None = None,
-    clock: Clock = utc_now,
+async def next_notification_due(database: Database) -> datetime | None:
+    """When the earliest unsent notification is due; None when all are sent."""
+    async with database.unit_of_work(read_only=True) as uow:
+        return await NotificationRepository(uow.session).next_due()
+
+
+async def claim_notification(
+    database: Database, event_id: str, *, now: datetime, lease: timedelta
+) -> tuple[bytes, int] | None:
+    """Hold the notification of ``event_id`` for ``lease`` to mail it: its message and attempt
+    number, or None if it was sent or claimed by another sender meanwhile."""
+    async with database.unit_of_work() as uow:
+        claimed = await NotificationRepository(uow.session).claim(
+            event_id, now=now, until=now + lease
+        )
+        await uow.commit()
+    return claimed
+
+
+async def notification_failed(
+    database: Database, event_id: str, *, error: str, retry_at: datetime
 ) -> None:
-    orders = OrderRepository(uow.session)
-    row = await orders.get(order_id)
-    if row is None:
-        log.warning("saga event for an unknown order", order_id=order_id, event_id=event_id)
-        return
-    moved = await orders.move(order_id, from_=allowed_from(to), to=to, now=clock(), reason=reason)
-    if not moved:  # a late or repeated reply: the order is past pending; leave it be
-        log.info(
-            "saga event ignored",
-            order_id=order_id,
-            status=row.status,
-            wanted=to.value,
-            event_id=event_id,
-        )
-        return
-    if to is OrderStatus.CONFIRMED:
-        await publish(
-            uow,
-            OrderConfirmed(
-                order_id=order_id, user_id=row.user_id, total=row.total, currency=row.currency
-            ),
-            key=order_id,
-        )
-    else:
-        await publish(
-            uow,
-            OrderRejected(order_id=order_id, user_id=row.user_id, reason=reason or "rejected"),
-            key=order_id,
-        )
-    log.info("order settled", order_id=order_id, status=to.value)
+    """Keep the notification of ``event_id`` unsent, due again at ``retry_at``."""
+    async with database.unit_of_work() as uow:
+        await NotificationRepository(uow.session).failed(event_id, error=error, retry_at=retry_at)
+        await uow.commit()
+
+
+async def notification_sent(database: Database, event_id: str, *, now: datetime) -> None:
+    """Mark the notification of ``event_id`` sent (it is not mailed again)."""
+    async with database.unit_of_work() as uow:
+        await NotificationRepository(uow.session).sent(event_id, now=now)
+        await uow.commit()
+
+
+async def prune_sent_notifications(database: Database, *, sent_before: datetime) -> int:
+    """Delete the notifications sent before ``sent_before``; returns how many."""
+    async with database.unit_of_work() as uow:
+        pruned = await NotificationRepository(uow.session).delete_sent_before(sent_before)
+        await uow.commit()
+    return pruned

@@ -2,12 +2,14 @@
 
 Domain code raises an :class:`AppError` subclass that carries its status and title; one set
 of handlers renders every error, including validation errors, unknown routes and dependency
-outages, the same way. Nothing internal (stack trace, SQL, host name) leaves the process
-outside ``development``.
+outages, the same way, through the one renderer :func:`problem_details` (which code that
+answers a problem outside a handler uses too). Nothing internal (stack trace, SQL, host
+name) leaves the process outside ``development``.
 """
 
 from __future__ import annotations
 
+import json
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,10 +34,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.stdlib.get_logger("mercato.errors")
-
-
-class ProblemResponse(JSONResponse):
-    media_type = PROBLEM_JSON
 
 
 class AppError(Exception):
@@ -92,18 +90,19 @@ class ServiceUnavailable(AppError):
         self.dependency = dependency
 
 
-def problem(
+def problem_details(
     status: int,
     *,
     title: str | None = None,
     detail: str | None = None,
     type_: str = "about:blank",
     request_id: str | None = None,
-    headers: Mapping[str, str] | None = None,
     **extra: Any,
-) -> ProblemResponse:
-    """Build one problem+json response."""
-    body: dict[str, Any] = {
+) -> dict[str, Any]:
+    """The body of one problem+json answer: ``type``, ``title``, ``status``, ``detail`` and
+    ``request_id`` (the request it answers), then ``extra``. The one renderer of every
+    problem answered."""
+    return {
         "type": type_,
         "title": title or _phrase(status),
         "status": status,
@@ -111,7 +110,52 @@ def problem(
         "request_id": request_id,
         **extra,
     }
-    return ProblemResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def error_details(error: AppError, *, request_id: str | None) -> dict[str, Any]:
+    """The problem body of ``error``: its status, title and detail, the type named by its
+    slug (``urn:mercato:problem:<slug>``, ``http-<status>`` without one) and its extras."""
+    return problem_details(
+        error.status,
+        title=error.title,
+        detail=error.detail,
+        type_=f"urn:mercato:problem:{error.slug or f'http-{error.status}'}",
+        request_id=request_id,
+        **error.extra,
+    )
+
+
+def problem_json(details: Mapping[str, Any]) -> bytes:
+    """A problem body as the bytes every problem response sends (compact UTF-8 JSON)."""
+    return json.dumps(
+        details, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=str
+    ).encode("utf-8")
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_JSON
+
+    def render(self, content: Any) -> bytes:
+        return problem_json(content)
+
+
+def problem(
+    status: int, *, headers: Mapping[str, str] | None = None, **fields: Any
+) -> ProblemResponse:
+    """One problem+json response, its body :func:`problem_details` of ``status`` and
+    ``fields`` (``title``, ``detail``, ``type_``, ``request_id`` and any extra)."""
+    return ProblemResponse(
+        problem_details(status, **fields), status_code=status, headers=dict(headers or {})
+    )
+
+
+def error_problem(error: AppError, *, request_id: str | None) -> ProblemResponse:
+    """The problem+json response of ``error``, with its headers (``Retry-After``...)."""
+    return ProblemResponse(
+        error_details(error, request_id=request_id),
+        status_code=error.status,
+        headers=dict(error.headers),
+    )
 
 
 def _phrase(status: int) -> str:
@@ -135,16 +179,7 @@ def install_error_handlers(app: FastAPI, *, expose_internals: bool) -> None:
 
     async def app_error(request: Request, exc: Exception) -> ProblemResponse:
         assert isinstance(exc, AppError)
-        slug = exc.slug or f"http-{exc.status}"
-        return problem(
-            exc.status,
-            title=exc.title,
-            detail=exc.detail,
-            type_=f"urn:mercato:problem:{slug}",
-            request_id=_request_id(request),
-            headers=exc.headers,
-            **exc.extra,
-        )
+        return error_problem(exc, request_id=_request_id(request))
 
     async def http_error(request: Request, exc: Exception) -> ProblemResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mercato.messaging.topology import CONSUMER_GROUPS
 from mercato.orders.notifications import notification_handlers
-from mercato.orders.service import saga_handlers
+from mercato.orders.saga import saga_handlers
 from mercato.products.service import stock_handlers
 from mercato.users.service import handlers as profile_handlers
 

@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from mercato.orders.service import Answer, ProductsCatalogue, problem_body
-from mercato.platform.errors import Conflict, UnprocessableEntity
+from mercato.orders.catalogue import ProductsCatalogue
+from mercato.platform.errors import UnprocessableEntity
 from mercato.platform.http import UpstreamResponse, UpstreamUnavailable
 
 pytestmark = pytest.mark.anyio
@@ -84,15 +84,3 @@ async def test_a_list_the_catalogue_refuses_is_a_422(status: int) -> None:
 async def test_an_outage_is_passed_on() -> None:
     with pytest.raises(UpstreamUnavailable):
         await ProductsCatalogue(FakeClient({}, down=True)).priced(["a"])  # type: ignore[arg-type]
-
-
-def test_answers_know_their_media_type_and_errors_keep_their_shape() -> None:
-    assert Answer(201, "{}").media_type == "application/json"
-    assert Answer(422, "{}").media_type == "application/problem+json"
-    body = json.loads(problem_body(Conflict("busy")))
-    assert body == {
-        "type": "urn:mercato:problem:conflict",
-        "title": "Conflict",
-        "status": 409,
-        "detail": "busy",
-    }

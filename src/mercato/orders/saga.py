@@ -1,0 +1,77 @@
+"""The orders side of the order saga: the replies of products to ``order.placed`` settle a
+pending order. The handlers work in the consumer runner's unit of work (it commits the
+inbox row, the order's move and the outbox row together) and never commit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import structlog
+
+from mercato.messaging import Envelope, Handlers, publish
+from mercato.orders.contracts import OrderConfirmed, OrderRejected
+from mercato.orders.domain import OrderStatus, allowed_from
+from mercato.orders.repository import OrderRepository
+from mercato.platform.db import UnitOfWork
+from mercato.products.contracts import StockRejected, StockReserved
+
+log = structlog.stdlib.get_logger("mercato.orders")
+
+#: The orders service's consumer group: the replies of products to ``order.placed``.
+saga_handlers = Handlers("orders")
+
+
+@saga_handlers.on(StockReserved)
+async def confirm_order(event: Envelope[StockReserved], uow: UnitOfWork) -> None:
+    """``stock.reserved``: a pending order becomes ``confirmed`` (``order.confirmed``)."""
+    await _settle(uow, event.data.order_id, OrderStatus.CONFIRMED, event_id=event.id)
+
+
+@saga_handlers.on(StockRejected)
+async def reject_order(event: Envelope[StockRejected], uow: UnitOfWork) -> None:
+    """``stock.rejected``: a pending order becomes ``rejected`` with the reason
+    (``order.rejected``)."""
+    await _settle(
+        uow, event.data.order_id, OrderStatus.REJECTED, event_id=event.id, reason=event.data.reason
+    )
+
+
+async def _settle(
+    uow: UnitOfWork,
+    order_id: str,
+    to: OrderStatus,
+    *,
+    event_id: str,
+    reason: str | None = None,
+) -> None:
+    orders = OrderRepository(uow.session)
+    row = await orders.get(order_id)
+    if row is None:
+        log.warning("saga event for an unknown order", order_id=order_id, event_id=event_id)
+        return
+    now = datetime.now(UTC)
+    moved = await orders.move(order_id, from_=allowed_from(to), to=to, now=now, reason=reason)
+    if not moved:  # a late or repeated reply: the order is past pending; leave it be
+        log.info(
+            "saga event ignored",
+            order_id=order_id,
+            status=row.status,
+            wanted=to.value,
+            event_id=event_id,
+        )
+        return
+    if to is OrderStatus.CONFIRMED:
+        await publish(
+            uow,
+            OrderConfirmed(
+                order_id=order_id, user_id=row.user_id, total=row.total, currency=row.currency
+            ),
+            key=order_id,
+        )
+    else:
+        await publish(
+            uow,
+            OrderRejected(order_id=order_id, user_id=row.user_id, reason=reason or "rejected"),
+            key=order_id,
+        )
+    log.info("order settled", order_id=order_id, status=to.value)
