@@ -96,7 +96,6 @@ TRANSACTION_OWNERS = frozenset(
 )
 #: Calls named ``commit`` that commit no database transaction.
 NOT_TRANSACTIONS = frozenset({"messaging/brokers/kafka.py"})  # Kafka's consumer offsets
-TEMPORARY_OWNERS = frozenset({"orders/notifications.py"})  # until the orders split lands
 
 
 def commit_calls() -> list[tuple[str, int]]:
@@ -118,7 +117,7 @@ def may_commit(module: str) -> bool:
     return (
         module.endswith("/service.py")
         or "migrations" in module.split("/")[:-1]
-        or module in TRANSACTION_OWNERS | NOT_TRANSACTIONS | TEMPORARY_OWNERS
+        or module in TRANSACTION_OWNERS | NOT_TRANSACTIONS
     )
 
 
@@ -130,5 +129,10 @@ def test_only_the_service_layer_and_the_messaging_kernel_commit() -> None:
     assert not offenders, "commit() outside the transaction owner: " + ", ".join(offenders)
     committing = {module for module, _ in calls}
     # Not vacuous: the owners' own commits are found.
-    assert committing >= {"auth/service.py", "users/service.py", "products/service.py"}
+    assert committing >= {
+        "auth/service.py",
+        "users/service.py",
+        "products/service.py",
+        "orders/service.py",
+    }
     assert committing >= TRANSACTION_OWNERS

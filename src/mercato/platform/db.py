@@ -151,7 +151,8 @@ class Database:
 class UnitOfWork:
     """Owns one transaction: ``commit()`` makes it durable; leaving without it rolls back.
 
-    Services and repositories use ``uow.session`` and never commit by themselves. Callbacks
+    The use case that opens it (a context's ``service.py``) commits it; repositories and
+    handlers only use ``uow.session`` (docs/architecture.md, "Transactions"). Callbacks
     registered with :meth:`after_commit` run once the commit succeeded (the outbox relay is
     woken this way).
     """
