@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from http import HTTPStatus
 from typing import Any, Final
@@ -24,7 +23,7 @@ import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from mercato.platform.errors import PROBLEM_JSON, problem
+from mercato.platform.errors import PROBLEM_JSON, problem, problem_details, problem_json
 
 log = structlog.stdlib.get_logger("mercato.edge")
 
@@ -78,15 +77,11 @@ def problem_parts(status: int, detail: str, slug: str, *, hsts: bool) -> tuple[H
     """The headers and body of a problem+json answer that closes the connection, for an
     answer no app wrote (it carries a request id and the security headers all the same)."""
     request_id = uuid.uuid4().hex
-    body = json.dumps(
-        {
-            "type": f"urn:mercato:problem:{slug}",
-            "title": HTTPStatus(status).phrase,
-            "status": status,
-            "detail": detail,
-            "request_id": request_id,
-        }
-    ).encode()
+    body = problem_json(
+        problem_details(
+            status, detail=detail, type_=f"urn:mercato:problem:{slug}", request_id=request_id
+        )
+    )
     headers: Headers = [
         (b"content-type", PROBLEM_JSON.encode()),
         (b"content-length", str(len(body)).encode()),
