@@ -21,7 +21,7 @@ from mercato.platform.security.tokens import (
     token_issuer,
     token_verifier,
 )
-from mercato.platform.settings import Settings, load_settings
+from mercato.settings import Settings, load_settings
 
 MIGRATIONS = [MigrationHistory("mercato.auth:migrations"), MESSAGING_MIGRATIONS]
 
@@ -56,7 +56,7 @@ def build_auth_service(settings: Settings, context: ServiceContext, app: FastAPI
 
 async def bootstrap_admin(service: AuthService, context: ServiceContext) -> None:
     """Ensure ``MERCATO_ADMIN_USERNAME`` exists with the admin role, when it is set."""
-    settings = context.settings
+    settings = Settings.of(context.settings)
     if not settings.admin_username or settings.admin_password is None:
         return
     async with context.db.unit_of_work() as uow:
@@ -88,7 +88,7 @@ async def create_admin(
 
 @asynccontextmanager
 async def auth_runtime(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
-    service = build_auth_service(context.settings, context, app)
+    service = build_auth_service(Settings.of(context.settings), context, app)
     app.state.auth_service = service
     try:
         await bootstrap_admin(service, context)

@@ -43,8 +43,8 @@ from mercato.messaging import Envelope, Handlers
 from mercato.orders.contracts import OrderConfirmed, OrderRejected
 from mercato.orders.repository import NotificationRepository, RecipientRepository
 from mercato.platform.db import Database, UnitOfWork
-from mercato.platform.settings import Settings
 from mercato.platform.shutdown import pause, wait_ended
+from mercato.settings import Settings
 
 log = structlog.stdlib.get_logger("mercato.orders.notifications")
 

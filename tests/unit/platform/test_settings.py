@@ -10,17 +10,9 @@ from typer.testing import CliRunner
 
 from mercato.cli import app as cli
 from mercato.platform.security.keys import SigningKey
-from mercato.platform.settings import (
-    INSECURE_SECRET_KEY,
-    MASK,
-    ConfigError,
-    Settings,
-    env_file_warnings,
-    env_name,
-    load_settings,
-    mask_url,
-    setting_sources,
-)
+from mercato.platform.settings import INSECURE_SECRET_KEY, ConfigError
+from mercato.platform.settings_sources import MASK, env_name, mask_url
+from mercato.settings import Settings, env_file_warnings, load_settings, setting_sources
 
 STRONG_KEY = "k" * 48
 SIGNING_KEY = SigningKey.generate().to_pem()
