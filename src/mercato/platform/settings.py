@@ -81,12 +81,12 @@ def check_server_url(url: str, schemes: tuple[str, ...], example: str) -> None:
         raise ValueError(f"names no host (e.g. {example})")
 
 
-def server_url(*schemes: str, example: str, also: tuple[str, ...] = ()) -> AfterValidator:
-    """Validation of an optional URL setting: unset, a URL prefixed by one of ``also``
-    (accepted as it is), or one of ``schemes`` as :func:`check_server_url` wants it."""
+def server_url(*schemes: str, example: str, accepted_as_is: tuple[str, ...] = ()) -> AfterValidator:
+    """Validation of an optional URL setting: unset, a URL that starts with one of
+    ``accepted_as_is``, or one of ``schemes`` as :func:`check_server_url` wants it."""
 
     def check(value: str | None) -> str | None:
-        if value is not None and not value.startswith(also):
+        if value is not None and not value.startswith(accepted_as_is):
             check_server_url(value, schemes, example)
         return value
 
@@ -198,6 +198,10 @@ class ServerSettings(BaseSettings):
     )
 
 
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
 def _check_rotation(value: str) -> str:
     from mercato.platform.logging import check_rotation
 
@@ -206,8 +210,7 @@ def _check_rotation(value: str) -> str:
 
 class LoggingSettings(BaseSettings):
     log_level: Annotated[
-        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None,
-        BeforeValidator(lambda value: value.upper() if isinstance(value, str) else value),
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None, BeforeValidator(_upper)
     ] = Field(
         None, description="DEBUG, INFO, WARNING, ERROR or CRITICAL (INFO; DEBUG with DEBUG=true)"
     )
@@ -294,7 +297,11 @@ class BrokerSettings(BaseSettings):
     broker_url: Annotated[
         BlankIsUnset,
         server_url(
-            "amqp", "amqps", "kafka", example="amqp://user:password@host:5672/", also=("memory:",)
+            "amqp",
+            "amqps",
+            "kafka",
+            example="amqp://user:password@host:5672/",
+            accepted_as_is=("memory:",),
         ),
     ] = Field(None, description="amqp:// (RabbitMQ) or kafka://; unset: in-process broker")
 

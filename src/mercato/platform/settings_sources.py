@@ -54,6 +54,16 @@ class IniConfigSettingsSource(InitSettingsSource):
         super().__init__(settings_cls, dict(parser.items(CONFIG_SECTION)))
 
 
+#: What the parsers raise for a file that is not YAML, JSON, TOML or INI (or not UTF-8).
+_UNPARSABLE: Final = (
+    yaml.YAMLError,
+    json.JSONDecodeError,
+    tomllib.TOMLDecodeError,
+    configparser.Error,
+    UnicodeDecodeError,
+)
+
+
 def _format_source(settings_cls: type[BaseSettings], path: Path) -> InitSettingsSource:
     suffix = path.suffix.lower()
     if suffix in {".yaml", ".yml"}:
@@ -79,11 +89,9 @@ def config_file_source(settings_cls: type[BaseSettings], path: Path) -> InitSett
         raise ConfigError([f"config file {path} does not exist"])
     try:
         source = _format_source(settings_cls, path)
-    except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+    except _UNPARSABLE as exc:
         raise ConfigError([f"config file {path} cannot be parsed: {exc}"]) from None
-    except configparser.Error as exc:
-        raise ConfigError([f"config file {path} cannot be parsed: {exc}"]) from None
-    except (TypeError, ValueError, AttributeError):  # a list or a scalar, not a mapping
+    except (TypeError, ValueError):  # the sources' dict.update() of a list or a scalar
         raise ConfigError([f"config file {path} must hold a mapping of settings"]) from None
     section = source.init_kwargs.get(CONFIG_SECTION)
     if isinstance(section, Mapping):
