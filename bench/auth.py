@@ -108,7 +108,7 @@ async def failed_logins() -> list[dict[str, Any]]:
     import httpx
 
     from mercato.auth.app import create_app
-    from mercato.platform.settings import load_settings
+    from mercato.settings import load_settings
 
     settings = load_settings(
         env_file=None,

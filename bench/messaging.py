@@ -40,7 +40,7 @@ from mercato.messaging.runtime import messaging_hook  # noqa: E402
 from mercato.platform.app import create_service_app  # noqa: E402
 from mercato.platform.db import UnitOfWork  # noqa: E402
 from mercato.platform.logging import configure_logging  # noqa: E402
-from mercato.platform.settings import Settings, load_settings  # noqa: E402
+from mercato.settings import Settings, load_settings  # noqa: E402
 from support.messaging_apps import ThingHappened, delete_rabbit_topology  # noqa: E402
 from support.servers import TEST_BROKER_URL, TEST_DATABASE_URL, _answers  # noqa: E402
 

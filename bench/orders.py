@@ -247,7 +247,7 @@ def servers_env(stack: ExitStack) -> dict[str, str] | None:
 
 
 async def _delete_topology(exchange: str) -> None:
-    from mercato.platform.settings import load_settings
+    from mercato.settings import load_settings
     from support.messaging_apps import delete_rabbit_topology
 
     settings = load_settings(env_file=None, broker_url=TEST_BROKER_URL, messaging_exchange=exchange)

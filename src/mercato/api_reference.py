@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mercato.gateway.openapi import service_part
-from mercato.platform.settings import BACKEND_SERVICES, ServiceName, load_settings
+from mercato.settings import BACKEND_SERVICES, ServiceName, load_settings
 
 #: Schemas every FastAPI app carries; the conventions section of the prose covers them.
 _FRAMEWORK_SCHEMAS: Final = frozenset({"HTTPValidationError", "ValidationError"})

@@ -10,17 +10,16 @@ from typing import Annotated, Any, NoReturn, get_args
 
 import typer
 
-from mercato.platform.settings import (
+from mercato.platform.settings import ConfigError
+from mercato.platform.settings_sources import env_name, masked_value
+from mercato.settings import (
     BACKEND_SERVICES,
     SERVICES,
-    ConfigError,
     ServiceName,
     Settings,
     derived_values,
     env_file_warnings,
-    env_name,
     load_settings,
-    masked_value,
     setting_sources,
 )
 
@@ -139,9 +138,10 @@ def _wait_for_dependencies(settings: Settings, services: Sequence[ServiceName]) 
             f"mercato: waiting up to {settings.startup_timeout:g} s for {dependency}", err=True
         )
 
+    backends = [service for service in services if service in BACKEND_SERVICES]
     try:
         run_event_loop(
-            wait_for(dependencies(settings, services), settings.startup_timeout, on_wait=waiting)
+            wait_for(dependencies(settings, backends), settings.startup_timeout, on_wait=waiting)
         )
     except DependencyUnavailable as exc:
         _fail([str(exc)], code=1)
@@ -517,7 +517,7 @@ def config_docs(
 ) -> None:
     """Print the configuration reference (docs/configuration.md), .env.example, or the
     README's configuration table."""
-    from mercato.platform.config_docs import (
+    from mercato.config_docs import (
         configuration_markdown,
         env_example,
         readme_table,

@@ -21,7 +21,7 @@ from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 from mercato.platform.logging import UVICORN_LOGGERS
-from mercato.platform.settings import ServiceName, Settings
+from mercato.settings import ServiceName, Settings
 
 
 class StructuredGunicornLogger(Logger):  # type: ignore[misc]

@@ -23,8 +23,8 @@ from mercato.platform.db import Database
 from mercato.platform.edge import guarded_protocol
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.net import connecting_addresses
-from mercato.platform.settings import BACKEND_SERVICES, SERVICES, ServiceName, Settings
 from mercato.platform.shutdown import bounded, time_left, wait_ended
+from mercato.settings import BACKEND_SERVICES, SERVICES, ServiceName, Settings
 
 log = structlog.stdlib.get_logger("mercato.serving")
 

@@ -36,7 +36,7 @@ from mercato.messaging.brokers.kafka import _KafkaDelivery
 from mercato.messaging.brokers.memory import _MemoryDelivery
 from mercato.messaging.brokers.rabbitmq import _RabbitDelivery
 from mercato.messaging.tables import outbox
-from mercato.platform.settings import Settings
+from mercato.settings import Settings
 from support.messaging import drain, eventually
 from support.messaging_apps import (
     Behaviour,

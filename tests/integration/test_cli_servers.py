@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mercato.cli import app as cli
-from mercato.platform.settings import Settings
+from mercato.settings import Settings
 
 pytestmark = pytest.mark.integration
 

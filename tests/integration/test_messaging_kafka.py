@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mercato.platform.settings import Settings
+from mercato.settings import Settings
 from support.messaging import drain
 from support.messaging_apps import (
     Behaviour,

@@ -15,7 +15,7 @@ from mercato.messaging.brokers import BrokerUnavailable
 from mercato.messaging.brokers.rabbitmq import RabbitBroker, dead_letter_queue_name
 from mercato.platform.db import Database
 from mercato.platform.migrations import upgrade
-from mercato.platform.settings import Settings
+from mercato.settings import Settings
 from support.messaging import drain, eventually
 from support.messaging_apps import (
     Behaviour,

@@ -112,7 +112,7 @@ async def test_an_admin_passes(client: httpx.AsyncClient) -> None:
 async def test_an_unreachable_jwks_answers_503_not_401() -> None:
     import socket
 
-    from mercato.platform.settings import load_settings
+    from mercato.settings import load_settings
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -11,7 +11,8 @@ import pytest
 from mercato.auth.app import create_app
 from mercato.platform.security.keys import KeySet, SigningKey
 from mercato.platform.security.tokens import signing_keys, token_verifier
-from mercato.platform.settings import ConfigError, load_settings
+from mercato.platform.settings import ConfigError
+from mercato.settings import load_settings
 from support.auth import TEST_KEY, TEST_PRIVATE_KEYS_PEM, app_client, issue_token
 from support.auth import test_settings as make_settings
 

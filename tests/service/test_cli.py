@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from mercato.cli import app as cli
-from mercato.platform.settings import Settings
 from mercato.platform.startup import Dependency, DependencyUnavailable, wait_for
+from mercato.settings import Settings
 from support.servers import free_port
 
 PASSWORD = "hunter2-not-shown"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mercato.platform.settings import load_settings
+from mercato.settings import load_settings
 from support.auth import trusting_overrides
 from support.gateway import gateway_settings, running
 from support.standin import StandIn, serve

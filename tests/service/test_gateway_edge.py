@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from mercato.platform.settings import Settings, load_settings
 from mercato.serving import app_factory
+from mercato.settings import Settings, load_settings
 from support.asgi import call_asgi
 from support.auth import test_settings, trusting_overrides
 from support.gateway import gateway_settings, running

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from mercato.gateway.app import create_app
-from mercato.platform.settings import Settings
 from mercato.serving import EmbeddedServer, uvicorn_config
+from mercato.settings import Settings
 from support.gateway import gateway_settings
 from support.messaging import eventually
 from support.servers import free_port

@@ -16,8 +16,8 @@ from structlog.testing import capture_logs
 from mercato.platform.app import create_service_app
 from mercato.platform.cache import MemoryCache
 from mercato.platform.db import Database
-from mercato.platform.settings import ServiceName, Settings, load_settings
 from mercato.serving import app_factory, migrate
+from mercato.settings import ServiceName, Settings, load_settings
 from support.messaging import eventually
 
 pytestmark = pytest.mark.anyio

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mercato.cli import app as cli
-from mercato.platform.settings import load_settings
 from mercato.products.app import should_seed
+from mercato.settings import load_settings
 from support.products import running_products
 
 

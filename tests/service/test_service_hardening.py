@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from mercato.platform.settings import ServiceName
 from mercato.serving import app_factory
+from mercato.settings import ServiceName
 from support.auth import admin_headers, app_client, test_settings
 
 pytestmark = pytest.mark.anyio

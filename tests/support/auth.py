@@ -40,7 +40,7 @@ from fastapi import FastAPI
 
 from mercato.platform.security.keys import KeySet, SigningKey
 from mercato.platform.security.tokens import TOKEN_TYPE, TokenIssuer
-from mercato.platform.settings import Settings, load_settings
+from mercato.settings import Settings, load_settings
 
 ISSUER = "mercato"
 AUDIENCE = "mercato"

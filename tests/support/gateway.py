@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI
 
 from mercato.gateway.app import create_app
-from mercato.platform.settings import Settings
+from mercato.settings import Settings
 from support.auth import test_settings
 
 

@@ -21,7 +21,7 @@ from mercato.messaging.runtime import messaging_hook
 from mercato.messaging.tables import dead_letters, inbox, outbox
 from mercato.platform.app import ServiceContext, create_service_app
 from mercato.platform.db import Database, UnitOfWork
-from mercato.platform.settings import ServiceName, Settings, load_settings
+from mercato.settings import ServiceName, Settings, load_settings
 
 
 class ThingHappened(EventData):

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from mercato.orders.app import create_app
 from mercato.orders.models import IdempotencyKeyRow, OrderRow
 from mercato.platform.db import Database
-from mercato.platform.settings import Settings
+from mercato.settings import Settings
 from support.auth import test_settings
 from support.servers import free_port
 

@@ -17,11 +17,11 @@ from sqlalchemy import select
 from mercato.messaging.tables import outbox
 from mercato.orders.contracts import OrderCancelled, OrderLine, OrderPlaced
 from mercato.platform.app import ServiceContext
-from mercato.platform.settings import Settings
 from mercato.products.app import create_app
 from mercato.products.caching import CatalogueCache
 from mercato.products.models import ProductRow
 from mercato.products.service import release_stock, reserve_stock
+from mercato.settings import Settings
 from support.auth import admin_headers, test_settings
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,103 @@ def test_only_the_service_layer_and_the_messaging_kernel_commit() -> None:
         "orders/service.py",
     }
     assert committing >= TRANSACTION_OWNERS
+
+
+# --- the kernel knows no context -------------------------------------------------------
+
+#: Every name a context goes by: the four bounded contexts and the gateway.
+CONTEXT_NAMES = (*CONTEXTS, "gateway")
+#: A context's name as a word of an identifier or a string (``auth_url``, ``"gateway"``,
+#: ``GatewaySettings``, ``/auth/token``), not inside another word (``oauth2``, ``authorize``).
+CONTEXT_WORD = re.compile(rf"(?<![a-z0-9])({'|'.join(CONTEXT_NAMES)})(?![a-z0-9])")
+KERNEL_EXCLUDED = {
+    "messaging/topology.py",  # moved by the wiring change
+}
+#: The only places the kernel may name a context, each with the reason it has to.
+KERNEL_MAY_NAME = {
+    # The OAuth2 token URL of the security scheme that every service's routes declare once
+    # (the /docs Authorize button): a path of the public HTTP contract (shared/API.md).
+    ("platform/security/dependencies.py", "/auth/token"),
+}
+
+
+def _prose(tree: ast.AST) -> set[int]:
+    """The ids of the strings written for people: docstrings, ``description=`` texts."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+        elif isinstance(node, ast.keyword) and node.arg == "description":
+            found.update(id(part) for part in ast.walk(node.value))
+    return found
+
+
+def names_and_strings(path: Path) -> Iterator[str]:
+    """Every identifier and every string the code acts on in ``path`` (not its prose)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    prose = _prose(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            yield node.id
+        elif isinstance(node, ast.Attribute):
+            yield node.attr
+        elif isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            yield node.name
+        elif isinstance(node, ast.arg | ast.keyword) and node.arg:
+            yield node.arg
+        elif isinstance(node, ast.alias):
+            yield node.asname or node.name
+        elif (
+            isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose
+        ):
+            yield node.value
+
+
+def _words(text: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", text).lower()
+
+
+def test_the_kernel_imports_only_the_kernel() -> None:
+    """Not even the modules above the contexts (``mercato.settings``, ``cli``...), which
+    import every context."""
+    offenders = {
+        f"{path.relative_to(SRC)} imports {name}"
+        for package in KERNEL
+        for path in modules_under(package)
+        for name in imports_of(path)
+        if name.split(".")[0] == "mercato" and name.split(".")[:2][-1] not in KERNEL
+    }
+    assert not offenders
+
+
+def test_the_kernel_names_no_context() -> None:
+    """No identifier or string of ``mercato.platform`` and ``mercato.messaging`` names a
+    context (a service name is an opaque string there), nor a setting of one."""
+    offenders = set()
+    for package in KERNEL:
+        for path in modules_under(package):
+            where = str(path.relative_to(SRC))
+            if where in KERNEL_EXCLUDED:
+                continue
+            for text in names_and_strings(path):
+                if CONTEXT_WORD.search(_words(text)) and (where, text) not in KERNEL_MAY_NAME:
+                    offenders.add(f"{where}: {text!r}")
+    assert not offenders
+
+
+@pytest.mark.parametrize(
+    ("text", "names_one"),
+    [
+        ("auth_url", True),
+        ("/auth/token", True),
+        ("GatewaySettings", True),
+        ('service != "orders"', True),
+        ("oauth2", False),
+        ("authorize", False),
+        ("trusted_proxies", False),
+    ],
+)
+def test_the_context_check_sees_what_it_looks_for(text: str, names_one: bool) -> None:
+    assert bool(CONTEXT_WORD.search(_words(text))) is names_one

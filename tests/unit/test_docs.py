@@ -12,7 +12,7 @@ import pytest
 
 from mercato import api_reference
 from mercato.cli import worker
-from mercato.platform.settings import BACKEND_SERVICES, SERVICES, Settings
+from mercato.settings import BACKEND_SERVICES, SERVICES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])

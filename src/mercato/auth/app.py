@@ -20,7 +20,7 @@ from mercato.platform.security.tokens import (
     token_issuer,
     token_verifier,
 )
-from mercato.platform.settings import Settings, load_settings
+from mercato.settings import Settings, load_settings
 
 MIGRATIONS = [MigrationHistory("mercato.auth:migrations"), MESSAGING_MIGRATIONS]
 
@@ -70,7 +70,7 @@ async def create_admin(
 
 @asynccontextmanager
 async def auth_runtime(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
-    service = build_auth_service(context.settings, context, app)
+    service = build_auth_service(Settings.of(context.settings), context, app)
     app.state.auth_service = service
     try:
         await service.bootstrap_admin(context.db)

@@ -20,7 +20,7 @@ from mercato.platform.errors import Conflict, NotFound, Unauthorized
 from mercato.platform.security.passwords import PasswordHasher
 from mercato.platform.security.ratelimit import RateLimiter
 from mercato.platform.security.tokens import TokenIssuer
-from mercato.platform.settings import Settings
+from mercato.settings import Settings
 
 log = structlog.stdlib.get_logger("mercato.auth")
 security_log = structlog.stdlib.get_logger("mercato.security")

@@ -32,7 +32,7 @@ from mercato.platform.app import ServiceContext, create_service_app
 from mercato.platform.net import TrustedProxies
 from mercato.platform.security.ratelimit import RateLimiter, Strategy
 from mercato.platform.security.tokens import token_verifier
-from mercato.platform.settings import Settings, load_settings
+from mercato.settings import Settings, load_settings
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -125,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hooks=[run_gateway],
         uses_database=False,
         own_openapi=False,  # /openapi.json and /docs are the merged API's (see _add_docs)
+        believe_internal_proxies=False,  # the front door: no gateway in front of it
         inner_middleware=[
             # Inside the request-id middleware: a preflight or a refused host gets an id.
             Middleware(CorsMiddleware, options=cors_options(settings)),

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mercato.platform.errors import problem
 from mercato.platform.net import TrustedProxies
-from mercato.platform.settings import Settings
+from mercato.settings import Settings
 
 Headers = list[tuple[bytes, bytes]]
 

@@ -17,7 +17,7 @@ import aiohttp
 from yarl import URL
 
 from mercato.platform.resilience import CircuitBreaker, CircuitOpenError, Permit, StateListener
-from mercato.platform.settings import BACKEND_SERVICES, Settings
+from mercato.settings import BACKEND_SERVICES, Settings
 
 
 def route_table(settings: Settings) -> dict[str, list[str]]:

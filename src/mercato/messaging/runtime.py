@@ -18,7 +18,7 @@ from mercato.messaging.topology import CONSUMER_GROUPS
 from mercato.platform.app import ServiceContext
 from mercato.platform.logging import get_logger
 from mercato.platform.migrations import MigrationHistory
-from mercato.platform.settings import Settings
+from mercato.platform.settings import SharedSettings
 from mercato.platform.shutdown import time_left
 
 log = get_logger("mercato.messaging")
@@ -32,7 +32,7 @@ MESSAGING_MIGRATIONS = MigrationHistory(
 )
 
 
-def retry_delays(settings: Settings) -> tuple[float, ...]:
+def retry_delays(settings: SharedSettings) -> tuple[float, ...]:
     """The delay before each retry (attempt 1 -> 2, 2 -> 3, ...)."""
     return tuple(
         backoff(
@@ -44,7 +44,7 @@ def retry_delays(settings: Settings) -> tuple[float, ...]:
     )
 
 
-def broker_for(settings: Settings) -> Broker:
+def broker_for(settings: SharedSettings) -> Broker:
     return create_broker(
         settings.broker_url,
         exchange=settings.messaging_exchange,

@@ -36,8 +36,8 @@ from mercato.platform.http import (
 )
 from mercato.platform.migrations import MigrationHistory
 from mercato.platform.resilience import BreakerState, CircuitBreaker
-from mercato.platform.settings import Settings, load_settings
 from mercato.platform.shutdown import pause, time_left, wait_ended
+from mercato.settings import Settings, load_settings
 
 log = structlog.stdlib.get_logger("mercato.orders")
 
@@ -62,7 +62,7 @@ def orders_runtime(catalogue: Catalogue | None = None) -> LifespanHook:
 
     @asynccontextmanager
     async def run(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
-        settings = context.settings
+        settings = Settings.of(context.settings)
         clients = ServiceClients(
             {"products": settings.service_url("products")},
             policy=client_policy(settings),

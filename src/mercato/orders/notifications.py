@@ -51,8 +51,8 @@ from mercato.orders.service import (
     prune_sent_notifications,
 )
 from mercato.platform.db import Database, UnitOfWork
-from mercato.platform.settings import Settings
 from mercato.platform.shutdown import pause, wait_ended
+from mercato.settings import Settings
 
 log = structlog.stdlib.get_logger("mercato.orders.notifications")
 

@@ -35,7 +35,7 @@ from mercato.platform.observability import (
     health_router,
 )
 from mercato.platform.security.tokens import TokenVerifier, token_verifier
-from mercato.platform.settings import ServiceName, Settings
+from mercato.platform.settings import SharedSettings
 from mercato.platform.shutdown import bounded
 from mercato.platform.tracing import TraceContextMiddleware
 
@@ -46,8 +46,8 @@ log = structlog.stdlib.get_logger("mercato.app")
 class ServiceContext:
     """What one running service holds: its settings and its adapters."""
 
-    service: ServiceName
-    settings: Settings
+    service: str
+    settings: SharedSettings
     registry: CollectorRegistry
     database: Database | None = None
     cache: Cache | None = None
@@ -68,7 +68,7 @@ class ServiceContext:
 LifespanHook = Callable[[FastAPI, ServiceContext], AbstractAsyncContextManager[None]]
 
 
-def open_database(settings: Settings, service: ServiceName) -> Database:
+def open_database(settings: SharedSettings, service: str) -> Database:
     return Database(
         settings.database_url_for(service),
         schema=service,
@@ -77,7 +77,7 @@ def open_database(settings: Settings, service: ServiceName) -> Database:
     )
 
 
-def schema_probe(service: ServiceName, database: Database, heads: list[Heads]) -> Probe:
+def schema_probe(service: str, database: Database, heads: list[Heads]) -> Probe:
     """A readiness check that fails while ``database`` is behind the service's migrations."""
 
     async def probe() -> None:
@@ -91,18 +91,19 @@ def schema_probe(service: ServiceName, database: Database, heads: list[Heads]) -
     return probe
 
 
-def metrics_access(settings: Settings, service: ServiceName) -> MetricsAccess:
-    """Who may scrape ``service``: the gateway believes only ``TRUSTED_PROXIES`` about the
-    client's address; a backend service also the gateway (``INTERNAL_PROXIES``)."""
+def metrics_access(settings: SharedSettings, *, believe_internal_proxies: bool) -> MetricsAccess:
+    """Who may scrape a service: every service believes ``TRUSTED_PROXIES`` about the
+    client's address; a service behind the gateway (``believe_internal_proxies``) also
+    ``INTERNAL_PROXIES``."""
     proxies = list(settings.trusted_proxies)
-    if service != "gateway":
+    if believe_internal_proxies:
         proxies += settings.internal_proxies
     return MetricsAccess(settings.metrics_allowed_networks, TrustedProxies(proxies))
 
 
 def create_service_app(
-    settings: Settings,
-    service: ServiceName,
+    settings: SharedSettings,
+    service: str,
     *,
     title: str,
     description: str = "",
@@ -112,10 +113,13 @@ def create_service_app(
     uses_database: bool = True,
     own_openapi: bool = True,
     inner_middleware: Sequence[Middleware] = (),
+    believe_internal_proxies: bool = True,
 ) -> FastAPI:
     """One service's app. ``own_openapi=False`` leaves out FastAPI's ``/openapi.json`` and
     ``/docs`` (the gateway serves merged ones); ``inner_middleware`` runs inside the
-    request-id middleware (outermost first), so that its answers carry the request id."""
+    request-id middleware (outermost first), so that its answers carry the request id;
+    ``believe_internal_proxies=False`` (the front door) believes only ``TRUSTED_PROXIES``
+    about a scraping client's address."""
     registry = CollectorRegistry(auto_describe=True)
 
     async def closing(close: Callable[[], Awaitable[None]], what: str) -> None:
@@ -170,7 +174,8 @@ def create_service_app(
         debug=False,
     )
     install_error_handlers(app, expose_internals=settings.environment == "development")
-    app.include_router(health_router(service, registry, metrics_access(settings, service)))
+    access = metrics_access(settings, believe_internal_proxies=believe_internal_proxies)
+    app.include_router(health_router(service, registry, access))
     for router in routers:
         app.include_router(router)
     # add_middleware puts each one outside those before it: the last added is outermost.

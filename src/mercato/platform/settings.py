@@ -1,4 +1,4 @@
-"""Typed configuration for every Mercato process.
+"""Typed configuration: the concerns every Mercato service shares.
 
 Sources, highest precedence first: explicit arguments, environment variables, a ``.env``
 file, a config file (``MERCATO_CONFIG`` or ``--config``; YAML, JSON, TOML or INI), a secrets
@@ -6,27 +6,21 @@ directory (``SECRETS_DIR``, default ``/run/secrets``, one file per setting), the
 defaults of the active profile (``ENVIRONMENT``).
 
 Names are the conventional unprefixed ones (``DATABASE_URL``, ``PORT``...). Settings are
-grouped by concern in mixins and combined into one flat :class:`Settings`, so every name
-stays what a newcomer expects while each concern is read on its own.
+grouped by concern in mixins; :class:`SharedSettings` combines the kernel's, each context
+declares its own next to its code, and ``mercato.settings.Settings`` combines them all into
+one flat class, so every name stays what a newcomer expects while each concern is read on
+its own. The kernel never names a service: a service name is an opaque string to it.
 """
 
 from __future__ import annotations
 
-import configparser
 import ipaddress
-import json
-import os
-import tomllib
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Annotated, Any, ClassVar, Final, Literal, get_args
+from urllib.parse import urlsplit
 
-import yaml
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic.fields import FieldInfo
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -35,20 +29,12 @@ from pydantic_settings import (
 )
 
 Environment = Literal["development", "testing", "production"]
-ServiceName = Literal["gateway", "auth", "users", "products", "orders"]
 
-#: The four backend services, in the order `mercato up` starts them.
-BACKEND_SERVICES: Final[tuple[ServiceName, ...]] = ("auth", "users", "products", "orders")
-SERVICES: Final[tuple[ServiceName, ...]] = (*BACKEND_SERVICES, "gateway")
+#: Per-environment defaults for what no source set: ``{environment: {field: value}}``.
+Profile = Mapping[Environment, Mapping[str, Any]]
 
 #: The well-known development key. Production refuses to start with it.
 INSECURE_SECRET_KEY: Final = "insecure-development-key-change-me"  # noqa: S105
-
-CONFIG_SECTION: Final = "mercato"
-MASK: Final = "********"
-_SECRET_NAME_PARTS: Final = ("secret", "password", "token", "private_key")
-
-CommaList = Annotated[list[str], NoDecode]
 
 
 class ConfigError(Exception):
@@ -59,15 +45,85 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+# --- what the settings' validators share --------------------------------------------------
+
+
 def _none_if_blank(value: Any) -> Any:
     """``URL=`` (empty) means unset, as leaving it out does."""
     return None if isinstance(value, str) and not value.strip() else value
 
 
-def _split_commas(value: Any) -> Any:
+def split_commas(value: Any) -> Any:
+    """``"a, b,"`` is ``["a", "b"]``; anything but a string is left to validation."""
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+def check_server_url(url: str, schemes: tuple[str, ...], example: str) -> None:
+    """Raise :class:`ValueError` unless ``url`` is a URL of one of ``schemes`` naming a
+    host (a ``unix`` socket needs none) and, if any, a numeric port."""
+    parts = urlsplit(url)
+    if parts.scheme not in schemes:
+        raise ValueError(
+            f"{parts.scheme + '://' if parts.scheme else 'a URL without a scheme'} is not"
+            f" supported; use {' or '.join(s + '://' for s in schemes)} (e.g. {example})"
+        )
+    if parts.scheme == "kafka":  # kafka://host:port[,host:port]: several servers
+        if not parts.netloc:
+            raise ValueError(f"names no host (e.g. {example})")
+        return
+    try:
+        parts.port  # noqa: B018 - a non-numeric port raises here
+    except ValueError:
+        raise ValueError(f"has a port that is not a number (e.g. {example})") from None
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError(f"names no host (e.g. {example})")
+
+
+def server_url(*schemes: str, example: str, accepted_as_is: tuple[str, ...] = ()) -> AfterValidator:
+    """Validation of an optional URL setting: unset, a URL that starts with one of
+    ``accepted_as_is``, or one of ``schemes`` as :func:`check_server_url` wants it."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and not value.startswith(accepted_as_is):
+            check_server_url(value, schemes, example)
+        return value
+
+    return AfterValidator(check)
+
+
+def check_rate_limit(value: str, example: str) -> str:
+    """``value`` if it is a rate limit (``600/minute``...), else :class:`ValueError`."""
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a rate limit such as {example!r}") from None
+    return value
+
+
+def rate_limit(example: str) -> AfterValidator:
+    """Validation of a rate-limit setting; the error quotes ``example``."""
+    return AfterValidator(lambda value: check_rate_limit(value, example))
+
+
+def _check_networks(value: list[str]) -> list[str]:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network") from None
+    return value
+
+
+#: A list set as one comma-separated string (``a, b``) or as a list (config files).
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
+#: A comma-separated list of IP addresses or networks (CIDR).
+Networks = Annotated[CommaList, AfterValidator(_check_networks)]
+#: A setting for which a blank value means unset.
+BlankIsUnset = Annotated[str | None, BeforeValidator(_none_if_blank)]
 
 
 # --- concerns ---------------------------------------------------------------------------
@@ -88,31 +144,20 @@ class RuntimeSettings(BaseSettings):
 
 class ServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="interface every process listens on")
-    port: int = Field(8000, ge=1, le=65535, description="gateway port")
-    auth_port: int = Field(8004, ge=1, le=65535, description="auth service port")
-    users_port: int = Field(8001, ge=1, le=65535, description="users service port")
-    products_port: int = Field(8003, ge=1, le=65535, description="products service port")
-    orders_port: int = Field(8002, ge=1, le=65535, description="orders service port")
-    auth_url: str | None = Field(None, description="auth base URL; unset: from AUTH_PORT")
-    users_url: str | None = Field(None, description="users base URL; unset: from USERS_PORT")
-    products_url: str | None = Field(
-        None, description="products base URL; unset: from PRODUCTS_PORT"
-    )
-    orders_url: str | None = Field(None, description="orders base URL; unset: from ORDERS_PORT")
     allowed_hosts: CommaList = Field(
         default_factory=list, description="host names the gateway answers to (comma-separated)"
     )
     cors_origins: CommaList = Field(
         default_factory=list, description="origins allowed by CORS (comma-separated; no *)"
     )
-    trusted_proxies: CommaList = Field(
+    trusted_proxies: Networks = Field(
         default_factory=list,
         description="proxy addresses/networks whose X-Forwarded-For is believed",
     )
     docs_enabled: bool | None = Field(None, description="serve /docs (Swagger UI)")
     access_log: bool = Field(True, description="one log line per request")
     graceful_timeout: float = Field(10.0, gt=0, description="seconds to drain on shutdown")
-    metrics_allowed_networks: CommaList = Field(
+    metrics_allowed_networks: Networks = Field(
         default_factory=lambda: [
             "127.0.0.0/8",
             "::1/128",
@@ -152,100 +197,31 @@ class ServerSettings(BaseSettings):
         description="seconds start-up waits for the database, Redis and the broker to answer",
     )
 
-    _split = field_validator(
-        "allowed_hosts",
-        "cors_origins",
-        "trusted_proxies",
-        "metrics_allowed_networks",
-        mode="before",
-    )(_split_commas)
 
-    _empty_service_url_is_unset = field_validator(
-        "auth_url", "users_url", "products_url", "orders_url", mode="before"
-    )(_none_if_blank)
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
 
-    @field_validator("auth_url", "users_url", "products_url", "orders_url")
-    @classmethod
-    def _valid_service_urls(cls, value: str | None) -> str | None:
-        for url in (value or "").split(","):
-            if url.strip():
-                _check_server_url(url.strip(), ("http", "https"), "http://products.internal:8003")
-        return value
 
-    @field_validator("trusted_proxies", "metrics_allowed_networks")
-    @classmethod
-    def _valid_networks(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP address or network") from None
-        return value
+def _check_rotation(value: str) -> str:
+    from mercato.platform.logging import check_rotation
+
+    return check_rotation(value)
 
 
 class LoggingSettings(BaseSettings):
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = Field(
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None, BeforeValidator(_upper)
+    ] = Field(
         None, description="DEBUG, INFO, WARNING, ERROR or CRITICAL (INFO; DEBUG with DEBUG=true)"
     )
     log_format: Literal["json", "console"] | None = Field(
         None, description="json (one JSON object a line) or console (readable)"
     )
     log_file: Path | None = Field(None, description="also write JSON lines to this file")
-    log_rotate: str = Field("10MB", description="size (10MB) or time (midnight, h, d)")
+    log_rotate: Annotated[str, AfterValidator(_check_rotation)] = Field(
+        "10MB", description="size (10MB) or time (midnight, h, d)"
+    )
     log_backups: int = Field(7, ge=0, description="rotated log files kept")
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("log_rotate")
-    @classmethod
-    def _valid_rotation(cls, value: str) -> str:
-        from mercato.platform.logging import check_rotation
-
-        return check_rotation(value)
-
-
-class DatabaseSettings(BaseSettings):
-    database_url: str | None = Field(
-        None, description="shared database (postgresql+asyncpg://...); unset: SQLite per service"
-    )
-    auth_database_url: str | None = Field(
-        None, description="the auth service's own database, over DATABASE_URL"
-    )
-    users_database_url: str | None = Field(
-        None, description="the users service's own database, over DATABASE_URL"
-    )
-    products_database_url: str | None = Field(
-        None, description="the products service's own database, over DATABASE_URL"
-    )
-    orders_database_url: str | None = Field(
-        None, description="the orders service's own database, over DATABASE_URL"
-    )
-    database_pool_size: int = Field(10, ge=1, description="connections per service pool")
-    database_echo: bool = Field(False, description="log every SQL statement")
-    auto_migrate: bool | None = Field(None, description="apply migrations at start-up")
-
-    _empty_database_is_unset = field_validator(
-        "database_url",
-        "auth_database_url",
-        "users_database_url",
-        "products_database_url",
-        "orders_database_url",
-        mode="before",
-    )(_none_if_blank)
-
-    @field_validator(
-        "database_url",
-        "auth_database_url",
-        "users_database_url",
-        "products_database_url",
-        "orders_database_url",
-    )
-    @classmethod
-    def _async_driver(cls, value: str | None) -> str | None:
-        return None if value is None else async_database_url(value)
 
 
 #: What a URL's scheme may say, and the async driver Mercato uses for it.
@@ -291,113 +267,43 @@ def async_database_url(url: str) -> str:
     return normalised
 
 
-class CacheSettings(BaseSettings):
-    redis_url: str | None = Field(
-        None, description="Redis for cache and shared rate limits; unset: in-process memory"
+#: A database URL setting, given the async driver (blank: unset). A context declares its
+#: service's own database as ``<service>_database_url: DatabaseUrl`` (see ``database_url_for``).
+DatabaseUrl = Annotated[
+    BlankIsUnset, AfterValidator(lambda url: None if url is None else async_database_url(url))
+]
+
+
+class DatabaseSettings(BaseSettings):
+    database_url: DatabaseUrl = Field(
+        None, description="shared database (postgresql+asyncpg://...); unset: SQLite per service"
     )
+    database_pool_size: int = Field(10, ge=1, description="connections per service pool")
+    database_echo: bool = Field(False, description="log every SQL statement")
+    auto_migrate: bool | None = Field(None, description="apply migrations at start-up")
+
+
+class CacheSettings(BaseSettings):
+    redis_url: Annotated[
+        BlankIsUnset, server_url("redis", "rediss", "unix", example="redis://host:6379/0")
+    ] = Field(None, description="Redis for cache and shared rate limits; unset: in-process memory")
     cache_max_entries: int = Field(
         10_000, ge=1, description="entries kept by the in-memory cache (LRU)"
     )
     cache_default_ttl: float = Field(300.0, gt=0, description="seconds a cache entry lives")
 
-    _empty_redis_is_unset = field_validator("redis_url", mode="before")(_none_if_blank)
-
-    @field_validator("redis_url")
-    @classmethod
-    def _valid_redis_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            _check_server_url(value, ("redis", "rediss", "unix"), "redis://host:6379/0")
-        return value
-
 
 class BrokerSettings(BaseSettings):
-    broker_url: str | None = Field(
-        None, description="amqp:// (RabbitMQ) or kafka://; unset: in-process broker"
-    )
-
-    _empty_broker_is_unset = field_validator("broker_url", mode="before")(_none_if_blank)
-
-    @field_validator("broker_url")
-    @classmethod
-    def _valid_broker_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("memory:"):
-            _check_server_url(value, ("amqp", "amqps", "kafka"), "amqp://user:password@host:5672/")
-        return value
-
-
-def _check_server_url(url: str, schemes: tuple[str, ...], example: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in schemes:
-        raise ValueError(
-            f"{parts.scheme + '://' if parts.scheme else 'a URL without a scheme'} is not"
-            f" supported; use {' or '.join(s + '://' for s in schemes)} (e.g. {example})"
-        )
-    if parts.scheme == "kafka":  # kafka://host:port[,host:port]: several servers
-        if not parts.netloc:
-            raise ValueError(f"names no host (e.g. {example})")
-        return
-    try:
-        parts.port  # noqa: B018 - a non-numeric port raises here
-    except ValueError:
-        raise ValueError(f"has a port that is not a number (e.g. {example})") from None
-    if parts.scheme != "unix" and not parts.hostname:
-        raise ValueError(f"names no host (e.g. {example})")
-
-
-class ProductsSettings(BaseSettings):
-    """The catalogue: its caches and its demo data (see README, "Products and caching")."""
-
-    products_cache_enabled: bool = Field(True, description="cache-aside on product reads")
-    products_cache_ttl: float = Field(300.0, gt=0, description="seconds a cached read lives")
-    products_local_cache_ttl: float = Field(
-        0.0,
-        ge=0,
-        description="with REDIS_URL: seconds a read also lives in each instance's memory, "
-        "dropped on every instance by broadcast on writes (0: no local layer)",
-    )
-    product_max_age: int = Field(60, ge=0, description="Cache-Control max-age of one product")
-    product_list_max_age: int = Field(30, ge=0, description="Cache-Control max-age of lists")
-    seed_demo_catalogue: bool | None = Field(
-        None, description="seed an empty catalogue at start-up (default: in development)"
-    )
-
-
-class OrdersSettings(BaseSettings):
-    """Orders, service-to-service calls and notifications (see README, "Orders")."""
-
-    service_call_timeout: float = Field(5.0, gt=0, description="seconds per call to a service")
-    service_call_connect_timeout: float = Field(1.0, gt=0, description="seconds to connect")
-    service_call_retries: int = Field(2, ge=0, le=5, description="extra tries, idempotent calls")
-    service_call_backoff: float = Field(0.05, gt=0, description="first retry delay, seconds")
-    service_call_backoff_max: float = Field(1.0, gt=0, description="longest retry delay")
-    service_call_pool_size: int = Field(100, ge=1, description="connections per upstream")
-    circuit_failure_threshold: int = Field(5, ge=1, description="failures that open a breaker")
-    circuit_reset_timeout: float = Field(10.0, gt=0, description="seconds before a trial call")
-    idempotency_key_ttl: float = Field(
-        86_400.0, ge=86_400, description="seconds an Idempotency-Key is kept (at least 24 h)"
-    )
-    idempotency_lock_timeout: float = Field(
-        60.0, gt=0, description="seconds before an in-flight key of a crashed request is retaken"
-    )
-    idempotency_prune_interval: float = Field(
-        600.0, gt=0, description="seconds between deletions of expired keys"
-    )
-    smtp_url: str | None = Field(
-        None, description="smtp://user:pass@host:port (smtps:// for TLS); unset: .eml files"
-    )
-    mail_from: str = Field("Mercato <orders@mercato.invalid>", description="notification sender")
-    notifications_in_process: bool = Field(
-        True, description="run the notification worker inside the orders service"
-    )
-
-    _empty_smtp_is_unset = field_validator("smtp_url", mode="before")(_none_if_blank)
-
-    @field_validator("smtp_url")
-    @classmethod
-    def _valid_smtp_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            _check_server_url(value, ("smtp", "smtps"), "smtp://user:password@mail:587")
-        return value
+    broker_url: Annotated[
+        BlankIsUnset,
+        server_url(
+            "amqp",
+            "amqps",
+            "kafka",
+            example="amqp://user:password@host:5672/",
+            accepted_as_is=("memory:",),
+        ),
+    ] = Field(None, description="amqp:// (RabbitMQ) or kafka://; unset: in-process broker")
 
 
 class MessagingSettings(BaseSettings):
@@ -422,100 +328,13 @@ class MessagingSettings(BaseSettings):
     )
 
 
-class GatewaySettings(BaseSettings):
-    """The front door: routes, upstream timeouts and breakers, limits, headers (see README,
-    "Gateway")."""
-
-    upstream_timeout: float = Field(10.0, gt=0, description="seconds to wait for an upstream")
-    upstream_connect_timeout: float = Field(
-        2.0, gt=0, description="seconds to connect to an upstream"
-    )
-    upstream_pool_size: int = Field(100, ge=1, description="connections per upstream")
-    max_body_size: int = Field(1024 * 1024, ge=1, description="bytes; larger bodies get 413")
-    gateway_routes: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description='JSON {"service": ["http://a:8003", "http://b:8003"]}; '
-        "default: the four services' *_URL (comma-separated URLs are balanced)",
-    )
-    upstream_retries: int = Field(
-        1,
-        ge=0,
-        le=5,
-        description="extra tries on another instance: calls that never reached one, "
-        "and idempotent calls whose connection broke",
-    )
-    upstream_fail_timeout: float = Field(
-        10.0, gt=0, description="seconds a failing instance is skipped (breaker reset timeout)"
-    )
-    upstream_fail_threshold: int = Field(
-        5, ge=1, description="consecutive failures that open an instance's breaker"
-    )
-    rate_limit_enabled: bool = Field(True, description="rate limits at the gateway")
-    rate_limit_api: str = Field(
-        "600/minute",
-        description="per client address at the gateway (requests without a valid token)",
-    )
-    rate_limit_user: str = Field(
-        "1200/minute", description="per signed-in user at the gateway (instead of per address)"
-    )
-    rate_limit_routes: dict[str, str] = Field(
-        default_factory=dict,
-        description='JSON {"auth": "120/minute"}: per-client limit of one route group',
-    )
-    auth_offload: bool = Field(True, description="verify bearer tokens at the gateway")
-    content_security_policy: str = Field(
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'",
-        description="on every gateway answer that sets none (pages with a nonce set their own)",
-    )
-    referrer_policy: str = Field(
-        "strict-origin-when-cross-origin", description="on every gateway answer"
-    )
-
-    @field_validator("rate_limit_api", "rate_limit_user")
-    @classmethod
-    def _valid_gateway_limit(cls, value: str) -> str:
-        return _check_rate_limit(value)
-
-    @field_validator("rate_limit_routes")
-    @classmethod
-    def _valid_route_limits(cls, value: dict[str, str]) -> dict[str, str]:
-        return {group: _check_rate_limit(limit) for group, limit in value.items()}
-
-    @field_validator("gateway_routes", mode="before")
-    @classmethod
-    def _split_route_urls(cls, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {name: _split_commas(urls) for name, urls in value.items()}
-        return value
-
-    @field_validator("gateway_routes")
-    @classmethod
-    def _valid_routes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for service, urls in value.items():
-            if not urls or any(urlsplit(url).scheme not in {"http", "https"} for url in urls):
-                raise ValueError(f"route {service!r} needs one or more http(s) URLs")
-        return value
-
-
-def _check_rate_limit(value: str) -> str:
-    from limits import parse_many
-
-    try:
-        parse_many(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a rate limit such as '600/minute'") from None
-    return value
-
-
 class SecuritySettings(BaseSettings):
-    """Tokens, passwords, login limits and the bootstrap administrator (see README,
+    """Tokens and rate-limit storage, as every service verifies and limits (see README,
     "Authentication")."""
 
     jwt_issuer: str = Field("mercato", min_length=1, description="`iss` of access tokens")
     jwt_audience: str = Field("mercato", min_length=1, description="`aud` of access tokens")
     access_token_ttl: int = Field(900, ge=30, le=86_400, description="seconds")
-    refresh_token_ttl: int = Field(14 * 86_400, ge=60, description="seconds")
     jwt_leeway: float = Field(30.0, ge=0, le=30, description="clock skew, seconds")
     jwt_private_keys: SecretStr | None = Field(
         None, description="PEM private keys (Ed25519 or RSA); the first one signs"
@@ -527,89 +346,29 @@ class SecuritySettings(BaseSettings):
     jwt_public_keys: str | None = Field(
         None, description="a JWKS document or PEM public keys to verify with, instead of JWKS_URL"
     )
-    jwks_url: str | None = Field(
-        None, description="default: AUTH_URL + /auth/.well-known/jwks.json"
-    )
     jwks_cache_ttl: float = Field(300.0, gt=0, description="seconds between JWKS refreshes")
     jwks_min_refetch_interval: float = Field(
         10.0, ge=0, description="at most one JWKS fetch per this many seconds on an unknown kid"
     )
     token_cache_size: int = Field(10_000, ge=0, description="verified tokens kept in memory")
-    # OWASP's first Argon2id choice (19 MiB, 2 passes, 1 lane): about 80 ms a hash on one
-    # core; RFC 9106's 64 MiB x 3 x 4 took 0.5 s here, a login denial-of-service lever.
-    argon2_time_cost: int = Field(2, ge=1, description="Argon2id passes (default 2)")
-    argon2_memory_cost: int = Field(
-        19_456, ge=8, description="Argon2id memory, KiB (default 19456)"
-    )
-    argon2_parallelism: int = Field(1, ge=1, description="Argon2id lanes (default 1)")
-    rate_limit_login: str = Field(
-        "5/minute", description="login attempts per username and client address"
-    )
-    rate_limit_login_address: str = Field(
-        "30/minute", description="login attempts per client address, whatever the username"
-    )
     rate_limit_prefix: str = Field(
         "mercato-ratelimit", min_length=1, description="prefix of the rate-limit keys in Redis"
     )
     rate_limit_fail_closed: bool = Field(
         True, description="refuse (503) rather than allow when the limit storage is down"
     )
-    internal_proxies: CommaList = Field(
+    internal_proxies: Networks = Field(
         default_factory=list,
         description="peers (the gateway) whose X-Forwarded-For a backend service believes,"
         " besides TRUSTED_PROXIES; default none (`mercato up` adds its own gateway)",
     )
-    admin_username: str | None = Field(
-        None,
-        validation_alias=AliasChoices("mercato_admin_username", "admin_username"),
-        description="with MERCATO_ADMIN_PASSWORD: ensure this admin exists at start-up",
-    )
-    admin_password: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("mercato_admin_password", "admin_password"),
-        description="the bootstrap admin's password (used only when the user is created)",
-    )
-
-    _split_proxies = field_validator("internal_proxies", mode="before")(_split_commas)
-
-    @field_validator("internal_proxies")
-    @classmethod
-    def _valid_proxy_networks(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP address or network") from None
-        return value
-
-    _empty_jwks_url_is_unset = field_validator("jwks_url", mode="before")(_none_if_blank)
-
-    @field_validator("jwks_url")
-    @classmethod
-    def _valid_jwks_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            _check_server_url(
-                value, ("http", "https"), "http://auth.internal:8004/auth/.well-known/jwks.json"
-            )
-        return value
-
-    @field_validator("rate_limit_login", "rate_limit_login_address")
-    @classmethod
-    def _valid_limit(cls, value: str) -> str:
-        from limits import parse_many
-
-        try:
-            parse_many(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a rate limit such as '5/minute'") from None
-        return value
 
 
-class Settings(
-    OrdersSettings,
-    ProductsSettings,
+# --- what every service shares ------------------------------------------------------------
+
+
+class SharedSettings(
     SecuritySettings,
-    GatewaySettings,
     MessagingSettings,
     BrokerSettings,
     CacheSettings,
@@ -618,7 +377,8 @@ class Settings(
     ServerSettings,
     RuntimeSettings,
 ):
-    """Every setting of every Mercato process, validated once at start-up."""
+    """The kernel's settings, validated once at start-up; a process loads them combined
+    with every context's (``mercato.settings.Settings``)."""
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -627,6 +387,33 @@ class Settings(
         case_sensitive=False,
         validate_default=True,
     )
+
+    #: This class's defaults per environment; a context's settings class may add its own
+    #: (:func:`profiles` merges them). Production keeps no insecure default.
+    PROFILE: ClassVar[Profile] = {
+        "development": {
+            "log_format": "console",
+            "allowed_hosts": ["*"],
+            "secret_key": SecretStr(INSECURE_SECRET_KEY),
+            "docs_enabled": True,
+            "auto_migrate": True,
+        },
+        "testing": {
+            "log_format": "console",
+            "log_level": "WARNING",
+            # Tests start their apps in order and wait with support.messaging.drain.
+            "messaging_startup_grace": 0.0,
+            "allowed_hosts": ["*"],
+            "secret_key": SecretStr(INSECURE_SECRET_KEY),
+            "docs_enabled": True,
+            "auto_migrate": True,
+        },
+        "production": {
+            "log_format": "json",
+            "docs_enabled": False,
+            "auto_migrate": False,
+        },
+    }
 
     @classmethod
     def settings_customise_sources(
@@ -637,17 +424,18 @@ class Settings(
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        from mercato.platform.settings_sources import chosen_config_file_source
+
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
-        config_file = _config_file.get()
-        if config_file is not None:
-            sources.append(ConfigFileSource(settings_cls, config_file))
+        if (config_file := chosen_config_file_source(settings_cls)) is not None:
+            sources.append(config_file)
         sources.append(file_secret_settings)
         return tuple(sources)
 
     @model_validator(mode="after")
-    def _apply_profile(self) -> Settings:
+    def _apply_profile(self) -> SharedSettings:
         """Fill what no source set with the active environment's defaults."""
-        for name, value in PROFILES[self.environment].items():
+        for name, value in profiles(type(self))[self.environment].items():
             if name not in self.model_fields_set:
                 object.__setattr__(self, name, value)
         return self
@@ -662,28 +450,9 @@ class Settings(
     def effective_log_level(self) -> str:
         return self.log_level or ("DEBUG" if self.debug else "INFO")
 
-    def service_port(self, service: ServiceName) -> int:
-        port: int = getattr(self, "port" if service == "gateway" else f"{service}_port")
-        return port
-
-    def service_urls(self, service: ServiceName) -> list[str]:
-        """Every instance of ``service``: its ``*_URL`` (comma-separated for several) or one
-        URL derived from its port."""
-        explicit: str | None = getattr(self, f"{service}_url", None)
-        if explicit:
-            return [url.strip().rstrip("/") for url in explicit.split(",") if url.strip()]
-        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host
-        if ":" in host:
-            host = f"[{host}]"
-        return [f"http://{host}:{self.service_port(service)}"]
-
-    def service_url(self, service: ServiceName) -> str:
-        """Where other processes reach ``service`` (the first instance when several are set;
-        the gateway balances over all of them)."""
-        return self.service_urls(service)[0]
-
-    def database_url_for(self, service: ServiceName) -> str:
-        """The service's own database: its override, the shared URL, or an embedded SQLite."""
+    def database_url_for(self, service: str) -> str:
+        """The service's own database: its ``<SERVICE>_DATABASE_URL`` (when its context
+        declares one), the shared ``DATABASE_URL``, or an embedded SQLite."""
         override: str | None = getattr(self, f"{service}_database_url", None)
         if override:
             return override
@@ -693,16 +462,15 @@ class Settings(
             return "sqlite+aiosqlite:///:memory:"
         return f"sqlite+aiosqlite:///{self.data_dir / f'{service}.db'}"
 
-    def problems(self, services: Sequence[ServiceName] = SERVICES) -> list[str]:
-        """What makes these settings unfit to run ``services``; empty when they are fine."""
+    def token_keys_url(self) -> str:
+        """Where verifiers fetch the token issuer's public keys (a JWKS). Only the combined
+        settings know which service issues tokens and where it listens (``JWKS_URL``)."""
+        raise ConfigError(["no JWKS URL: these settings know no service that issues tokens"])
+
+    def shared_problems(self, *, signs_tokens: bool) -> list[str]:
+        """What makes these settings unfit to run a service (``signs_tokens``: one that
+        issues tokens); empty when they are fine."""
         found: list[str] = []
-        by_port: dict[int, list[ServiceName]] = {}
-        for service in services:
-            by_port.setdefault(self.service_port(service), []).append(service)
-        for port, sharing in by_port.items():
-            if len(sharing) > 1:
-                names = " and ".join(_port_setting(service) for service in sharing)
-                found.append(f"{names} share port {port}; each process needs a port of its own")
         if self.is_production:
             key = self.secret_key.get_secret_value() if self.secret_key else ""
             if not key:
@@ -719,11 +487,11 @@ class Settings(
                 found.append("ALLOWED_HOSTS contains a wildcard; list the host names explicitly")
             if "*" in self.cors_origins:
                 found.append("CORS_ORIGINS contains '*'; list the allowed origins explicitly")
-        return found + self._key_problems(services)
+        return found + self._key_problems(signs_tokens=signs_tokens)
 
-    def _key_problems(self, services: Sequence[ServiceName]) -> list[str]:
+    def _key_problems(self, *, signs_tokens: bool) -> list[str]:
         """The JWT keys start-up would refuse: unreadable ones anywhere, missing signing keys
-        in production (only the auth service signs)."""
+        in production (only the service that issues tokens signs)."""
         from mercato.platform.security.keys import KeyConfigError, KeySet, parse_public_keys
 
         found: list[str] = []
@@ -738,7 +506,7 @@ class Settings(
         except KeyConfigError as exc:
             found.append(f"JWT_PUBLIC_KEYS: {exc}")
         key_file = self.jwt_private_keys_file
-        if "auth" not in services or self.jwt_private_keys is not None:
+        if not signs_tokens or self.jwt_private_keys is not None:
             return found
         if key_file is not None and key_file.is_file():
             try:
@@ -754,290 +522,13 @@ class Settings(
             )
         return found
 
-    def check(self, services: Sequence[ServiceName] = SERVICES) -> None:
-        """Raise :class:`ConfigError` when :meth:`problems` finds anything."""
-        if found := self.problems(services):
-            raise ConfigError(found)
 
-
-def _port_setting(service: ServiceName) -> str:
-    return "PORT" if service == "gateway" else f"{service.upper()}_PORT"
-
-
-#: Per-environment defaults for what no source set. Production keeps no insecure default.
-PROFILES: Final[dict[Environment, dict[str, Any]]] = {
-    "development": {
-        "log_format": "console",
-        "allowed_hosts": ["*"],
-        "secret_key": SecretStr(INSECURE_SECRET_KEY),
-        "docs_enabled": True,
-        "auto_migrate": True,
-    },
-    "testing": {
-        "log_format": "console",
-        "log_level": "WARNING",
-        # Argon2 at its cheapest: tests hash many passwords (production keeps the defaults).
-        "argon2_time_cost": 1,
-        "argon2_memory_cost": 1024,
-        "argon2_parallelism": 1,
-        # Tests start their apps in order and wait with support.messaging.drain.
-        "messaging_startup_grace": 0.0,
-        "allowed_hosts": ["*"],
-        "secret_key": SecretStr(INSECURE_SECRET_KEY),
-        "docs_enabled": True,
-        "auto_migrate": True,
-    },
-    "production": {
-        "log_format": "json",
-        "docs_enabled": False,
-        "auto_migrate": False,
-    },
-}
-
-
-# --- the config file source -------------------------------------------------------------
-
-_config_file: ContextVar[Path | None] = ContextVar("mercato_config_file", default=None)
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a YAML, JSON, TOML or INI file into a flat ``{setting: value}`` mapping.
-
-    Settings sit at the top level or under a ``mercato`` section (the only choice for INI).
-    """
-    if not path.is_file():
-        raise ConfigError([f"config file {path} does not exist"])
-    text = path.read_text(encoding="utf-8")
-    suffix = path.suffix.lower()
-    try:
-        data: Any
-        if suffix in {".yaml", ".yml"}:
-            data = yaml.safe_load(text) or {}
-        elif suffix == ".json":
-            data = json.loads(text)
-        elif suffix == ".toml":
-            data = tomllib.loads(text)
-        elif suffix in {".ini", ".cfg", ".conf"}:
-            parser = configparser.ConfigParser(interpolation=None)
-            parser.read_string(text, source=str(path))
-            if not parser.has_section(CONFIG_SECTION):
-                raise ConfigError([f"config file {path} has no [{CONFIG_SECTION}] section"])
-            data = dict(parser.items(CONFIG_SECTION))
-        else:
-            raise ConfigError(
-                [f"config file {path}: unknown format {suffix!r} (use .yaml, .json, .toml, .ini)"]
-            )
-    except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError([f"config file {path} cannot be parsed: {exc}"]) from None
-    except configparser.Error as exc:
-        raise ConfigError([f"config file {path} cannot be parsed: {exc}"]) from None
-    if not isinstance(data, Mapping):
-        raise ConfigError([f"config file {path} must hold a mapping of settings"])
-    section = data.get(CONFIG_SECTION)
-    if isinstance(section, Mapping):
-        data = section
-    return {str(key).lower(): value for key, value in data.items()}
-
-
-class ConfigFileSource(PydanticBaseSettingsSource):
-    """Settings from one config file; unknown names are an error, not a silent typo."""
-
-    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
-        super().__init__(settings_cls)
-        self.path = path
-        self.values = read_config_file(path)
-        known = _field_names(settings_cls)
-        if unknown := sorted(set(self.values) - known):
-            raise ConfigError([f"config file {path}: unknown setting {name!r}" for name in unknown])
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return self.values.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return {
-            key: _stringify_list(value) if isinstance(value, list) else value
-            for key, value in self.values.items()
-        }
-
-
-def _stringify_list(value: list[Any]) -> str:
-    return ",".join(str(item) for item in value)
-
-
-def _field_names(settings_cls: type[BaseSettings]) -> set[str]:
-    names: set[str] = set()
-    for name, field in settings_cls.model_fields.items():
-        names |= _names_of(name, field)
-    return names
-
-
-# --- loading ----------------------------------------------------------------------------
-
-
-@contextmanager
-def _using_config_file(path: Path | None) -> Iterator[None]:
-    token = _config_file.set(path)
-    try:
-        yield
-    finally:
-        _config_file.reset(token)
-
-
-def _resolve_config_file(config_file: Path | str | None) -> Path | None:
-    chosen = config_file or os.environ.get("MERCATO_CONFIG")
-    return Path(chosen) if chosen else None
-
-
-def _secrets_dir() -> Path | None:
-    path = Path(os.environ.get("SECRETS_DIR", "/run/secrets"))
-    return path if path.is_dir() else None
-
-
-def load_settings(
-    config_file: Path | str | None = None,
-    *,
-    env_file: Path | str | None = ".env",
-    **overrides: Any,
-) -> Settings:
-    """Build the settings from every source; ``overrides`` are the explicit arguments.
-
-    Raises :class:`ConfigError` for an unreadable config file or invalid values (one line
-    per problem, never echoing a secret's value).
-    """
-    from pydantic import ValidationError
-
-    path = _resolve_config_file(config_file)
-    try:
-        with _using_config_file(path):
-            return Settings(_env_file=env_file, _secrets_dir=_secrets_dir(), **overrides)
-    except ValidationError as exc:
-        raise ConfigError(
-            [
-                f"{_loc_name(err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
-                for err in exc.errors(include_input=False)
-            ]
-        ) from None
-
-
-def _loc_name(loc: tuple[int | str, ...]) -> str:
-    """The name a user sets for the field at ``loc`` (``MERCATO_ADMIN_USERNAME``...)."""
-    if not loc:
-        return "settings"
-    name = str(loc[0])
-    field = Settings.model_fields.get(name)
-    lead = env_name(name, field) if field is not None else name.upper()
-    return ".".join([lead, *(str(part) for part in loc[1:])])
-
-
-def env_name(name: str, field: FieldInfo) -> str:
-    """The environment variable that sets field ``name`` (its first alias, if it has one)."""
-    alias = field.validation_alias
-    if isinstance(alias, AliasChoices):
-        alias = next((str(choice) for choice in alias.choices if isinstance(choice, str)), None)
-    return str(alias).upper() if isinstance(alias, str) else name.upper()
-
-
-def _names_of(name: str, field: FieldInfo) -> set[str]:
-    """Every lower-cased name that sets field ``name``: itself and its aliases."""
-    names = {name}
-    if isinstance(field.validation_alias, str):
-        names.add(field.validation_alias.lower())
-    elif isinstance(field.validation_alias, AliasChoices):
-        names.update(str(choice).lower() for choice in field.validation_alias.choices)
-    return names
-
-
-#: Read from the process environment only; in .env they have no effect.
-_ENVIRONMENT_ONLY: Final = ("mercato_config", "secrets_dir")
-
-
-def env_file_warnings(env_file: Path | str | None = ".env") -> list[str]:
-    """One line per name in ``env_file`` that sets nothing, with the closest setting."""
-    if not env_file or not Path(env_file).is_file():
-        return []
-    import difflib
-
-    from dotenv import dotenv_values
-
-    known = _field_names(Settings)
-    spelled = {name: env_name(name, field) for name, field in Settings.model_fields.items()}
-    spelled |= {alias: alias.upper() for alias in known - set(spelled)}
-    found: list[str] = []
-    for raw in dotenv_values(env_file):
-        name = raw.lower()
-        if name in known:
-            continue
-        if name in _ENVIRONMENT_ONLY:
-            found.append(f"{raw} ({env_file}): read from the environment only, not from {env_file}")
-            continue
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean {spelled[close[0]]}?" if close else ""
-        found.append(f"{raw} ({env_file}): not a setting{hint}")
-    return found
-
-
-def setting_sources(
-    config_file: Path | str | None = None, *, env_file: Path | str | None = ".env"
-) -> dict[str, str]:
-    """Name the source each setting's effective value came from (for `config show`)."""
-    path = _resolve_config_file(config_file)
-    labelled: list[tuple[str, Mapping[str, Any]]] = [
-        ("environment", {k.lower(): v for k, v in os.environ.items()}),
-    ]
-    if env_file and Path(env_file).is_file():
-        from dotenv import dotenv_values
-
-        labelled.append((f"{env_file}", {k.lower(): v for k, v in dotenv_values(env_file).items()}))
-    if path is not None:
-        labelled.append((f"config file {path}", read_config_file(path)))
-    secrets = _secrets_dir()
-    if secrets is not None:
-        labelled.append(
-            (f"secrets dir {secrets}", {p.name.lower(): True for p in secrets.iterdir()})
-        )
-    environment = load_settings(path, env_file=env_file).environment
-    found: dict[str, str] = {}
-    for name, field in Settings.model_fields.items():
-        names = _names_of(name, field)
-        found[name] = next(
-            (label for label, values in labelled if names & set(values)),
-            f"{environment} profile" if name in PROFILES[environment] else "default",
-        )
-    return found
-
-
-def derived_values(settings: Settings) -> dict[str, Any]:
-    """Effective values that are computed when unset: service URLs, per-service databases."""
-    values: dict[str, Any] = {"log_level": settings.effective_log_level}
-    for service in BACKEND_SERVICES:
-        values[f"{service}_url"] = settings.service_url(service)
-        values[f"{service}_database_url"] = settings.database_url_for(service)
-    return values
-
-
-def is_secret_name(name: str) -> bool:
-    return any(part in name.lower() for part in _SECRET_NAME_PARTS)
-
-
-def mask_url(url: str) -> str:
-    """Hide the password in a URL such as ``postgresql://user:pw@host/db``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:{MASK}@{parts.hostname or ''}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def masked_value(name: str, value: Any) -> Any:
-    """The value as it may be shown to a person: secrets masked, URL passwords hidden."""
-    if value is None:
-        return None
-    if isinstance(value, SecretStr) or is_secret_name(name):
-        return MASK
-    if isinstance(value, str) and "://" in value:
-        return mask_url(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
+def profiles(settings_cls: type[BaseSettings]) -> dict[Environment, dict[str, Any]]:
+    """Every ``PROFILE`` of ``settings_cls`` and its bases, merged: what the active
+    environment sets when no source does."""
+    merged: dict[Environment, dict[str, Any]] = {env: {} for env in get_args(Environment)}
+    for base in reversed(settings_cls.__mro__):
+        profile: Profile = vars(base).get("PROFILE", {})
+        for environment, values in profile.items():
+            merged[environment].update(values)
+    return merged

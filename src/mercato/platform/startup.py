@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-from mercato.platform.settings import ServiceName, Settings
+from mercato.platform.settings import SharedSettings
 
 #: The port a scheme means when its URL names none.
 DEFAULT_PORTS: Final = {
@@ -63,7 +63,7 @@ class DependencyRefused(Exception):
         self.dependency = dependency
 
 
-def database_dependency(settings: Settings, service: ServiceName) -> Dependency | None:
+def database_dependency(settings: SharedSettings, service: str) -> Dependency | None:
     """The PostgreSQL server of ``service``, named by the setting that gives it."""
     own = getattr(settings, f"{service}_database_url", None)
     setting = f"{service.upper()}_DATABASE_URL" if own else "DATABASE_URL"
@@ -80,16 +80,17 @@ def refused(dependency: Dependency, error: BaseException) -> DependencyRefused:
     return DependencyRefused(dependency, " ".join(str(reason).split()) or type(reason).__name__)
 
 
-def dependencies(settings: Settings, services: Sequence[ServiceName]) -> list[Dependency]:
-    """The TCP servers ``services`` need under ``settings``, each once, in the order they
-    are needed: databases, Redis, the broker. Embedded backends need none."""
+def dependencies(settings: SharedSettings, backends: Sequence[str]) -> list[Dependency]:
+    """The TCP servers a process needs under ``settings``, each once, in the order they
+    are needed: the databases of ``backends`` (its services that keep data and exchange
+    events), Redis, the broker (when there are ``backends``). Embedded backends need none."""
     found: list[Dependency] = []
-    for service in services:
-        if service != "gateway" and (database := database_dependency(settings, service)):
+    for service in backends:
+        if database := database_dependency(settings, service):
             found.append(database)
     if settings.redis_url:
         found += _servers("REDIS_URL", settings.redis_url)
-    uses_events = any(service != "gateway" for service in services)  # the gateway has none
+    uses_events = bool(backends)
     if uses_events and settings.broker_url and not settings.broker_url.startswith("memory:"):
         found += _servers("BROKER_URL", settings.broker_url)
     unique: dict[tuple[str, int], Dependency] = {}

@@ -26,6 +26,7 @@ from mercato.products.schemas import (
     ProductUpdate,
     product_ids,
 )
+from mercato.settings import Settings
 
 router = APIRouter(prefix="/products", tags=["products"])
 
@@ -106,7 +107,7 @@ async def list_products(
     page = await service.read_product_page(
         context.db, catalogue, where, sort, limit=limit, offset=offset
     )
-    return cached_response(request, page, context.settings.product_list_max_age)
+    return cached_response(request, page, Settings.of(context.settings).product_list_max_age)
 
 
 def _parse_ids(text: str | None) -> frozenset[str] | None:
@@ -128,7 +129,7 @@ def _parse_ids(text: str | None) -> frozenset[str] | None:
 async def get_product(product_id: str, request: Request) -> Response:
     context, catalogue = read_dependencies(request)
     product = await service.read_product(context.db, catalogue, product_id)
-    return cached_response(request, product, context.settings.product_max_age)
+    return cached_response(request, product, Settings.of(context.settings).product_max_age)
 
 
 @router.post(

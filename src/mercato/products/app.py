@@ -14,12 +14,12 @@ from mercato.messaging import MESSAGING_MIGRATIONS, Broadcast, messaging_hook
 from mercato.platform.app import LifespanHook, ServiceContext, create_service_app, open_database
 from mercato.platform.cache import MemoryCache, create_cache
 from mercato.platform.migrations import MigrationHistory, upgrade
-from mercato.platform.settings import Settings, load_settings
 from mercato.platform.shutdown import pause, wait_ended
 from mercato.products.api import router
 from mercato.products.caching import INVALIDATION_CHANNEL, CatalogueCache
 from mercato.products.demo import demo_catalogue
 from mercato.products.service import catalogue_size, seed_catalogue, stock_handlers
+from mercato.settings import Settings, load_settings
 
 log = structlog.stdlib.get_logger("mercato.products")
 
@@ -71,7 +71,7 @@ def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
 
     @asynccontextmanager
     async def hook(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
-        settings = context.settings
+        settings = Settings.of(context.settings)
         reads = Counter(
             "products_cache_reads_total",
             "Catalogue reads by outcome: local or shared (cache hits), miss, bypass "

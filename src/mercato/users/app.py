@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from mercato.messaging import MESSAGING_MIGRATIONS, messaging_hook
 from mercato.platform.app import create_service_app
 from mercato.platform.migrations import MigrationHistory
-from mercato.platform.settings import Settings, load_settings
+from mercato.settings import Settings, load_settings
 from mercato.users.api import router
 from mercato.users.service import handlers
 

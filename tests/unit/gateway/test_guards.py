@@ -6,7 +6,7 @@ import pytest
 
 from mercato.gateway.guards import bearer_token
 from mercato.gateway.middleware import security_headers
-from mercato.platform.settings import load_settings
+from mercato.settings import load_settings
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ import pytest
 
 from mercato.gateway.upstreams import Upstream, build_upstreams, route_table
 from mercato.platform.resilience import CircuitOpenError
-from mercato.platform.settings import ConfigError, load_settings
+from mercato.platform.settings import ConfigError
+from mercato.settings import load_settings
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,7 @@ from mercato.orders.notifications import (
     mailer_from_settings,
     safe_file_name,
 )
-from mercato.platform.settings import load_settings
+from mercato.settings import load_settings
 
 pytestmark = pytest.mark.anyio
 

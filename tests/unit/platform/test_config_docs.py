@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from mercato.platform.config_docs import (
+from mercato.config_docs import (
     README_END,
     README_START,
     configuration_markdown,
     env_example,
     readme_table,
 )
-from mercato.platform.settings import Settings
+from mercato.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
 REGENERATE = (

@@ -10,17 +10,9 @@ from typer.testing import CliRunner
 
 from mercato.cli import app as cli
 from mercato.platform.security.keys import SigningKey
-from mercato.platform.settings import (
-    INSECURE_SECRET_KEY,
-    MASK,
-    ConfigError,
-    Settings,
-    env_file_warnings,
-    env_name,
-    load_settings,
-    mask_url,
-    setting_sources,
-)
+from mercato.platform.settings import INSECURE_SECRET_KEY, ConfigError, SharedSettings
+from mercato.platform.settings_sources import MASK, env_name, load, mask_url
+from mercato.settings import Settings, env_file_warnings, load_settings, setting_sources
 
 STRONG_KEY = "k" * 48
 SIGNING_KEY = SigningKey.generate().to_pem()
@@ -79,6 +71,22 @@ class TestDefaultsAndProfiles:
         settings = load_settings(env_file=None, environment="production", log_format="console")
 
         assert settings.log_format == "console"
+
+    def test_a_context_adds_its_own_profile_to_the_kernels(self) -> None:
+        testing = load_settings(env_file=None, environment="testing")
+        production = load_settings(env_file=None, environment="production")
+
+        assert (testing.argon2_time_cost, testing.log_level) == (1, "WARNING")  # auth, kernel
+        assert (production.argon2_time_cost, production.log_level) == (2, None)
+
+    def test_the_kernel_loads_without_any_context(self) -> None:
+        shared = load(SharedSettings, env_file=None, environment="testing")
+
+        assert shared.database_url_for("anything") == "sqlite+aiosqlite:///:memory:"
+        assert "products_cache_ttl" not in SharedSettings.model_fields
+        with pytest.raises(TypeError, match="not the whole Settings"):
+            Settings.of(shared)
+        assert Settings.of(load_settings(env_file=None)).products_cache_ttl == 300.0
 
 
 class TestPrecedence:
@@ -171,6 +179,14 @@ class TestConfigFiles:
         assert settings.log_format == "json"
         assert settings.cors_origins == ["https://a.example"]
 
+    def test_a_list_of_instances_is_a_comma_separated_url_setting(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "mercato.yaml", "products_url: [http://p1:8003, http://p2:8003]\n")
+
+        assert load_settings(path, env_file=None).service_urls("products") == [
+            "http://p1:8003",
+            "http://p2:8003",
+        ]
+
     def test_an_unknown_setting_is_an_error_not_a_silent_typo(self, tmp_path: Path) -> None:
         path = write(tmp_path / "mercato.yaml", "prot: 9100\n")
 
@@ -185,6 +201,8 @@ class TestConfigFiles:
             ("bad.json", "{", "cannot be parsed"),
             ("no-section.ini", "[other]\nport = 1\n", r"no \[mercato\] section"),
             ("mercato.xml", "<port/>", "unknown format"),
+            ("list.yaml", "- port\n", "must hold a mapping"),
+            ("number.json", "5", "must hold a mapping"),
         ],
     )
     def test_unreadable_files_are_reported(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mercato.platform.settings import load_settings
 from mercato.platform.startup import Dependency, dependencies
+from mercato.settings import load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +17,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_embedded_backends_need_nothing() -> None:
     settings = load_settings(env_file=None, environment="testing")
 
-    assert dependencies(settings, ["auth", "users", "products", "orders", "gateway"]) == []
+    assert dependencies(settings, ["auth", "users", "products", "orders"]) == []
 
 
 def test_each_server_once_under_the_setting_that_names_it() -> None:
@@ -30,7 +30,7 @@ def test_each_server_once_under_the_setting_that_names_it() -> None:
         broker_url="kafka://k1:9093,k2",
     )
 
-    assert dependencies(settings, ["auth", "users", "orders", "gateway"]) == [
+    assert dependencies(settings, ["auth", "users", "orders"]) == [
         Dependency("DATABASE_URL", "db.internal", 5432),
         Dependency("ORDERS_DATABASE_URL", "orders-db.internal", 6543),
         Dependency("REDIS_URL", "cache.internal", 6379),
@@ -66,7 +66,8 @@ def test_the_description_names_setting_host_and_port_and_no_credentials() -> Non
     assert str(broker) == "BROKER_URL ([::1]:5673)"
 
 
-def test_the_gateway_needs_redis_but_no_broker() -> None:
+def test_a_process_without_backends_needs_redis_but_no_broker() -> None:
+    """The gateway alone: no database, no events, but shared rate limits in Redis."""
     settings = load_settings(
         env_file=None,
         environment="testing",
@@ -74,4 +75,4 @@ def test_the_gateway_needs_redis_but_no_broker() -> None:
         broker_url="amqp://mq.internal/",
     )
 
-    assert dependencies(settings, ["gateway"]) == [Dependency("REDIS_URL", "cache.internal", 6379)]
+    assert dependencies(settings, []) == [Dependency("REDIS_URL", "cache.internal", 6379)]

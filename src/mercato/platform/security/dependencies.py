@@ -19,7 +19,7 @@ from mercato.platform.app import Context
 from mercato.platform.errors import Forbidden, ServiceUnavailable, Unauthorized
 from mercato.platform.net import TrustedProxies
 from mercato.platform.security.tokens import InvalidToken, KeysUnavailable, Principal
-from mercato.platform.settings import Settings
+from mercato.platform.settings import SharedSettings
 
 security_log = structlog.stdlib.get_logger("mercato.security")
 
@@ -47,7 +47,7 @@ def _proxies(networks: tuple[str, ...]) -> TrustedProxies:
     return TrustedProxies(networks)
 
 
-def client_address(request: Request, settings: Settings) -> str:
+def client_address(request: Request, settings: SharedSettings) -> str:
     """The client's address as a backend service sees it: ``X-Forwarded-For`` is believed
     only from ``TRUSTED_PROXIES`` and ``INTERNAL_PROXIES`` (the gateway)."""
     networks = (*settings.trusted_proxies, *settings.internal_proxies)

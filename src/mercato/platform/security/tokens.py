@@ -29,12 +29,11 @@ from mercato.platform.security.keys import (
     load_or_create_key_file,
     parse_public_keys,
 )
-from mercato.platform.settings import ConfigError, Settings
+from mercato.platform.settings import ConfigError, SharedSettings
 
 log = structlog.stdlib.get_logger("mercato.security")
 
 TOKEN_TYPE: Final = "at+jwt"  # noqa: S105 - a media type, not a secret
-JWKS_PATH: Final = "/auth/.well-known/jwks.json"
 REQUIRED_CLAIMS: Final = ("sub", "roles", "exp", "iat", "nbf", "jti", "iss", "aud")
 
 
@@ -337,7 +336,7 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
 # --- from settings ----------------------------------------------------------------------
 
 
-def signing_keys(settings: Settings) -> KeySet:
+def signing_keys(settings: SharedSettings) -> KeySet:
     """The auth service's signing keys: ``JWT_PRIVATE_KEYS`` (also from the secrets
     directory), else ``JWT_PRIVATE_KEYS_FILE``; outside production only, a key file in
     ``DATA_DIR`` generated on first start (testing: a throw-away key in memory)."""
@@ -366,7 +365,7 @@ def signing_keys(settings: Settings) -> KeySet:
     return load_or_create_key_file(settings.data_dir / "jwt-keys.pem")
 
 
-def token_issuer(settings: Settings, keys: KeySet) -> TokenIssuer:
+def token_issuer(settings: SharedSettings, keys: KeySet) -> TokenIssuer:
     return TokenIssuer(
         keys,
         issuer=settings.jwt_issuer,
@@ -375,11 +374,11 @@ def token_issuer(settings: Settings, keys: KeySet) -> TokenIssuer:
     )
 
 
-def jwks_url(settings: Settings) -> str:
-    return settings.jwks_url or settings.service_url("auth") + JWKS_PATH
+def jwks_url(settings: SharedSettings) -> str:
+    return settings.token_keys_url()
 
 
-def token_verifier(settings: Settings, keys: KeySource | None = None) -> TokenVerifier:
+def token_verifier(settings: SharedSettings, keys: KeySource | None = None) -> TokenVerifier:
     """The verifier a service uses: ``keys`` if given; else ``JWT_PUBLIC_KEYS``; else the
     public halves of ``JWT_PRIVATE_KEYS`` when set; else the auth service's JWKS."""
     if keys is None:
