@@ -11,6 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 from support.gateway import gateway_settings, running
 from support.standin import Server, StandIn, serve
+from support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -170,8 +171,7 @@ async def test_shutdown_drains_requests_in_flight() -> None:
         await gateway.start()
         async with httpx.AsyncClient(base_url=gateway.url) as http:
             pending = asyncio.create_task(http.get("/api/v1/products/slow?seconds=0.5"))
-            while not standin.received:  # noqa: ASYNC110 - the stand-in only records
-                await asyncio.sleep(0.01)
+            await eventually(lambda: standin.received)
             await gateway.stop()  # asks the server to exit while the request is in flight
             response = await pending
     assert response.status_code == 200
