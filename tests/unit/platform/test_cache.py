@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from mercato.platform.cache import Cache, MemoryCache, RedisCache, create_cache
+from support.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -98,14 +99,6 @@ class CacheContract:
 
     async def test_ping_answers(self, cache: Cache) -> None:
         await cache.ping()
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
