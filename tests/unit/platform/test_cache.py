@@ -97,9 +97,6 @@ class CacheContract:
         assert await cache.invalidate_tags("t") == 1
         assert await other.get("k") == b"theirs"
 
-    async def test_ping_answers(self, cache: Cache) -> None:
-        await cache.ping()
-
 
 @pytest.fixture
 def clock() -> FakeClock:
