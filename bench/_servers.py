@@ -72,12 +72,20 @@ class Servers:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def uvicorn(
-        self, factory: str, port: int, env: dict[str, str], *, name: str | None = None
+        self,
+        factory: str,
+        port: int,
+        env: dict[str, str],
+        *,
+        name: str | None = None,
+        under: list[str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """Serve the app ``factory`` builds (``module:function``) on 127.0.0.1:``port``,
-        with the options of ``mercato serve``."""
+        with the options of ``mercato serve``; ``under`` runs uvicorn inside another module
+        (``["pyinstrument", "-o", path]``: python -m pyinstrument -o path -m uvicorn ...)."""
         command = [
             PYTHON,
+            *(["-m", *under] if under else []),
             "-m",
             "uvicorn",
             "--factory",

@@ -37,7 +37,6 @@ from typing import Any
 
 from bench._servers import (
     LOAD_CORE,
-    PYTHON,
     SERVER_CORE,
     Servers,
     can_pin,
@@ -362,30 +361,6 @@ def profile(servers: Servers, urls: dict[str, str], pem: str, token: str, second
     products_base = urls["constant"].split("/products/")[0]
     port = free_port()
     out = servers.workdir / "gateway-profile-full.txt"
-    command = [
-        PYTHON,
-        "-m",
-        "pyinstrument",
-        "-r",
-        "text",
-        "--show-all",
-        "-o",
-        str(out),
-        "-m",
-        "uvicorn",
-        "--factory",
-        "mercato.gateway.app:create_app",
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--no-proxy-headers",
-        "--log-level",
-        "warning",
-    ]
     env = {
         "LOG_LEVEL": "WARNING",
         "ACCESS_LOG": "false",
@@ -395,7 +370,13 @@ def profile(servers: Servers, urls: dict[str, str], pem: str, token: str, second
         "RATE_LIMIT_API": "100000000/minute",
         "RATE_LIMIT_USER": "100000000/minute",
     }
-    process = servers.spawn(pinned(SERVER_CORE, command, servers.pin), env, "profiled-gateway")
+    process = servers.uvicorn(
+        "mercato.gateway.app:create_app",
+        port,
+        env,
+        name="profiled-gateway",
+        under=["pyinstrument", "-r", "text", "--show-all", "-o", str(out)],
+    )
     url = urls["gateway"].replace(urls["gateway"].split("/api/")[0], f"http://127.0.0.1:{port}")
     wait_until_answers(f"http://127.0.0.1:{port}/healthz", process)
     run = wrk(url, seconds, servers.pin, headers=bearer(token))
