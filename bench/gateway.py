@@ -27,24 +27,29 @@ import os
 import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bench._servers import (
+    LOAD_CORE,
+    SERVER_CORE,
+    Servers,
+    can_pin,
+    free_port,
+    pinned,
+    wait_until_answers,
+)
+from bench._wrk import CONNECTIONS, Run, wrk
+
 RESULTS = Path(__file__).parent / "results"
-PYTHON = sys.executable
-CONNECTIONS = 50
-SERVER_CORE, LOAD_CORE = "1", "0"
 
 
-# --- tools and processes ----------------------------------------------------------------
+# --- tools ------------------------------------------------------------------------------
 
 
 def missing_tools() -> dict[str, str]:
@@ -59,83 +64,6 @@ def missing_tools() -> dict[str, str]:
     return missing
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pinned(core: str, command: list[str], pin: bool) -> list[str]:
-    return ["taskset", "-c", core, *command] if pin else command
-
-
-def wait_until_answers(url: str, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server for {url} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own local URL
-                return
-        except urllib.error.HTTPError:
-            return  # it answers, even if not 200
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {seconds} s")
-
-
-@dataclass
-class Servers:
-    workdir: Path
-    pin: bool
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def uvicorn(self, factory: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        command = [
-            PYTHON,
-            "-m",
-            "uvicorn",
-            "--factory",
-            factory,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--no-server-header",
-            "--no-proxy-headers",  # as `mercato serve`: TRUSTED_PROXIES decides, not uvicorn
-            "--log-level",
-            "warning",
-        ]
-        return self.spawn(pinned(SERVER_CORE, command, self.pin), env, factory.split(":")[-1])
-
-    def spawn(self, command: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-        log = (self.workdir / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            command,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).parent.parent,
-        )
-        self.processes.append(process)
-        return process
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
 # --- keys, tokens, seeding ------------------------------------------------------------------
 
 
@@ -147,6 +75,10 @@ def bench_keys() -> tuple[str, str]:
     keys = KeySet([SigningKey.generate()])
     admin = TokenIssuer(keys, issuer="mercato", audience="mercato", ttl=3600)
     return keys.to_pem(), admin.issue("bench-admin", ["admin"]).token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def request(
@@ -227,54 +159,6 @@ def _nginx_server(listen: int, upstream: int) -> str:
         }}
     }}
 """
-
-
-# --- wrk ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
-    if not match:
-        raise ValueError(f"cannot read a latency from {text!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def wrk(url: str, seconds: float, token: str, pin: bool) -> Run:
-    command = pinned(
-        LOAD_CORE,
-        [
-            "wrk",
-            "-t1",
-            f"-c{CONNECTIONS}",
-            f"-d{max(1, round(seconds))}s",
-            "--latency",
-            "-H",
-            f"Authorization: Bearer {token}",
-            url,
-        ],
-        pin,
-    )
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
-    errors = 0
-    if found := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output):
-        errors += int(found.group(1))
-    if found := re.search(r"Socket errors:.*?timeout (\d+)", output):
-        errors += int(found.group(1))
-    return Run(rps, p50, p99, errors)
 
 
 # --- the benchmark --------------------------------------------------------------------------
@@ -397,10 +281,10 @@ def measure(
 ) -> dict[str, list[Run]]:
     runs: dict[str, list[Run]] = {name: [] for name in urls}
     for url in urls.values():  # warm-up: connection pools, caches, lazy imports
-        wrk(url, 1, token, pin)
+        wrk(url, 1, pin, headers=bearer(token))
     for round_number in range(rounds):
         for name, url in urls.items():
-            run = wrk(url, seconds, token, pin)
+            run = wrk(url, seconds, pin, headers=bearer(token))
             runs[name].append(run)
             print(
                 f"  round {round_number + 1} {name:9s} {run.rps:9.0f} rps"
@@ -477,30 +361,6 @@ def profile(servers: Servers, urls: dict[str, str], pem: str, token: str, second
     products_base = urls["constant"].split("/products/")[0]
     port = free_port()
     out = servers.workdir / "gateway-profile-full.txt"
-    command = [
-        PYTHON,
-        "-m",
-        "pyinstrument",
-        "-r",
-        "text",
-        "--show-all",
-        "-o",
-        str(out),
-        "-m",
-        "uvicorn",
-        "--factory",
-        "mercato.gateway.app:create_app",
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--no-proxy-headers",
-        "--log-level",
-        "warning",
-    ]
     env = {
         "LOG_LEVEL": "WARNING",
         "ACCESS_LOG": "false",
@@ -510,10 +370,16 @@ def profile(servers: Servers, urls: dict[str, str], pem: str, token: str, second
         "RATE_LIMIT_API": "100000000/minute",
         "RATE_LIMIT_USER": "100000000/minute",
     }
-    process = servers.spawn(pinned(SERVER_CORE, command, servers.pin), env, "profiled-gateway")
+    process = servers.uvicorn(
+        "mercato.gateway.app:create_app",
+        port,
+        env,
+        name="profiled-gateway",
+        under=["pyinstrument", "-r", "text", "--show-all", "-o", str(out)],
+    )
     url = urls["gateway"].replace(urls["gateway"].split("/api/")[0], f"http://127.0.0.1:{port}")
     wait_until_answers(f"http://127.0.0.1:{port}/healthz", process)
-    run = wrk(url, seconds, token, servers.pin)
+    run = wrk(url, seconds, servers.pin, headers=bearer(token))
     print(f"  profiled gateway: {run.rps:.0f} rps (profiler overhead included)")
     process.send_signal(signal.SIGINT)
     process.wait(timeout=60)
@@ -553,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     if "wrk" in missing:
         print("cannot measure without wrk; nothing was run")
         return 1
-    pin = "taskset" not in missing and (os.cpu_count() or 1) >= 2
+    pin = can_pin()
     if not pin:
         print("not pinning: needs taskset and at least two cores (results are noisier)")
 

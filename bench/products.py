@@ -22,27 +22,22 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Response
 
+from bench._servers import Servers, can_pin, free_port, wait_until_answers
+from bench._wrk import CONNECTIONS, Run, wrk
+
 RESULTS = Path(__file__).parent / "results"
-PYTHON = sys.executable
-CONNECTIONS = 50
-SERVER_CORE, LOAD_CORE = "1", "0"
 POSTGRES = os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 
@@ -78,84 +73,19 @@ def constant_app() -> FastAPI:
 # --- processes ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pinned(core: str, command: list[str], pin: bool) -> list[str]:
-    return ["taskset", "-c", core, *command] if pin else command
-
-
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - local URL
         return json.loads(response.read())
 
 
-def wait_until_ready(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server for {url} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - local URL
-                return
-        except (urllib.error.HTTPError, OSError):
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} was not ready within {seconds} s")
-
-
-@dataclass
-class Servers:
-    workdir: Path
-    pin: bool
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, name: str, factory: str, env: dict[str, str]) -> tuple[str, int]:
-        port = free_port()
-        command = [
-            PYTHON,
-            "-m",
-            "uvicorn",
-            "--factory",
-            factory,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--no-server-header",
-            "--log-level",
-            "warning",
-        ]
-        log = (self.workdir / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            pinned(SERVER_CORE, command, self.pin),
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).parent.parent,
-        )
-        self.processes.append(process)
-        base = f"http://127.0.0.1:{port}"
-        ready = f"{base}/readyz" if factory.startswith("mercato") else f"{base}/products/x"
-        wait_until_ready(ready, process)
-        return base, process.pid  # taskset execs the server: the same pid
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+def start(servers: Servers, name: str, factory: str, env: dict[str, str]) -> tuple[str, int]:
+    """Serve ``factory`` on a free port until it is ready; its base URL and pid."""
+    port = free_port()
+    process = servers.uvicorn(factory, port, env, name=name)
+    base = f"http://127.0.0.1:{port}"
+    ready = f"{base}/readyz" if factory.startswith("mercato") else f"{base}/products/x"
+    wait_until_answers(ready, process)
+    return base, process.pid  # taskset execs the server: the same pid
 
 
 # --- databases ------------------------------------------------------------------------------
@@ -211,75 +141,6 @@ def redis_database(index: int) -> str | None:
 # --- measuring ------------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    requests: int = 0
-    #: The server process's own CPU time per request (user + system): unlike requests per
-    #: second, it barely moves when other processes compete for the cores.
-    cpu_us_per_request: float | None = None
-
-
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` so far (Linux), else None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
-    if not match:
-        raise ValueError(f"cannot read a latency from {text!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def _found(pattern: str, output: str) -> str:
-    match = re.search(pattern, output)
-    if match is None:
-        raise RuntimeError(f"wrk output lacks {pattern!r}:\n{output}")
-    return match.group(1)
-
-
-def wrk(url: str, seconds: float, pin: bool, pid: int | None = None) -> Run:
-    before = cpu_seconds(pid) if pid else None
-    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--latency", url]
-    output = subprocess.run(
-        pinned(LOAD_CORE, command, pin), capture_output=True, text=True, check=True
-    ).stdout
-    errors = 0
-    if found := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output):
-        errors += int(found.group(1))
-    if found := re.search(r"Socket errors:.*?timeout (\d+)", output):
-        errors += int(found.group(1))
-    requests = int(_found(r"(\d+) requests in", output))
-    after = cpu_seconds(pid) if pid else None
-    cpu = (
-        round((after - before) / requests * 1e6, 1)
-        if before is not None and after is not None and requests
-        else None
-    )
-    return Run(
-        rps=float(_found(r"Requests/sec:\s+([\d.]+)", output)),
-        p50_ms=_ms(_found(r"\s50%\s+(\S+)", output)),
-        p99_ms=_ms(_found(r"\s99%\s+(\S+)", output)),
-        errors=errors,
-        requests=requests,
-        cpu_us_per_request=cpu,
-    )
-
-
 @dataclass(frozen=True)
 class Scenario:
     name: str  # e.g. "postgres/redis"
@@ -312,13 +173,13 @@ def start_products(
         env["REDIS_URL"] = redis_url
     if cache == "redis+local":
         env["PRODUCTS_LOCAL_CACHE_TTL"] = "60"
-    return servers.start(f"products-{database}-{cache}", "mercato.products.app:create_app", env)
+    return start(servers, f"products-{database}-{cache}", "mercato.products.app:create_app", env)
 
 
 def plan(servers: Servers, workdir: Path, use_postgres: bool) -> tuple[list[Scenario], list[str]]:
     scenarios: list[Scenario] = []
     databases: list[str] = []
-    base, pid = servers.start("constant", "bench.products:constant_app", {})
+    base, pid = start(servers, "constant", "bench.products:constant_app", {})
     scenarios.append(Scenario("baseline", "-", "-", "product", f"{base}/products/constant", pid))
     redis_index = 12
     for database in ("sqlite", "postgres"):
@@ -447,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is needed (apt-get install -y wrk); nothing measured")
         return 2
-    pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    pin = can_pin()
     use_postgres = not args.no_postgres and postgres_available()
     if not use_postgres:
         print("PostgreSQL is not used (not answering, or --no-postgres)")
@@ -463,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             for round_number in range(args.rounds):
                 print(f"round {round_number + 1}/{args.rounds}", flush=True)
                 for scenario in scenarios:
-                    runs[scenario].append(wrk(scenario.url, args.duration, pin, scenario.pid))
+                    runs[scenario].append(wrk(scenario.url, args.duration, pin, pid=scenario.pid))
         finally:
             servers.stop()
             for name in databases:

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.messaging import eventually
 from support.orders_flow import FLOW_ENV, admin_token, create_product, sign_up
 from support.processes import mercato_up
 from support.servers import free_port
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

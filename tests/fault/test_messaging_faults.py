@@ -37,7 +37,7 @@ from mercato.messaging.brokers.memory import _MemoryDelivery
 from mercato.messaging.brokers.rabbitmq import _RabbitDelivery
 from mercato.messaging.tables import outbox
 from mercato.settings import Settings
-from support.messaging import drain, eventually
+from support.messaging import drain
 from support.messaging_apps import (
     Behaviour,
     consumer_app,
@@ -53,6 +53,7 @@ from support.messaging_apps import (
 )
 from support.rabbit_node import RabbitNode
 from support.tansu import tansu_broker
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.fault]
 

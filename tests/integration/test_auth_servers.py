@@ -17,7 +17,7 @@ from mercato.auth.app import create_app as create_auth
 from mercato.users.app import create_app as create_users
 from support.auth import app_client, bearer
 from support.auth import test_settings as make_settings
-from support.messaging import eventually
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -8,6 +8,7 @@ import pytest
 
 from mercato.messaging import Broadcast
 from mercato.messaging.broadcast import RedisBroadcast
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -23,13 +24,8 @@ async def test_two_instances_hear_each_other_through_redis(
     heard: asyncio.Queue[str] = asyncio.Queue()
     try:
         await second.subscribe("cache.products", heard.put_nowait)
-        receivers = 0
-        for _ in range(50):  # the subscription is live once Redis counts a receiver
-            receivers = await first.publish("cache.products", "ping")
-            if receivers:
-                break
-            await asyncio.sleep(0.02)
-        assert receivers == 1
+        # the subscription is live once Redis counts a receiver
+        assert await eventually(lambda: first.publish("cache.products", "ping"), within=1) == 1
         assert await asyncio.wait_for(heard.get(), 5) == "ping"
         other = Broadcast.from_url(redis_url, prefix=f"{redis_prefix}-other")
         await other.start()

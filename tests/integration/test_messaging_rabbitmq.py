@@ -16,7 +16,7 @@ from mercato.messaging.brokers.rabbitmq import RabbitBroker, dead_letter_queue_n
 from mercato.platform.db import Database
 from mercato.platform.migrations import upgrade
 from mercato.settings import Settings
-from support.messaging import drain, eventually
+from support.messaging import drain
 from support.messaging_apps import (
     Behaviour,
     ThingHappened,
@@ -31,6 +31,7 @@ from support.messaging_apps import (
     running,
     unsent_count,
 )
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -164,11 +165,8 @@ async def test_relays_on_postgres_never_send_a_row_twice(
                 pass
 
         await asyncio.gather(*(drain_with(relay) for relay in workers))
-        for _ in range(200):
-            if len(seen) >= 300:
-                break
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.2)
+        await eventually(lambda: len(seen) >= 300, within=4)
+        await asyncio.sleep(0.2)  # a redelivered duplicate would land by now
         assert len(seen) == 300
         assert len(set(seen)) == 300
         assert await unsent_count(database) == 0

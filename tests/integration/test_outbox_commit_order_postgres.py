@@ -13,7 +13,6 @@ from __future__ import annotations
 import pytest
 
 from mercato.messaging import publish
-from support.messaging import eventually
 from support.messaging_apps import (
     Behaviour,
     ThingHappened,
@@ -23,6 +22,7 @@ from support.messaging_apps import (
     publish_things,
     running,
 )
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

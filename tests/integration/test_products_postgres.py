@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from support.products import RunningProducts, race_for_stock, running_products
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -83,22 +84,18 @@ async def test_a_local_layer_before_redis_is_dropped_on_every_instance(
         await change_in_redis_only(two, product["id"])
         assert (await two.client.get(path)).json()["name"] == "Local"  # from the local layer
         await one.client.patch(path, json={"name": "Changed"}, headers=one.admin)
+
         # Redis pub/sub delivers asynchronously: the other instance hears it within moments.
-        await eventually_named(two, path, "Changed")
+        async def renamed() -> bool:
+            return bool((await two.client.get(path)).json()["name"] == "Changed")
+
+        await eventually(renamed, within=2)
 
 
 async def change_in_redis_only(products: RunningProducts, product_id: str) -> None:
     """Drop the shared copy, so that only the local layer can still answer."""
     assert products.context.cache is not None
     await products.context.cache.delete(f"product:{product_id}")
-
-
-async def eventually_named(products: RunningProducts, path: str, name: str) -> None:
-    for _ in range(200):
-        if (await products.client.get(path)).json()["name"] == name:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{path} never showed {name!r}")
 
 
 async def test_nul_characters_are_refused_not_a_server_error(postgres_url: str) -> None:
@@ -197,8 +194,6 @@ async def test_a_connection_killed_mid_request_answers_503_then_the_service_reco
     is served on a fresh connection."""
     import asyncpg
 
-    from support.messaging import eventually
-
     async with running_products(database_url=postgres_url, products_cache_enabled=False) as shop:
         product = await shop.create(sku="K", name="Killed")
         dsn = postgres_url.replace("+asyncpg", "")
@@ -216,8 +211,8 @@ async def test_a_connection_killed_mid_request_answers_503_then_the_service_reco
                 )
                 return [row["pid"] for row in rows]
 
-            await eventually(blocked_backends)  # the request's query waits on the lock
-            for pid in await blocked_backends():
+            # the request's query waits on the lock
+            for pid in await eventually(blocked_backends):
                 await killer.execute("SELECT pg_terminate_backend($1)", pid)
             response = await request
             await locking.rollback()

@@ -16,9 +16,9 @@ from mercato.gateway.app import create_app
 from mercato.serving import EmbeddedServer, uvicorn_config
 from mercato.settings import Settings
 from support.gateway import gateway_settings
-from support.messaging import eventually
 from support.servers import free_port
 from support.standin import StandIn, serve
+from support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 

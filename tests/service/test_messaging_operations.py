@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from mercato.cli import app as cli
 from mercato.messaging.worker import run_headless
 from mercato.platform.app import ServiceContext, create_service_app
-from support.messaging import drain, eventually, runtime_of
+from support.messaging import drain, runtime_of
 from support.messaging_apps import (
     Behaviour,
     consumer_app,
@@ -27,6 +27,7 @@ from support.messaging_apps import (
     publish_things,
     running,
 )
+from support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -88,10 +89,7 @@ async def test_the_headless_worker_consumes_until_stopped() -> None:
     stop = asyncio.Event()
     async with running(producer):
         worker = asyncio.create_task(run_headless([consumer], stop))
-        for _ in range(200):
-            if getattr(consumer.state, "messaging", None) is not None:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: getattr(consumer.state, "messaging", None))
         await publish_things(producer.state.context.db, range(5))
         await drain(producer, consumer)
         assert len(behaviour.seen) == 5

@@ -17,7 +17,8 @@ from mercato.products import service as products_service
 from mercato.products.caching import CatalogueCache
 from support.auth import auth_headers
 from support.messaging_apps import dead_letter_count
-from support.orders import eventually, shop_in_process
+from support.orders import shop_in_process
+from support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 

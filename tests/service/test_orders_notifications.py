@@ -34,12 +34,12 @@ from mercato.platform.migrations import upgrade
 from support.messaging import drain
 from support.orders import (
     OrdersHarness,
-    eventually,
     orders_client,
     orders_settings,
     products_stub,
 )
 from support.servers import free_port
+from support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,7 @@ from mercato.platform.cache import MemoryCache
 from mercato.platform.db import Database
 from mercato.serving import app_factory, migrate
 from mercato.settings import ServiceName, Settings, load_settings
-from support.messaging import eventually
+from support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 

@@ -55,17 +55,3 @@ async def drain(*apps: FastAPI, within: float = 10.0, interval: float = 0.01) ->
         if time.monotonic() > deadline:
             raise TimeoutError(f"events still pending after {within}s: {counts}")
         await asyncio.sleep(interval)
-
-
-async def eventually(check: object, *, within: float = 10.0, interval: float = 0.02) -> None:
-    """Poll ``check`` (a sync or async callable returning a truthy value) until it holds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check() if callable(check) else check  # type: ignore[operator]
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {within}s")
-        await asyncio.sleep(interval)

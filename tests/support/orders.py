@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,15 +179,6 @@ async def orders_client(
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
     ):
         yield OrdersHarness(app, client, settings)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, attempts: int = 200) -> None:
-    """Poll ``check`` (bounded: ``attempts`` x 25 ms) until it is true; fail otherwise."""
-    for _ in range(attempts):
-        if await check():
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError("the condition did not become true in time")
 
 
 @dataclass

@@ -18,7 +18,7 @@ from mercato.messaging.brokers.memory import MemoryBroker
 from mercato.messaging.tables import dead_letters, outbox
 from mercato.platform.db import Database
 from mercato.platform.migrations import upgrade
-from support.messaging import drain, eventually
+from support.messaging import drain
 from support.messaging_apps import (
     Behaviour,
     consumer_app,
@@ -32,6 +32,7 @@ from support.messaging_apps import (
     running,
     unsent_count,
 )
+from support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -198,10 +199,7 @@ async def test_memory_rows_stay_unsent_until_the_consumer_handled_them() -> None
     async with running(consumer, producer):
         db = producer.state.context.db
         await publish_things(db, [1, 2])
-        for _ in range(100):
-            if behaviour.calls:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: behaviour.calls)
         await producer.state.messaging.relay.run_once()
         assert await unsent_count(db) == 2  # in flight: a crash now would resend them
         gate.set()

@@ -24,8 +24,8 @@ from mercato.messaging.transient import is_transient
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.http import UpstreamUnavailable
 from mercato.platform.migrations import upgrade
-from support.messaging import eventually
 from support.messaging_apps import ThingHappened, publish_things
+from support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 

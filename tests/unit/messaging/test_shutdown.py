@@ -16,7 +16,7 @@ from mercato.messaging.brokers import Delivery, OutgoingMessage
 from mercato.messaging.brokers.memory import MemoryBroker
 from mercato.platform.db import Database
 from mercato.platform.migrations import upgrade
-from support.messaging import eventually
+from support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from mercato.platform.cache import Cache, MemoryCache, RedisCache, create_cache
+from support.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -95,17 +96,6 @@ class CacheContract:
         await other.set("k", b"theirs", tags=["t"])
         assert await cache.invalidate_tags("t") == 1
         assert await other.get("k") == b"theirs"
-
-    async def test_ping_answers(self, cache: Cache) -> None:
-        await cache.ping()
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -6,14 +6,7 @@ import pytest
 
 from mercato.platform.errors import ServiceUnavailable
 from mercato.platform.resilience import BreakerState, CircuitBreaker, CircuitOpenError
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from support.clock import FakeClock
 
 
 def make(clock: FakeClock, **kwargs: object) -> CircuitBreaker:

@@ -1,0 +1,129 @@
+"""The server processes of the HTTP benchmarks (bench.gateway, bench.products).
+
+::
+
+    servers = Servers(workdir, pin=can_pin())
+    try:
+        port = free_port()
+        process = servers.uvicorn("mercato.products.app:create_app", port, env)
+        wait_until_answers(f"http://127.0.0.1:{port}/readyz", process)
+        ...  # load it (bench._wrk)
+    finally:
+        servers.stop()
+
+Servers run on ``SERVER_CORE`` and the load generator on ``LOAD_CORE`` (``taskset``) when
+``pin`` is true, so that the two do not compete for one core. Each process logs to
+``{workdir}/{name}.log``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PYTHON = sys.executable
+SERVER_CORE, LOAD_CORE = "1", "0"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def can_pin() -> bool:
+    """Whether servers and load can have a core each (taskset and at least two cores)."""
+    return shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+
+
+def pinned(core: str, command: list[str], pin: bool) -> list[str]:
+    return ["taskset", "-c", core, *command] if pin else command
+
+
+def wait_until_answers(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    """Return once ``url`` answers a success; raise if ``process`` exits or time runs out."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server for {url} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own local URL
+                return
+        except OSError:  # refused, or an HTTP error status (urllib.error.HTTPError)
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+@dataclass
+class Servers:
+    """The processes a benchmark started; :meth:`stop` ends them all, newest first."""
+
+    workdir: Path
+    pin: bool
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def uvicorn(
+        self,
+        factory: str,
+        port: int,
+        env: dict[str, str],
+        *,
+        name: str | None = None,
+        under: list[str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Serve the app ``factory`` builds (``module:function``) on 127.0.0.1:``port``,
+        with the options of ``mercato serve``; ``under`` runs uvicorn inside another module
+        (``["pyinstrument", "-o", path]``: python -m pyinstrument -o path -m uvicorn ...)."""
+        command = [
+            PYTHON,
+            *(["-m", *under] if under else []),
+            "-m",
+            "uvicorn",
+            "--factory",
+            factory,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--no-server-header",
+            "--no-proxy-headers",  # as `mercato serve`: TRUSTED_PROXIES decides, not uvicorn
+            "--log-level",
+            "warning",
+        ]
+        command = pinned(SERVER_CORE, command, self.pin)
+        return self.spawn(command, env, name or factory.split(":")[-1])
+
+    def spawn(self, command: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+        """Start ``command`` with ``env`` over this environment, in the repository root."""
+        log = (self.workdir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        self.processes.append(process)
+        return process
+
+    def stop(self) -> None:
+        """SIGINT to every process still running (front servers first), then wait for each
+        (15 s, then SIGKILL)."""
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
