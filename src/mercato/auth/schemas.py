@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, EmailStr, Field, field_validator
+from pydantic import BaseModel, EmailStr, Field, ValidationInfo, field_validator
 
 from mercato.auth import domain
 from mercato.platform.schemas import StrictModel, Text
@@ -18,19 +19,19 @@ class RegisterRequest(StrictModel):
     age: int | None = Field(None, ge=0, le=domain.AGE_MAX)
     full_name: Text | None = Field(None, max_length=200)
 
-    @field_validator("username")
+    @field_validator("username", "password")
     @classmethod
-    def _username(cls, value: str) -> str:
-        if problem := domain.username_problem(value):
-            raise ValueError(f"username {problem}")
+    def _follows_the_rules(cls, value: str, info: ValidationInfo) -> str:
+        if problem := RULES[info.field_name](value):
+            raise ValueError(f"{info.field_name} {problem}")
         return value
 
-    @field_validator("password")
-    @classmethod
-    def _password(cls, value: str) -> str:
-        if problem := domain.password_problem(value):
-            raise ValueError(f"password {problem}")
-        return value
+
+#: What is wrong with a chosen username or password (None: nothing), by field.
+RULES: dict[str | None, Callable[[str], str | None]] = {
+    "username": domain.username_problem,
+    "password": domain.password_problem,
+}
 
 
 class RegisteredUser(BaseModel):

@@ -12,37 +12,33 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from mercato.platform.observability import LATENCY_BUCKETS
+from mercato.platform.observability import MetricFactory
 from mercato.platform.resilience import CircuitBreaker
 
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
-        self._requests = Counter(
+        new = MetricFactory(registry)
+        self._requests = new.counter(
             "gateway_upstream_requests_total",
             "Answers received from upstream services, by upstream and status.",
             ["upstream", "status"],
-            registry=registry,
         )
-        self._latency = Histogram(
+        self._latency = new.histogram(
             "gateway_upstream_duration_seconds",
             "Time from sending a request upstream to its response head, by upstream.",
             ["upstream"],
-            registry=registry,
-            buckets=LATENCY_BUCKETS,
         )
-        self._errors = Counter(
+        self._errors = new.counter(
             "gateway_upstream_errors_total",
             "Upstream calls that failed: timeout, connect, disconnect, circuit_open.",
             ["upstream", "kind"],
-            registry=registry,
         )
-        self._refused = Counter(
+        self._refused = new.counter(
             "gateway_refused_total",
             "Requests the gateway answered itself: unauthorized, rate_limited, too_large.",
             ["reason"],
-            registry=registry,
         )
         self._request_children: dict[tuple[str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}

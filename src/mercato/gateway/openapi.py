@@ -19,6 +19,7 @@ import html
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -113,29 +114,21 @@ def _rename_conflicts(
     return renamed
 
 
+@dataclass(eq=False)
 class OpenAPIAggregator:
     """Fetches, merges and caches the services' schemas."""
 
-    def __init__(
-        self,
-        upstreams: Mapping[str, Upstream],
-        *,
-        title: str,
-        version: str,
-        description: str,
-        ttl: float = 30.0,
-        fetch_timeout: float = 3.0,
-    ) -> None:
-        self.upstreams = upstreams
-        self.title = title
-        self.version = version
-        self.description = description
-        self.ttl = ttl
-        self.fetch_timeout = fetch_timeout
-        self._parts: dict[str, dict[str, Any]] = {}
-        self._document: dict[str, Any] | None = None
-        self._fetched_at = float("-inf")
-        self._lock = asyncio.Lock()
+    upstreams: Mapping[str, Upstream]
+    _: KW_ONLY
+    title: str
+    version: str
+    description: str
+    ttl: float = 30.0
+    fetch_timeout: float = 3.0
+    _parts: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
+    _document: dict[str, Any] | None = field(default=None, init=False, repr=False)
+    _fetched_at: float = field(default=float("-inf"), init=False, repr=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     async def document(self) -> dict[str, Any]:
         async with self._lock:

@@ -66,12 +66,4 @@ def typed(raw: RawEnvelope, data_type: type[T]) -> Envelope[T]:
             f"{raw.type} data does not validate: {exc.error_count()} error(s)"
         ) from None
     envelope_type: type[Envelope[T]] = cast(Any, Envelope)[data_type]
-    return envelope_type(
-        id=raw.id,
-        type=raw.type,
-        occurred_at=raw.occurred_at,
-        source=raw.source,
-        request_id=raw.request_id,
-        traceparent=raw.traceparent,
-        data=data,
-    )
+    return envelope_type(**(dict(raw) | {"data": data}))

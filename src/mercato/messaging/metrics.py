@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import weakref
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
-from mercato.platform.observability import LATENCY_BUCKETS
+from mercato.platform.observability import MetricFactory
 
 _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, MessagingMetrics] = (
     weakref.WeakKeyDictionary()
@@ -15,61 +15,50 @@ _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, MessagingMetrics] = (
 
 class MessagingMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.outbox_backlog = Gauge(
-            "messaging_outbox_backlog",
-            "Outbox rows committed but not yet sent.",
-            ["service"],
-            registry=registry,
+        new = MetricFactory(registry)
+        self.outbox_backlog = new.gauge(
+            "messaging_outbox_backlog", "Outbox rows committed but not yet sent.", ["service"]
         )
-        self.outbox_oldest_age = Gauge(
+        self.outbox_oldest_age = new.gauge(
             "messaging_outbox_oldest_age_seconds",
             "Age of the oldest unsent outbox row (0 when none).",
             ["service"],
-            registry=registry,
         )
-        self.published = Counter(
+        self.published = new.counter(
             "messaging_events_published_total",
             "Events the broker confirmed, by type.",
             ["service", "type"],
-            registry=registry,
         )
-        self.publish_failures = Counter(
+        self.publish_failures = new.counter(
             "messaging_publish_failures_total",
             "Relay batches the broker did not confirm (retried later).",
             ["service"],
-            registry=registry,
         )
-        self.consumed = Counter(
+        self.consumed = new.counter(
             "messaging_events_consumed_total",
             "Events settled by a consumer group, by type and outcome (handled, duplicate).",
             ["service", "consumer", "type", "outcome"],
-            registry=registry,
         )
-        self.retried = Counter(
+        self.retried = new.counter(
             "messaging_events_retried_total",
             "Deliveries whose handler failed and will be retried.",
             ["service", "consumer", "type"],
-            registry=registry,
         )
-        self.dead_lettered = Counter(
+        self.dead_lettered = new.counter(
             "messaging_events_dead_lettered_total",
             "Messages moved to the dead-letter queue, by type.",
             ["service", "consumer", "type"],
-            registry=registry,
         )
-        self.consumer_paused = Gauge(
+        self.consumer_paused = new.gauge(
             "messaging_consumer_paused",
             "1 while a consumer group waits for an unavailable dependency (database, cache, "
             "broker, upstream): its messages wait, none is dead-lettered.",
             ["service", "consumer"],
-            registry=registry,
         )
-        self.handler_latency = Histogram(
+        self.handler_latency = new.histogram(
             "messaging_handler_duration_seconds",
             "Time to handle one event, transaction included.",
             ["service", "consumer", "type"],
-            registry=registry,
-            buckets=LATENCY_BUCKETS,
         )
 
     @classmethod

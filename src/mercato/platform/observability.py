@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -22,6 +22,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -44,22 +45,40 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+class MetricFactory:
+    """Declares metrics in one registry, each with its name, help text and label names;
+    every latency histogram has the same :data:`LATENCY_BUCKETS`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def counter(self, name: str, documentation: str, labels: Sequence[str]) -> Counter:
+        return Counter(name, documentation, labels, registry=self.registry)
+
+    def gauge(self, name: str, documentation: str, labels: Sequence[str]) -> Gauge:
+        return Gauge(name, documentation, labels, registry=self.registry)
+
+    def histogram(self, name: str, documentation: str, labels: Sequence[str]) -> Histogram:
+        """A latency histogram, in seconds."""
+        return Histogram(
+            name, documentation, labels, registry=self.registry, buckets=LATENCY_BUCKETS
+        )
+
+
 class HttpMetrics:
     """Request count and latency per route template, in one service's registry."""
 
     def __init__(self, registry: CollectorRegistry, service: str) -> None:
-        self.requests = Counter(
+        new = MetricFactory(registry)
+        self.requests = new.counter(
             "http_requests_total",
             "HTTP requests answered, by route template and status.",
             ["service", "method", "route", "status"],
-            registry=registry,
         )
-        self.latency = Histogram(
+        self.latency = new.histogram(
             "http_request_duration_seconds",
             "Time to answer an HTTP request, by route template.",
             ["service", "method", "route"],
-            registry=registry,
-            buckets=LATENCY_BUCKETS,
         )
         self.service = service
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}

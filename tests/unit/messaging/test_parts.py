@@ -156,7 +156,7 @@ class RecordingBroker(Broker):
     async def publish(self, messages: Sequence[OutgoingMessage], settled: Any = None) -> None:
         self.sent += [json.loads(m.body)["data"]["n"] for m in messages]
 
-    async def subscribe(self, *args: Any, **kwargs: Any) -> Subscription:
+    def _new_subscription(self, group: Any) -> Subscription:
         raise NotImplementedError
 
     async def ping(self) -> None:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from mercato.platform.logging import get_logger
+
+log = get_logger("mercato.messaging.broker")
 
 
 class BrokerUnavailable(Exception):
     """The broker did not take (or confirm) a message; the relay will try again."""
+
+    @classmethod
+    def because(cls, error: BaseException) -> BrokerUnavailable:
+        """The outage that ``error`` (a client library's) stands for, naming it."""
+        return cls(f"{type(error).__name__}: {error}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +68,21 @@ class Delivery(ABC):
 DeliveryCallback = Callable[[Delivery], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class ConsumerGroup:
+    """What a group subscribes with: its name, the event types its queue is bound to, the
+    callback of each delivery and how many deliveries it handles at once."""
+
+    name: str
+    routing_keys: tuple[str, ...]
+    callback: DeliveryCallback
+    prefetch: int
+
+
 class Subscription(ABC):
+    async def start(self) -> None:  # noqa: B027 - optional
+        """Begin taking messages (a backend that cannot connect yet keeps trying)."""
+
     @abstractmethod
     async def stop(self, grace: float) -> None:
         """Stop taking messages and wait up to ``grace`` seconds for those being handled."""
@@ -85,7 +110,6 @@ class Broker(ABC):
     ) -> None:
         """Return once the broker confirmed every message; raise :class:`BrokerUnavailable`."""
 
-    @abstractmethod
     async def subscribe(
         self,
         group: str,
@@ -95,6 +119,15 @@ class Broker(ABC):
         prefetch: int,
     ) -> Subscription:
         """Start consuming the durable queue of ``group``, bound to ``routing_keys``."""
+        subscription = self._new_subscription(
+            ConsumerGroup(group, tuple(routing_keys), callback, prefetch)
+        )
+        await subscription.start()
+        return subscription
+
+    @abstractmethod
+    def _new_subscription(self, group: ConsumerGroup) -> Subscription:
+        """The subscription of ``group``, not started yet."""
 
     @abstractmethod
     async def ping(self) -> None:
@@ -103,3 +136,51 @@ class Broker(ABC):
     async def dead_letter_count(self, group: str) -> int:
         """Messages waiting in the group's dead-letter queue (as the broker sees it)."""
         return 0
+
+
+S = TypeVar("S", bound=Subscription)
+C = TypeVar("C")
+
+
+class RemoteBroker(Broker, Generic[S, C]):
+    """A broker across the network, through a client ``C`` that connects on first use
+    (``start`` only tries, so a service starts while the broker is down). Closing it stops
+    its subscriptions ``S``."""
+
+    def __init__(self) -> None:
+        self._subscriptions: list[S] = []
+        self._client: C | None = None
+        self._connecting = asyncio.Lock()
+
+    async def start(self) -> None:
+        try:
+            await self._ready()
+        except BrokerUnavailable as exc:  # the relay and consumers keep trying
+            log.warning("the broker is not answering yet", broker=self.name, error=str(exc))
+
+    async def _ready(self) -> C:
+        """The connected client, connecting (once, whoever asks first) if needed; raise
+        :class:`BrokerUnavailable` when the broker does not answer."""
+        if self._client is None:
+            async with self._connecting:
+                if self._client is None:
+                    self._client = await self._connect()
+        return self._client
+
+    @abstractmethod
+    async def _connect(self) -> C:
+        """Connect (and declare the topology); raise :class:`BrokerUnavailable`."""
+
+    async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.stop(0.0)
+        await self._disconnect()
+
+    @abstractmethod
+    async def _disconnect(self) -> None:
+        """Close the connection (bounded); the subscriptions are already stopped."""
+
+    def _forget(self, subscription: S) -> None:
+        """Called by a subscription that stopped."""
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)

@@ -26,11 +26,11 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from mercato.messaging.brokers.base import (
-    Broker,
     BrokerUnavailable,
+    ConsumerGroup,
     Delivery,
-    DeliveryCallback,
     OutgoingMessage,
+    RemoteBroker,
     Settled,
     Subscription,
 )
@@ -53,50 +53,34 @@ def bootstrap_servers(url: str) -> str:
     return url.split("://", 1)[1].strip("/")
 
 
-class KafkaBroker(Broker):
+class KafkaBroker(RemoteBroker["_KafkaSubscription", AIOKafkaProducer]):
     name = "kafka"
 
     def __init__(self, url: str, *, topic: str = "mercato.events", partitions: int = 6) -> None:
+        super().__init__()
         self.servers = bootstrap_servers(url)
         self.topic, self.partitions = topic, partitions
-        self._producer: AIOKafkaProducer | None = None
-        self._lock = asyncio.Lock()
-        self._subscriptions: list[_KafkaSubscription] = []
 
     @property
     def dead_letter_topic(self) -> str:
         return f"{self.topic}.dlq"
 
-    async def start(self) -> None:
+    async def _connect(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.servers, acks="all", linger_ms=1, request_timeout_ms=10_000
+        )
         try:
-            await self._ready()
-        except BrokerUnavailable as exc:
-            log.warning("Kafka is not answering yet", error=str(exc))
-
-    async def _ready(self) -> AIOKafkaProducer:
-        if self._producer is not None:
-            return self._producer
-        async with self._lock:
-            if self._producer is None:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self.servers,
-                    acks="all",
-                    linger_ms=1,
-                    request_timeout_ms=10_000,
-                )
-                try:
-                    await self._create_topics()
-                    await producer.start()
-                except (KafkaError, OSError) as exc:
-                    with contextlib.suppress(Exception):
-                        await producer.stop()
-                    raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        await producer.stop()
-                    raise
-                self._producer = producer
-        return self._producer
+            await self._create_topics()
+            await producer.start()
+        except (KafkaError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise BrokerUnavailable.because(exc) from exc
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        return producer
 
     async def _create_topics(self) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.servers, request_timeout_ms=10_000)
@@ -110,14 +94,12 @@ class KafkaBroker(Broker):
         finally:
             await admin.close()
 
-    async def close(self) -> None:
-        for subscription in list(self._subscriptions):
-            await subscription.stop(0.0)
-        if self._producer is not None:
+    async def _disconnect(self) -> None:
+        if self._client is not None:
             await bounded(
-                self._producer.stop(), within=CLOSE_TIMEOUT, what="stopping the Kafka producer"
+                self._client.stop(), within=CLOSE_TIMEOUT, what="stopping the Kafka producer"
             )
-            self._producer = None
+            self._client = None
 
     async def ping(self) -> None:
         producer = await self._ready()
@@ -125,7 +107,7 @@ class KafkaBroker(Broker):
             async with asyncio.timeout(2.0):
                 await producer.partitions_for(self.topic)
         except (KafkaError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise BrokerUnavailable.because(exc) from exc
 
     async def publish(
         self, messages: Sequence[OutgoingMessage], settled: Settled | None = None
@@ -143,7 +125,7 @@ class KafkaBroker(Broker):
             ]
             await asyncio.gather(*futures)
         except (KafkaError, OSError) as exc:
-            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise BrokerUnavailable.because(exc) from exc
 
     async def send_dead_letter(
         self, record: ConsumerRecord[Any, Any], group: str, reason: str
@@ -157,23 +139,15 @@ class KafkaBroker(Broker):
             self.dead_letter_topic, value=record.value, key=record.key, headers=headers
         )
 
-    async def subscribe(
-        self,
-        group: str,
-        routing_keys: Sequence[str],
-        callback: DeliveryCallback,
-        *,
-        prefetch: int,
-    ) -> Subscription:
-        subscription = _KafkaSubscription(self, group, set(routing_keys), callback, prefetch)
+    def _new_subscription(self, group: ConsumerGroup) -> Subscription:
+        subscription = _KafkaSubscription(self, group)
         self._subscriptions.append(subscription)
-        await subscription.start()
         return subscription
 
     async def dead_letter_count(self, group: str) -> int:
         """Dead letters this process sent for ``group`` (the topic is shared by all groups;
         the consumer's ``messaging_dead_letters`` table is the full record)."""
-        return sum(s.dead_letters for s in self._subscriptions if s.group == group)
+        return sum(s.dead_letters for s in self._subscriptions if s.group.name == group)
 
 
 def _headers(message: OutgoingMessage) -> list[tuple[str, bytes]]:
@@ -192,16 +166,8 @@ def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
 
 
 class _KafkaSubscription(Subscription):
-    def __init__(
-        self,
-        broker: KafkaBroker,
-        group: str,
-        routing_keys: set[str],
-        callback: DeliveryCallback,
-        prefetch: int,
-    ) -> None:
-        self.broker, self.group, self.routing_keys = broker, group, routing_keys
-        self.callback, self.prefetch = callback, prefetch
+    def __init__(self, broker: KafkaBroker, group: ConsumerGroup) -> None:
+        self.broker, self.group = broker, group
         self.consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -209,17 +175,17 @@ class _KafkaSubscription(Subscription):
         self.dead_letters = 0
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"kafka-consumer-{self.group}")
+        self._task = asyncio.create_task(self._run(), name=f"kafka-consumer-{self.group.name}")
 
     async def _connect(self) -> AIOKafkaConsumer:
         await self.broker._ready()
         consumer = AIOKafkaConsumer(
             self.broker.topic,
             bootstrap_servers=self.broker.servers,
-            group_id=f"{self.broker.topic}.{self.group}",
+            group_id=f"{self.broker.topic}.{self.group.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=self.prefetch,
+            max_poll_records=self.group.prefetch,
         )
         try:
             await consumer.start()
@@ -236,7 +202,9 @@ class _KafkaSubscription(Subscription):
                 if self.consumer is None:
                     self.consumer = await self._connect()
                     delay = 0.5
-                batches = await self.consumer.getmany(timeout_ms=200, max_records=self.prefetch)
+                batches = await self.consumer.getmany(
+                    timeout_ms=200, max_records=self.group.prefetch
+                )
                 if batches:
                     outcomes = await asyncio.gather(
                         *(self._partition(tp, records) for tp, records in batches.items()),
@@ -248,7 +216,7 @@ class _KafkaSubscription(Subscription):
             except Exception as exc:  # uncommitted records are read again after reconnecting
                 log.warning(
                     "Kafka consumer error; reconnecting",
-                    group=self.group,
+                    group=self.group.name,
                     error=f"{type(exc).__name__}: {exc}",
                 )
                 await self._close_consumer()
@@ -263,7 +231,7 @@ class _KafkaSubscription(Subscription):
             if self._stopping.is_set():
                 return
             event_type = _header(record, TYPE_HEADER)
-            ours = event_type in self.routing_keys or event_type is None
+            ours = event_type in self.group.routing_keys or event_type is None
             if ours and not await self._deliver(record):
                 consumer.seek(tp, record.offset)  # not settled: read it again
                 return
@@ -276,7 +244,7 @@ class _KafkaSubscription(Subscription):
         try:
             delivery = _KafkaDelivery(self, record)
             while True:
-                await self.callback(delivery)
+                await self.group.callback(delivery)
                 if delivery.outcome == "release":
                     return False
                 if delivery.outcome != "retry":
@@ -292,7 +260,7 @@ class _KafkaSubscription(Subscription):
             await bounded(
                 self.consumer.stop(),
                 within=CLOSE_TIMEOUT,
-                what=f"stopping the Kafka consumer of group {self.group}",
+                what=f"stopping the Kafka consumer of group {self.group.name}",
             )
             self.consumer = None
 
@@ -302,12 +270,13 @@ class _KafkaSubscription(Subscription):
         self._stopping.set()
         if self._task is not None:
             await wait_ended(
-                [self._task], within=max(grace, 0.5), what=f"the Kafka consumer of {self.group}"
+                [self._task],
+                within=max(grace, 0.5),
+                what=f"the Kafka consumer of {self.group.name}",
             )
             self._task = None
         await self._close_consumer()
-        if self in self.broker._subscriptions:
-            self.broker._subscriptions.remove(self)
+        self.broker._forget(self)
 
     async def pending(self) -> int:
         """Records of the topic this group has not committed yet (its lag), plus in flight."""
@@ -344,7 +313,7 @@ class _KafkaDelivery(Delivery):
 
     async def dead_letter(self, reason: str) -> None:
         subscription = self.subscription
-        await subscription.broker.send_dead_letter(self.record, subscription.group, reason)
+        await subscription.broker.send_dead_letter(self.record, subscription.group.name, reason)
         subscription.dead_letters += 1
         self.outcome = "dead"
 

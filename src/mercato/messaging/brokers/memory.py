@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from mercato.messaging.brokers.base import (
     Broker,
+    ConsumerGroup,
     Delivery,
     DeliveryCallback,
     OutgoingMessage,
@@ -129,24 +130,17 @@ class MemoryBroker(Broker):
             else:
                 tracker.done()  # every bound group has it (nobody listens: settled now)
 
-    async def subscribe(
-        self,
-        group: str,
-        routing_keys: Sequence[str],
-        callback: DeliveryCallback,
-        *,
-        prefetch: int,
-    ) -> Subscription:
-        state = self.groups.get(group)
+    def _new_subscription(self, group: ConsumerGroup) -> Subscription:
+        state = self.groups.get(group.name)
         if state is None:
-            state = self.groups[group] = _Group(group)
-        state.bindings = state.bindings | frozenset(routing_keys)
+            state = self.groups[group.name] = _Group(group.name)
+        state.bindings = state.bindings | frozenset(group.routing_keys)
         for message, tracker, taken in self._parked:
             if state.name not in taken and state.matches(message):
                 taken.add(state.name)
                 tracker.pending += 1
                 state.queue.put_nowait(_Queued(message, tracker))
-        return _MemorySubscription(self, state, callback, prefetch)
+        return _MemorySubscription(self, state, group.callback, group.prefetch)
 
     async def ping(self) -> None:
         return None
@@ -194,12 +188,15 @@ class _MemorySubscription(Subscription):
     def __init__(
         self, broker: MemoryBroker, group: _Group, callback: DeliveryCallback, prefetch: int
     ) -> None:
-        self.broker, self.group, self.callback = broker, group, callback
+        self.broker, self.group, self.callback, self.prefetch = broker, group, callback, prefetch
         self._stopping = False
         self._waiting: set[asyncio.Task[None]] = set()
+        self._workers: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
         self._workers = [
-            asyncio.create_task(self._work(), name=f"memory-consumer-{group.name}-{n}")
-            for n in range(prefetch)
+            asyncio.create_task(self._work(), name=f"memory-consumer-{self.group.name}-{n}")
+            for n in range(self.prefetch)
         ]
 
     async def _work(self) -> None:

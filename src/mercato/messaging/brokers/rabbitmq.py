@@ -32,11 +32,11 @@ from aio_pika.abc import (
 )
 
 from mercato.messaging.brokers.base import (
-    Broker,
     BrokerUnavailable,
+    ConsumerGroup,
     Delivery,
-    DeliveryCallback,
     OutgoingMessage,
+    RemoteBroker,
     Settled,
     Subscription,
 )
@@ -65,7 +65,7 @@ def dead_letter_queue_name(exchange: str, group: str) -> str:
     return f"{exchange}.{group}.dlq"
 
 
-class RabbitBroker(Broker):
+class RabbitBroker(RemoteBroker["_RabbitSubscription", AbstractChannel]):
     name = "rabbitmq"
 
     def __init__(
@@ -78,6 +78,7 @@ class RabbitBroker(Broker):
         connect_timeout: float = 5.0,
         known_groups: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        super().__init__()
         self.url, self.exchange_name, self.queue_type = url, exchange, queue_type
         #: Groups whose queues are declared and bound on connect, before anything is
         #: published, so that no event is dropped for a group that has not connected yet.
@@ -85,46 +86,32 @@ class RabbitBroker(Broker):
         self.retry_delays = retry_delays or (1.0,)
         self.connect_timeout = connect_timeout
         self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
-        self._connecting = asyncio.Lock()
-        self._subscriptions: list[_RabbitSubscription] = []
 
     @property
     def dlx_name(self) -> str:
         return f"{self.exchange_name}.dlx"
 
-    async def start(self) -> None:
+    async def _connect(self) -> AbstractChannel:
+        """The publishing channel (the connection is made once, and reconnects itself)."""
         try:
-            await self._ready()
-        except BrokerUnavailable as exc:  # the relay and consumers keep trying
-            log.warning("RabbitMQ is not answering yet", error=str(exc))
-
-    async def _ready(self) -> AbstractChannel:
-        """The publishing channel, connecting (once) if needed."""
-        if self._channel is not None and self._exchange is not None:
-            return self._channel
-        async with self._connecting:
-            if self._channel is None or self._exchange is None:
-                try:
-                    if self._connection is None:
-                        self._connection = await aio_pika.connect_robust(
-                            self.url,
-                            timeout=self.connect_timeout,
-                            client_properties={"connection_name": "mercato"},
-                        )
-                    channel = await self._connection.channel(publisher_confirms=True)
-                    self._exchange = await channel.declare_exchange(
-                        self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
-                    )
-                    await channel.declare_exchange(
-                        self.dlx_name, aio_pika.ExchangeType.DIRECT, durable=True
-                    )
-                    await self._declare_known_groups(channel, self._exchange)
-                    self._channel = channel
-                except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as exc:
-                    raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        return self._channel
+            if self._connection is None:
+                self._connection = await aio_pika.connect_robust(
+                    self.url,
+                    timeout=self.connect_timeout,
+                    client_properties={"connection_name": "mercato"},
+                )
+            channel = await self._connection.channel(publisher_confirms=True)
+            self._exchange = await channel.declare_exchange(
+                self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            await channel.declare_exchange(
+                self.dlx_name, aio_pika.ExchangeType.DIRECT, durable=True
+            )
+            await self._declare_known_groups(channel, self._exchange)
+        except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as exc:
+            raise BrokerUnavailable.because(exc) from exc
+        return channel
 
     async def _declare_known_groups(
         self, channel: AbstractChannel, exchange: AbstractExchange
@@ -138,16 +125,14 @@ class RabbitBroker(Broker):
             for key in routing_keys:
                 await queue.bind(exchange, key)
 
-    async def close(self) -> None:
-        for subscription in list(self._subscriptions):
-            await subscription.stop(0.0)
+    async def _disconnect(self) -> None:
         if self._connection is not None:
             await bounded(
                 self._connection.close(),
                 within=CLOSE_TIMEOUT,
                 what="closing the RabbitMQ connection",
             )
-        self._connection = self._channel = None
+        self._connection = self._client = None
         self._exchange = None
 
     async def ping(self) -> None:
@@ -174,7 +159,7 @@ class RabbitBroker(Broker):
                 )
             )
         except Exception as exc:
-            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise BrokerUnavailable.because(exc) from exc
 
     async def publish_to_queue(self, queue: str, message: aio_pika.Message) -> None:
         """Send ``message`` straight to ``queue`` (default exchange), confirmed."""
@@ -217,17 +202,9 @@ class RabbitBroker(Broker):
         await dlq.bind(dlx, group)
         return main
 
-    async def subscribe(
-        self,
-        group: str,
-        routing_keys: Sequence[str],
-        callback: DeliveryCallback,
-        *,
-        prefetch: int,
-    ) -> Subscription:
-        subscription = _RabbitSubscription(self, group, list(routing_keys), callback, prefetch)
+    def _new_subscription(self, group: ConsumerGroup) -> Subscription:
+        subscription = _RabbitSubscription(self, group)
         self._subscriptions.append(subscription)
-        await subscription.start()
         return subscription
 
     async def message_count(self, queue: str) -> int:
@@ -273,16 +250,8 @@ def _amqp_message(message: OutgoingMessage) -> aio_pika.Message:
 
 
 class _RabbitSubscription(Subscription):
-    def __init__(
-        self,
-        broker: RabbitBroker,
-        group: str,
-        routing_keys: list[str],
-        callback: DeliveryCallback,
-        prefetch: int,
-    ) -> None:
-        self.broker, self.group, self.routing_keys = broker, group, routing_keys
-        self.callback, self.prefetch = callback, prefetch
+    def __init__(self, broker: RabbitBroker, group: ConsumerGroup) -> None:
+        self.broker, self.group = broker, group
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
@@ -296,7 +265,7 @@ class _RabbitSubscription(Subscription):
         try:
             await self._consume()
         except (BrokerUnavailable, OSError, aio_pika.exceptions.AMQPError) as exc:
-            log.warning("cannot subscribe yet; retrying", group=self.group, error=str(exc))
+            log.warning("cannot subscribe yet; retrying", group=self.group.name, error=str(exc))
             self._retrying = asyncio.create_task(self._keep_trying())
 
     async def _keep_trying(self) -> None:
@@ -304,21 +273,21 @@ class _RabbitSubscription(Subscription):
         while not await pause(delay, self._stopped):
             try:
                 await self._consume()
-                log.info("subscribed", group=self.group)
+                log.info("subscribed", group=self.group.name)
                 return
             except (BrokerUnavailable, OSError, aio_pika.exceptions.AMQPError) as exc:
                 delay = min(delay * 2, 10.0)
-                log.warning("cannot subscribe yet; retrying", group=self.group, error=str(exc))
+                log.warning("cannot subscribe yet; retrying", group=self.group.name, error=str(exc))
 
     async def _consume(self) -> None:
         await self.broker._ready()
         connection = self.broker._connection
         assert connection is not None
         channel = await connection.channel(publisher_confirms=False)
-        await channel.set_qos(prefetch_count=self.prefetch)
-        queue = await self.broker.declare_group(channel, self.group)
+        await channel.set_qos(prefetch_count=self.group.prefetch)
+        queue = await self.broker.declare_group(channel, self.group.name)
         exchange = await channel.get_exchange(self.broker.exchange_name, ensure=False)
-        for key in self.routing_keys:
+        for key in self.group.routing_keys:
             await queue.bind(exchange, key)
         self._channel, self._queue = channel, queue
         self._tag = await queue.consume(self._on_message)
@@ -327,9 +296,9 @@ class _RabbitSubscription(Subscription):
         self._in_flight += 1
         self._idle.clear()
         try:
-            await self.callback(_RabbitDelivery(self.broker, self.group, message))
+            await self.group.callback(_RabbitDelivery(self.broker, self.group.name, message))
         except Exception:  # the runner settles every message; leave this one unacked
-            log.exception("consumer callback failed", group=self.group)
+            log.exception("consumer callback failed", group=self.group.name)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
@@ -341,37 +310,38 @@ class _RabbitSubscription(Subscription):
         self._stopped.set()
         if self._retrying is not None:
             await wait_ended(
-                [self._retrying], within=CLOSE_TIMEOUT, what=f"subscribing group {self.group}"
+                [self._retrying], within=CLOSE_TIMEOUT, what=f"subscribing group {self.group.name}"
             )
             self._retrying = None
         if self._queue is not None and self._tag is not None:
             await bounded(
                 self._queue.cancel(self._tag),
                 within=CLOSE_TIMEOUT,
-                what=f"cancelling the consumer of group {self.group}",
+                what=f"cancelling the consumer of group {self.group.name}",
             )
         if not await pause(grace, self._idle) and grace > 0:
             log.warning(
-                "consumer stopped with handlers in flight", group=self.group, count=self._in_flight
+                "consumer stopped with handlers in flight",
+                group=self.group.name,
+                count=self._in_flight,
             )
         if self._channel is not None and not self._channel.is_closed:
             await bounded(
                 self._channel.close(),
                 within=CLOSE_TIMEOUT,
-                what=f"closing the channel of group {self.group}",
+                what=f"closing the channel of group {self.group.name}",
             )
         self._channel = self._queue = None
         self._tag = None
-        if self in self.broker._subscriptions:
-            self.broker._subscriptions.remove(self)
+        self.broker._forget(self)
 
     async def pending(self) -> int:
         total = self._in_flight + await self.broker.message_count(
-            queue_name(self.broker.exchange_name, self.group)
+            queue_name(self.broker.exchange_name, self.group.name)
         )
         for delay in set(self.broker.retry_delays):
             total += await self.broker.message_count(
-                retry_queue_name(self.broker.exchange_name, self.group, delay)
+                retry_queue_name(self.broker.exchange_name, self.group.name, delay)
             )
         return total
 

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
@@ -74,26 +74,19 @@ class IssuedToken:
     expires_in: int
 
 
+@dataclass(eq=False)
 class TokenIssuer:
     """Signs access tokens with the first key of a :class:`KeySet`."""
 
-    def __init__(
-        self,
-        keys: KeySet,
-        *,
-        issuer: str,
-        audience: str,
-        ttl: int = 900,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.keys = keys
-        self.issuer = issuer
-        self.audience = audience
-        self.ttl = ttl
-        self._clock = clock
+    keys: KeySet
+    _: KW_ONLY
+    issuer: str
+    audience: str
+    ttl: int = 900
+    clock: Callable[[], float] = time.time
 
     def issue(self, user_id: str, roles: Sequence[str] = ()) -> IssuedToken:
-        now = int(self._clock())
+        now = int(self.clock())
         jti = uuid.uuid4().hex
         claims = {
             "sub": user_id,
@@ -162,42 +155,35 @@ class StaticKeys:
         return None
 
 
+@dataclass(eq=False)
 class JwksKeys:
     """Public keys from a JWKS URL: cached for ``ttl`` seconds, refetched early on an
     unknown ``kid`` at most once per ``min_refetch_interval`` (a flood of made-up ``kid``
     values cannot turn into a flood of requests to the auth service)."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        ttl: float = 300.0,
-        min_refetch_interval: float = 10.0,
-        timeout: float = 3.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.url = url
-        self.ttl = ttl
-        self.min_refetch_interval = min_refetch_interval
-        self.timeout = timeout
-        self._clock = clock
-        self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at: float | None = None
-        self._attempted_at: float | None = None
-        self._lock = asyncio.Lock()
-        self._session: aiohttp.ClientSession | None = None
-        self.fetches = 0
+    url: str
+    _: KW_ONLY
+    ttl: float = 300.0
+    min_refetch_interval: float = 10.0
+    timeout: float = 3.0
+    clock: Callable[[], float] = time.monotonic
+    fetches: int = field(default=0, init=False)
+    _keys: dict[str, jwt.PyJWK] = field(default_factory=dict, init=False, repr=False)
+    _fetched_at: float | None = field(default=None, init=False, repr=False)
+    _attempted_at: float | None = field(default=None, init=False, repr=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
 
     async def get(self, kid: str) -> jwt.PyJWK | None:
         fetched = self._fetched_at
-        if fetched is None or self._clock() - fetched >= self.ttl or kid not in self._keys:
+        if fetched is None or self.clock() - fetched >= self.ttl or kid not in self._keys:
             await self._refresh()
         return self._keys.get(kid)
 
     async def _refresh(self) -> None:
         attempted = self._attempted_at
         async with self._lock:
-            now = self._clock()
+            now = self.clock()
             waited_for_another = self._attempted_at != attempted
             # With no key at all every request fails anyway: retry sooner (the auth
             # service may just be starting), still at a bounded rate.
@@ -235,34 +221,28 @@ class JwksKeys:
             self._session = None
 
 
+@dataclass(eq=False)
 class TokenVerifier:
     """Verifies access tokens and answers a :class:`Principal` (or raises
     :class:`InvalidToken`; :class:`KeysUnavailable` when no key can be had at all)."""
 
-    def __init__(
-        self,
-        keys: KeySource,
-        *,
-        issuer: str,
-        audience: str,
-        leeway: float = 30.0,
-        cache_size: int = 10_000,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        if not 0 <= leeway <= 30:
+    keys: KeySource
+    _: KW_ONLY
+    issuer: str
+    audience: str
+    leeway: float = 30.0
+    cache_size: int = 10_000
+    clock: Callable[[], float] = time.time
+    _cache: OrderedDict[str, Principal] = field(default_factory=OrderedDict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.leeway <= 30:
             raise ValueError("the leeway must be between 0 and 30 seconds")
-        self.keys = keys
-        self.issuer = issuer
-        self.audience = audience
-        self.leeway = leeway
-        self.cache_size = cache_size
-        self._clock = clock
-        self._cache: OrderedDict[str, Principal] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
         cached = self._cache.get(token)
         if cached is not None:
-            if cached.expires_at.timestamp() > self._clock():
+            if cached.expires_at.timestamp() > self.clock():
                 self._cache.move_to_end(token)
                 return cached
             del self._cache[token]

@@ -1,19 +1,10 @@
-"""Accounts and refresh-token families.
-
-Revision ID: 0001_auth
-Revises:
-Create Date: 2026-11-30
-"""
-
-from collections.abc import Sequence
+"""Accounts and refresh-token families."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0001_auth"
-down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0001_auth"
+down_revision = None
 
 
 def upgrade() -> None:
@@ -72,8 +63,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index(op.f("ix_refresh_tokens_family_id"), table_name="refresh_tokens")
     op.drop_table("refresh_tokens")
-    op.drop_index(op.f("ix_refresh_families_user_id"), table_name="refresh_families")
     op.drop_table("refresh_families")
     op.drop_table("users")

@@ -1,19 +1,10 @@
-"""Outbox, inbox and dead letters.
-
-Revision ID: 0001_messaging
-Revises:
-Create Date: 2026-11-30
-"""
-
-from collections.abc import Sequence
+"""Outbox, inbox and dead letters."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0001_messaging"
-down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0001_messaging"
+down_revision = None
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -63,7 +54,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("messaging_dead_letters")
-    op.drop_index(op.f("ix_messaging_inbox_handled_at"), table_name="messaging_inbox")
     op.drop_table("messaging_inbox")
-    op.drop_index("ix_messaging_outbox_pending", table_name="messaging_outbox")
     op.drop_table("messaging_outbox")

@@ -1,19 +1,10 @@
-"""Orders, order lines, idempotency keys and notification recipients.
-
-Revision ID: 0001_orders
-Revises:
-Create Date: 2026-11-30
-"""
-
-from collections.abc import Sequence
+"""Orders, order lines, idempotency keys and notification recipients."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0001_orders"
-down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0001_orders"
+down_revision = None
 
 
 def upgrade() -> None:
@@ -79,9 +70,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("notification_recipients")
-    op.drop_index(op.f("ix_idempotency_keys_expires_at"), table_name="idempotency_keys")
     op.drop_table("idempotency_keys")
     op.drop_table("order_lines")
-    op.drop_index("ix_orders_user_id_created_at", table_name="orders")
-    op.drop_index(op.f("ix_orders_created_at"), table_name="orders")
     op.drop_table("orders")

@@ -1,19 +1,10 @@
-"""Notifications decided by the notification worker, sent after their transaction.
-
-Revision ID: 0002_notifications
-Revises: 0001_orders
-Create Date: 2026-12-01
-"""
-
-from collections.abc import Sequence
+"""Notifications decided by the notification worker, sent after their transaction."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_notifications"
-down_revision: str | None = "0001_orders"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0002_notifications"
+down_revision = "0001_orders"
 
 
 def upgrade() -> None:
@@ -33,5 +24,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_notifications_sent_at_due_at", table_name="notifications")
     op.drop_table("notifications")

@@ -1,21 +1,17 @@
-"""The catalogue and the stock reservations of orders.
-
-Revision ID: 0001_products
-Revises:
-Create Date: 2026-11-30
-"""
-
-from collections.abc import Sequence
+"""The catalogue and the stock reservations of orders."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0001_products"
-down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0001_products"
+down_revision = None
 
 TRIGRAM_INDEXES = {"ix_products_name_trgm": "name", "ix_products_description_trgm": "description"}
+#: The schema pg_trgm is installed in (none when it is not), to name its operator class.
+TRIGRAM_SCHEMA = sa.text(
+    "SELECT n.nspname FROM pg_extension e "
+    "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
+)
 
 
 def upgrade() -> None:
@@ -78,12 +74,7 @@ def _create_trigram_indexes() -> None:
     it. Where it cannot be created, search still works, only without the index.
     """
     bind = op.get_bind()
-    schema = bind.execute(
-        sa.text(
-            "SELECT n.nspname FROM pg_extension e "
-            "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
-        )
-    ).scalar()
+    schema = bind.execute(TRIGRAM_SCHEMA).scalar()
     if schema is None:
         savepoint = bind.begin_nested()
         try:
@@ -92,25 +83,13 @@ def _create_trigram_indexes() -> None:
             savepoint.rollback()
             return
         savepoint.commit()
-        schema = bind.execute(
-            sa.text(
-                "SELECT n.nspname FROM pg_extension e "
-                "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
-            )
-        ).scalar()
+        schema = bind.execute(TRIGRAM_SCHEMA).scalar()
     opclass = f'"{schema}".gin_trgm_ops'
     for index, column in TRIGRAM_INDEXES.items():
         bind.execute(sa.text(f"CREATE INDEX {index} ON products USING gin ({column} {opclass})"))
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        for index in TRIGRAM_INDEXES:
-            op.execute(f"DROP INDEX IF EXISTS {index}")
     op.drop_table("stock_reservation_lines")
     op.drop_table("stock_reservations")
-    op.drop_index("ix_products_name", table_name="products")
-    op.drop_index("ix_products_price", table_name="products")
-    op.drop_index("ix_products_created_at", table_name="products")
-    op.drop_index("ix_products_category_price", table_name="products")
     op.drop_table("products")

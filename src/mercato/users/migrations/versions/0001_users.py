@@ -1,19 +1,10 @@
-"""User profiles.
-
-Revision ID: 0001_users
-Revises:
-Create Date: 2026-11-30
-"""
-
-from collections.abc import Sequence
+"""User profiles."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0001_users"
-down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0001_users"
+down_revision = None
 
 
 def upgrade() -> None:
@@ -32,5 +23,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index(op.f("ix_profiles_created_at"), table_name="profiles")
     op.drop_table("profiles")
