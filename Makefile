@@ -7,7 +7,7 @@ export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_LINK_MODE := copy
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fault lint format typecheck bench clean
+.PHONY: help install run test test-fault test-deploy lint format typecheck bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,12 +26,15 @@ run: install ## start the whole system on embedded defaults (Ctrl-C stops it)
 	$(BIN)/mercato up
 
 test: install ## the whole test suite (real-server tests skip without the servers, fail when CI=true)
-	$(BIN)/pytest -m "not fault" tests/unit tests/service
-	$(BIN)/pytest -m "not fault" tests/integration
-	$(BIN)/pytest -m "not fault" tests/e2e
+	$(BIN)/pytest -m "not fault and not deploy" tests/unit tests/service
+	$(BIN)/pytest -m "not fault and not deploy" tests/integration
+	$(BIN)/pytest -m "not fault and not deploy" tests/e2e
 
 test-fault: install ## fault tests: kill and restart private server instances
 	$(BIN)/pytest -m fault
+
+test-deploy: install ## the deployment files run for real: nginx, gunicorn, blue-green (needs nginx)
+	$(BIN)/pytest -m deploy
 
 lint: install ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
