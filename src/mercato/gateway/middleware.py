@@ -1,10 +1,10 @@
 """The gateway's pure ASGI middleware: security headers, CORS, and the fast path to the proxy.
 
-Order, outermost first: :class:`ApiDispatchMiddleware` splits ``/api/v1/...`` from the rest;
-both branches then run the same user middleware: :class:`SecurityHeadersMiddleware` (so every
-answer, errors included, carries the headers) -> the platform's trace and request-id/log/
-metrics middleware -> CORS -> the host check -> the platform's header limit; the API branch
-ends in the proxy, the other in FastAPI's routes (health, docs, storefront).
+Order, outermost first: :class:`SecurityHeadersMiddleware` (so every answer, errors
+included, carries the headers) -> the platform's trace and request-id/log/metrics
+middleware -> CORS -> the host check -> the platform's header and body limits ->
+:class:`ApiDispatchMiddleware`, which sends ``/api/v1/...`` to the proxy and the rest on to
+FastAPI's routes (health, docs, storefront).
 """
 
 from __future__ import annotations
@@ -231,12 +231,12 @@ class AllowedHostsMiddleware:
 
 
 class ApiDispatchMiddleware:
-    """The gateway's outermost layer: ``/api/v1/...`` goes to ``api`` (the proxy wrapped in
-    the app's user middleware only), everything else to ``app`` (the full FastAPI stack).
+    """The gateway's innermost middleware: ``/api/v1/...`` goes to ``api`` (the proxy),
+    everything else on to ``app`` (FastAPI's exception layer and routes).
 
-    The proxied path thus skips Starlette's error, telemetry and body-limit layers and the
-    router, which it does not need: the request-id middleware in ``api`` turns an unhandled
-    error into a problem+json 500 on its own.
+    Every other middleware sits outside it, so both paths get them; the proxied path skips
+    only the exception layer and the router, which it does not need: the request-id
+    middleware turns an unhandled error into a problem+json 500 on its own.
     """
 
     def __init__(self, app: ASGIApp, *, api: ASGIApp, prefix: str = "/api/v1") -> None:

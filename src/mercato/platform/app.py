@@ -112,10 +112,12 @@ def create_service_app(
     uses_database: bool = True,
     own_openapi: bool = True,
     inner_middleware: Sequence[Middleware] = (),
+    innermost_middleware: Sequence[Middleware] = (),
 ) -> FastAPI:
     """One service's app. ``own_openapi=False`` leaves out FastAPI's ``/openapi.json`` and
     ``/docs`` (the gateway serves merged ones); ``inner_middleware`` runs inside the
-    request-id middleware (outermost first), so that its answers carry the request id."""
+    request-id middleware (outermost first), so that its answers carry the request id;
+    ``innermost_middleware`` runs inside all of the platform's, next to the routes."""
     registry = CollectorRegistry(auto_describe=True)
 
     async def closing(close: Callable[[], Awaitable[None]], what: str) -> None:
@@ -168,6 +170,8 @@ def create_service_app(
         docs_url="/docs" if docs else None,
         redoc_url=None,
         debug=False,
+        # Starlette keeps these innermost: add_middleware below puts each one outside them.
+        middleware=list(innermost_middleware),
     )
     install_error_handlers(app, expose_internals=settings.environment == "development")
     app.include_router(health_router(service, registry, metrics_access(settings, service)))
