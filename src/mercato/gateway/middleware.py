@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mercato.platform.errors import problem
@@ -196,28 +197,25 @@ class AllowedHostsMiddleware:
         exempt: tuple[str, ...] = ("/healthz", "/readyz", "/metrics"),
     ) -> None:
         self.app = app
-        self.any = "*" in hosts
-        self.exact = frozenset(h.lower() for h in hosts if not h.startswith("*."))
-        self.suffixes = tuple(h[1:].lower() for h in hosts if h.startswith("*."))
         self.exempt = exempt
-
-    def allowed(self, host: str) -> bool:
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        name = name.lower()
-        return name in self.exact or (bool(self.suffixes) and name.endswith(self.suffixes))
+        # Starlette's TrustedHostMiddleware decides (parsing and matching the host); it is
+        # asked, not stacked, because its refusal is a plain-text 400 built inside its
+        # __call__, where the API promises a problem+json with the request id, and it has
+        # neither the probes' exemption nor the one-Host rule.
+        self.check = TrustedHostMiddleware(_accept, allowed_hosts=hosts, www_redirect=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        hosts = [value for name, value in scope["headers"] if name == _HOST]
-        if len(hosts) > 1:
+        if sum(1 for name, _ in scope["headers"] if name == _HOST) > 1:
             await self._refuse(scope, receive, send, "A request must have one Host header.")
             return
-        if self.any or scope["path"] in self.exempt:
+        if scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        if self.allowed(hosts[0].decode("latin-1") if hosts else ""):
+        await self.check(scope, receive, _discard)
+        if scope.pop(_ACCEPTED, False):
             await self.app(scope, receive, send)
             return
         await self._refuse(scope, receive, send, "Invalid host header.")
@@ -228,6 +226,18 @@ class AllowedHostsMiddleware:
         await problem(
             400, detail=detail, type_="urn:mercato:problem:invalid-host", request_id=request_id
         )(scope, receive, send)
+
+
+_ACCEPTED: Final = "mercato.host_accepted"
+
+
+async def _accept(scope: Scope, receive: Receive, send: Send) -> None:
+    """Where Starlette's host check lets an allowed request through."""
+    scope[_ACCEPTED] = True
+
+
+async def _discard(message: Message) -> None:
+    """Where Starlette's host check sends its own refusal (replaced by a problem)."""
 
 
 class ApiDispatchMiddleware:
