@@ -9,7 +9,6 @@ FastAPI's routes (health, docs, storefront).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -72,26 +71,6 @@ class HstsPolicy:
             if name == _FORWARDED_PROTO:
                 return bool(value.split(b",", 1)[0].strip().lower() == b"https")
         return False
-
-
-def new_nonce() -> str:
-    """A fresh CSP nonce (128 random bits, URL-safe base64) for one response."""
-    return secrets.token_urlsafe(16)
-
-
-def policy_with_nonce(policy: str, nonce: str) -> str:
-    """``policy`` with ``'nonce-<nonce>'`` added to ``script-src`` (created from
-    ``default-src`` when absent), for a page that needs an inline script. Set the result as
-    the page's own ``Content-Security-Policy``; the gateway then leaves it as it is."""
-    token = f"'nonce-{nonce}'"
-    directives = [part.strip() for part in policy.split(";") if part.strip()]
-    for index, directive in enumerate(directives):
-        if directive.split()[0] == "script-src":
-            directives[index] = f"{directive} {token}"
-            return "; ".join(directives)
-    default = next((d for d in directives if d.split()[0] == "default-src"), "default-src 'self'")
-    sources = default.split()[1:]
-    return "; ".join([*directives, " ".join(["script-src", *sources, token])])
 
 
 class SecurityHeadersMiddleware:
