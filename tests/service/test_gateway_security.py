@@ -322,7 +322,10 @@ async def test_only_allowed_hosts_are_answered_but_probes_always_are() -> None:
         exact = await http.get("/api/v1/products/echo", headers={"Host": "shop.example:8000"})
         wildcard = await http.get("/api/v1/products/echo", headers={"Host": "eu.api.example"})
         probe = await http.get("/healthz", headers={"Host": "10.1.2.3:8000"})
+        # Not a host name at all, though it ends like an allowed one.
+        malformed = await http.get("/api/v1/products/echo", headers={"Host": "evil/.api.example"})
     assert forged.status_code == 400
+    assert malformed.status_code == 400
     assert forged.headers["content-type"] == "application/problem+json"
     assert forged.headers["x-frame-options"] == "DENY"
     assert page.status_code == 400

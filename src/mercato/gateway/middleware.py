@@ -1,19 +1,19 @@
 """The gateway's pure ASGI middleware: security headers, CORS, and the fast path to the proxy.
 
-Order, outermost first: :class:`ApiDispatchMiddleware` splits ``/api/v1/...`` from the rest;
-both branches then run the same user middleware: :class:`SecurityHeadersMiddleware` (so every
-answer, errors included, carries the headers) -> the platform's trace and request-id/log/
-metrics middleware -> CORS -> the host check -> the platform's header limit; the API branch
-ends in the proxy, the other in FastAPI's routes (health, docs, storefront).
+Order, outermost first: :class:`SecurityHeadersMiddleware` (so every answer, errors
+included, carries the headers) -> the platform's trace and request-id/log/metrics
+middleware -> CORS -> the host check -> the platform's header and body limits ->
+:class:`ApiDispatchMiddleware`, which sends ``/api/v1/...`` to the proxy and the rest on to
+FastAPI's routes (health, docs, storefront).
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from typing import Any, Final
 
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mercato.platform.errors import problem
@@ -71,26 +71,6 @@ class HstsPolicy:
             if name == _FORWARDED_PROTO:
                 return bool(value.split(b",", 1)[0].strip().lower() == b"https")
         return False
-
-
-def new_nonce() -> str:
-    """A fresh CSP nonce (128 random bits, URL-safe base64) for one response."""
-    return secrets.token_urlsafe(16)
-
-
-def policy_with_nonce(policy: str, nonce: str) -> str:
-    """``policy`` with ``'nonce-<nonce>'`` added to ``script-src`` (created from
-    ``default-src`` when absent), for a page that needs an inline script. Set the result as
-    the page's own ``Content-Security-Policy``; the gateway then leaves it as it is."""
-    token = f"'nonce-{nonce}'"
-    directives = [part.strip() for part in policy.split(";") if part.strip()]
-    for index, directive in enumerate(directives):
-        if directive.split()[0] == "script-src":
-            directives[index] = f"{directive} {token}"
-            return "; ".join(directives)
-    default = next((d for d in directives if d.split()[0] == "default-src"), "default-src 'self'")
-    sources = default.split()[1:]
-    return "; ".join([*directives, " ".join(["script-src", *sources, token])])
 
 
 class SecurityHeadersMiddleware:
@@ -196,28 +176,25 @@ class AllowedHostsMiddleware:
         exempt: tuple[str, ...] = ("/healthz", "/readyz", "/metrics"),
     ) -> None:
         self.app = app
-        self.any = "*" in hosts
-        self.exact = frozenset(h.lower() for h in hosts if not h.startswith("*."))
-        self.suffixes = tuple(h[1:].lower() for h in hosts if h.startswith("*."))
         self.exempt = exempt
-
-    def allowed(self, host: str) -> bool:
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        name = name.lower()
-        return name in self.exact or (bool(self.suffixes) and name.endswith(self.suffixes))
+        # Starlette's TrustedHostMiddleware decides (parsing and matching the host); it is
+        # asked, not stacked, because its refusal is a plain-text 400 built inside its
+        # __call__, where the API promises a problem+json with the request id, and it has
+        # neither the probes' exemption nor the one-Host rule.
+        self.check = TrustedHostMiddleware(_accept, allowed_hosts=hosts, www_redirect=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        hosts = [value for name, value in scope["headers"] if name == _HOST]
-        if len(hosts) > 1:
+        if sum(1 for name, _ in scope["headers"] if name == _HOST) > 1:
             await self._refuse(scope, receive, send, "A request must have one Host header.")
             return
-        if self.any or scope["path"] in self.exempt:
+        if scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        if self.allowed(hosts[0].decode("latin-1") if hosts else ""):
+        await self.check(scope, receive, _discard)
+        if scope.pop(_ACCEPTED, False):
             await self.app(scope, receive, send)
             return
         await self._refuse(scope, receive, send, "Invalid host header.")
@@ -230,13 +207,25 @@ class AllowedHostsMiddleware:
         )(scope, receive, send)
 
 
-class ApiDispatchMiddleware:
-    """The gateway's outermost layer: ``/api/v1/...`` goes to ``api`` (the proxy wrapped in
-    the app's user middleware only), everything else to ``app`` (the full FastAPI stack).
+_ACCEPTED: Final = "mercato.host_accepted"
 
-    The proxied path thus skips Starlette's error, telemetry and body-limit layers and the
-    router, which it does not need: the request-id middleware in ``api`` turns an unhandled
-    error into a problem+json 500 on its own.
+
+async def _accept(scope: Scope, receive: Receive, send: Send) -> None:
+    """Where Starlette's host check lets an allowed request through."""
+    scope[_ACCEPTED] = True
+
+
+async def _discard(message: Message) -> None:
+    """Where Starlette's host check sends its own refusal (replaced by a problem)."""
+
+
+class ApiDispatchMiddleware:
+    """The gateway's innermost middleware: ``/api/v1/...`` goes to ``api`` (the proxy),
+    everything else on to ``app`` (FastAPI's exception layer and routes).
+
+    Every other middleware sits outside it, so both paths get them; the proxied path skips
+    only the exception layer and the router, which it does not need: the request-id
+    middleware turns an unhandled error into a problem+json 500 on its own.
     """
 
     def __init__(self, app: ASGIApp, *, api: ASGIApp, prefix: str = "/api/v1") -> None:

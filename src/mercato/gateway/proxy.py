@@ -158,10 +158,6 @@ class ServiceProxy:
         )
         self._unknown = _RouteLabel(f"{API_PREFIX}/{{unknown}}")
 
-    async def close(self) -> None:
-        for upstream in self.upstreams.values():
-            await upstream.close()
-
     async def drain(self, within: float) -> bool:
         """Wait until no request is in flight (at most ``within`` seconds); True if idle."""
         try:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from mercato.platform.resilience import CircuitBreaker, CircuitOpenError, Permit, StateListener
+from mercato.platform.resilience import CircuitBreaker, CircuitOpenError, Permit
 from mercato.settings import BACKEND_SERVICES, Settings
 
 
@@ -55,7 +55,6 @@ class Upstream:
         timeout: aiohttp.ClientTimeout,
         failure_threshold: int,
         reset_timeout: float,
-        on_state_change: StateListener | None = None,
     ) -> None:
         self.name = name
         self.instances = [
@@ -65,7 +64,6 @@ class Upstream:
                     f"{name}@{urlsplit(url).netloc}",
                     failure_threshold=failure_threshold,
                     reset_timeout=reset_timeout,
-                    on_state_change=on_state_change,
                 ),
             )
             for url in urls
@@ -111,11 +109,7 @@ class Upstream:
         await self.session.close()
 
 
-def build_upstreams(
-    table: Mapping[str, list[str]],
-    settings: Settings,
-    on_state_change: StateListener | None = None,
-) -> dict[str, Upstream]:
+def build_upstreams(table: Mapping[str, list[str]], settings: Settings) -> dict[str, Upstream]:
     timeout = aiohttp.ClientTimeout(
         total=None,
         sock_connect=settings.upstream_connect_timeout,
@@ -129,7 +123,6 @@ def build_upstreams(
             timeout=timeout,
             failure_threshold=settings.upstream_fail_threshold,
             reset_timeout=settings.upstream_fail_timeout,
-            on_state_change=on_state_change,
         )
         for name, urls in table.items()
     }

@@ -114,12 +114,14 @@ def create_service_app(
     own_openapi: bool = True,
     inner_middleware: Sequence[Middleware] = (),
     believe_internal_proxies: bool = True,
+    innermost_middleware: Sequence[Middleware] = (),
 ) -> FastAPI:
     """One service's app. ``own_openapi=False`` leaves out FastAPI's ``/openapi.json`` and
     ``/docs`` (the gateway serves merged ones); ``inner_middleware`` runs inside the
     request-id middleware (outermost first), so that its answers carry the request id;
     ``believe_internal_proxies=False`` (the front door) believes only ``TRUSTED_PROXIES``
-    about a scraping client's address."""
+    about a scraping client's address.
+    ``innermost_middleware`` runs inside all of the platform's, next to the routes."""
     registry = CollectorRegistry(auto_describe=True)
 
     async def closing(close: Callable[[], Awaitable[None]], what: str) -> None:
@@ -172,6 +174,8 @@ def create_service_app(
         docs_url="/docs" if docs else None,
         redoc_url=None,
         debug=False,
+        # Starlette keeps these innermost: add_middleware below puts each one outside them.
+        middleware=list(innermost_middleware),
     )
     install_error_handlers(app, expose_internals=settings.environment == "development")
     access = metrics_access(settings, believe_internal_proxies=believe_internal_proxies)

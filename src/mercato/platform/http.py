@@ -4,10 +4,10 @@
 opened in the lifespan (:func:`open_service_clients`) and closed there. Each upstream gets
 a :class:`ServiceClient` with its own :class:`~mercato.platform.resilience.CircuitBreaker`.
 
-Every call has a timeout. Idempotent calls (GET, HEAD, OPTIONS, PUT, DELETE) are retried a
-bounded number of times with exponential backoff and full jitter when the upstream cannot be
-reached, times out or answers 5xx; other calls are tried once. Unreachable upstreams, 5xx
-answers and timeouts count as failures for the breaker; an open breaker refuses at once.
+Every call is a GET (a read of another service's data) with a timeout, retried a bounded
+number of times with exponential backoff and full jitter when the upstream cannot be
+reached, times out or answers 5xx. Unreachable upstreams, 5xx answers and timeouts count as
+failures for the breaker; an open breaker refuses at once.
 When the upstream cannot give an answer the caller gets :class:`UpstreamUnavailable`, a 503
 problem.
 """
@@ -33,13 +33,12 @@ from tenacity import (
 
 from mercato.platform.errors import ServiceUnavailable
 from mercato.platform.middleware import request_id_var
-from mercato.platform.resilience import CircuitBreaker, CircuitOpenError
+from mercato.platform.resilience import CircuitBreaker
 
 log = structlog.stdlib.get_logger("mercato.http")
 
 #: Where the gateway publishes every service: ``/api/v1/<service>/...`` (API.md).
 PUBLIC_API_PREFIX: Final = "/api/v1"
-IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 def public_url(service_path: str) -> str:
@@ -81,7 +80,7 @@ class ClientPolicy:
 
     timeout: float = 5.0
     connect_timeout: float = 1.0
-    retries: int = 2  # further attempts after the first, for idempotent calls
+    retries: int = 2  # further attempts after the first
     backoff: float = 0.05  # first wait, seconds; doubles each retry, with jitter
     backoff_max: float = 1.0
     failure_threshold: int = 5
@@ -114,16 +113,12 @@ class ServiceClient:
         )
 
     async def get(self, path: str) -> UpstreamResponse:
-        return await self.request("GET", path)
-
-    async def request(self, method: str, path: str, *, json_body: Any = None) -> UpstreamResponse:
-        """Make one call (retried if idempotent); any answer below 500 is returned as is.
+        """GET ``path`` (retried); any answer below 500 is returned as is.
 
         Raises :class:`~mercato.platform.resilience.CircuitOpenError` when the breaker is
         open, :class:`UpstreamUnavailable` when no attempt got an answer below 500.
         """
-        method = method.upper()
-        attempts = 1 + (self.policy.retries if method in IDEMPOTENT_METHODS else 0)
+        attempts = 1 + self.policy.retries
         request_id = request_id_var.get()
         send_headers = {"X-Request-ID": request_id} if request_id else {}
         retrying = AsyncRetrying(
@@ -137,12 +132,12 @@ class ServiceClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(method, path, json_body, send_headers)
+                    return await self._attempt(path, send_headers)
         except RetryError as exc:
             log.warning(
                 "upstream unavailable",
                 upstream=self.name,
-                method=method,
+                method="GET",
                 path=path,
                 attempts=attempts,
                 error=str(exc.last_attempt.exception()),
@@ -150,15 +145,11 @@ class ServiceClient:
             raise UpstreamUnavailable(self.name) from None
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
-    async def _attempt(
-        self, method: str, path: str, json_body: Any, headers: Mapping[str, str]
-    ) -> UpstreamResponse:
+    async def _attempt(self, path: str, headers: Mapping[str, str]) -> UpstreamResponse:
         permit = self.breaker.acquire()  # CircuitOpenError (503) at once when open
         try:
-            async with self.session.request(
-                method,
+            async with self.session.get(
                 f"{self.base_url}{path}",
-                json=json_body,
                 headers=headers,
                 timeout=self._timeout,
                 allow_redirects=False,
@@ -230,7 +221,6 @@ async def open_service_clients(clients: ServiceClients) -> AsyncIterator[Service
 
 
 __all__ = [
-    "CircuitOpenError",
     "ClientPolicy",
     "ServiceClient",
     "ServiceClients",

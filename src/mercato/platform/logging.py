@@ -21,7 +21,7 @@ import sys
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal, TextIO
+from typing import Final, Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, ExcInfo, Processor, WrappedLogger
@@ -33,7 +33,6 @@ __all__ = [
     "check_rotation",
     "configure_logging",
     "get_logger",
-    "redact",
     "reset_logging",
 ]
 
@@ -188,18 +187,14 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.stdlib.get_logger(name)
 
 
-def redact(value: object) -> Any:
-    """Return a copy of ``value`` with the values of sensitive keys replaced by ``[REDACTED]``.
+def _redact(value: object, depth: int) -> object:
+    """A copy of ``value`` with the values of sensitive keys replaced by ``[REDACTED]``.
 
     A key is sensitive when its lower-cased name (with ``-`` read as ``_``) contains one of
     :data:`SENSITIVE_KEY_PARTS`. Mappings come back as dicts, lists as lists and tuples as
     tuples, walked at any depth; a ``(name, value)`` pair such as a raw header counts as a
     key and its value. Anything else is returned unchanged; ``value`` is never modified.
     """
-    return _redact(value, 0)
-
-
-def _redact(value: object, depth: int) -> object:
     if depth > _MAX_REDACT_DEPTH:
         return _TOO_DEEP
     if isinstance(value, Mapping):

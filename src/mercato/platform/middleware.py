@@ -157,6 +157,8 @@ class BodyLimitMiddleware:
     past the limit. Sits inside :class:`RequestContextMiddleware` (the 413 carries the
     request id)."""
 
+    # Not Starlette's RequestBodyLimitMiddleware (FastAPI's max_body_size): that answers a
+    # plain-text 413, and a declared oversize only once the route reads the body or answers.
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes

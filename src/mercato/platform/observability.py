@@ -16,7 +16,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -182,8 +182,3 @@ def health_router(service: str, registry: CollectorRegistry, access: MetricsAcce
         return Response(metrics_payload(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
-
-
-def add_probe(app: FastAPI, name: str, probe: Probe) -> None:
-    """Make ``/readyz`` check one more dependency."""
-    app.state.probes[name] = probe

@@ -32,7 +32,7 @@ a breaker that opened meanwhile.
 The breaker is not thread-safe; it is meant for one event loop (every method is synchronous
 and never awaits, so no lock is needed). Observe it through :attr:`CircuitBreaker.state`,
 :attr:`CircuitBreaker.state_code` (a number for a gauge: 0 closed, 1 half-open, 2 open) and
-state listeners (``on_state_change``, :meth:`CircuitBreaker.add_listener`).
+state listeners (:meth:`CircuitBreaker.add_listener`).
 """
 
 from __future__ import annotations
@@ -116,7 +116,6 @@ class CircuitBreaker:
         *,
         failure_threshold: int = 5,
         reset_timeout: float = 30.0,
-        on_state_change: StateListener | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if failure_threshold < 1:
@@ -126,7 +125,7 @@ class CircuitBreaker:
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
-        self._listeners: list[StateListener] = [on_state_change] if on_state_change else []
+        self._listeners: list[StateListener] = []
         self._clock = clock
         self._state = BreakerState.CLOSED
         self._generation = 0

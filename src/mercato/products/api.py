@@ -14,7 +14,7 @@ from mercato.platform.schemas import NUL_FREE
 from mercato.platform.security.dependencies import AdminUser
 from mercato.products import service
 from mercato.products.caching import Representation
-from mercato.products.dependencies import Catalogue, read_dependencies
+from mercato.products.dependencies import Catalogue
 from mercato.products.domain import MAX_PRICE, ProductSort
 from mercato.products.repository import ProductFilter
 from mercato.products.schemas import (
@@ -77,6 +77,8 @@ def cached_response(request: Request, representation: Representation, max_age: i
 )
 async def list_products(
     request: Request,
+    context: Context,
+    catalogue: Catalogue,
     q: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NUL_FREE)] = None,
     category: Annotated[str | None, Query(min_length=1, max_length=64, pattern=NUL_FREE)] = None,
     min_price: QueryPrice = None,
@@ -103,7 +105,6 @@ async def list_products(
     )
     if limit is None:  # an ids request is never cut short by the default page size
         limit = DEFAULT_LIMIT if wanted is None else len(wanted)
-    context, catalogue = read_dependencies(request)
     page = await service.read_product_page(
         context.db, catalogue, where, sort, limit=limit, offset=offset
     )
@@ -126,8 +127,9 @@ def _parse_ids(text: str | None) -> frozenset[str] | None:
     summary="Get one product",
     responses={200: {"model": ProductOut}, **NOT_MODIFIED, 404: PROBLEM},
 )
-async def get_product(product_id: str, request: Request) -> Response:
-    context, catalogue = read_dependencies(request)
+async def get_product(
+    product_id: str, request: Request, context: Context, catalogue: Catalogue
+) -> Response:
     product = await service.read_product(context.db, catalogue, product_id)
     return cached_response(request, product, Settings.of(context.settings).product_max_age)
 

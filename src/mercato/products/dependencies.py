@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from mercato.platform.app import ServiceContext
 from mercato.products.caching import CatalogueCache
 
 # These are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in the thread
@@ -14,19 +13,9 @@ from mercato.products.caching import CatalogueCache
 
 
 async def get_catalogue(request: Request) -> CatalogueCache:
+    """The products app's catalogue cache (its composition root puts it on ``app.state``)."""
     catalogue: CatalogueCache = request.app.state.catalogue
     return catalogue
-
-
-def read_dependencies(request: Request) -> tuple[ServiceContext, CatalogueCache]:
-    """The context and the catalogue cache, for the two read routes.
-
-    Taken from ``app.state`` directly rather than through ``Depends``: on a cache hit,
-    resolving dependencies was the largest cost of the request after routing, and these two
-    need no resolving (bench/products.py measures the read path against a constant body).
-    """
-    state = request.app.state
-    return state.context, state.catalogue
 
 
 Catalogue = Annotated[CatalogueCache, Depends(get_catalogue)]

@@ -32,20 +32,3 @@ def test_security_headers_follow_settings() -> None:
     headers = dict(security_headers(settings))
     assert headers[b"referrer-policy"] == b"no-referrer"
     assert headers[b"x-frame-options"] == b"DENY"
-
-
-def test_a_nonce_is_added_to_script_src() -> None:
-    from mercato.gateway.middleware import new_nonce, policy_with_nonce
-
-    nonce = new_nonce()
-    policy = policy_with_nonce("default-src 'self'; script-src 'self'; object-src 'none'", nonce)
-    assert policy == f"default-src 'self'; script-src 'self' 'nonce-{nonce}'; object-src 'none'"
-    assert new_nonce() != nonce
-
-
-def test_a_nonce_without_script_src_extends_default_src() -> None:
-    from mercato.gateway.middleware import policy_with_nonce
-
-    assert policy_with_nonce("default-src 'self' https://cdn.example", "abc") == (
-        "default-src 'self' https://cdn.example; script-src 'self' https://cdn.example 'nonce-abc'"
-    )

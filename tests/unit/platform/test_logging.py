@@ -20,7 +20,6 @@ from mercato.platform.logging import (
     UVICORN_LOGGERS,
     configure_logging,
     get_logger,
-    redact,
     reset_logging,
 )
 
@@ -218,7 +217,10 @@ def test_sensitive_values_are_redacted_at_any_depth(capsys: pytest.CaptureFixtur
     ]
 
 
-def test_redact_matches_key_parts_case_insensitively_and_keeps_shapes() -> None:
+def test_redaction_matches_key_parts_case_insensitively_and_never_takes_a_value_for_a_key(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(service="gateway", fmt="json")
     value = {
         "X-API-Key": "k",
         "Set-Cookie": "session=s",
@@ -228,15 +230,18 @@ def test_redact_matches_key_parts_case_insensitively_and_keeps_shapes() -> None:
         "username": "ann",
     }
 
-    assert redact(value) == {
+    get_logger("mercato.gateway").info("checked", value=value, note="password")
+
+    [line] = json_lines(capsys.readouterr().err)
+    assert line["value"] == {
         "X-API-Key": REDACTED,
         "Set-Cookie": REDACTED,
         "db_credentials": REDACTED,
-        "items": [("authorization", REDACTED), ("accept", "json"), 3],
-        "nested": ({"clientSecret": REDACTED},),
+        "items": [["authorization", REDACTED], ["accept", "json"], 3],
+        "nested": [{"clientSecret": REDACTED}],
         "username": "ann",
     }
-    assert redact("password") == "password"
+    assert line["note"] == "password"
 
 
 @pytest.mark.parametrize("fmt", ["json", "console"])

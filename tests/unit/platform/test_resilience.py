@@ -135,7 +135,8 @@ def test_a_permit_resolves_once() -> None:
 def test_listeners_see_every_transition() -> None:
     clock = FakeClock()
     seen: list[tuple[str, str]] = []
-    breaker = make(clock, on_state_change=lambda b, old, new: seen.append((old, new)))
+    breaker = make(clock)
+    breaker.add_listener(lambda b, old, new: seen.append((old, new)))
     other: list[str] = []
     breaker.add_listener(lambda b, old, new: other.append(b.name))
     trip(breaker)

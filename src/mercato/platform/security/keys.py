@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -167,7 +167,3 @@ def parse_public_keys(text: str) -> list[dict[str, Any]]:
     if not jwks:
         raise KeyConfigError("no public key found")
     return jwks
-
-
-def jwks_of(keys: Iterable[SigningKey]) -> list[dict[str, Any]]:
-    return [key.public_jwk() for key in keys]
