@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from mercato.messaging import publish
+from mercato.messaging import Outbox
 from support.messaging import eventually
 from support.messaging_apps import (
     Behaviour,
@@ -37,7 +37,7 @@ async def test_an_event_committed_after_a_later_one_is_still_sent(postgres_url: 
     async with running(consumer, producer):
         database = producer.state.context.db
         async with database.unit_of_work() as slow:
-            await publish(slow, ThingHappened(n=1), key="1")  # takes the lower seq
+            await Outbox("orders").publish(slow, ThingHappened(n=1), key="1")  # the lower seq
             await publish_things(database, [2])  # a later seq, committed first
 
             async def second_handled() -> bool:

@@ -40,7 +40,7 @@ async def test_with_the_cache_down_one_product_and_its_304_are_served_from_the_d
     async with running_products(redis_url=dead_redis) as products:
         async with products.context.db.unit_of_work() as uow:  # written behind the cache
             body = ProductCreate(sku="DB", name="From the database", price="2.50")
-            row = await create_product(uow, CatalogueCache(enabled=False), body)
+            row = await create_product(uow, products.outbox, CatalogueCache(enabled=False), body)
             await uow.commit()
         one = await products.client.get(f"/products/{row.id}")
         assert one.status_code == 200

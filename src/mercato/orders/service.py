@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import structlog
 
-from mercato.messaging import Envelope, Handlers, publish
+from mercato.messaging import Envelope, Handlers, Outbox
 from mercato.orders.contracts import (
     OrderCancelled,
     OrderConfirmed,
@@ -200,12 +200,14 @@ class OrdersService:
         self,
         database: Database,
         catalogue: Catalogue,
+        outbox: Outbox,
         *,
         policy: IdempotencyPolicy | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self.database = database
         self.catalogue = catalogue
+        self.outbox = outbox
         self.policy = policy or IdempotencyPolicy()
         self.clock = clock
         #: Key rows whose request ended here but whose release failed (the database was
@@ -348,7 +350,7 @@ class OrdersService:
                 total=priced.total,
                 currency=priced.currency,
             )
-            await publish(uow, event, key=order.id)
+            await self.outbox.publish(uow, event, key=order.id)
             if key_row is not None:
                 keys = IdempotencyRepository(uow.session)
                 await keys.complete(key_row, status=201, body=answer.body, order_id=order.id)
@@ -398,7 +400,7 @@ class OrdersService:
                 user_id=row.user_id,
                 items=[OrderLine(product_id=x.product_id, quantity=x.quantity) for x in row.lines],
             )
-            await publish(uow, event, key=row.id)
+            await self.outbox.publish(uow, event, key=row.id)
             result = order_out(row, status=OrderStatus.CANCELLED, updated_at=now)
             await uow.commit()
         log.info("order cancelled", order_id=order_id, by=principal.user_id)
@@ -424,27 +426,44 @@ def _may_see(principal: Principal, row: OrderRow) -> bool:
 
 # --- the saga ---------------------------------------------------------------------------
 
-#: The orders service's consumer group: the replies of products to ``order.placed``.
-saga_handlers = Handlers("orders")
+
+def saga_handlers(outbox: Outbox) -> Handlers:
+    """The orders service's consumer group: the replies of products to ``order.placed``,
+    announcing the outcome through ``outbox``."""
+    handlers = Handlers("orders")
+
+    @handlers.on(StockReserved)
+    async def on_stock_reserved(event: Envelope[StockReserved], uow: UnitOfWork) -> None:
+        await confirm_order(event, uow, outbox)
+
+    @handlers.on(StockRejected)
+    async def on_stock_rejected(event: Envelope[StockRejected], uow: UnitOfWork) -> None:
+        await reject_order(event, uow, outbox)
+
+    return handlers
 
 
-@saga_handlers.on(StockReserved)
-async def confirm_order(event: Envelope[StockReserved], uow: UnitOfWork) -> None:
+async def confirm_order(event: Envelope[StockReserved], uow: UnitOfWork, outbox: Outbox) -> None:
     """``stock.reserved``: a pending order becomes ``confirmed`` (``order.confirmed``)."""
-    await _settle(uow, event.data.order_id, OrderStatus.CONFIRMED, event_id=event.id)
+    await _settle(uow, outbox, event.data.order_id, OrderStatus.CONFIRMED, event_id=event.id)
 
 
-@saga_handlers.on(StockRejected)
-async def reject_order(event: Envelope[StockRejected], uow: UnitOfWork) -> None:
+async def reject_order(event: Envelope[StockRejected], uow: UnitOfWork, outbox: Outbox) -> None:
     """``stock.rejected``: a pending order becomes ``rejected`` with the reason
     (``order.rejected``)."""
     await _settle(
-        uow, event.data.order_id, OrderStatus.REJECTED, event_id=event.id, reason=event.data.reason
+        uow,
+        outbox,
+        event.data.order_id,
+        OrderStatus.REJECTED,
+        event_id=event.id,
+        reason=event.data.reason,
     )
 
 
 async def _settle(
     uow: UnitOfWork,
+    outbox: Outbox,
     order_id: str,
     to: OrderStatus,
     *,
@@ -468,7 +487,7 @@ async def _settle(
         )
         return
     if to is OrderStatus.CONFIRMED:
-        await publish(
+        await outbox.publish(
             uow,
             OrderConfirmed(
                 order_id=order_id, user_id=row.user_id, total=row.total, currency=row.currency
@@ -476,7 +495,7 @@ async def _settle(
             key=order_id,
         )
     else:
-        await publish(
+        await outbox.publish(
             uow,
             OrderRejected(order_id=order_id, user_id=row.user_id, reason=reason or "rejected"),
             key=order_id,

@@ -13,7 +13,12 @@ from mercato.platform.schemas import NUL_FREE
 from mercato.platform.security.dependencies import AdminUser
 from mercato.products import service
 from mercato.products.caching import Representation
-from mercato.products.dependencies import Catalogue, WriteUnitOfWork, read_dependencies
+from mercato.products.dependencies import (
+    Catalogue,
+    ProductsOutbox,
+    WriteUnitOfWork,
+    read_dependencies,
+)
 from mercato.products.domain import MAX_PRICE, ProductSort
 from mercato.products.repository import ProductFilter
 from mercato.products.schemas import (
@@ -145,10 +150,11 @@ async def create_product(
     _admin: AdminUser,
     body: ProductCreate,
     uow: WriteUnitOfWork,
+    outbox: ProductsOutbox,
     catalogue: Catalogue,
     response: Response,
 ) -> ProductOut:
-    row = await service.create_product(uow, catalogue, body)
+    row = await service.create_product(uow, outbox, catalogue, body)
     await uow.commit()
     response.headers["Location"] = public_url(f"/products/{row.id}")
     return service.product_out(row)
@@ -165,9 +171,10 @@ async def update_product(
     _admin: AdminUser,
     body: ProductUpdate,
     uow: WriteUnitOfWork,
+    outbox: ProductsOutbox,
     catalogue: Catalogue,
 ) -> ProductOut:
-    row = await service.update_product(uow, catalogue, product_id, body)
+    row = await service.update_product(uow, outbox, catalogue, product_id, body)
     await uow.commit()
     return service.product_out(row)
 
@@ -179,8 +186,12 @@ async def update_product(
     responses={**ADMIN_ONLY, 404: PROBLEM},
 )
 async def delete_product(
-    product_id: str, _admin: AdminUser, uow: WriteUnitOfWork, catalogue: Catalogue
+    product_id: str,
+    _admin: AdminUser,
+    uow: WriteUnitOfWork,
+    outbox: ProductsOutbox,
+    catalogue: Catalogue,
 ) -> Response:
-    await service.delete_product(uow, catalogue, product_id)
+    await service.delete_product(uow, outbox, catalogue, product_id)
     await uow.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -10,7 +10,15 @@ import structlog
 from fastapi import FastAPI
 from prometheus_client import Counter
 
-from mercato.messaging import MESSAGING_MIGRATIONS, Broadcast, messaging_hook
+from mercato.messaging import (
+    MESSAGING_MIGRATIONS,
+    Broadcast,
+    ConsumerGroups,
+    Outbox,
+    SharedMessaging,
+    messaging_hook,
+)
+from mercato.orders.contracts import OrderCancelled, OrderPlaced
 from mercato.platform.app import LifespanHook, ServiceContext, create_service_app, open_database
 from mercato.platform.cache import MemoryCache, create_cache
 from mercato.platform.migrations import MigrationHistory, upgrade
@@ -25,6 +33,10 @@ from mercato.products.service import catalogue_is_empty, seed_catalogue, stock_h
 log = structlog.stdlib.get_logger("mercato.products")
 
 MIGRATIONS = [MigrationHistory("mercato.products:migrations"), MESSAGING_MIGRATIONS]
+#: The events the products service consumes (``stock_handlers``): its half of the saga.
+CONSUMER_GROUPS: ConsumerGroups = {
+    "products": (OrderPlaced.event_type, OrderCancelled.event_type),
+}
 
 #: How long a shutdown waits for a connection attempt to Redis in progress (its connect
 #: timeout is 2 s) before cancelling it.
@@ -66,7 +78,7 @@ async def listen_for_invalidations(
         return
 
 
-def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
+def catalogue_hook(catalogue: CatalogueCache, outbox: Outbox) -> LifespanHook:
     """Bind the read cache's layers and the invalidation broadcast; seed an empty
     catalogue if asked to."""
 
@@ -117,7 +129,7 @@ def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
                 await listening  # in process: immediate
             if should_seed(settings) and await catalogue_is_empty(context.db):
                 async with context.db.unit_of_work() as uow:
-                    added = await seed_catalogue(uow, catalogue, demo_catalogue())
+                    added = await seed_catalogue(uow, outbox, catalogue, demo_catalogue())
                     await uow.commit()
                 log.info("seeded the demo catalogue", products=added)
             yield
@@ -136,8 +148,12 @@ def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
     return start
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, shared: SharedMessaging | None = None
+) -> FastAPI:
+    """The products service; ``shared``: what it shares with the deployment's others."""
     settings = settings or load_settings()
+    outbox = Outbox("products")
     catalogue = CatalogueCache(
         enabled=settings.products_cache_enabled,
         ttl=settings.products_cache_ttl,
@@ -150,9 +166,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="The product catalogue and its stock.",
         routers=[router],
         migrations=MIGRATIONS,
-        hooks=[catalogue_hook(catalogue), messaging_hook(stock_handlers(catalogue))],
+        hooks=[
+            catalogue_hook(catalogue, outbox),
+            messaging_hook(
+                outbox,
+                stock_handlers(outbox, catalogue),
+                shared or SharedMessaging(CONSUMER_GROUPS),
+            ),
+        ],
     )
     app.state.catalogue = catalogue
+    app.state.outbox = outbox
     return app
 
 
@@ -175,7 +199,8 @@ async def seed_demo(settings: Settings) -> tuple[int, int]:
     try:
         await upgrade(database, MIGRATIONS)
         async with database.unit_of_work() as uow:
-            added = await seed_catalogue(uow, catalogue, demo_catalogue())
+            # The events wait in the outbox for the products service's relay.
+            added = await seed_catalogue(uow, Outbox("products"), catalogue, demo_catalogue())
             await uow.commit()
         async with database.unit_of_work(read_only=True) as uow:
             total = await ProductRepository(uow.session).count_all()

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from mercato.messaging import Outbox
 from mercato.platform.app import Context, ServiceContext
 from mercato.platform.db import UnitOfWork
 from mercato.products.caching import CatalogueCache
@@ -18,6 +19,12 @@ from mercato.products.caching import CatalogueCache
 async def get_catalogue(request: Request) -> CatalogueCache:
     catalogue: CatalogueCache = request.app.state.catalogue
     return catalogue
+
+
+async def get_outbox(request: Request) -> Outbox:
+    """The products service's outbox, built in its composition root (``app.py``)."""
+    outbox: Outbox = request.app.state.outbox
+    return outbox
 
 
 def read_dependencies(request: Request) -> tuple[ServiceContext, CatalogueCache]:
@@ -38,4 +45,5 @@ async def write_unit_of_work(context: Context) -> AsyncIterator[UnitOfWork]:
 
 
 Catalogue = Annotated[CatalogueCache, Depends(get_catalogue)]
+ProductsOutbox = Annotated[Outbox, Depends(get_outbox)]
 WriteUnitOfWork = Annotated[UnitOfWork, Depends(write_unit_of_work)]

@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select
 
-from mercato.messaging import MESSAGING_MIGRATIONS, Envelope, Handlers, OutboxRelay
+from mercato.messaging import (
+    MESSAGING_MIGRATIONS,
+    Envelope,
+    Handlers,
+    OutboxRelay,
+    in_process_broker,
+)
 from mercato.messaging.brokers import Broker, OutgoingMessage, Subscription, create_broker
 from mercato.messaging.brokers.memory import MemoryBroker
 from mercato.messaging.consumer import backoff
@@ -20,6 +26,7 @@ from mercato.messaging.envelope import MalformedMessage, parse_raw, typed
 from mercato.messaging.tables import inbox, outbox
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.migrations import upgrade
+from mercato.platform.settings import load_settings
 from support.messaging_apps import FollowUp, ThingHappened, publish_things
 
 pytestmark = pytest.mark.anyio
@@ -90,11 +97,19 @@ def test_handlers_declare_their_event_types_and_refuse_a_clash() -> None:
 
 async def test_the_broker_follows_the_url() -> None:
     assert isinstance(create_broker(None), MemoryBroker)
-    assert create_broker(None) is create_broker(None)  # one per event loop
+    assert create_broker(None) is not create_broker(None)  # who runs the services shares one
     assert create_broker("amqp://guest:guest@localhost/").name == "rabbitmq"
     assert create_broker("kafka://localhost:9092").name == "kafka"
     with pytest.raises(ValueError, match="not supported"):
         create_broker("nats://localhost")
+
+
+def test_only_the_memory_backend_has_a_broker_the_services_of_a_process_share() -> None:
+    memory = load_settings(env_file=None, environment="testing")
+    rabbit = load_settings(env_file=None, environment="testing", broker_url="amqp://h/")
+
+    assert isinstance(in_process_broker(memory), MemoryBroker)
+    assert in_process_broker(rabbit) is None
 
 
 async def test_prune_drops_old_sent_rows_and_old_inbox_rows_only() -> None:

@@ -28,7 +28,7 @@ def create_broker(
     if not url or url.startswith("memory:"):
         from mercato.messaging.brokers.memory import MemoryBroker
 
-        return MemoryBroker.for_running_loop(startup_grace)
+        return MemoryBroker(startup_grace)
     if url.startswith(("amqp://", "amqps://")):
         from mercato.messaging.brokers.rabbitmq import RabbitBroker
 
