@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 
-from mercato.messaging.brokers import Broker, create_broker
+from mercato.messaging.brokers import Broker, create_broker, in_process
 from mercato.messaging.consumer import PAUSE_BACKOFF_MAX, Consumer, Handlers, backoff
 from mercato.messaging.metrics import MessagingMetrics
 from mercato.messaging.outbox import Outbox, OutboxRelay
@@ -68,9 +68,7 @@ def in_process_broker(settings: Settings) -> Broker | None:
     """The broker the services of one process share when ``BROKER_URL`` names no server
     (the memory broker: build it once, pass it to each); None when each service connects
     to the broker server on its own."""
-    if settings.broker_url and not settings.broker_url.startswith("memory:"):
-        return None
-    return broker_for(settings)
+    return broker_for(settings) if in_process(settings.broker_url) else None
 
 
 @dataclass(frozen=True)
