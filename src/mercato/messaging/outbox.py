@@ -1,5 +1,5 @@
-"""The transactional outbox: ``publish()`` adds a row to the caller's transaction, and the
-:class:`OutboxRelay` sends committed rows to the broker, in order of creation.
+"""The transactional outbox: :meth:`Outbox.publish` adds a row to the caller's transaction,
+and the :class:`OutboxRelay` sends committed rows to the broker, in order of creation.
 
 The relay is woken right after a commit that published something, and polls as a safety
 net. It marks a row sent only after the broker confirmed it (memory: once every consumer

@@ -16,6 +16,7 @@ from mercato.messaging import (
     MESSAGING_MIGRATIONS,
     Envelope,
     Handlers,
+    Outbox,
     OutboxRelay,
     in_process_broker,
 )
@@ -176,3 +177,28 @@ class RecordingBroker(Broker):
 
     async def ping(self) -> None:
         return None
+
+
+async def test_an_outbox_names_its_service_and_wakes_its_relay_once_committed() -> None:
+    database = Database("sqlite+aiosqlite:///:memory:")
+    await upgrade(database, [MESSAGING_MIGRATIONS])
+    publisher = Outbox("orders")
+    relay = OutboxRelay(database, MemoryBroker(), service="orders")
+    publisher.relay = relay
+    try:
+        async with database.unit_of_work() as uow:
+            envelope = await publisher.publish(uow, ThingHappened(n=1), key="1")
+            assert not relay._wake.is_set()  # nothing to send before the commit
+            await uow.commit()
+        assert relay._wake.is_set()
+        assert envelope.source == "orders"
+
+        relay._wake.clear()
+        async with database.unit_of_work() as uow:  # left without commit: rolled back
+            await publisher.publish(uow, ThingHappened(n=2), key="2")
+        assert not relay._wake.is_set()
+        async with database.unit_of_work(read_only=True) as uow:
+            rows = (await uow.session.execute(select(outbox.c.payload))).all()
+        assert [json.loads(row.payload)["data"]["n"] for row in rows] == [1]
+    finally:
+        await database.dispose()
