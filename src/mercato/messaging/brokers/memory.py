@@ -12,7 +12,7 @@ what they had already handled (inbox).
 
 Services of one process start concurrently, so a relay may publish before another
 service's consumer subscribed. During the *startup grace* (``MESSAGING_STARTUP_GRACE``
-seconds after the broker was first used) every published message is also kept aside and
+seconds from the first publish) every published message is also kept aside and
 handed to each group that subscribes later in that window, as a durable queue would have
 kept it; it settles only once the window closed and every group that got it handled it.
 """
@@ -88,8 +88,9 @@ class MemoryBroker(Broker):
         self.groups: dict[str, _Group] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self.startup_grace = startup_grace
-        #: The loop and the end of the startup grace, set when the broker is first used
-        #: (it may be created before the event loop runs, as ``mercato worker`` does).
+        #: The loop and the end of the startup grace, set when the first message is
+        #: published (the broker may be created before the event loop runs, as
+        #: ``mercato worker`` does).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._grace_until = 0.0
         self._parked: list[tuple[OutgoingMessage, _Tracker, set[str]]] = []
@@ -133,7 +134,6 @@ class MemoryBroker(Broker):
         *,
         prefetch: int,
     ) -> Subscription:
-        self._first_use()
         state = self.groups.get(group)
         if state is None:
             state = self.groups[group] = _Group(group)
