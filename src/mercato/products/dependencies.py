@@ -21,12 +21,6 @@ async def get_catalogue(request: Request) -> CatalogueCache:
     return catalogue
 
 
-async def get_outbox(request: Request) -> Outbox:
-    """The products service's outbox, built in its composition root (``app.py``)."""
-    outbox: Outbox = request.app.state.outbox
-    return outbox
-
-
 def read_dependencies(request: Request) -> tuple[ServiceContext, CatalogueCache]:
     """The context and the catalogue cache, for the two read routes.
 
@@ -42,6 +36,12 @@ async def write_unit_of_work(context: Context) -> AsyncIterator[UnitOfWork]:
     """A unit of work the route commits; left without commit, it rolls back."""
     async with context.db.unit_of_work() as uow:
         yield uow
+
+
+async def get_outbox(request: Request) -> Outbox:
+    """The products service's outbox, built in its composition root (``app.py``)."""
+    outbox: Outbox = request.app.state.outbox
+    return outbox
 
 
 Catalogue = Annotated[CatalogueCache, Depends(get_catalogue)]
