@@ -35,8 +35,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fastapi import FastAPI  # noqa: E402
 
-from mercato.messaging import MESSAGING_MIGRATIONS, Envelope, Handlers, publish  # noqa: E402
-from mercato.messaging.runtime import messaging_hook  # noqa: E402
+from mercato.messaging import (  # noqa: E402
+    MESSAGING_MIGRATIONS,
+    Broker,
+    Envelope,
+    Handlers,
+    Outbox,
+    SharedMessaging,
+    in_process_broker,
+    messaging_hook,
+)
 from mercato.platform.app import create_service_app  # noqa: E402
 from mercato.platform.db import UnitOfWork  # noqa: E402
 from mercato.platform.logging import configure_logging  # noqa: E402
@@ -65,7 +73,7 @@ class Recorder:
         self.done.clear()
 
 
-def consumer_app(settings: Settings, recorder: Recorder) -> FastAPI:
+def consumer_app(settings: Settings, recorder: Recorder, broker: Broker | None) -> FastAPI:
     handlers = Handlers("products")
 
     @handlers.on(ThingHappened)
@@ -80,27 +88,27 @@ def consumer_app(settings: Settings, recorder: Recorder) -> FastAPI:
         "products",
         title="bench consumer",
         migrations=[MESSAGING_MIGRATIONS],
-        hooks=[messaging_hook(handlers)],
+        hooks=[messaging_hook(Outbox("products"), handlers, SharedMessaging(broker=broker))],
     )
 
 
-def producer_app(settings: Settings) -> FastAPI:
+def producer_app(settings: Settings, broker: Broker | None) -> FastAPI:
     return create_service_app(
         settings,
         "orders",
         title="bench producer",
         migrations=[MESSAGING_MIGRATIONS],
-        hooks=[messaging_hook()],
+        hooks=[messaging_hook(Outbox("orders"), shared=SharedMessaging(broker=broker))],
     )
 
 
 async def commit_events(app: FastAPI, total: int, per_tx: int, gap: float = 0.0) -> None:
-    database = app.state.context.db
+    database, outbox = app.state.context.db, app.state.messaging.outbox
     n = 0
     while n < total:
         async with database.unit_of_work() as uow:
             for _ in range(min(per_tx, total - n)):
-                await publish(uow, ThingHappened(n=n), key=str(n))
+                await outbox.publish(uow, ThingHappened(n=n), key=str(n))
                 n += 1
             await uow.commit()
         if gap:
@@ -114,7 +122,8 @@ def percentile(values: list[float], q: float) -> float:
 
 async def scenario(name: str, settings: Settings) -> dict[str, Any]:
     recorder = Recorder()
-    producer, consumer = producer_app(settings), consumer_app(settings, recorder)
+    broker = in_process_broker(settings)  # memory: the two apps share it
+    producer, consumer = producer_app(settings, broker), consumer_app(settings, recorder, broker)
     rates: list[float] = []
     async with AsyncExitStack() as stack:
         for app in (consumer, producer):

@@ -237,20 +237,23 @@ def worker(
         return
     import uvicorn
 
+    from mercato.messaging import SharedMessaging
     from mercato.orders.app import create_worker_app
-    from mercato.serving import uvicorn_config
+    from mercato.serving import consumer_groups, uvicorn_config
 
     settings = _settings(config, services=["orders"])
     _configure_logging(settings, "worker")
     _wait_for_dependencies(settings, ["orders"])
     _announce_worker(settings, {"notifications": ["notifications"]})
     typer.echo(f"  health, readiness and metrics on http://{settings.host}:{port}")
-    uvicorn.Server(uvicorn_config(create_worker_app(settings), settings, port)).run()
+    app = create_worker_app(settings, shared=SharedMessaging(consumer_groups()))
+    uvicorn.Server(uvicorn_config(app, settings, port)).run()
 
 
 def _event_worker(config: Path | None, names: list[str]) -> None:
+    from mercato.messaging import in_process_broker
     from mercato.messaging.worker import run_headless
-    from mercato.serving import app_factory, run_event_loop
+    from mercato.serving import build_app, run_event_loop
 
     services = list(BACKEND_SERVICES) if "all" in names else [_service(name) for name in names]
     if "gateway" in services:
@@ -259,15 +262,16 @@ def _event_worker(config: Path | None, names: list[str]) -> None:
     _configure_logging(settings, "worker")
     _wait_for_dependencies(settings, services)
     _announce_worker(settings, {name: _consumer_groups(settings, name) for name in services})
-    apps = [app_factory(name)(settings) for name in services]
+    broker = in_process_broker(settings)  # memory: the services of this worker share it
+    apps = [build_app(name, settings, broker=broker) for name in services]
     run_event_loop(run_headless(apps))
 
 
 def _consumer_groups(settings: Settings, service: ServiceName) -> list[str]:
     """The consumer groups a service's event worker runs."""
-    from mercato.messaging.topology import CONSUMER_GROUPS
+    from mercato.serving import consumer_groups
 
-    groups: list[str] = [service] if service in CONSUMER_GROUPS else []
+    groups: list[str] = [service] if service in consumer_groups() else []
     if service == "orders" and settings.notifications_in_process:
         groups.append("notifications")
     return groups
@@ -275,8 +279,9 @@ def _consumer_groups(settings: Settings, service: ServiceName) -> list[str]:
 
 def _announce_worker(settings: Settings, groups_by_service: dict[str, list[str]]) -> None:
     """Say what the worker consumes and from where; warn when nothing can reach it."""
-    from mercato.messaging.topology import CONSUMER_GROUPS
+    from mercato.serving import consumer_groups
 
+    known = consumer_groups()
     broker = settings.broker_url
     source = (
         "the in-memory broker of this process"
@@ -285,9 +290,7 @@ def _announce_worker(settings: Settings, groups_by_service: dict[str, list[str]]
     )
     typer.echo(f"Event worker on {source}:")
     for name, groups in groups_by_service.items():
-        consumed = [f"{group} ({', '.join(CONSUMER_GROUPS[group])})" for group in groups] or [
-            "nothing"
-        ]
+        consumed = [f"{group} ({', '.join(known[group])})" for group in groups] or ["nothing"]
         relay = "; relays its outbox" if name in BACKEND_SERVICES else ""
         typer.echo(f"  {name}: consumes {'; '.join(consumed)}{relay}")
     if not broker or broker.startswith("memory:"):

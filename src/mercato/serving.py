@@ -13,7 +13,7 @@ import socket
 import sys
 from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import uvicorn
@@ -26,6 +26,9 @@ from mercato.platform.net import connecting_addresses
 from mercato.platform.shutdown import bounded, time_left, wait_ended
 from mercato.settings import BACKEND_SERVICES, SERVICES, ServiceName, Settings
 
+if TYPE_CHECKING:  # imported where used: messaging imports prometheus_client (see below)
+    from mercato.messaging import Broker
+
 log = structlog.stdlib.get_logger("mercato.serving")
 
 AppFactory = Callable[[Settings], FastAPI]
@@ -35,8 +38,33 @@ def app_module(service: ServiceName) -> Any:
     return importlib.import_module(f"mercato.{service}.app")
 
 
+def consumer_groups() -> dict[str, tuple[str, ...]]:
+    """Every consumer group the services declare (``CONSUMER_GROUPS`` of each ``app.py``):
+    each service's broker connection declares them all before it publishes anything."""
+    from mercato.messaging import join_groups
+
+    return join_groups(getattr(app_module(s), "CONSUMER_GROUPS", {}) for s in BACKEND_SERVICES)
+
+
+def build_app(service: ServiceName, settings: Settings, *, broker: Broker | None = None) -> FastAPI:
+    """The app of ``service``, wired to the deployment's consumer groups; ``broker`` is the
+    one the services of this process share (memory), else each connects on its own."""
+    from mercato.messaging import SharedMessaging
+
+    create_app = app_module(service).create_app
+    if service == "gateway":  # it has no messaging
+        gateway: FastAPI = create_app(settings)
+        return gateway
+    app: FastAPI = create_app(settings, shared=SharedMessaging(consumer_groups(), broker))
+    return app
+
+
 def app_factory(service: ServiceName) -> AppFactory:
-    factory: AppFactory = app_module(service).create_app
+    """Build the app of ``service`` from settings alone (one service per process)."""
+
+    def factory(settings: Settings) -> FastAPI:
+        return build_app(service, settings)
+
     return factory
 
 
@@ -150,10 +178,15 @@ async def run_all(settings: Settings, *, on_ready: Callable[[], None] | None = N
     settings = settings.model_copy(
         update={"internal_proxies": [*settings.internal_proxies, *gateway]}
     )
+    from mercato.messaging import in_process_broker
+
+    broker = in_process_broker(settings)  # memory: one for the five, or they would not meet
     servers = {
         service: EmbeddedServer(
             uvicorn_config(
-                app_factory(service)(settings), settings, settings.service_port(service)
+                build_app(service, settings, broker=broker),
+                settings,
+                settings.service_port(service),
             ),
             service,
         )

@@ -314,12 +314,12 @@ def dlq_list(database_url: str) -> list[dict[str, Any]]:
 
 async def broker_dead_letters(url: str, exchange: str) -> dict[str, int]:
     """Messages in the RabbitMQ dead-letter queue of each consumer group."""
-    from mercato.messaging.topology import CONSUMER_GROUPS
+    from mercato.serving import consumer_groups
 
     found: dict[str, int] = {}
     connection = await aio_pika.connect(url)
     try:
-        for group in CONSUMER_GROUPS:
+        for group in consumer_groups():
             channel = await connection.channel()
             try:
                 queue = await channel.declare_queue(f"{exchange}.{group}.dlq", passive=True)

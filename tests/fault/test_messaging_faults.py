@@ -32,6 +32,7 @@ import httpx
 import pytest
 from sqlalchemy import insert
 
+from mercato.messaging import in_process_broker
 from mercato.messaging.brokers.kafka import _KafkaDelivery
 from mercato.messaging.brokers.memory import _MemoryDelivery
 from mercato.messaging.brokers.rabbitmq import _RabbitDelivery
@@ -134,8 +135,12 @@ async def test_1_broker_killed_while_500_events_are_produced(
         orders_database_url=f"sqlite+aiosqlite:///{tmp_path}/orders.db",
         products_database_url=f"sqlite+aiosqlite:///{tmp_path}/products.db",
     )
+    broker = in_process_broker(settings)  # memory: the apps share it
     behaviour = Behaviour()
-    producer, consumer = producer_app(settings), consumer_app(settings, behaviour)
+    producer, consumer = (
+        producer_app(settings, broker=broker),
+        consumer_app(settings, behaviour, broker=broker),
+    )
     async with running(consumer, producer):
         db = producer.state.context.db
 
@@ -178,6 +183,7 @@ async def test_2_crash_after_commit_before_ack_is_skipped_by_the_inbox(
     backend: str, settings_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = settings_for()
+    broker = in_process_broker(settings)  # memory: the apps share it
     behaviour = Behaviour()
     delivery_class = {
         "memory": _MemoryDelivery,
@@ -194,14 +200,14 @@ async def test_2_crash_after_commit_before_ack_is_skipped_by_the_inbox(
         await original_ack(self)
 
     monkeypatch.setattr(delivery_class, "ack", crash_before_ack)
-    producer = producer_app(settings)
-    first = consumer_app(settings, behaviour)
+    producer = producer_app(settings, broker=broker)
+    first = consumer_app(settings, behaviour, broker=broker)
     async with running(producer):
         async with running(first):
             await publish_things(producer.state.context.db, range(10))
             await eventually(lambda: len(behaviour.seen) >= 10, within=30)
         # The consumer "restarts": its unacked message is delivered again.
-        second = consumer_app(settings, behaviour)
+        second = consumer_app(settings, behaviour, broker=broker)
         async with running(second):
             await drain(producer, second, within=60)
             db = second.state.context.db
@@ -227,6 +233,7 @@ async def test_3_producer_killed_between_commit_and_publish(
 ) -> None:
     # Memory: the services start together, as under `mercato up` (startup grace on).
     settings = settings_for(messaging_startup_grace=2.0 if backend == "memory" else 0.0)
+    broker = in_process_broker(settings)  # memory: the apps share it
     overrides = {
         "orders_database_url": settings.orders_database_url,
         "products_database_url": settings.products_database_url,
@@ -235,7 +242,7 @@ async def test_3_producer_killed_between_commit_and_publish(
         "messaging_startup_grace": settings.messaging_startup_grace,
     }
     behaviour = Behaviour()
-    consumer = consumer_app(settings, behaviour)
+    consumer = consumer_app(settings, behaviour, broker=broker)
     # RabbitMQ: the consumer's queue exists (and stays) while the producer dies. Memory: the
     # consumer runs inside the dying process, as under `mercato up`.
     async with AsyncExitStack() as stack:
@@ -250,7 +257,7 @@ async def test_3_producer_killed_between_commit_and_publish(
         )
         assert result.returncode == -9, result.stderr.decode()[-2000:]
         assert b"committed 200" in result.stdout
-        producer = producer_app(settings)
+        producer = producer_app(settings, broker=broker)
         await stack.enter_async_context(running(producer))  # before the consumer, on purpose
         left_behind = await unsent_count(producer.state.context.db)
         if backend == "memory":
@@ -277,8 +284,12 @@ async def test_4_poison_messages_go_to_the_dead_letter_queue(
     backend: str, settings_for: Any
 ) -> None:
     settings = settings_for(messaging_max_attempts=3)
+    broker = in_process_broker(settings)  # memory: the apps share it
     behaviour = Behaviour(always_fail={7})
-    producer, consumer = producer_app(settings), consumer_app(settings, behaviour)
+    producer, consumer = (
+        producer_app(settings, broker=broker),
+        consumer_app(settings, behaviour, broker=broker),
+    )
     async with running(consumer, producer):
         db = producer.state.context.db
         async with db.unit_of_work() as uow:  # an invalid payload, then valid events
@@ -317,8 +328,12 @@ async def test_5_a_rolled_back_transaction_publishes_nothing(
     backend: str, settings_for: Any
 ) -> None:
     settings = settings_for()
+    broker = in_process_broker(settings)  # memory: the apps share it
     behaviour = Behaviour()
-    producer, consumer = producer_app(settings), consumer_app(settings, behaviour)
+    producer, consumer = (
+        producer_app(settings, broker=broker),
+        consumer_app(settings, behaviour, broker=broker),
+    )
     async with (
         tap(settings) as routed,
         running(consumer, producer),

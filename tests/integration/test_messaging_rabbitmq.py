@@ -210,14 +210,12 @@ async def test_quorum_queues_carry_events_too(broker_server_url: str) -> None:
 
 
 async def test_an_event_published_before_its_group_ever_connected_is_kept(
-    rabbit_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    rabbit_settings: Settings,
 ) -> None:
     """Like the bootstrap admin's `user.registered`, published before users subscribes:
     the publisher declared every known group's queue, so the event waits there."""
-    monkeypatch.setattr(
-        "mercato.messaging.runtime.CONSUMER_GROUPS", {"products": (ThingHappened.event_type,)}
-    )
-    producer = producer_app(rabbit_settings)
+    groups = {"products": (ThingHappened.event_type,)}
+    producer = producer_app(rabbit_settings, groups=groups)
     async with running(producer):
         await publish_things(producer.state.context.db, range(5))
         await drain(producer, within=20)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mercato.messaging import Envelope
+from mercato.messaging import Envelope, Outbox
 from mercato.orders.saga import confirm_order, reject_order
 from mercato.products.contracts import ReservedLine, StockRejected, StockReserved
 from support.auth import auth_headers
@@ -59,12 +59,16 @@ async def test_concurrent_contradicting_replies_settle_an_order_once_on_postgres
                         order_id=order_id, items=[ReservedLine(product_id="p", quantity=1)]
                     )
                     await confirm_order(
-                        Envelope[StockReserved](type=data.event_type, source="t", data=data), uow
+                        Envelope[StockReserved](type=data.event_type, source="t", data=data),
+                        uow,
+                        Outbox("orders"),
                     )
                 else:
                     data = StockRejected(order_id=order_id, reason="none left")
                     await reject_order(
-                        Envelope[StockRejected](type=data.event_type, source="t", data=data), uow
+                        Envelope[StockRejected](type=data.event_type, source="t", data=data),
+                        uow,
+                        Outbox("orders"),
                     )
                 await uow.commit()
 

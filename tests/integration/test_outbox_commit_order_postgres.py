@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from mercato.messaging import publish
+from mercato.messaging import Outbox, in_process_broker
 from support.messaging_apps import (
     Behaviour,
     ThingHappened,
@@ -31,13 +31,14 @@ async def test_an_event_committed_after_a_later_one_is_still_sent(postgres_url: 
     settings = messaging_settings(
         orders_database_url=postgres_url, products_database_url=postgres_url
     )
+    broker = in_process_broker(settings)  # memory: the apps share it
     behaviour = Behaviour()
-    producer = producer_app(settings)
-    consumer = consumer_app(settings, behaviour)
+    producer = producer_app(settings, broker=broker)
+    consumer = consumer_app(settings, behaviour, broker=broker)
     async with running(consumer, producer):
         database = producer.state.context.db
         async with database.unit_of_work() as slow:
-            await publish(slow, ThingHappened(n=1), key="1")  # takes the lower seq
+            await Outbox("orders").publish(slow, ThingHappened(n=1), key="1")  # the lower seq
             await publish_things(database, [2])  # a later seq, committed first
 
             async def second_handled() -> bool:

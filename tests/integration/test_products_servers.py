@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from mercato.messaging import publish
+from mercato.messaging import Outbox
 from support.messaging import drain
 from support.products import order_cancelled, order_placed, running_products, stock_of
 
@@ -28,8 +28,8 @@ async def test_the_stock_saga_over_rabbitmq_with_a_redis_cache(
         url = f"/products/{product['id']}"
         assert (await products.client.get(url)).json()["stock"] == 4  # now cached in Redis
         async with products.context.db.unit_of_work() as uow:
-            await publish(uow, order_placed("rmq-1", (product["id"], 3)), source="orders")
-            await publish(uow, order_placed("rmq-2", (product["id"], 2)), source="orders")
+            await Outbox("orders").publish(uow, order_placed("rmq-1", (product["id"], 3)))
+            await Outbox("orders").publish(uow, order_placed("rmq-2", (product["id"], 2)))
             await uow.commit()
         await drain(products.app, within=30)
         assert await stock_of(products, product["id"]) in {1, 2}  # one of the two fits
@@ -42,8 +42,8 @@ async def test_the_stock_saga_over_rabbitmq_with_a_redis_cache(
         order_id = reserved["data"]["order_id"]
         quantity = reserved["data"]["items"][0]["quantity"]
         async with products.context.db.unit_of_work() as uow:
-            await publish(
-                uow, order_cancelled(order_id, (product["id"], quantity)), source="orders"
+            await Outbox("orders").publish(
+                uow, order_cancelled(order_id, (product["id"], quantity))
             )
             await uow.commit()
         await drain(products.app, within=30)

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from mercato.cli import app as cli
+from mercato.messaging.brokers.memory import MemoryBroker
 from mercato.messaging.worker import run_headless
 from mercato.platform.app import ServiceContext, create_service_app
 from support.messaging import drain, runtime_of
@@ -33,12 +34,13 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_dead_letters_are_listed_and_replayed_to_their_group_only(tmp_path: Path) -> None:
+    broker = MemoryBroker()
     products_url = f"sqlite+aiosqlite:///{tmp_path}/products.db"
     settings = messaging_settings(products_database_url=products_url, messaging_max_attempts=2)
     products, users = Behaviour(always_fail={4}), Behaviour()
-    producer = producer_app(settings)
-    first = consumer_app(settings, products, service="products")
-    second = consumer_app(settings, users, service="users")
+    producer = producer_app(settings, broker=broker)
+    first = consumer_app(settings, products, service="products", broker=broker)
+    second = consumer_app(settings, users, service="users", broker=broker)
     env = {"ENVIRONMENT": "testing", "PRODUCTS_DATABASE_URL": products_url}
     runner = CliRunner()
     async with running(first, second, producer):
@@ -83,9 +85,10 @@ async def test_dead_letters_are_listed_and_replayed_to_their_group_only(tmp_path
 
 
 async def test_the_headless_worker_consumes_until_stopped() -> None:
+    broker = MemoryBroker()
     behaviour = Behaviour()
-    producer = producer_app(messaging_settings())
-    consumer = consumer_app(messaging_settings(), behaviour)
+    producer = producer_app(messaging_settings(), broker=broker)
+    consumer = consumer_app(messaging_settings(), behaviour, broker=broker)
     stop = asyncio.Event()
     async with running(producer):
         worker = asyncio.create_task(run_headless([consumer], stop))
@@ -114,9 +117,10 @@ async def test_the_headless_worker_stops_even_when_a_service_does_not() -> None:
 
 
 async def test_messaging_metrics_are_exported() -> None:
+    broker = MemoryBroker()
     behaviour = Behaviour(fail_times={2: 1})
-    producer = producer_app(messaging_settings())
-    consumer = consumer_app(messaging_settings(), behaviour)
+    producer = producer_app(messaging_settings(), broker=broker)
+    consumer = consumer_app(messaging_settings(), behaviour, broker=broker)
     async with (
         running(consumer, producer),
         httpx.AsyncClient(transport=httpx.ASGITransport(consumer), base_url="http://t") as http,
@@ -137,9 +141,13 @@ async def test_messaging_metrics_are_exported() -> None:
 
 
 async def test_readyz_says_while_a_consumer_waits_for_a_dependency() -> None:
+    broker = MemoryBroker()
     settings = messaging_settings(messaging_max_attempts=2)
     behaviour = Behaviour(dependency_down=True)
-    producer, consumer = producer_app(settings), consumer_app(settings, behaviour)
+    producer, consumer = (
+        producer_app(settings, broker=broker),
+        consumer_app(settings, behaviour, broker=broker),
+    )
     transport = httpx.ASGITransport(consumer)
     async with (
         running(consumer, producer),

@@ -23,7 +23,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, select
 
 from mercato.auth.contracts import UserRegistered
-from mercato.messaging import Envelope, EventData, publish
+from mercato.messaging import Envelope, EventData, Outbox
 from mercato.orders.app import MIGRATIONS, create_app
 from mercato.orders.contracts import OrderConfirmed, OrderRejected
 from mercato.orders.models import Base, NotificationRow
@@ -47,7 +47,7 @@ pytestmark = pytest.mark.anyio
 async def announce(orders: OrdersHarness, *events: EventData) -> None:
     async with orders.database.unit_of_work() as uow:
         for event in events:
-            await publish(uow, event)
+            await Outbox("orders").publish(uow, event)
         await uow.commit()
     await drain(orders.app)
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from mercato.orders import service as orders_service
 from mercato.orders.repository import IdempotencyRepository
 from support.auth import auth_headers
 from support.orders import OrdersHarness, ProductsStub
@@ -23,7 +22,8 @@ async def test_a_key_the_outage_left_in_flight_is_retaken_by_the_retry_at_once(
     orders: OrdersHarness, products: ProductsStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     body = {"items": [{"product_id": products.add(), "quantity": 1}]}
-    real_publish = orders_service.publish
+    outbox = orders.app.state.orders.outbox
+    real_publish = outbox.publish
 
     async def connection_lost(*args: Any, **kwargs: Any) -> None:
         raise ConnectionResetError("the database closed the connection mid-query")
@@ -32,12 +32,12 @@ async def test_a_key_the_outage_left_in_flight_is_retaken_by_the_retry_at_once(
         raise ConnectionRefusedError("the database is still down")
 
     with monkeypatch.context() as outage:
-        outage.setattr(orders_service, "publish", connection_lost)
+        outage.setattr(outbox, "publish", connection_lost)
         outage.setattr(IdempotencyRepository, "release", still_down)
         cut_off = await orders.client.post("/orders", json=body, headers=KEYED)
     assert cut_off.status_code == 503
     assert await orders.keys() == 1  # left in flight: the release failed too
-    assert orders_service.publish is real_publish
+    assert outbox.publish == real_publish
 
     retry = await orders.client.post("/orders", json=body, headers=KEYED)
     assert retry.status_code == 201, retry.text
@@ -59,7 +59,7 @@ async def test_a_key_another_request_holds_is_still_409(
         raise ConnectionResetError("the database closed the connection mid-query")
 
     with monkeypatch.context() as outage:
-        outage.setattr(orders_service, "publish", connection_lost)
+        outage.setattr(orders.app.state.orders.outbox, "publish", connection_lost)
         outage.setattr(IdempotencyRepository, "release", still_down)
         await orders.client.post("/orders", json=body, headers=KEYED)
     products.delay = 0.5

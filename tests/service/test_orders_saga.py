@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from mercato.messaging import Envelope, publish
+from mercato.messaging import Envelope, Outbox
 from mercato.messaging.tables import outbox
 from mercato.orders.saga import confirm_order, reject_order
 from mercato.products.contracts import ReservedLine, StockRejected, StockReserved
@@ -44,7 +44,7 @@ async def deliver(orders: OrdersHarness, envelope: Envelope[Any]) -> None:
     work, committed after the handler."""
     handler = confirm_order if isinstance(envelope.data, StockReserved) else reject_order
     async with orders.database.unit_of_work() as uow:
-        await handler(envelope, uow)
+        await handler(envelope, uow, Outbox("orders"))
         await uow.commit()
 
 
@@ -54,7 +54,7 @@ async def test_stock_reserved_through_the_broker_confirms_the_order(
     order_id = await place(orders, products)
     data = StockReserved(order_id=order_id, items=[ReservedLine(product_id="p", quantity=2)])
     async with orders.database.unit_of_work() as uow:  # products' reply, as the broker carries it
-        await publish(uow, data, key=order_id)
+        await Outbox("products").publish(uow, data, key=order_id)
         await uow.commit()
     await drain(orders.app)
     assert await orders.status_of(order_id, ALICE) == "confirmed"

@@ -40,7 +40,7 @@ async def test_with_the_cache_down_one_product_and_its_304_are_served_from_the_d
     async with running_products(redis_url=dead_redis) as products:
         body = ProductCreate(sku="DB", name="From the database", price="2.50")
         behind_the_cache = CatalogueCache(enabled=False)
-        row = await create_product(products.context.db, behind_the_cache, body)
+        row = await create_product(products.context.db, products.outbox, behind_the_cache, body)
         one = await products.client.get(f"/products/{row.id}")
         assert one.status_code == 200
         assert one.json()["price"] == "2.50"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mercato.messaging import publish
+from mercato.messaging import Outbox
 from support.messaging import drain
 from support.products import (
     RunningProducts,
@@ -128,13 +128,13 @@ async def test_the_saga_runs_through_the_broker(products: RunningProducts) -> No
     """order.placed and order.cancelled reach the handlers through the (memory) broker."""
     a = await products.create(sku="A", name="a", stock=3)
     async with products.context.db.unit_of_work() as uow:
-        await publish(uow, order_placed("o-9", (a["id"], 2)), key="o-9", source="orders")
+        await Outbox("orders").publish(uow, order_placed("o-9", (a["id"], 2)), key="o-9")
         await uow.commit()
     await drain(products.app)
     assert await stock_of(products, a["id"]) == 1
     assert [e["data"]["order_id"] for e in await products.events("stock.reserved")] == ["o-9"]
     async with products.context.db.unit_of_work() as uow:
-        await publish(uow, order_cancelled("o-9", (a["id"], 2)), key="o-9", source="orders")
+        await Outbox("orders").publish(uow, order_cancelled("o-9", (a["id"], 2)), key="o-9")
         await uow.commit()
     await drain(products.app)
     assert await stock_of(products, a["id"]) == 3

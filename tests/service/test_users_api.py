@@ -12,6 +12,8 @@ import httpx
 import pytest
 
 from mercato.auth.app import create_app as create_auth
+from mercato.messaging import SharedMessaging
+from mercato.messaging.brokers.memory import MemoryBroker
 from mercato.users.app import create_app as create_users
 from support.auth import admin_headers, app_client, auth_headers, bearer
 from support.auth import test_settings as make_settings
@@ -40,8 +42,9 @@ class Apps:
 
 @pytest.fixture
 async def apps() -> AsyncIterator[Apps]:
-    settings = make_settings()
-    auth_app, users_app = create_auth(settings), create_users(settings)
+    settings, broker = make_settings(), MemoryBroker()
+    auth_app = create_auth(settings, shared=SharedMessaging(broker=broker))
+    users_app = create_users(settings, shared=SharedMessaging(broker=broker))
     async with app_client(auth_app) as auth, app_client(users_app) as users:
         yield Apps(auth, users, [auth_app, users_app])
 

@@ -3,6 +3,9 @@
 A *producer* app publishes ``ThingHappened`` from ``POST /things`` (or ``publish_things``);
 a *consumer* app handles it by inserting a row into ``test_effects`` (its side effect), and
 can be told to fail. Both are real ``create_service_app`` apps with ``messaging_hook``.
+On the memory backend, apps that should see each other's events are given one broker
+(``broker=MemoryBroker()``), as ``mercato up`` gives its services; without one, each app
+has a broker of its own (RabbitMQ, Kafka: its own connection).
 """
 
 from __future__ import annotations
@@ -16,8 +19,17 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
-from mercato.messaging import MESSAGING_MIGRATIONS, Envelope, EventData, Handlers, publish
-from mercato.messaging.runtime import messaging_hook
+from mercato.messaging import (
+    MESSAGING_MIGRATIONS,
+    Broker,
+    ConsumerGroups,
+    Envelope,
+    EventData,
+    Handlers,
+    Outbox,
+    SharedMessaging,
+    messaging_hook,
+)
 from mercato.messaging.tables import dead_letters, inbox, outbox
 from mercato.platform.app import ServiceContext, create_service_app
 from mercato.platform.db import Database, UnitOfWork
@@ -84,7 +96,7 @@ def effects_hook() -> Callable[[FastAPI, ServiceContext], Any]:
     return hook
 
 
-def consumer_handlers(behaviour: Behaviour, group: str = "products") -> Handlers:
+def consumer_handlers(behaviour: Behaviour, outbox: Outbox, group: str = "products") -> Handlers:
     handlers = Handlers(group)
 
     @handlers.on(ThingHappened)
@@ -106,19 +118,19 @@ def consumer_handlers(behaviour: Behaviour, group: str = "products") -> Handlers
             insert(effects).values(event_id=event.id, n=n, request_id=event.request_id)
         )
         if behaviour.follow_up:
-            await publish(uow, FollowUp(n=n), key=str(n))
+            await outbox.publish(uow, FollowUp(n=n), key=str(n))
 
     return handlers
 
 
-def producer_router() -> APIRouter:
+def producer_router(outbox: Outbox) -> APIRouter:
     router = APIRouter()
 
     @router.post("/things")
     async def create_thing(request: Request, n: int, rollback: bool = False) -> dict[str, str]:
         database: Database = request.app.state.context.db
         async with database.unit_of_work() as uow:
-            envelope = await publish(uow, ThingHappened(n=n), key=str(n))
+            envelope = await outbox.publish(uow, ThingHappened(n=n), key=str(n))
             if not rollback:
                 await uow.commit()
         return {"id": envelope.id}
@@ -126,35 +138,52 @@ def producer_router() -> APIRouter:
     return router
 
 
-def producer_app(settings: Settings, service: ServiceName = "orders") -> FastAPI:
+def producer_app(
+    settings: Settings,
+    service: ServiceName = "orders",
+    *,
+    broker: Broker | None = None,
+    groups: ConsumerGroups | None = None,
+) -> FastAPI:
+    outbox = Outbox(service)
     return create_service_app(
         settings,
         service,
         title="test producer",
-        routers=[producer_router()],
+        routers=[producer_router(outbox)],
         migrations=[MESSAGING_MIGRATIONS],
-        hooks=[messaging_hook()],
+        hooks=[messaging_hook(outbox, shared=SharedMessaging(groups or {}, broker))],
     )
 
 
 def consumer_app(
-    settings: Settings, behaviour: Behaviour, service: ServiceName = "products"
+    settings: Settings,
+    behaviour: Behaviour,
+    service: ServiceName = "products",
+    *,
+    broker: Broker | None = None,
 ) -> FastAPI:
+    outbox = Outbox(service)
+    handlers = consumer_handlers(behaviour, outbox, service)
     return create_service_app(
         settings,
         service,
         title="test consumer",
-        routers=[producer_router()],
+        routers=[producer_router(outbox)],
         migrations=[MESSAGING_MIGRATIONS],
-        hooks=[effects_hook(), messaging_hook(consumer_handlers(behaviour, service))],
+        hooks=[effects_hook(), messaging_hook(outbox, handlers, SharedMessaging(broker=broker))],
     )
 
 
-async def publish_things(database: Database, numbers: range | list[int]) -> None:
-    """Publish ``ThingHappened(n)`` for each number, one transaction each."""
+async def publish_things(
+    database: Database, numbers: range | list[int], outbox: Outbox | None = None
+) -> None:
+    """Publish ``ThingHappened(n)`` for each number, one transaction each (through the
+    ``outbox`` of a running producer, whose relay a commit wakes, or one of "orders")."""
+    outbox = outbox or Outbox("orders")
     for n in numbers:
         async with database.unit_of_work() as uow:
-            await publish(uow, ThingHappened(n=n), key=str(n), source="orders")
+            await outbox.publish(uow, ThingHappened(n=n), key=str(n))
             await uow.commit()
 
 
@@ -195,9 +224,9 @@ async def delete_rabbit_topology(settings: Settings, groups: list[str]) -> None:
         retry_queue_name,
     )
     from mercato.messaging.runtime import retry_delays
-    from mercato.messaging.topology import CONSUMER_GROUPS
+    from mercato.serving import consumer_groups
 
-    groups = sorted({*groups, *CONSUMER_GROUPS})  # every known group is declared on connect
+    groups = sorted({*groups, *consumer_groups()})  # every known group is declared on connect
     assert settings.broker_url is not None
     exchange = settings.messaging_exchange
     connection = await aio_pika.connect(settings.broker_url)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mercato.messaging import in_process_broker
 from support.messaging_apps import (
     Behaviour,
     consumer_app,
@@ -33,9 +34,10 @@ from support.messaging_apps import (
 
 async def main(overrides: dict[str, object], count: int, with_consumer: bool) -> None:
     settings = messaging_settings(**overrides)
-    apps = [producer_app(settings)]
+    broker = in_process_broker(settings)  # memory: the apps share it
+    apps = [producer_app(settings, broker=broker)]
     if with_consumer:
-        apps.insert(0, consumer_app(settings, Behaviour(delay=0.01)))
+        apps.insert(0, consumer_app(settings, Behaviour(delay=0.01), broker=broker))
     async with AsyncExitStack() as stack:
         for app in apps:
             await stack.enter_async_context(app.router.lifespan_context(app))

@@ -22,6 +22,7 @@ from aiohttp import web
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from mercato.messaging import Broker, SharedMessaging, in_process_broker
 from mercato.orders.app import create_app
 from mercato.orders.models import IdempotencyKeyRow, OrderRow
 from mercato.platform.db import Database
@@ -170,10 +171,12 @@ class OrdersHarness:
 
 @asynccontextmanager
 async def orders_client(
-    tmp_path: Path, products_url: str, **overrides: Any
+    tmp_path: Path, products_url: str, *, broker: Broker | None = None, **overrides: Any
 ) -> AsyncIterator[OrdersHarness]:
+    """The orders app in-process; ``broker`` is the one it shares with other apps of the
+    test (memory), else it has its own."""
     settings = orders_settings(tmp_path, products_url, **overrides)
-    app = create_app(settings)
+    app = create_app(settings, shared=SharedMessaging(broker=broker))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
@@ -225,10 +228,12 @@ async def shop_in_process(
         "data_dir": products_dir,
         **(products_settings or {}),
     }
-    products_app = create_products_app(test_settings(**products_values))
+    settings = test_settings(**products_values)
+    broker = in_process_broker(settings)  # memory: the two apps share it, as under `up`
+    products_app = create_products_app(settings, shared=SharedMessaging(broker=broker))
     async with (
         serve(products_app) as server,
         httpx.AsyncClient(base_url=server.url, timeout=30) as products,
-        orders_client(tmp_path, server.url, **orders_overrides) as orders,
+        orders_client(tmp_path, server.url, broker=broker, **orders_overrides) as orders,
     ):
         yield Shop(orders, products_app, products)

@@ -14,6 +14,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from mercato.messaging import Outbox
 from mercato.messaging.tables import outbox
 from mercato.orders.contracts import OrderCancelled, OrderLine, OrderPlaced
 from mercato.platform.app import ServiceContext
@@ -40,6 +41,11 @@ class RunningProducts:
     def catalogue(self) -> CatalogueCache:
         catalogue: CatalogueCache = self.app.state.catalogue
         return catalogue
+
+    @property
+    def outbox(self) -> Outbox:
+        outbox: Outbox = self.app.state.outbox
+        return outbox
 
     async def create(self, **fields: Any) -> dict[str, Any]:
         """Create a product as admin (defaults for what is not given); return its JSON."""
@@ -100,14 +106,14 @@ def order_cancelled(order_id: str, *lines: tuple[str, int]) -> OrderCancelled:
 async def reserve(products: RunningProducts, order: OrderPlaced) -> bool | None:
     """Run the ``order.placed`` handler in its own transaction, as the consumer does."""
     async with products.context.db.unit_of_work() as uow:
-        outcome = await reserve_stock(uow, products.catalogue, order)
+        outcome = await reserve_stock(uow, products.outbox, products.catalogue, order)
         await uow.commit()
     return outcome
 
 
 async def release(products: RunningProducts, order: OrderCancelled) -> bool:
     async with products.context.db.unit_of_work() as uow:
-        outcome = await release_stock(uow, products.catalogue, order)
+        outcome = await release_stock(uow, products.outbox, products.catalogue, order)
         await uow.commit()
     return outcome
 

@@ -9,8 +9,18 @@ from fastapi import FastAPI
 
 from mercato.auth.api import router
 from mercato.auth.service import Accounts, AuthService
-from mercato.messaging import MESSAGING_MIGRATIONS, messaging_hook
-from mercato.platform.app import ServiceContext, create_service_app, open_database
+from mercato.messaging import (
+    MESSAGING_MIGRATIONS,
+    Outbox,
+    SharedMessaging,
+    messaging_hook,
+)
+from mercato.platform.app import (
+    LifespanHook,
+    ServiceContext,
+    create_service_app,
+    open_database,
+)
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.security.passwords import PasswordHasher
 from mercato.platform.security.ratelimit import RateLimiter
@@ -33,7 +43,9 @@ def password_hasher(settings: Settings) -> PasswordHasher:
     )
 
 
-def build_auth_service(settings: Settings, context: ServiceContext, app: FastAPI) -> AuthService:
+def build_auth_service(
+    settings: Settings, context: ServiceContext, app: FastAPI, outbox: Outbox
+) -> AuthService:
     """The signing keys, hasher and login limiter; the service verifies its own tokens
     against its own keys (no JWKS round trip to itself)."""
     keys = signing_keys(settings)
@@ -48,6 +60,7 @@ def build_auth_service(settings: Settings, context: ServiceContext, app: FastAPI
             prefix=settings.rate_limit_prefix,
             fail_closed=settings.rate_limit_fail_closed,
         ),
+        outbox=outbox,
     )
 
 
@@ -61,27 +74,38 @@ async def create_admin(
     try:
         if settings.auto_migrate:
             await upgrade(database, MIGRATIONS)
-        accounts = Accounts(password_hasher(settings))
+        accounts = Accounts(password_hasher(settings), Outbox("auth"))
         user, created = await accounts.ensure_admin(database, username, password, email=email)
         return user.id, created
     finally:
         await database.dispose()
 
 
-@asynccontextmanager
-async def auth_runtime(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
-    service = build_auth_service(Settings.of(context.settings), context, app)
-    app.state.auth_service = service
-    try:
-        await service.bootstrap_admin(context.db)
-        yield
-    finally:
-        await service.limiter.close()
-        if context.tokens is not None:
-            await context.tokens.close()
+def auth_runtime(outbox: Outbox) -> LifespanHook:
+    """Start-up of the auth service: its use cases (announcing through ``outbox``) and the
+    bootstrap administrator."""
+
+    @asynccontextmanager
+    async def run(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
+        service = build_auth_service(Settings.of(context.settings), context, app, outbox)
+        app.state.auth_service = service
+        try:
+            await service.bootstrap_admin(context.db)
+            yield
+        finally:
+            await service.limiter.close()
+            if context.tokens is not None:
+                await context.tokens.close()
+
+    return run
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, shared: SharedMessaging | None = None
+) -> FastAPI:
+    """The auth service (it consumes nothing); ``shared``: what it shares with the
+    deployment's other services."""
+    outbox = Outbox("auth")
     return create_service_app(
         settings or load_settings(),
         "auth",
@@ -89,5 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Accounts, credentials and tokens.",
         routers=[router],
         migrations=MIGRATIONS,
-        hooks=[messaging_hook(), auth_runtime],
+        hooks=[
+            messaging_hook(outbox, shared=shared),
+            auth_runtime(outbox),
+        ],
     )

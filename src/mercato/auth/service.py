@@ -14,7 +14,7 @@ from mercato.auth.contracts import UserRegistered
 from mercato.auth.models import RefreshFamilyRow, RefreshTokenRow, UserRow
 from mercato.auth.repository import RefreshTokenRepository, UserRepository
 from mercato.auth.schemas import Me, RegisteredUser, RegisterRequest, TokenPair
-from mercato.messaging import publish
+from mercato.messaging import Outbox
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.errors import Conflict, NotFound, Unauthorized
 from mercato.platform.security.passwords import PasswordHasher
@@ -46,10 +46,12 @@ class RefreshRefused:
 
 
 class Accounts:
-    """Creating accounts: needs only the password hasher (the CLI uses it alone)."""
+    """Creating accounts: needs only the password hasher and the outbox that announces
+    them (the CLI uses it alone)."""
 
-    def __init__(self, hasher: PasswordHasher) -> None:
+    def __init__(self, hasher: PasswordHasher, outbox: Outbox) -> None:
         self.hasher = hasher
+        self.outbox = outbox
 
     # --- registration -------------------------------------------------------------------
 
@@ -93,7 +95,7 @@ class Accounts:
             await users.flush()
         except IntegrityError:  # a concurrent registration won the race
             raise Conflict("This username or e-mail address is already registered.") from None
-        await publish(
+        await self.outbox.publish(
             uow,
             UserRegistered(
                 user_id=user.id,
@@ -105,7 +107,6 @@ class Accounts:
                 created_at=now,
             ),
             key=user.id,
-            source="auth",
         )
         return user
 
@@ -147,12 +148,13 @@ class AuthService:
         hasher: PasswordHasher,
         issuer: TokenIssuer,
         limiter: RateLimiter,
+        outbox: Outbox,
     ) -> None:
         self.settings = settings
         self.hasher = hasher
         self.issuer = issuer
         self.limiter = limiter
-        self.accounts = Accounts(hasher)
+        self.accounts = Accounts(hasher, outbox)
 
     async def bootstrap_admin(self, db: Database) -> None:
         """Ensure ``MERCATO_ADMIN_USERNAME`` exists with the admin role, when it is set."""

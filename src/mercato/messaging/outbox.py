@@ -1,5 +1,5 @@
-"""The transactional outbox: ``publish()`` adds a row to the caller's transaction, and the
-:class:`OutboxRelay` sends committed rows to the broker, in order of creation.
+"""The transactional outbox: :meth:`Outbox.publish` adds a row to the caller's transaction,
+and the :class:`OutboxRelay` sends committed rows to the broker, in order of creation.
 
 The relay is woken right after a commit that published something, and polls as a safety
 net. It marks a row sent only after the broker confirmed it (memory: once every consumer
@@ -15,15 +15,14 @@ import contextlib
 import fcntl
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, cast
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mercato.messaging.brokers import Broker, BrokerUnavailable, OutgoingMessage
+from mercato.messaging.brokers import Broker, BrokerUnavailable, OutgoingMessage, Settled
 from mercato.messaging.envelope import Envelope, traceparent_var
 from mercato.messaging.events import EventData
 from mercato.messaging.metrics import MessagingMetrics
@@ -35,39 +34,39 @@ from mercato.platform.shutdown import bounded, pause, time_left, wait_ended
 
 log = get_logger("mercato.messaging.outbox")
 
-#: Running relays and the service name of each database, keyed by the engine's pool (the
-#: same for every session of one ``Database``), so ``publish`` can wake the right relay.
-_relays: dict[object, set[OutboxRelay]] = {}
-_sources: dict[object, str] = {}
 
+class Outbox:
+    """A service's publisher, built in its composition root with the service's name (the
+    envelopes' ``source``) and handed to the use cases that announce events. The service's
+    :class:`OutboxRelay` attaches itself while it runs, so that a commit wakes it at once;
+    without one (a CLI command) the rows wait for the service's next relay."""
 
-def _pool_key(bind: Any) -> object:
-    engine: AsyncEngine = bind
-    return engine.sync_engine.pool
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.relay: OutboxRelay | None = None
 
+    async def publish(
+        self, uow: UnitOfWork, event: EventData, *, key: str | None = None
+    ) -> Envelope[Any]:
+        """Announce ``event`` with the transaction of ``uow``: it is sent after
+        ``uow.commit()`` and never if the transaction rolls back. ``key`` keeps one
+        aggregate's events in order (Kafka partition). Returns the envelope, with
+        ``source`` and ``request_id`` filled."""
+        envelope_type: type[Envelope[Any]] = cast(Any, Envelope)[type(event)]
+        envelope = envelope_type(
+            type=event.event_type,
+            source=self.source,
+            request_id=request_id_var.get(),
+            traceparent=traceparent_var.get(),
+            data=event,
+        )
+        await uow.session.execute(insert(outbox).values(**_row(envelope, key)))
+        uow.after_commit(self._wake_relay)
+        return envelope
 
-async def publish(
-    uow: UnitOfWork,
-    event: EventData,
-    *,
-    key: str | None = None,
-    source: str | None = None,
-) -> Envelope[Any]:
-    """Announce ``event`` with the transaction of ``uow``: it is sent after ``uow.commit()``
-    and never if the transaction rolls back. ``key`` keeps one aggregate's events in order
-    (Kafka partition). Returns the envelope, with ``source`` and ``request_id`` filled."""
-    pool = _pool_key(uow.session.bind)
-    envelope_type: type[Envelope[Any]] = cast(Any, Envelope)[type(event)]
-    envelope = envelope_type(
-        type=event.event_type,
-        source=source or _sources.get(pool, "unknown"),
-        request_id=request_id_var.get(),
-        traceparent=traceparent_var.get(),
-        data=event,
-    )
-    await uow.session.execute(insert(outbox).values(**_row(envelope, key)))
-    uow.after_commit(lambda: wake(pool))
-    return envelope
+    def _wake_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
 
 
 def _row(envelope: Envelope[Any], key: str | None, target: str | None = None) -> dict[str, Any]:
@@ -79,11 +78,6 @@ def _row(envelope: Envelope[Any], key: str | None, target: str | None = None) ->
         "payload": envelope.model_dump_json(),
         "created_at": envelope.occurred_at,
     }
-
-
-def wake(pool: object) -> None:
-    for relay in _relays.get(pool, ()):
-        relay.wake()
 
 
 def _trace_headers(payload: str) -> dict[str, str]:
@@ -154,23 +148,19 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._pool = database.engine.sync_engine.pool
         self._file_lock = _FileLock(database) if database.is_sqlite else None
-        # Memory broker: rows handed to the broker and not yet marked sent (never handed
-        # twice), and those of them every group has settled (to mark sent next pass).
-        # Tracked by seq, not by a high-water mark: on PostgreSQL a transaction holding a
-        # lower seq may commit after one holding a higher seq, and must still be sent.
-        self._in_flight: set[int] = set()
-        self._settled: set[int] = set()
-        self.max_in_flight = 4 * batch_size
+        #: When a row counts as sent: the one place the broker's kind matters to the relay.
+        self.sent_when: _SentWhen = (
+            _SentWhenSettled(self.wake, 4 * batch_size)
+            if broker.settles_on_delivery
+            else _SentWhenConfirmed()
+        )
         self._last_prune = 0.0
         self._last_gauge = 0.0
 
     # --- life cycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        _relays.setdefault(self._pool, set()).add(self)
-        _sources[self._pool] = self.service
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.service}")
 
@@ -178,10 +168,6 @@ class OutboxRelay:
         """Stop the loop, then try once more to send what is committed (graceful shutdown);
         returns within about ``flush_timeout`` seconds whatever the database and broker do."""
         deadline = asyncio.get_running_loop().time() + flush_timeout
-        relays = _relays.get(self._pool, set())
-        relays.discard(self)
-        if not relays:
-            _relays.pop(self._pool, None)
         self._stopping.set()
         self._wake.set()
         if self._task is not None:
@@ -258,7 +244,7 @@ class OutboxRelay:
 
     async def _send_locked(self) -> int:
         """PostgreSQL: lock a batch (skipping rows other relays hold) for the publish."""
-        if self._backed_up():
+        if self.sent_when.backed_up():
             return 0
         async with self.database.unit_of_work() as uow:
             rows = (
@@ -273,15 +259,15 @@ class OutboxRelay:
                 await uow.rollback()
                 await self._record_failure(messages, exc)
                 raise
-            if not self.broker.settles_on_delivery:
-                await self._mark_sent(uow, [m.ref for m in messages])
+            if sent := self.sent_when.published([m.ref for m in messages]):
+                await self._mark_sent(uow, sent)
             await uow.commit()
         self._count(messages)
         return len(messages)
 
     async def _send_serial(self) -> int:
         """SQLite: read, publish, then mark, in short transactions (one relay per file)."""
-        if self._backed_up():
+        if self.sent_when.backed_up():
             return 0
         async with self.database.unit_of_work(read_only=True) as uow:
             rows = (await uow.session.execute(self._pending_query())).all()
@@ -293,9 +279,9 @@ class OutboxRelay:
         except BrokerUnavailable as exc:
             await self._record_failure(messages, exc)
             raise
-        if not self.broker.settles_on_delivery:
+        if sent := self.sent_when.published([m.ref for m in messages]):
             async with self.database.unit_of_work() as uow:
-                await self._mark_sent(uow, [m.ref for m in messages])
+                await self._mark_sent(uow, sent)
                 await uow.commit()
         self._count(messages)
         return len(messages)
@@ -309,14 +295,9 @@ class OutboxRelay:
             outbox.c.target,
             outbox.c.payload,
         ).where(outbox.c.sent_at.is_(None))
-        if self._in_flight:
-            query = query.where(outbox.c.seq.not_in(sorted(self._in_flight)))
+        if handed := self.sent_when.handed_over():
+            query = query.where(outbox.c.seq.not_in(sorted(handed)))
         return query.order_by(outbox.c.seq).limit(self.batch_size)
-
-    def _backed_up(self) -> bool:
-        """Memory broker: enough is in the groups' queues; send more once some settled (a
-        settle wakes the relay). Bounds the process's memory and the pending query."""
-        return len(self._in_flight) >= self.max_in_flight
 
     @staticmethod
     def _message(row: Any) -> OutgoingMessage:
@@ -332,15 +313,11 @@ class OutboxRelay:
 
     async def _publish(self, messages: Sequence[OutgoingMessage]) -> None:
         try:
-            await self.broker.publish(
-                messages, self._on_settled if self.broker.settles_on_delivery else None
-            )
+            await self.broker.publish(messages, self.sent_when.on_settled)
         except BrokerUnavailable:
             raise
         except Exception as exc:  # any client error means "not confirmed"
             raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        if self.broker.settles_on_delivery:
-            self._in_flight.update(message.ref for message in messages)
 
     def _count(self, messages: Sequence[OutgoingMessage]) -> None:
         if self.metrics is not None:
@@ -365,22 +342,18 @@ class OutboxRelay:
             update(outbox).where(outbox.c.seq.in_(refs)).values(sent_at=datetime.now(UTC))
         )
 
-    def _on_settled(self, ref: int) -> None:
-        self._settled.add(ref)
-        self._wake.set()
-
     async def _mark_settled(self) -> None:
-        if not self._settled:
+        refs = self.sent_when.take_settled()
+        if not refs:
             return
-        refs, self._settled = sorted(self._settled), set()
         try:
             async with self.database.unit_of_work() as uow:
                 await self._mark_sent(uow, refs)
                 await uow.commit()
         except Exception:
-            self._settled.update(refs)
+            self.sent_when.settle_failed(refs)
             raise
-        self._in_flight.difference_update(refs)
+        self.sent_when.marked(refs)
 
     # --- housekeeping ------------------------------------------------------------------
 
@@ -424,3 +397,85 @@ class OutboxRelay:
             )
             await uow.commit()
         return int(sent.rowcount or 0) + int(handled.rowcount or 0)
+
+
+# --- when a row counts as sent ---------------------------------------------------------
+
+
+class _SentWhen:
+    """When the relay marks a row sent, by the broker's kind (chosen once, at construction).
+
+    The default is a broker that confirms what it took (RabbitMQ, Kafka): a confirmed
+    publish is sent, and is marked in the same pass."""
+
+    #: The callback the broker calls with each ref once every group settled it (or None).
+    on_settled: Settled | None = None
+
+    def published(self, refs: Sequence[int]) -> list[int]:
+        """The rows the broker just confirmed; returns those to mark sent now."""
+        return list(refs)
+
+    def handed_over(self) -> set[int]:
+        """Rows the broker holds that are not marked sent yet (left out of the next pass)."""
+        return set()
+
+    def backed_up(self) -> bool:
+        """Whether the broker holds enough unsettled rows to wait before sending more."""
+        return False
+
+    def take_settled(self) -> list[int]:
+        """Rows settled since the last pass, to mark sent now (then :meth:`marked`, or
+        :meth:`settle_failed` when the marking failed)."""
+        return []
+
+    def marked(self, refs: Sequence[int]) -> None:
+        """The settled ``refs`` are marked sent."""
+
+    def settle_failed(self, refs: Sequence[int]) -> None:
+        """Marking the settled ``refs`` failed: they are taken again next pass."""
+
+
+class _SentWhenConfirmed(_SentWhen):
+    """A broker that confirms what it took (RabbitMQ, Kafka)."""
+
+
+class _SentWhenSettled(_SentWhen):
+    """A broker that keeps nothing past the process (memory): a row counts as sent only
+    once every consumer group has settled it, so a crash before then sends it again.
+
+    Rows handed to the broker and not yet marked sent are never handed twice; those every
+    group has settled are marked sent next pass. Tracked by seq, not by a high-water mark:
+    on PostgreSQL a transaction holding a lower seq may commit after one holding a higher
+    seq, and must still be sent."""
+
+    def __init__(self, wake: Callable[[], None], max_in_flight: int) -> None:
+        self.wake, self.max_in_flight = wake, max_in_flight
+        self.in_flight: set[int] = set()
+        self.settled: set[int] = set()
+        self.on_settled = self._on_settled
+
+    def _on_settled(self, ref: int) -> None:
+        self.settled.add(ref)
+        self.wake()
+
+    def published(self, refs: Sequence[int]) -> list[int]:
+        self.in_flight.update(refs)
+        return []
+
+    def handed_over(self) -> set[int]:
+        return self.in_flight
+
+    def backed_up(self) -> bool:
+        # Enough is in the groups' queues; send more once some settled (a settle wakes the
+        # relay). Bounds the process's memory and the pending query.
+        return len(self.in_flight) >= self.max_in_flight
+
+    def take_settled(self) -> list[int]:
+        refs, self.settled = sorted(self.settled), set()
+        return refs
+
+    def marked(self, refs: Sequence[int]) -> None:
+        self.in_flight.difference_update(refs)
+
+    def settle_failed(self, refs: Sequence[int]) -> None:
+        self.settled.update(refs)

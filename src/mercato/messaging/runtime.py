@@ -1,5 +1,12 @@
-"""Wiring: ``messaging_hook(handlers)`` starts a service's outbox relay and consumers in its
-lifespan; the same :class:`MessagingRuntime` runs under ``mercato worker``."""
+"""Wiring: a service's composition root builds its :class:`~mercato.messaging.Outbox` and
+hands it to its use cases, and ``messaging_hook(outbox, handlers)`` starts the service's
+outbox relay and consumers in its lifespan; the same :class:`MessagingRuntime` runs under
+``mercato worker``.
+
+Who runs the processes chooses the broker: several services in one process on the memory
+backend share one :class:`~mercato.messaging.brokers.memory.MemoryBroker`, created once
+(:func:`in_process_broker`) and passed to each; otherwise each service connects on its own.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +17,11 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 
-from mercato.messaging.brokers import Broker, create_broker
+from mercato.messaging.brokers import Broker, create_broker, in_process
 from mercato.messaging.consumer import PAUSE_BACKOFF_MAX, Consumer, Handlers, backoff
 from mercato.messaging.metrics import MessagingMetrics
-from mercato.messaging.outbox import OutboxRelay
-from mercato.messaging.topology import CONSUMER_GROUPS
+from mercato.messaging.outbox import Outbox, OutboxRelay
+from mercato.messaging.topology import ConsumerGroups
 from mercato.platform.app import ServiceContext
 from mercato.platform.logging import get_logger
 from mercato.platform.migrations import MigrationHistory
@@ -44,15 +51,36 @@ def retry_delays(settings: SharedSettings) -> tuple[float, ...]:
     )
 
 
-def broker_for(settings: SharedSettings) -> Broker:
+def broker_for(settings: SharedSettings, groups: ConsumerGroups | None = None) -> Broker:
+    """A new broker for ``BROKER_URL``; on RabbitMQ it declares ``groups`` (every group of
+    the deployment) before it publishes anything."""
     return create_broker(
         settings.broker_url,
         exchange=settings.messaging_exchange,
         queue_type=settings.messaging_queue_type,
         retry_delays=retry_delays(settings),
         startup_grace=settings.messaging_startup_grace,
-        known_groups=CONSUMER_GROUPS,
+        known_groups=groups,
     )
+
+
+def in_process_broker(settings: SharedSettings) -> Broker | None:
+    """The broker the services of one process share when ``BROKER_URL`` names no server
+    (the memory broker: build it once, pass it to each); None when each service connects
+    to the broker server on its own."""
+    return broker_for(settings) if in_process(settings.broker_url) else None
+
+
+@dataclass(frozen=True)
+class SharedMessaging:
+    """What whoever runs the services (``serving.py``, a test) hands each service's
+    composition root: every consumer group of the deployment, which a connection to
+    RabbitMQ declares before it publishes anything, and, for several services in one
+    process on the memory backend, the one ``broker`` they share (None: each service
+    connects to ``BROKER_URL`` on its own)."""
+
+    groups: ConsumerGroups = field(default_factory=dict)
+    broker: Broker | None = None
 
 
 class ConsumersPaused(Exception):
@@ -66,6 +94,7 @@ class MessagingRuntime:
     service: str
     broker: Broker
     relay: OutboxRelay
+    outbox: Outbox
     consumer: Consumer | None = None
     #: More consumer groups a service runs on the same broker (see :meth:`attach`).
     extra_consumers: list[Consumer] = field(default_factory=list)
@@ -125,16 +154,25 @@ def build_consumer(context: ServiceContext, handlers: Handlers, broker: Broker) 
 
 @asynccontextmanager
 async def run_messaging(
-    context: ServiceContext, handlers: Handlers | None
+    context: ServiceContext,
+    outbox: Outbox,
+    handlers: Handlers | None = None,
+    shared: SharedMessaging | None = None,
 ) -> AsyncIterator[MessagingRuntime]:
+    """Run the relay that sends what ``outbox`` published and the consumer of ``handlers``,
+    on the broker in ``shared`` (the process's, which owns it) or else on a broker of their
+    own for ``BROKER_URL``, which declares the groups in ``shared``."""
     settings, service = context.settings, context.service
     metrics = MessagingMetrics.of(context.registry)
-    broker = broker_for(settings)
-    await broker.start()
+    shared = shared or SharedMessaging()
+    broker, own_broker = shared.broker, shared.broker is None
+    if broker is None:
+        broker = broker_for(settings, shared.groups)
+        await broker.start()
     relay = OutboxRelay(
         context.db,
         broker,
-        service=service,
+        service=outbox.source,
         metrics=metrics,
         batch_size=settings.outbox_batch_size,
         poll_interval=settings.outbox_poll_interval,
@@ -142,10 +180,11 @@ async def run_messaging(
         inbox_retention=settings.inbox_retention,
     )
     consumer = None if handlers is None else build_consumer(context, handlers, broker)
-    runtime = MessagingRuntime(service, broker, relay, consumer)
+    runtime = MessagingRuntime(service, broker, relay, outbox, consumer)
     try:
         if consumer is not None:
             await consumer.start()
+        outbox.relay = relay  # a commit that published wakes it
         await relay.start()
         log.info(
             "messaging started",
@@ -160,20 +199,25 @@ async def run_messaging(
         deadline = asyncio.get_running_loop().time() + settings.graceful_timeout
         if consumer is not None:
             await consumer.stop(settings.graceful_timeout)
+        outbox.relay = None
         await relay.stop(flush_timeout=max(time_left(deadline), FLUSH_AT_LEAST))
-        await broker.close()
+        if own_broker:
+            await broker.close()
 
 
 def messaging_hook(
+    outbox: Outbox,
     handlers: Handlers | None = None,
+    shared: SharedMessaging | None = None,
 ) -> Callable[[FastAPI, ServiceContext], AbstractAsyncContextManager[None]]:
-    """A lifespan hook: the service's outbox relay, its consumers (if ``handlers``), and the
-    readiness probes ``broker`` and (with handlers) ``consumers``, which fails while a group
-    is paused for an unavailable dependency. The runtime is on ``app.state.messaging``."""
+    """A lifespan hook: the relay of the service's ``outbox``, its consumers (if
+    ``handlers``), and the readiness probes ``broker`` and (with handlers) ``consumers``,
+    which fails while a group is paused for an unavailable dependency. ``shared`` is as
+    for :func:`run_messaging`. The runtime is on ``app.state.messaging``."""
 
     @asynccontextmanager
     async def hook(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
-        async with run_messaging(context, handlers) as runtime:
+        async with run_messaging(context, outbox, handlers, shared) as runtime:
             app.state.messaging = runtime
             context.probes["broker"] = runtime.broker.ping
             if runtime.consumer is not None:

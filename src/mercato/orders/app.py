@@ -11,14 +11,19 @@ import structlog
 from fastapi import FastAPI
 from prometheus_client import Gauge
 
+from mercato.auth.contracts import UserRegistered
 from mercato.messaging import (
     MESSAGING_MIGRATIONS,
+    ConsumerGroups,
     MessagingRuntime,
+    Outbox,
+    SharedMessaging,
     build_consumer,
     messaging_hook,
 )
 from mercato.orders.api import router
 from mercato.orders.catalogue import Catalogue, ProductsCatalogue
+from mercato.orders.contracts import OrderConfirmed, OrderRejected
 from mercato.orders.idempotency import IdempotencyPolicy
 from mercato.orders.notifications import (
     Mailer,
@@ -37,11 +42,22 @@ from mercato.platform.http import (
 from mercato.platform.migrations import MigrationHistory
 from mercato.platform.resilience import BreakerState, CircuitBreaker
 from mercato.platform.shutdown import pause, time_left, wait_ended
+from mercato.products.contracts import StockRejected, StockReserved
 from mercato.settings import Settings, load_settings
 
 log = structlog.stdlib.get_logger("mercato.orders")
 
 MIGRATIONS = [MigrationHistory("mercato.orders:migrations"), MESSAGING_MIGRATIONS]
+#: The events the orders service consumes: the saga's replies (``saga_handlers``) and, in
+#: the notification worker's group, what is mailed (``notification_handlers``).
+CONSUMER_GROUPS: ConsumerGroups = {
+    "orders": (StockReserved.event_type, StockRejected.event_type),
+    "notifications": (
+        UserRegistered.event_type,
+        OrderConfirmed.event_type,
+        OrderRejected.event_type,
+    ),
+}
 
 
 def client_policy(settings: Settings) -> ClientPolicy:
@@ -56,9 +72,10 @@ def client_policy(settings: Settings) -> ClientPolicy:
     )
 
 
-def orders_runtime(catalogue: Catalogue | None = None) -> LifespanHook:
+def orders_runtime(outbox: Outbox, catalogue: Catalogue | None = None) -> LifespanHook:
     """Start-up of the orders service: the products client (unless a ``catalogue`` is given,
-    as tests do), the use cases, and the periodic pruning of expired idempotency keys."""
+    as tests do), the use cases (announcing through ``outbox``), and the periodic pruning
+    of expired idempotency keys."""
 
     @asynccontextmanager
     async def run(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
@@ -73,6 +90,7 @@ def orders_runtime(catalogue: Catalogue | None = None) -> LifespanHook:
             service = OrdersService(
                 context.db,
                 catalogue or ProductsCatalogue(clients["products"]),
+                outbox,
                 policy=IdempotencyPolicy(
                     ttl=timedelta(seconds=settings.idempotency_key_ttl),
                     lock_timeout=timedelta(seconds=settings.idempotency_lock_timeout),
@@ -166,9 +184,17 @@ def create_app(
     *,
     catalogue: Catalogue | None = None,
     mailer: Mailer | None = None,
+    shared: SharedMessaging | None = None,
 ) -> FastAPI:
+    """The orders service (``catalogue`` and ``mailer``: fakes a test passes); ``shared``:
+    what it shares with the deployment's other services."""
     settings = settings or load_settings()
-    hooks: list[LifespanHook] = [orders_runtime(catalogue), messaging_hook(saga_handlers)]
+    shared = shared or SharedMessaging(CONSUMER_GROUPS)
+    outbox = Outbox("orders")
+    hooks: list[LifespanHook] = [
+        orders_runtime(outbox, catalogue),
+        messaging_hook(outbox, saga_handlers(outbox), shared),
+    ]
     if settings.notifications_in_process:
         hooks.append(notifications_beside_saga(settings, mailer))
     return create_service_app(
@@ -182,10 +208,12 @@ def create_app(
     )
 
 
-def create_worker_app(settings: Settings | None = None) -> FastAPI:
+def create_worker_app(
+    settings: Settings | None = None, *, shared: SharedMessaging | None = None
+) -> FastAPI:
     """The notification worker on its own (``mercato worker``): no orders routes, only
-    ``/healthz``, ``/readyz`` and ``/metrics`` beside the consumer. Run the orders service
-    with ``NOTIFICATIONS_IN_PROCESS=false`` then."""
+    ``/healthz``, ``/readyz`` and ``/metrics`` beside the consumer (and the relay of the
+    orders outbox). Run the orders service with ``NOTIFICATIONS_IN_PROCESS=false`` then."""
     settings = settings or load_settings()
     return create_service_app(
         settings,
@@ -193,5 +221,8 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
         title="Mercato notification worker",
         description="Mails customers when their orders are confirmed or rejected.",
         migrations=MIGRATIONS,
-        hooks=[messaging_hook(), notifications_beside_saga(settings)],
+        hooks=[
+            messaging_hook(Outbox("orders"), shared=shared or SharedMessaging(CONSUMER_GROUPS)),
+            notifications_beside_saga(settings),
+        ],
     )

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from mercato.messaging import Envelope, Handlers, publish
+from mercato.messaging import Envelope, Handlers, Outbox
 from mercato.orders.contracts import OrderConfirmed, OrderRejected
 from mercato.orders.domain import OrderStatus, allowed_from
 from mercato.orders.repository import OrderRepository
@@ -17,27 +17,44 @@ from mercato.products.contracts import StockRejected, StockReserved
 
 log = structlog.stdlib.get_logger("mercato.orders")
 
-#: The orders service's consumer group: the replies of products to ``order.placed``.
-saga_handlers = Handlers("orders")
+
+def saga_handlers(outbox: Outbox) -> Handlers:
+    """The orders service's consumer group: the replies of products to ``order.placed``,
+    announcing the outcome through ``outbox``."""
+    handlers = Handlers("orders")
+
+    @handlers.on(StockReserved)
+    async def on_stock_reserved(event: Envelope[StockReserved], uow: UnitOfWork) -> None:
+        await confirm_order(event, uow, outbox)
+
+    @handlers.on(StockRejected)
+    async def on_stock_rejected(event: Envelope[StockRejected], uow: UnitOfWork) -> None:
+        await reject_order(event, uow, outbox)
+
+    return handlers
 
 
-@saga_handlers.on(StockReserved)
-async def confirm_order(event: Envelope[StockReserved], uow: UnitOfWork) -> None:
+async def confirm_order(event: Envelope[StockReserved], uow: UnitOfWork, outbox: Outbox) -> None:
     """``stock.reserved``: a pending order becomes ``confirmed`` (``order.confirmed``)."""
-    await _settle(uow, event.data.order_id, OrderStatus.CONFIRMED, event_id=event.id)
+    await _settle(uow, outbox, event.data.order_id, OrderStatus.CONFIRMED, event_id=event.id)
 
 
-@saga_handlers.on(StockRejected)
-async def reject_order(event: Envelope[StockRejected], uow: UnitOfWork) -> None:
+async def reject_order(event: Envelope[StockRejected], uow: UnitOfWork, outbox: Outbox) -> None:
     """``stock.rejected``: a pending order becomes ``rejected`` with the reason
     (``order.rejected``)."""
     await _settle(
-        uow, event.data.order_id, OrderStatus.REJECTED, event_id=event.id, reason=event.data.reason
+        uow,
+        outbox,
+        event.data.order_id,
+        OrderStatus.REJECTED,
+        event_id=event.id,
+        reason=event.data.reason,
     )
 
 
 async def _settle(
     uow: UnitOfWork,
+    outbox: Outbox,
     order_id: str,
     to: OrderStatus,
     *,
@@ -61,7 +78,7 @@ async def _settle(
         )
         return
     if to is OrderStatus.CONFIRMED:
-        await publish(
+        await outbox.publish(
             uow,
             OrderConfirmed(
                 order_id=order_id, user_id=row.user_id, total=row.total, currency=row.currency
@@ -69,7 +86,7 @@ async def _settle(
             key=order_id,
         )
     else:
-        await publish(
+        await outbox.publish(
             uow,
             OrderRejected(order_id=order_id, user_id=row.user_id, reason=reason or "rejected"),
             key=order_id,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from mercato.messaging import publish
+from mercato.messaging import Outbox
 from mercato.orders.catalogue import Catalogue
 from mercato.orders.contracts import OrderCancelled, OrderLine, OrderPlaced
 from mercato.orders.domain import (
@@ -60,12 +60,14 @@ class OrdersService:
         self,
         database: Database,
         catalogue: Catalogue,
+        outbox: Outbox,
         *,
         policy: IdempotencyPolicy | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self.database = database
         self.catalogue = catalogue
+        self.outbox = outbox
         self.policy = policy or IdempotencyPolicy()
         self.clock = clock
         self._unreleased = UnreleasedKeys()
@@ -205,7 +207,7 @@ class OrdersService:
                 total=priced.total,
                 currency=priced.currency,
             )
-            await publish(uow, event, key=order.id)
+            await self.outbox.publish(uow, event, key=order.id)
             if key_row is not None:
                 keys = IdempotencyRepository(uow.session)
                 await keys.complete(key_row, status=201, body=answer.body, order_id=order.id)
@@ -255,7 +257,7 @@ class OrdersService:
                 user_id=row.user_id,
                 items=[OrderLine(product_id=x.product_id, quantity=x.quantity) for x in row.lines],
             )
-            await publish(uow, event, key=row.id)
+            await self.outbox.publish(uow, event, key=row.id)
             result = order_out(row, status=OrderStatus.CANCELLED, updated_at=now)
             await uow.commit()
         log.info("order cancelled", order_id=order_id, by=principal.user_id)

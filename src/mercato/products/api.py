@@ -14,7 +14,7 @@ from mercato.platform.schemas import NUL_FREE
 from mercato.platform.security.dependencies import AdminUser
 from mercato.products import service
 from mercato.products.caching import Representation
-from mercato.products.dependencies import Catalogue
+from mercato.products.dependencies import Catalogue, ProductsOutbox
 from mercato.products.domain import MAX_PRICE, ProductSort
 from mercato.products.repository import ProductFilter
 from mercato.products.schemas import (
@@ -149,10 +149,11 @@ async def create_product(
     _admin: AdminUser,
     body: ProductCreate,
     context: Context,
+    outbox: ProductsOutbox,
     catalogue: Catalogue,
     response: Response,
 ) -> ProductOut:
-    product = await service.create_product(context.db, catalogue, body)
+    product = await service.create_product(context.db, outbox, catalogue, body)
     response.headers["Location"] = public_url(f"/products/{product.id}")
     return product
 
@@ -168,9 +169,10 @@ async def update_product(
     _admin: AdminUser,
     body: ProductUpdate,
     context: Context,
+    outbox: ProductsOutbox,
     catalogue: Catalogue,
 ) -> ProductOut:
-    return await service.update_product(context.db, catalogue, product_id, body)
+    return await service.update_product(context.db, outbox, catalogue, product_id, body)
 
 
 @router.delete(
@@ -180,7 +182,11 @@ async def update_product(
     responses={**ADMIN_ONLY, 404: PROBLEM},
 )
 async def delete_product(
-    product_id: str, _admin: AdminUser, context: Context, catalogue: Catalogue
+    product_id: str,
+    _admin: AdminUser,
+    context: Context,
+    outbox: ProductsOutbox,
+    catalogue: Catalogue,
 ) -> Response:
-    await service.delete_product(context.db, catalogue, product_id)
+    await service.delete_product(context.db, outbox, catalogue, product_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

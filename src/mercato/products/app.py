@@ -10,7 +10,15 @@ import structlog
 from fastapi import FastAPI
 from prometheus_client import Counter
 
-from mercato.messaging import MESSAGING_MIGRATIONS, Broadcast, messaging_hook
+from mercato.messaging import (
+    MESSAGING_MIGRATIONS,
+    Broadcast,
+    ConsumerGroups,
+    Outbox,
+    SharedMessaging,
+    messaging_hook,
+)
+from mercato.orders.contracts import OrderCancelled, OrderPlaced
 from mercato.platform.app import LifespanHook, ServiceContext, create_service_app, open_database
 from mercato.platform.cache import MemoryCache, create_cache
 from mercato.platform.migrations import MigrationHistory, upgrade
@@ -24,6 +32,10 @@ from mercato.settings import Settings, load_settings
 log = structlog.stdlib.get_logger("mercato.products")
 
 MIGRATIONS = [MigrationHistory("mercato.products:migrations"), MESSAGING_MIGRATIONS]
+#: The events the products service consumes (``stock_handlers``): its half of the saga.
+CONSUMER_GROUPS: ConsumerGroups = {
+    "products": (OrderPlaced.event_type, OrderCancelled.event_type),
+}
 
 #: How long a shutdown waits for a connection attempt to Redis in progress (its connect
 #: timeout is 2 s) before cancelling it.
@@ -65,7 +77,7 @@ async def listen_for_invalidations(
         return
 
 
-def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
+def catalogue_hook(catalogue: CatalogueCache, outbox: Outbox) -> LifespanHook:
     """Bind the read cache's layers and the invalidation broadcast; seed an empty
     catalogue if asked to."""
 
@@ -115,7 +127,7 @@ def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
             if settings.redis_url is None:
                 await listening  # in process: immediate
             if should_seed(settings) and await catalogue_size(context.db) == 0:
-                added = await seed_catalogue(context.db, catalogue, demo_catalogue())
+                added = await seed_catalogue(context.db, outbox, catalogue, demo_catalogue())
                 log.info("seeded the demo catalogue", products=added)
             yield
         finally:
@@ -133,8 +145,12 @@ def catalogue_hook(catalogue: CatalogueCache) -> LifespanHook:
     return start
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, shared: SharedMessaging | None = None
+) -> FastAPI:
+    """The products service; ``shared``: what it shares with the deployment's others."""
     settings = settings or load_settings()
+    outbox = Outbox("products")
     catalogue = CatalogueCache(
         enabled=settings.products_cache_enabled,
         ttl=settings.products_cache_ttl,
@@ -147,9 +163,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="The product catalogue and its stock.",
         routers=[router],
         migrations=MIGRATIONS,
-        hooks=[catalogue_hook(catalogue), messaging_hook(stock_handlers(catalogue))],
+        hooks=[
+            catalogue_hook(catalogue, outbox),
+            messaging_hook(
+                outbox,
+                stock_handlers(outbox, catalogue),
+                shared or SharedMessaging(CONSUMER_GROUPS),
+            ),
+        ],
     )
     app.state.catalogue = catalogue
+    app.state.outbox = outbox
     return app
 
 
@@ -171,7 +195,8 @@ async def seed_demo(settings: Settings) -> tuple[int, int]:
     catalogue.bind(None, cache if settings.redis_url else None, announce)
     try:
         await upgrade(database, MIGRATIONS)
-        added = await seed_catalogue(database, catalogue, demo_catalogue())
+        # The events wait in the outbox for the products service's relay.
+        added = await seed_catalogue(database, Outbox("products"), catalogue, demo_catalogue())
         total = await catalogue_size(database)
     finally:
         await broadcast.close()

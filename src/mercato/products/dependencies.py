@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from mercato.messaging import Outbox
 from mercato.products.caching import CatalogueCache
 
 # These are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in the thread
@@ -18,4 +19,11 @@ async def get_catalogue(request: Request) -> CatalogueCache:
     return catalogue
 
 
+async def get_outbox(request: Request) -> Outbox:
+    """The products service's outbox, built in its composition root (``app.py``)."""
+    outbox: Outbox = request.app.state.outbox
+    return outbox
+
+
 Catalogue = Annotated[CatalogueCache, Depends(get_catalogue)]
+ProductsOutbox = Annotated[Outbox, Depends(get_outbox)]

@@ -14,7 +14,7 @@ from decimal import Decimal
 import structlog
 from sqlalchemy.exc import IntegrityError
 
-from mercato.messaging import Envelope, Handlers, publish
+from mercato.messaging import Envelope, Handlers, Outbox
 from mercato.orders.contracts import OrderCancelled, OrderPlaced
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.errors import Conflict, NotFound
@@ -47,7 +47,6 @@ from mercato.products.schemas import ProductCreate, ProductOut, ProductPage, Pro
 
 log = structlog.stdlib.get_logger("mercato.products")
 
-SOURCE = "products"
 INSUFFICIENT_STOCK = "insufficient stock"
 INVALID_QUANTITY = "invalid quantity"
 
@@ -91,15 +90,19 @@ def _after_commit_invalidate(
 # --- catalogue writes ---------------------------------------------------------------------
 
 
-async def create_product(db: Database, cache: CatalogueCache, data: ProductCreate) -> ProductOut:
+async def create_product(
+    db: Database, outbox: Outbox, cache: CatalogueCache, data: ProductCreate
+) -> ProductOut:
     """Add a product (``product.created``); :class:`DuplicateSku` if the sku is taken."""
     async with db.unit_of_work() as uow:
-        created = product_out(await _add_product(uow, cache, data))
+        created = product_out(await _add_product(uow, outbox, cache, data))
         await uow.commit()
     return created
 
 
-async def _add_product(uow: UnitOfWork, cache: CatalogueCache, data: ProductCreate) -> ProductRow:
+async def _add_product(
+    uow: UnitOfWork, outbox: Outbox, cache: CatalogueCache, data: ProductCreate
+) -> ProductRow:
     """The product row and its ``product.created`` event, in the caller's unit of work."""
     await cache.ensure_writable()
     products = ProductRepository(uow.session)
@@ -124,13 +127,17 @@ async def _add_product(uow: UnitOfWork, cache: CatalogueCache, data: ProductCrea
         await products.flush()
     except IntegrityError:  # a concurrent create took the sku between the check and here
         raise DuplicateSku(data.sku) from None
-    await publish(uow, ProductCreated(**_snapshot(row)), key=row.id, source=SOURCE)
+    await outbox.publish(uow, ProductCreated(**_snapshot(row)), key=row.id)
     _after_commit_invalidate(uow, cache, ())
     return row
 
 
 async def update_product(
-    db: Database, cache: CatalogueCache, product_id: str, data: ProductUpdate
+    db: Database,
+    outbox: Outbox,
+    cache: CatalogueCache,
+    product_id: str,
+    data: ProductUpdate,
 ) -> ProductOut:
     """Change some fields of a product (``product.updated`` if anything changed)."""
     await cache.ensure_writable()
@@ -148,14 +155,16 @@ async def update_product(
             row.version += 1
             row.updated_at = utcnow()
             await products.flush()
-            await publish(uow, ProductUpdated(**_snapshot(row)), key=row.id, source=SOURCE)
+            await outbox.publish(uow, ProductUpdated(**_snapshot(row)), key=row.id)
             _after_commit_invalidate(uow, cache, [row.id])
         updated = product_out(row)
         await uow.commit()
     return updated
 
 
-async def delete_product(db: Database, cache: CatalogueCache, product_id: str) -> None:
+async def delete_product(
+    db: Database, outbox: Outbox, cache: CatalogueCache, product_id: str
+) -> None:
     """Remove a product (``product.deleted``)."""
     await cache.ensure_writable()
     async with db.unit_of_work() as uow:
@@ -164,15 +173,13 @@ async def delete_product(db: Database, cache: CatalogueCache, product_id: str) -
         if row is None:
             raise ProductNotFound
         await products.delete(row)
-        await publish(
-            uow, ProductDeleted(product_id=row.id, sku=row.sku), key=row.id, source=SOURCE
-        )
+        await outbox.publish(uow, ProductDeleted(product_id=row.id, sku=row.sku), key=row.id)
         _after_commit_invalidate(uow, cache, [row.id])
         await uow.commit()
 
 
 async def seed_catalogue(
-    db: Database, cache: CatalogueCache, catalogue: Sequence[ProductCreate]
+    db: Database, outbox: Outbox, cache: CatalogueCache, catalogue: Sequence[ProductCreate]
 ) -> int:
     """Add the products of ``catalogue`` whose sku is not taken yet, in one transaction;
     return how many.
@@ -186,7 +193,7 @@ async def seed_catalogue(
         for item in catalogue:
             if item.sku in taken:
                 continue
-            await _add_product(uow, cache, item)
+            await _add_product(uow, outbox, cache, item)
             taken.add(item.sku)
             added += 1
         await uow.commit()
@@ -264,7 +271,9 @@ def _money_key(value: Decimal | None) -> str | None:
 # --- the stock half of the order saga -----------------------------------------------------
 
 
-async def reserve_stock(uow: UnitOfWork, cache: CatalogueCache, order: OrderPlaced) -> bool | None:
+async def reserve_stock(
+    uow: UnitOfWork, outbox: Outbox, cache: CatalogueCache, order: OrderPlaced
+) -> bool | None:
     """Reserve every line of ``order``, or none, and announce which.
 
     Each line is one conditional update (``stock >= quantity``) evaluated by the database
@@ -279,11 +288,10 @@ async def reserve_stock(uow: UnitOfWork, cache: CatalogueCache, order: OrderPlac
     now = utcnow()
     if any(item.quantity < 1 for item in order.items):
         await reservations.record(order.order_id, ReservationStatus.REJECTED, (), now)
-        await publish(
+        await outbox.publish(
             uow,
             StockRejected(order_id=order.order_id, reason=INVALID_QUANTITY),
             key=order.order_id,
-            source=SOURCE,
         )
         return False
     products = ProductRepository(uow.session)
@@ -318,7 +326,7 @@ async def reserve_stock(uow: UnitOfWork, cache: CatalogueCache, order: OrderPlac
                 for s in short
             ],
         )
-    await publish(uow, event, key=order.order_id, source=SOURCE)
+    await outbox.publish(uow, event, key=order.order_id)
     log.info(
         "stock reserved" if reserved else "stock rejected",
         order_id=order.order_id,
@@ -327,7 +335,9 @@ async def reserve_stock(uow: UnitOfWork, cache: CatalogueCache, order: OrderPlac
     return reserved
 
 
-async def release_stock(uow: UnitOfWork, cache: CatalogueCache, order: OrderCancelled) -> bool:
+async def release_stock(
+    uow: UnitOfWork, outbox: Outbox, cache: CatalogueCache, order: OrderCancelled
+) -> bool:
     """Give back what ``order`` reserved, exactly once (``stock.released``).
 
     A cancellation that arrives before its ``order.placed`` leaves a tombstone, so that the
@@ -350,30 +360,30 @@ async def release_stock(uow: UnitOfWork, cache: CatalogueCache, order: OrderCanc
     products = ProductRepository(uow.session)
     for line in lines:
         await products.put_back_stock(line, now)
-    await publish(
+    await outbox.publish(
         uow,
         StockReleased(
             order_id=order.order_id,
             items=[ReservedLine(product_id=li.product_id, quantity=li.quantity) for li in lines],
         ),
         key=order.order_id,
-        source=SOURCE,
     )
     _after_commit_invalidate(uow, cache, [line.product_id for line in lines])
     log.info("stock released", order_id=order.order_id, lines=len(lines))
     return True
 
 
-def stock_handlers(cache: CatalogueCache) -> Handlers:
-    """The products service's consumers: its half of the order saga."""
+def stock_handlers(outbox: Outbox, cache: CatalogueCache) -> Handlers:
+    """The products service's consumers: its half of the order saga, announcing each
+    outcome through ``outbox``."""
     handlers = Handlers("products")
 
     @handlers.on(OrderPlaced)
     async def reserve_order_stock(event: Envelope[OrderPlaced], uow: UnitOfWork) -> None:
-        await reserve_stock(uow, cache, event.data)
+        await reserve_stock(uow, outbox, cache, event.data)
 
     @handlers.on(OrderCancelled)
     async def release_order_stock(event: Envelope[OrderCancelled], uow: UnitOfWork) -> None:
-        await release_stock(uow, cache, event.data)
+        await release_stock(uow, outbox, cache, event.data)
 
     return handlers

@@ -2,7 +2,14 @@
 
 from fastapi import FastAPI
 
-from mercato.messaging import MESSAGING_MIGRATIONS, messaging_hook
+from mercato.auth.contracts import UserRegistered
+from mercato.messaging import (
+    MESSAGING_MIGRATIONS,
+    ConsumerGroups,
+    Outbox,
+    SharedMessaging,
+    messaging_hook,
+)
 from mercato.platform.app import create_service_app
 from mercato.platform.migrations import MigrationHistory
 from mercato.settings import Settings, load_settings
@@ -10,9 +17,14 @@ from mercato.users.api import router
 from mercato.users.service import handlers
 
 MIGRATIONS = [MigrationHistory("mercato.users:migrations"), MESSAGING_MIGRATIONS]
+#: The events the users service consumes (``handlers``): a new account gets its profile.
+CONSUMER_GROUPS: ConsumerGroups = {"users": (UserRegistered.event_type,)}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, shared: SharedMessaging | None = None
+) -> FastAPI:
+    """The users service; ``shared``: what it shares with the deployment's other services."""
     return create_service_app(
         settings or load_settings(),
         "users",
@@ -20,5 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="User profiles.",
         routers=[router],
         migrations=MIGRATIONS,
-        hooks=[messaging_hook(handlers)],
+        hooks=[
+            messaging_hook(Outbox("users"), handlers, shared or SharedMessaging(CONSUMER_GROUPS))
+        ],
     )

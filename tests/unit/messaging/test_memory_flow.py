@@ -42,9 +42,10 @@ def client(app: FastAPI) -> httpx.AsyncClient:
 
 
 async def test_a_committed_event_is_handled_once_with_its_request_id() -> None:
+    broker = MemoryBroker()
     behaviour = Behaviour()
-    producer = producer_app(messaging_settings())
-    consumer = consumer_app(messaging_settings(), behaviour)
+    producer = producer_app(messaging_settings(), broker=broker)
+    consumer = consumer_app(messaging_settings(), behaviour, broker=broker)
     async with running(consumer, producer), client(producer) as http:
         response = await http.post("/things?n=1", headers={"X-Request-ID": "req-42"})
         assert response.status_code == 200
@@ -62,9 +63,10 @@ async def test_a_committed_event_is_handled_once_with_its_request_id() -> None:
 
 
 async def test_a_rolled_back_transaction_publishes_nothing() -> None:
+    broker = MemoryBroker()
     behaviour = Behaviour()
-    producer = producer_app(messaging_settings())
-    consumer = consumer_app(messaging_settings(), behaviour)
+    producer = producer_app(messaging_settings(), broker=broker)
+    consumer = consumer_app(messaging_settings(), behaviour, broker=broker)
     async with running(consumer, producer), client(producer) as http:
         assert (await http.post("/things?n=1&rollback=true")).status_code == 200
         assert (await http.post("/things?n=2")).status_code == 200
@@ -76,9 +78,10 @@ async def test_a_rolled_back_transaction_publishes_nothing() -> None:
 
 
 async def test_a_duplicate_event_id_is_acked_and_skipped() -> None:
+    broker = MemoryBroker()
     behaviour = Behaviour()
-    producer = producer_app(messaging_settings())
-    consumer = consumer_app(messaging_settings(), behaviour)
+    producer = producer_app(messaging_settings(), broker=broker)
+    consumer = consumer_app(messaging_settings(), behaviour, broker=broker)
     async with running(consumer, producer):
         db = producer.state.context.db
         await publish_things(db, [7])
@@ -96,9 +99,10 @@ async def test_a_duplicate_event_id_is_acked_and_skipped() -> None:
 
 
 async def test_a_failing_handler_is_retried_until_it_succeeds() -> None:
+    broker = MemoryBroker()
     behaviour = Behaviour(fail_times={3: 2})
-    producer = producer_app(messaging_settings())
-    consumer = consumer_app(messaging_settings(), behaviour)
+    producer = producer_app(messaging_settings(), broker=broker)
+    consumer = consumer_app(messaging_settings(), behaviour, broker=broker)
     async with running(consumer, producer):
         await publish_things(producer.state.context.db, [3])
         await drain(producer, consumer)
@@ -108,10 +112,11 @@ async def test_a_failing_handler_is_retried_until_it_succeeds() -> None:
 
 
 async def test_a_poison_message_is_dead_lettered_and_the_others_keep_flowing() -> None:
+    broker = MemoryBroker()
     behaviour = Behaviour(always_fail={5})
     settings = messaging_settings(messaging_max_attempts=3)
-    producer = producer_app(settings)
-    consumer = consumer_app(settings, behaviour)
+    producer = producer_app(settings, broker=broker)
+    consumer = consumer_app(settings, behaviour, broker=broker)
     async with running(consumer, producer):
         await publish_things(producer.state.context.db, range(1, 11))
         await drain(producer, consumer)
@@ -138,9 +143,10 @@ async def test_a_poison_message_is_dead_lettered_and_the_others_keep_flowing() -
     ],
 )
 async def test_malformed_or_unknown_messages_go_to_the_dead_letters(payload: str) -> None:
+    broker = MemoryBroker()
     behaviour = Behaviour()
-    producer = producer_app(messaging_settings())
-    consumer = consumer_app(messaging_settings(), behaviour)
+    producer = producer_app(messaging_settings(), broker=broker)
+    consumer = consumer_app(messaging_settings(), behaviour, broker=broker)
     async with running(consumer, producer):
         db = producer.state.context.db
         async with db.unit_of_work() as uow:
@@ -163,6 +169,7 @@ async def test_malformed_or_unknown_messages_go_to_the_dead_letters(payload: str
 async def test_events_committed_by_a_process_that_died_are_sent_at_next_start(
     tmp_path: Path,
 ) -> None:
+    broker = MemoryBroker()
     url = f"sqlite+aiosqlite:///{tmp_path}/orders.db"
     # The first process commits 20 events and is killed before any relay ran.
     database = Database(url)
@@ -170,8 +177,8 @@ async def test_events_committed_by_a_process_that_died_are_sent_at_next_start(
     await publish_things(database, range(20))
     await database.dispose()
     behaviour = Behaviour()
-    producer = producer_app(messaging_settings(orders_database_url=url))
-    consumer = consumer_app(messaging_settings(), behaviour)
+    producer = producer_app(messaging_settings(orders_database_url=url), broker=broker)
+    consumer = consumer_app(messaging_settings(), behaviour, broker=broker)
     async with running(consumer, producer):
         await drain(producer, consumer)
         assert await unsent_count(producer.state.context.db) == 0
@@ -179,9 +186,10 @@ async def test_events_committed_by_a_process_that_died_are_sent_at_next_start(
 
 
 async def test_a_handler_can_publish_and_the_request_id_follows() -> None:
+    broker = MemoryBroker()
     behaviour = Behaviour(follow_up=True)
-    producer = producer_app(messaging_settings())
-    consumer = consumer_app(messaging_settings(), behaviour)
+    producer = producer_app(messaging_settings(), broker=broker)
+    consumer = consumer_app(messaging_settings(), behaviour, broker=broker)
     async with running(consumer, producer), client(producer) as http:
         await http.post("/things?n=9", headers={"X-Request-ID": "trace-me"})
         await drain(producer, consumer)
@@ -192,10 +200,11 @@ async def test_a_handler_can_publish_and_the_request_id_follows() -> None:
 
 
 async def test_memory_rows_stay_unsent_until_the_consumer_handled_them() -> None:
+    broker = MemoryBroker()
     gate = asyncio.Event()
     behaviour = Behaviour(block=gate)
-    producer = producer_app(messaging_settings())
-    consumer = consumer_app(messaging_settings(), behaviour)
+    producer = producer_app(messaging_settings(), broker=broker)
+    consumer = consumer_app(messaging_settings(), behaviour, broker=broker)
     async with running(consumer, producer):
         db = producer.state.context.db
         await publish_things(db, [1, 2])
@@ -209,9 +218,10 @@ async def test_memory_rows_stay_unsent_until_the_consumer_handled_them() -> None
 
 
 async def test_the_traceparent_of_the_request_travels_in_the_envelope() -> None:
+    broker = MemoryBroker()
     behaviour = Behaviour(follow_up=True)
-    producer = producer_app(messaging_settings())
-    consumer = consumer_app(messaging_settings(), behaviour)
+    producer = producer_app(messaging_settings(), broker=broker)
+    consumer = consumer_app(messaging_settings(), behaviour, broker=broker)
     trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     async with running(consumer, producer), client(producer) as http:
         await http.post("/things?n=1", headers={"traceparent": trace})
@@ -225,12 +235,14 @@ async def test_the_traceparent_of_the_request_travels_in_the_envelope() -> None:
 
 
 async def test_an_attached_consumer_group_counts_as_pending() -> None:
+    broker = MemoryBroker()
+
     class Busy:
         async def pending(self) -> int:
             return 7
 
-    producer = producer_app(messaging_settings())
-    consumer = consumer_app(messaging_settings(), Behaviour())
+    producer = producer_app(messaging_settings(), broker=broker)
+    consumer = consumer_app(messaging_settings(), Behaviour(), broker=broker)
     async with running(consumer, producer):
         await publish_things(producer.state.context.db, range(3))
         await drain(producer, consumer)
@@ -267,7 +279,7 @@ async def test_the_relay_keeps_a_bounded_number_of_rows_unsettled_on_the_memory_
         await publish_things(database, range(30))
         for _ in range(10):
             await relay.run_once()
-        assert await subscription.pending() == relay.max_in_flight == 20
+        assert await subscription.pending() == relay.sent_when.max_in_flight == 20
 
         release.set()
         for _ in range(20):

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select
 
-from mercato.messaging import MESSAGING_MIGRATIONS, Envelope, Handlers, OutboxRelay
+from mercato.messaging import (
+    MESSAGING_MIGRATIONS,
+    Envelope,
+    Handlers,
+    Outbox,
+    OutboxRelay,
+    in_process_broker,
+)
 from mercato.messaging.brokers import Broker, OutgoingMessage, Subscription, create_broker
 from mercato.messaging.brokers.memory import MemoryBroker
 from mercato.messaging.consumer import backoff
@@ -20,6 +27,7 @@ from mercato.messaging.envelope import MalformedMessage, parse_raw, typed
 from mercato.messaging.tables import inbox, outbox
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.migrations import upgrade
+from mercato.platform.settings import load_settings
 from support.messaging_apps import FollowUp, ThingHappened, publish_things
 
 pytestmark = pytest.mark.anyio
@@ -90,11 +98,19 @@ def test_handlers_declare_their_event_types_and_refuse_a_clash() -> None:
 
 async def test_the_broker_follows_the_url() -> None:
     assert isinstance(create_broker(None), MemoryBroker)
-    assert create_broker(None) is create_broker(None)  # one per event loop
+    assert create_broker(None) is not create_broker(None)  # who runs the services shares one
     assert create_broker("amqp://guest:guest@localhost/").name == "rabbitmq"
     assert create_broker("kafka://localhost:9092").name == "kafka"
     with pytest.raises(ValueError, match="not supported"):
         create_broker("nats://localhost")
+
+
+def test_only_the_memory_backend_has_a_broker_the_services_of_a_process_share() -> None:
+    memory = load_settings(env_file=None, environment="testing")
+    rabbit = load_settings(env_file=None, environment="testing", broker_url="amqp://h/")
+
+    assert isinstance(in_process_broker(memory), MemoryBroker)
+    assert in_process_broker(rabbit) is None
 
 
 async def test_prune_drops_old_sent_rows_and_old_inbox_rows_only() -> None:
@@ -161,3 +177,28 @@ class RecordingBroker(Broker):
 
     async def ping(self) -> None:
         return None
+
+
+async def test_an_outbox_names_its_service_and_wakes_its_relay_once_committed() -> None:
+    database = Database("sqlite+aiosqlite:///:memory:")
+    await upgrade(database, [MESSAGING_MIGRATIONS])
+    publisher = Outbox("orders")
+    relay = OutboxRelay(database, MemoryBroker(), service="orders")
+    publisher.relay = relay
+    try:
+        async with database.unit_of_work() as uow:
+            envelope = await publisher.publish(uow, ThingHappened(n=1), key="1")
+            assert not relay._wake.is_set()  # nothing to send before the commit
+            await uow.commit()
+        assert relay._wake.is_set()
+        assert envelope.source == "orders"
+
+        relay._wake.clear()
+        async with database.unit_of_work() as uow:  # left without commit: rolled back
+            await publisher.publish(uow, ThingHappened(n=2), key="2")
+        assert not relay._wake.is_set()
+        async with database.unit_of_work(read_only=True) as uow:
+            rows = (await uow.session.execute(select(outbox.c.payload))).all()
+        assert [json.loads(row.payload)["data"]["n"] for row in rows] == [1]
+    finally:
+        await database.dispose()

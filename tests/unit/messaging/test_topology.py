@@ -2,21 +2,60 @@
 
 from __future__ import annotations
 
-from mercato.messaging.topology import CONSUMER_GROUPS
+import ast
+from pathlib import Path
+
+import pytest
+
+import mercato.messaging
+from mercato.messaging import Outbox, join_groups
+from mercato.orders.app import CONSUMER_GROUPS as ORDERS_GROUPS
 from mercato.orders.notifications import notification_handlers
 from mercato.orders.saga import saga_handlers
+from mercato.products.app import CONSUMER_GROUPS as PRODUCTS_GROUPS
 from mercato.products.service import stock_handlers
+from mercato.serving import consumer_groups
+from mercato.users.app import CONSUMER_GROUPS as USERS_GROUPS
 from mercato.users.service import handlers as profile_handlers
 
 
-def test_the_known_groups_match_the_declared_handlers() -> None:
+def test_each_context_declares_the_groups_its_handlers_form() -> None:
+    outbox = Outbox("test")
     declared = [
-        profile_handlers,
-        stock_handlers(cache=None),  # type: ignore[arg-type]
-        saga_handlers,
-        notification_handlers(outgoing=None, sender="shop@example.com"),  # type: ignore[arg-type]
+        (USERS_GROUPS, [profile_handlers]),
+        (PRODUCTS_GROUPS, [stock_handlers(outbox, cache=None)]),  # type: ignore[arg-type]
+        (
+            ORDERS_GROUPS,
+            [
+                saga_handlers(outbox),
+                notification_handlers(outgoing=None, sender="shop@example.com"),  # type: ignore[arg-type]
+            ],
+        ),
     ]
 
-    assert {h.consumer: sorted(h.event_types) for h in declared} == {
-        group: sorted(types) for group, types in CONSUMER_GROUPS.items()
+    for groups, handlers in declared:
+        assert {h.consumer: sorted(h.event_types) for h in handlers} == {
+            group: sorted(types) for group, types in groups.items()
+        }
+
+
+def test_every_service_process_knows_every_group() -> None:
+    assert consumer_groups() == {**USERS_GROUPS, **PRODUCTS_GROUPS, **ORDERS_GROUPS}
+
+
+def test_a_group_declared_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="declared twice"):
+        join_groups([{"users": ("a",)}, {"users": ("b",)}])
+
+
+def test_the_messaging_kernel_names_no_service_or_group() -> None:
+    """Who consumes what is the contexts' to say: no string in the kernel names one."""
+    names = {"auth", "users", "products", "orders", "notifications", "gateway"}
+    package = Path(mercato.messaging.__file__).parent
+    named = {
+        f"{path.relative_to(package)}:{node.lineno} {node.value!r}"
+        for path in package.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in names
     }
+    assert not named

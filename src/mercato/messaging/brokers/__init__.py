@@ -15,6 +15,11 @@ from mercato.messaging.brokers.base import (
 )
 
 
+def in_process(url: str | None) -> bool:
+    """Whether ``BROKER_URL`` names the in-process (memory) broker rather than a server."""
+    return not url or url.startswith("memory:")
+
+
 def create_broker(
     url: str | None,
     *,
@@ -25,10 +30,10 @@ def create_broker(
     known_groups: Mapping[str, Sequence[str]] | None = None,
 ) -> Broker:
     """The broker for ``url``: memory (unset), RabbitMQ (``amqp://``), Kafka (``kafka://``)."""
-    if not url or url.startswith("memory:"):
+    if url is None or in_process(url):
         from mercato.messaging.brokers.memory import MemoryBroker
 
-        return MemoryBroker.for_running_loop(startup_grace)
+        return MemoryBroker(startup_grace)
     if url.startswith(("amqp://", "amqps://")):
         from mercato.messaging.brokers.rabbitmq import RabbitBroker
 
@@ -55,4 +60,5 @@ __all__ = [
     "Settled",
     "Subscription",
     "create_broker",
+    "in_process",
 ]

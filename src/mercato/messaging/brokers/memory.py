@@ -1,8 +1,9 @@
 """The in-process broker: topic routing, consumer groups, ack, retry, dead letter.
 
-One instance per event loop, shared by every service app running on it (``mercato up``, or
-a test with several apps), so they see each other's events. A group's queue lives as long as
-the loop, like a durable queue: messages wait there while its consumers restart.
+One instance is shared by every service app of the process (``mercato up`` creates it and
+hands it to each; a test with several apps does the same), so they see each other's events.
+A group's queue lives as long as the broker, like a durable queue: messages wait there while
+its consumers restart.
 
 Nothing survives the process, which is why this backend *settles on delivery*: the outbox
 row counts as sent only once every group bound at publish time handled (or dead-lettered)
@@ -11,7 +12,7 @@ what they had already handled (inbox).
 
 Services of one process start concurrently, so a relay may publish before another
 service's consumer subscribed. During the *startup grace* (``MESSAGING_STARTUP_GRACE``
-seconds after the broker was first used) every published message is also kept aside and
+seconds from the first publish) every published message is also kept aside and
 handed to each group that subscribes later in that window, as a durable queue would have
 kept it; it settles only once the window closed and every group that got it handled it.
 """
@@ -19,7 +20,6 @@ kept it; it settles only once the window closed and every group that got it hand
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -36,10 +36,6 @@ from mercato.platform.logging import get_logger
 from mercato.platform.shutdown import wait_ended
 
 log = get_logger("mercato.messaging.memory")
-
-_brokers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MemoryBroker] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 @dataclass(eq=False)
@@ -92,24 +88,25 @@ class MemoryBroker(Broker):
     def __init__(self, startup_grace: float = 0.0) -> None:
         self.groups: dict[str, _Group] = {}
         self._timers: set[asyncio.TimerHandle] = set()
-        self._loop = asyncio.get_running_loop()
-        self._grace_until = self._loop.time() + startup_grace
+        self.startup_grace = startup_grace
+        #: The loop and the end of the startup grace, set when the first message is
+        #: published (the broker may be created before the event loop runs, as
+        #: ``mercato worker`` does).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._grace_until = 0.0
         self._parked: list[tuple[OutgoingMessage, _Tracker, set[str]]] = []
-        if startup_grace > 0:
-            self._loop.call_at(self._grace_until, self._end_grace)
 
-    @classmethod
-    def for_running_loop(cls, startup_grace: float = 0.0) -> MemoryBroker:
-        """The loop's broker; the first caller sets its startup grace."""
-        loop = asyncio.get_running_loop()
-        broker = _brokers.get(loop)
-        if broker is None:
-            broker = _brokers[loop] = cls(startup_grace)
-        return broker
+    def _first_use(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._grace_until = self._loop.time() + self.startup_grace
+            if self.startup_grace > 0:
+                self._loop.call_at(self._grace_until, self._end_grace)
+        return self._loop
 
     @property
     def in_grace(self) -> bool:
-        return self._loop.time() < self._grace_until
+        return self._first_use().time() < self._grace_until
 
     def _end_grace(self) -> None:
         parked, self._parked = self._parked, []
