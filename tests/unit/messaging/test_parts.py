@@ -27,7 +27,7 @@ from mercato.messaging.envelope import MalformedMessage, parse_raw, typed
 from mercato.messaging.tables import inbox, outbox
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.migrations import upgrade
-from mercato.platform.settings import load_settings
+from mercato.settings import load_settings
 from support.messaging_apps import FollowUp, ThingHappened, publish_things
 
 pytestmark = pytest.mark.anyio
