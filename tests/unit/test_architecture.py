@@ -147,9 +147,6 @@ CONTEXT_NAMES = (*CONTEXTS, "gateway")
 #: A context's name as a word of an identifier or a string (``auth_url``, ``"gateway"``,
 #: ``GatewaySettings``, ``/auth/token``), not inside another word (``oauth2``, ``authorize``).
 CONTEXT_WORD = re.compile(rf"(?<![a-z0-9])({'|'.join(CONTEXT_NAMES)})(?![a-z0-9])")
-KERNEL_EXCLUDED = {
-    "messaging/topology.py",  # moved by the wiring change
-}
 #: The only places the kernel may name a context, each with the reason it has to.
 KERNEL_MAY_NAME = {
     # The OAuth2 token URL of the security scheme that every service's routes declare once
@@ -216,8 +213,6 @@ def test_the_kernel_names_no_context() -> None:
     for package in KERNEL:
         for path in modules_under(package):
             where = str(path.relative_to(SRC))
-            if where in KERNEL_EXCLUDED:
-                continue
             for text in names_and_strings(path):
                 if CONTEXT_WORD.search(_words(text)) and (where, text) not in KERNEL_MAY_NAME:
                     offenders.add(f"{where}: {text!r}")

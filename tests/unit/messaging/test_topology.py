@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 
-import mercato.messaging
 from mercato.messaging import Outbox, join_groups
 from mercato.orders.app import CONSUMER_GROUPS as ORDERS_GROUPS
 from mercato.orders.notifications import notification_handlers
@@ -46,16 +42,3 @@ def test_every_service_process_knows_every_group() -> None:
 def test_a_group_declared_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="declared twice"):
         join_groups([{"users": ("a",)}, {"users": ("b",)}])
-
-
-def test_the_messaging_kernel_names_no_service_or_group() -> None:
-    """Who consumes what is the contexts' to say: no string in the kernel names one."""
-    names = {"auth", "users", "products", "orders", "notifications", "gateway"}
-    package = Path(mercato.messaging.__file__).parent
-    named = {
-        f"{path.relative_to(package)}:{node.lineno} {node.value!r}"
-        for path in package.rglob("*.py")
-        for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.Constant) and node.value in names
-    }
-    assert not named
