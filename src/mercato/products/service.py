@@ -110,17 +110,7 @@ async def _add_product(
         raise DuplicateSku(data.sku)
     now = utcnow()
     row = ProductRow(
-        id=str(uuid.uuid4()),
-        sku=data.sku,
-        name=data.name,
-        description=data.description,
-        price=data.price,
-        currency=data.currency,
-        category=data.category,
-        stock=data.stock,
-        version=1,
-        created_at=now,
-        updated_at=now,
+        id=str(uuid.uuid4()), **data.model_dump(), version=1, created_at=now, updated_at=now
     )
     products.add(row)
     try:
