@@ -11,7 +11,7 @@ import aio_pika
 import pytest
 
 from mercato.messaging import MESSAGING_MIGRATIONS, OutboxRelay
-from mercato.messaging.brokers import BrokerUnavailable
+from mercato.messaging.brokers import BrokerOptions, BrokerUnavailable
 from mercato.messaging.brokers.rabbitmq import RabbitBroker, dead_letter_queue_name
 from mercato.platform.db import Database
 from mercato.platform.migrations import upgrade
@@ -155,7 +155,8 @@ async def test_relays_on_postgres_never_send_a_row_twice(
         workers = []
         for _ in range(relays):
             broker = RabbitBroker(
-                rabbit_settings.broker_url, exchange=rabbit_settings.messaging_exchange
+                rabbit_settings.broker_url,
+                BrokerOptions(exchange=rabbit_settings.messaging_exchange),
             )
             brokers.append(broker)
             workers.append(OutboxRelay(database, broker, service="orders", batch_size=20))

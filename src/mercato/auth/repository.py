@@ -8,14 +8,11 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.auth.models import RefreshFamilyRow, RefreshTokenRow, UserRow
+from mercato.platform.repository import Repository
 
 
-class UserRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, user_id: str) -> UserRow | None:
-        return await self.session.get(UserRow, user_id)
+class UserRepository(Repository[UserRow]):
+    model = UserRow
 
     async def by_username_key(self, key: str) -> UserRow | None:
         found = await self.session.scalars(select(UserRow).where(UserRow.username_key == key))
@@ -33,12 +30,6 @@ class UserRepository:
             any(row.username_key == username_key for row in pairs),
             any(row.email_key == email_key for row in pairs),
         )
-
-    def add(self, user: UserRow) -> None:
-        self.session.add(user)
-
-    async def flush(self) -> None:
-        await self.session.flush()
 
 
 class RefreshTokenRepository:

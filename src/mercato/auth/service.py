@@ -99,10 +99,7 @@ class Accounts:
             uow,
             UserRegistered(
                 user_id=user.id,
-                username=user.username,
-                email=user.email,
-                full_name=data.full_name,
-                age=data.age,
+                **data.model_dump(exclude={"password"}),
                 roles=list(user.roles),
                 created_at=now,
             ),

@@ -253,13 +253,7 @@ class OutboxRelay:
             if not rows:
                 return 0
             messages = [self._message(row) for row in rows]
-            try:
-                await self._publish(messages)
-            except BrokerUnavailable as exc:
-                await uow.rollback()
-                await self._record_failure(messages, exc)
-                raise
-            if sent := self.sent_when.published([m.ref for m in messages]):
+            if sent := await self._hand_over(messages, holding=uow):
                 await self._mark_sent(uow, sent)
             await uow.commit()
         self._count(messages)
@@ -274,12 +268,7 @@ class OutboxRelay:
         if not rows:
             return 0
         messages = [self._message(row) for row in rows]
-        try:
-            await self._publish(messages)
-        except BrokerUnavailable as exc:
-            await self._record_failure(messages, exc)
-            raise
-        if sent := self.sent_when.published([m.ref for m in messages]):
+        if sent := await self._hand_over(messages):
             async with self.database.unit_of_work() as uow:
                 await self._mark_sent(uow, sent)
                 await uow.commit()
@@ -310,6 +299,21 @@ class OutboxRelay:
             target=row.target,
             headers=_trace_headers(row.payload),
         )
+
+    async def _hand_over(
+        self, messages: Sequence[OutgoingMessage], *, holding: UnitOfWork | None = None
+    ) -> list[int]:
+        """Publish ``messages``; answer the refs to mark sent now. On a broker outage the
+        failure is counted on the rows (after ``holding``, the transaction that locked them,
+        is rolled back to release them) and :class:`BrokerUnavailable` raised."""
+        try:
+            await self._publish(messages)
+        except BrokerUnavailable as exc:
+            if holding is not None:
+                await holding.rollback()
+            await self._record_failure(messages, exc)
+            raise
+        return self.sent_when.published([m.ref for m in messages])
 
     async def _publish(self, messages: Sequence[OutgoingMessage]) -> None:
         try:

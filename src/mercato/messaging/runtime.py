@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 
-from mercato.messaging.brokers import Broker, create_broker, in_process
+from mercato.messaging.brokers import Broker, BrokerOptions, create_broker, in_process
 from mercato.messaging.consumer import PAUSE_BACKOFF_MAX, Consumer, Handlers, backoff
 from mercato.messaging.metrics import MessagingMetrics
 from mercato.messaging.outbox import Outbox, OutboxRelay
@@ -54,14 +54,14 @@ def retry_delays(settings: SharedSettings) -> tuple[float, ...]:
 def broker_for(settings: SharedSettings, groups: ConsumerGroups | None = None) -> Broker:
     """A new broker for ``BROKER_URL``; on RabbitMQ it declares ``groups`` (every group of
     the deployment) before it publishes anything."""
-    return create_broker(
-        settings.broker_url,
+    options = BrokerOptions(
         exchange=settings.messaging_exchange,
         queue_type=settings.messaging_queue_type,
         retry_delays=retry_delays(settings),
         startup_grace=settings.messaging_startup_grace,
-        known_groups=groups,
+        known_groups=groups or {},
     )
+    return create_broker(settings.broker_url, options)
 
 
 def in_process_broker(settings: SharedSettings) -> Broker | None:

@@ -281,37 +281,37 @@ def notification_handlers(outgoing: MailSender, *, sender: str) -> Handlers:
 
     @handlers.on(OrderConfirmed)
     async def mail_confirmation(event: Envelope[OrderConfirmed], uow: UnitOfWork) -> None:
-        order = event.data
-        await _decide(
-            uow,
-            outgoing,
-            sender=sender,
-            user_id=order.user_id,
-            event=event,
-            subject=f"Your order {order.order_id} is confirmed",
-            text=(
-                f"Good news: your order {order.order_id} is confirmed.\n"
-                f"Total: {order.total:.2f} {order.currency}.\n\nThank you for shopping at Mercato."
-            ),
-        )
+        await _decide(uow, outgoing, sender=sender, event=event, template=_CONFIRMATION)
 
     @handlers.on(OrderRejected)
     async def mail_rejection(event: Envelope[OrderRejected], uow: UnitOfWork) -> None:
-        order = event.data
-        await _decide(
-            uow,
-            outgoing,
-            sender=sender,
-            user_id=order.user_id,
-            event=event,
-            subject=f"Your order {order.order_id} could not be accepted",
-            text=(
-                f"We are sorry: your order {order.order_id} could not be accepted.\n"
-                f"Reason: {order.reason}.\nNothing was charged."
-            ),
-        )
+        await _decide(uow, outgoing, sender=sender, event=event, template=_REJECTION)
 
     return handlers
+
+
+@dataclass(frozen=True)
+class _MailTemplate:
+    """A mail about an order; ``{order.<field>}`` placeholders are filled from the event."""
+
+    subject: str
+    text: str
+
+
+_CONFIRMATION = _MailTemplate(
+    subject="Your order {order.order_id} is confirmed",
+    text=(
+        "Good news: your order {order.order_id} is confirmed.\n"
+        "Total: {order.total:.2f} {order.currency}.\n\nThank you for shopping at Mercato."
+    ),
+)
+_REJECTION = _MailTemplate(
+    subject="Your order {order.order_id} could not be accepted",
+    text=(
+        "We are sorry: your order {order.order_id} could not be accepted.\n"
+        "Reason: {order.reason}.\nNothing was charged."
+    ),
+)
 
 
 async def _decide(
@@ -319,12 +319,12 @@ async def _decide(
     outgoing: MailSender,
     *,
     sender: str,
-    user_id: str,
     event: Envelope[OrderConfirmed] | Envelope[OrderRejected],
-    subject: str,
-    text: str,
+    template: _MailTemplate,
 ) -> None:
     """Render the mail and record it in the transaction of ``uow``; it leaves after commit."""
+    order = event.data
+    user_id = order.user_id
     recipient = await RecipientRepository(uow.session).get(user_id)
     if recipient is None:
         log.warning("no address for user; notification skipped", user_id=user_id, event_id=event.id)
@@ -333,8 +333,8 @@ async def _decide(
         sender=sender,
         to=recipient.email,
         name=recipient.name,
-        subject=subject,
-        text=text,
+        subject=template.subject.format(order=order),
+        text=template.text.format(order=order),
         event_id=event.id,
         when=event.occurred_at,
     )

@@ -15,19 +15,17 @@ from sqlalchemy.orm import selectinload
 
 from mercato.orders.domain import OrderStatus
 from mercato.orders.models import IdempotencyKeyRow, NotificationRow, OrderRow, RecipientRow
+from mercato.platform.repository import Repository
 
 IN_FLIGHT = "in_flight"
 DONE = "done"
 
 
-class OrderRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    def add(self, order: OrderRow) -> None:
-        self.session.add(order)
+class OrderRepository(Repository[OrderRow]):
+    model = OrderRow
 
     async def get(self, order_id: str) -> OrderRow | None:
+        """The order with its lines loaded."""
         statement = (
             select(OrderRow).where(OrderRow.id == order_id).options(selectinload(OrderRow.lines))
         )
@@ -167,9 +165,8 @@ class IdempotencyRepository:
         return int(result.rowcount or 0)
 
 
-class RecipientRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class RecipientRepository(Repository[RecipientRow]):
+    model = RecipientRow
 
     async def save(self, *, user_id: str, email: str, name: str, now: datetime) -> None:
         insert = _insert_for(self.session)(RecipientRow).values(
@@ -180,9 +177,6 @@ class RecipientRepository:
             set_={"email": email, "name": name, "updated_at": now},
         )
         await self.session.execute(statement)
-
-    async def get(self, user_id: str) -> RecipientRow | None:
-        return await self.session.get(RecipientRow, user_id)
 
 
 class NotificationRepository:

@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, func, insert, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mercato.platform.repository import Repository
 from mercato.products.domain import LIKE_ESCAPE, Line, ProductSort, contains_pattern
 from mercato.products.models import ProductRow, ReservationLineRow, ReservationRow
 
@@ -54,12 +55,8 @@ class ProductFilter:
         return found
 
 
-class ProductRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, product_id: str) -> ProductRow | None:
-        return await self.session.get(ProductRow, product_id)
+class ProductRepository(Repository[ProductRow]):
+    model = ProductRow
 
     async def get_for_update(self, product_id: str) -> ProductRow | None:
         """The row, locked until the transaction ends (PostgreSQL; SQLite locks the file)."""
@@ -76,12 +73,6 @@ class ProductRepository:
 
     async def count_all(self) -> int:
         return int((await self.session.execute(select(func.count(ProductRow.id)))).scalar_one())
-
-    def add(self, row: ProductRow) -> None:
-        self.session.add(row)
-
-    async def flush(self) -> None:
-        await self.session.flush()
 
     async def delete(self, row: ProductRow) -> None:
         await self.session.delete(row)

@@ -110,17 +110,7 @@ async def _add_product(
         raise DuplicateSku(data.sku)
     now = utcnow()
     row = ProductRow(
-        id=str(uuid.uuid4()),
-        sku=data.sku,
-        name=data.name,
-        description=data.description,
-        price=data.price,
-        currency=data.currency,
-        category=data.category,
-        stock=data.stock,
-        version=1,
-        created_at=now,
-        updated_at=now,
+        id=str(uuid.uuid4()), **data.model_dump(), version=1, created_at=now, updated_at=now
     )
     products.add(row)
     try:
@@ -143,9 +133,7 @@ async def update_product(
     await cache.ensure_writable()
     async with db.unit_of_work() as uow:
         products = ProductRepository(uow.session)
-        row = None if "\x00" in product_id else await products.get_for_update(product_id)
-        if row is None:
-            raise ProductNotFound
+        row = await _locked_product(products, product_id)
         changes = {
             name: value for name, value in data.changes().items() if getattr(row, name) != value
         }
@@ -162,6 +150,14 @@ async def update_product(
     return updated
 
 
+async def _locked_product(products: ProductRepository, product_id: str) -> ProductRow:
+    """The product, locked until the transaction ends; :class:`ProductNotFound` if none."""
+    row = None if "\x00" in product_id else await products.get_for_update(product_id)
+    if row is None:
+        raise ProductNotFound
+    return row
+
+
 async def delete_product(
     db: Database, outbox: Outbox, cache: CatalogueCache, product_id: str
 ) -> None:
@@ -169,9 +165,7 @@ async def delete_product(
     await cache.ensure_writable()
     async with db.unit_of_work() as uow:
         products = ProductRepository(uow.session)
-        row = None if "\x00" in product_id else await products.get_for_update(product_id)
-        if row is None:
-            raise ProductNotFound
+        row = await _locked_product(products, product_id)
         await products.delete(row)
         await outbox.publish(uow, ProductDeleted(product_id=row.id, sku=row.sku), key=row.id)
         _after_commit_invalidate(uow, cache, [row.id])

@@ -5,20 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from mercato.platform.repository import Repository
 from mercato.users.models import ProfileRow
 
 
-class ProfileRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, profile_id: str) -> ProfileRow | None:
-        return await self.session.get(ProfileRow, profile_id)
-
-    def add(self, profile: ProfileRow) -> None:
-        self.session.add(profile)
+class ProfileRepository(Repository[ProfileRow]):
+    model = ProfileRow
 
     async def page(self, *, limit: int, offset: int) -> tuple[Sequence[ProfileRow], int]:
         """One page, oldest first (ties broken by id, so pages never overlap), and the total."""

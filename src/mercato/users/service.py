@@ -34,10 +34,7 @@ async def create_profile(event: Envelope[UserRegistered], uow: UnitOfWork) -> No
     profiles.add(
         ProfileRow(
             id=data.user_id,
-            username=data.username,
-            email=data.email,
-            full_name=data.full_name,
-            age=data.age,
+            **data.model_dump(include={"username", "email", "full_name", "age"}),
             created_at=data.created_at,
             updated_at=data.created_at,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -20,6 +20,24 @@ class BrokerUnavailable(Exception):
     def because(cls, error: BaseException) -> BrokerUnavailable:
         """The outage that ``error`` (a client library's) stands for, naming it."""
         return cls(f"{type(error).__name__}: {error}")
+
+
+@dataclass(frozen=True)
+class BrokerOptions:
+    """How a broker lays out the deployment's messaging, whichever backend it is."""
+
+    #: RabbitMQ's topic exchange, Kafka's topic.
+    exchange: str = "mercato.events"
+    #: RabbitMQ: the type of the groups' queues ("classic" or "quorum").
+    queue_type: str = "classic"
+    #: RabbitMQ: the delay before each retry, one delay queue each.
+    retry_delays: tuple[float, ...] = ()
+    #: The memory broker: how long a publish waits for its consumer groups to subscribe.
+    startup_grace: float = 0.0
+    #: RabbitMQ: the groups (and their routing keys) whose queues are declared and bound on
+    #: connect, before anything is published, so that no event is dropped for a group that
+    #: has not connected yet.
+    known_groups: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ was lost with the connection is redelivered, and the consumer's inbox skips it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
@@ -32,6 +32,7 @@ from aio_pika.abc import (
 )
 
 from mercato.messaging.brokers.base import (
+    BrokerOptions,
     BrokerUnavailable,
     ConsumerGroup,
     Delivery,
@@ -69,21 +70,13 @@ class RabbitBroker(RemoteBroker["_RabbitSubscription", AbstractChannel]):
     name = "rabbitmq"
 
     def __init__(
-        self,
-        url: str,
-        *,
-        exchange: str = "mercato.events",
-        queue_type: str = "classic",
-        retry_delays: tuple[float, ...] = (),
-        connect_timeout: float = 5.0,
-        known_groups: Mapping[str, Sequence[str]] | None = None,
+        self, url: str, options: BrokerOptions | None = None, *, connect_timeout: float = 5.0
     ) -> None:
         super().__init__()
-        self.url, self.exchange_name, self.queue_type = url, exchange, queue_type
-        #: Groups whose queues are declared and bound on connect, before anything is
-        #: published, so that no event is dropped for a group that has not connected yet.
-        self.known_groups = dict(known_groups or {})
-        self.retry_delays = retry_delays or (1.0,)
+        options = options or BrokerOptions()
+        self.url, self.exchange_name, self.queue_type = url, options.exchange, options.queue_type
+        self.known_groups = dict(options.known_groups)
+        self.retry_delays = options.retry_delays or (1.0,)
         self.connect_timeout = connect_timeout
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
