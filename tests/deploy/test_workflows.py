@@ -1,0 +1,174 @@
+"""The GitHub Actions workflows (.github/workflows): clean under actionlint, and doing what
+docs/deploy/k8s.md says: CI runs lint, types and every suite on real servers with the names
+the tests read; release builds and pushes the image and deploys main, after the tests, through
+a protected environment. The deploy step's overlay is rendered here as the runner renders it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from support import servers
+from support.servers import missing
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = ROOT / ".github" / "workflows"
+SERVER_URLS = ("TEST_DATABASE_URL", "TEST_REDIS_URL", "TEST_BROKER_URL")
+
+
+def workflow(name: str) -> dict[str, Any]:
+    document: dict[Any, Any] = yaml.safe_load((WORKFLOWS / name).read_text())
+    # YAML 1.1 reads the key `on` as True.
+    document["on"] = document.pop(True, document.get("on"))
+    return document
+
+
+def steps(job: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = job.get("steps", [])
+    return found
+
+
+def runs(job: dict[str, Any]) -> str:
+    return "\n".join(step.get("run", "") for step in steps(job))
+
+
+def test_actionlint_finds_nothing() -> None:
+    beside = Path(sys.executable).parent / "actionlint"
+    actionlint = str(beside) if beside.exists() else shutil.which("actionlint")
+    if actionlint is None:
+        missing("actionlint is not installed")
+    result = subprocess.run(
+        [actionlint, "-no-color"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_action_is_pinned_to_a_major_version_at_least() -> None:
+    for path in WORKFLOWS.glob("*.yml"):
+        for reference in re.findall(r"uses:\s*(\S+)", path.read_text()):
+            if reference.startswith("./"):
+                continue
+            version = reference.rpartition("@")[2]
+            assert re.fullmatch(r"v\d+(\.\d+)*|[0-9a-f]{40}", version), f"{path.name}: {reference}"
+
+
+def test_the_test_servers_are_the_names_the_tests_read() -> None:
+    read = set(re.findall(r'os\.environ\.get\(\s*"([A-Z_]+)"', Path(servers.__file__).read_text()))
+    assert read >= {*SERVER_URLS, "CI"}
+    ci = workflow("ci.yml")
+    assert ci["env"]["CI"] == "true"
+    for name in ("test", "system"):
+        job = ci["jobs"][name]
+        assert set(job["services"]) == {"postgres", "redis", "rabbitmq"}, name
+        for service, container in job["services"].items():
+            assert "--health-cmd" in container["options"], f"{name}: {service} has no health check"
+        assert set(SERVER_URLS) <= set(job["env"]), name
+        # On the runner the services publish their ports; in a container job they are hosts.
+        hosts = set(job["services"]) if "container" in job else {"127.0.0.1"}
+        for variable in SERVER_URLS:
+            assert urlsplit(job["env"][variable]).hostname in hosts, f"{name}: {variable}"
+
+
+def test_ci_runs_lint_types_and_every_suite_with_a_coverage_report() -> None:
+    ci = workflow("ci.yml")
+    assert {"push", "pull_request", "workflow_call"} <= set(ci["on"])
+    jobs = ci["jobs"]
+    everything = "\n".join(runs(job) for job in jobs.values())
+    for command in ("ruff check .", "ruff format --check .", "mypy", "make test"):
+        assert command in everything, command
+    assert "make test-fault" in everything
+    assert "make test-deploy" in everything
+    test = jobs["test"]
+    assert "--cov=mercato" in test["env"]["PYTEST_ADDOPTS"]
+    artifacts = [
+        step for step in steps(test) if step.get("uses", "").startswith("actions/upload-artifact@")
+    ]
+    assert artifacts
+    assert "coverage.xml" in artifacts[0]["with"]["path"]
+
+
+def test_release_builds_the_one_image_after_the_tests_with_the_cache() -> None:
+    release = workflow("release.yml")
+    assert release["on"]["push"]["branches"] == ["main"]
+    assert release["on"]["push"]["tags"]
+    jobs = release["jobs"]
+    assert jobs["test"]["uses"] == "./.github/workflows/ci.yml"
+    image = jobs["image"]
+    assert image["needs"] == "test"
+    assert image["permissions"]["packages"] == "write"
+    (build,) = [
+        step
+        for step in steps(image)
+        if step.get("uses", "").startswith("docker/build-push-action@")
+    ]
+    assert build["with"]["push"] is True
+    assert build["with"]["cache-from"] == "type=gha"
+    assert build["with"]["cache-to"].startswith("type=gha")
+    dockerfile = ROOT / build["with"]["file"]
+    if not dockerfile.exists():
+        assert not (ROOT / "Dockerfile").exists(), "release.yml builds another Dockerfile"
+        pytest.skip(f"{build['with']['file']} is not written yet")
+
+
+def test_deploy_needs_the_tests_runs_on_main_only_behind_the_environment() -> None:
+    deploy = workflow("release.yml")["jobs"]["deploy"]
+    assert set(deploy["needs"]) == {"test", "image"}
+    assert deploy["if"] == "github.ref == 'refs/heads/main'"
+    assert deploy["environment"]["name"] == "production"
+    assert "secrets.KUBE_CONFIG" in yaml.safe_dump(deploy)
+    assert deploy["env"]["OVERLAY"] == "deploy/k8s/overlays/prod"
+    assert "delete job migrate" in runs(deploy)
+    assert deploy["concurrency"]["cancel-in-progress"] is False
+
+
+def test_the_deploy_renders_the_prod_overlay_with_the_image_just_built(tmp_path: Path) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        missing("kubectl is not installed")
+    deploy = workflow("release.yml")["jobs"]["deploy"]
+    (step,) = [
+        step for step in steps(deploy) if step.get("name", "").startswith("The prod overlay")
+    ]
+    checkout = tmp_path / "checkout"
+    shutil.copytree(
+        ROOT / "deploy" / "k8s",
+        checkout / "deploy" / "k8s",
+        ignore=shutil.ignore_patterns("secrets"),
+    )
+    digest = "sha256:" + "0123456789abcdef" * 4
+    environment = {
+        **os.environ,
+        **deploy["env"],
+        "IMAGE": "ghcr.io/acme/mercato",
+        "DIGEST": digest,
+        "RUNNER_TEMP": str(tmp_path),
+    }
+    result = subprocess.run(
+        ["bash", "-e", "-c", step["run"]],
+        cwd=checkout,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rendered = list(yaml.safe_load_all((tmp_path / "release.yaml").read_text()))
+    images = {
+        container["image"]
+        for document in rendered
+        if document and document["kind"] in {"Deployment", "Job"}
+        for container in document["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {f"ghcr.io/acme/mercato@{digest}"}
+    assert {document["metadata"].get("namespace") for document in rendered if document} == {
+        deploy["env"]["NAMESPACE"]
+    } | {None}
