@@ -172,3 +172,65 @@ def test_the_deploy_renders_the_prod_overlay_with_the_image_just_built(tmp_path:
     assert {document["metadata"].get("namespace") for document in rendered if document} == {
         deploy["env"]["NAMESPACE"]
     } | {None}
+
+
+FAKE_KUBECTL = """#!/bin/sh
+echo "$*" >> "$KUBECTL_LOG"
+case "$*" in
+  *"get job migrate"*) printf '%s' "$JOB_STATE" ;;
+esac
+"""
+
+
+def _deploy_against_a_fake_cluster(tmp_path: Path, job_state: str) -> tuple[int, list[str]]:
+    """Run the deploy's apply step with a ``kubectl`` that records what it is asked and
+    reports the migration Job in ``job_state``."""
+    deploy = workflow("release.yml")["jobs"]["deploy"]
+    (step,) = [step for step in steps(deploy) if step.get("name", "").startswith("Apply")]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(FAKE_KUBECTL)
+    (bin_dir / "kubectl").chmod(0o755)
+    log = tmp_path / "kubectl.log"
+    environment = {
+        **os.environ,
+        **deploy["env"],
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "RUNNER_TEMP": str(tmp_path),
+        "KUBECTL_LOG": str(log),
+        "JOB_STATE": job_state,
+    }
+    result = subprocess.run(
+        ["bash", "-e", "-c", step["run"]],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.returncode, log.read_text().splitlines()
+
+
+def test_the_deploy_migrates_before_it_waits_for_every_rollout(tmp_path: Path) -> None:
+    code, calls = _deploy_against_a_fake_cluster(tmp_path, "Complete")
+    assert code == 0, calls
+    namespace = workflow("release.yml")["jobs"]["deploy"]["env"]["NAMESPACE"]
+    assert calls[0] == f"-n {namespace} delete job migrate --ignore-not-found --wait=true"
+    assert calls[1] == f"apply -f {tmp_path}/release.yaml"
+    assert calls[2].startswith(f"-n {namespace} get job migrate")
+    rollouts = [call.split()[-2] for call in calls[3:]]
+    assert all("rollout status" in call for call in calls[3:])
+    # Every Deployment of the prod overlay (the kinds of deploy/k8s/base).
+    deployments = {
+        document["metadata"]["name"]
+        for path in (ROOT / "deploy" / "k8s" / "base").glob("*.yaml")
+        for document in yaml.safe_load_all(path.read_text())
+        if document and document.get("kind") == "Deployment"
+    }
+    assert {rollout.removeprefix("deployment/") for rollout in rollouts} == deployments
+
+
+def test_the_deploy_stops_when_the_migration_fails(tmp_path: Path) -> None:
+    code, calls = _deploy_against_a_fake_cluster(tmp_path, "Failed")
+    assert code == 1
+    assert not any("rollout" in call for call in calls)
