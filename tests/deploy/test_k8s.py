@@ -205,7 +205,7 @@ def test_every_pod_is_restricted_with_writable_scratch_only(overlay: Manifests) 
         pod = workload["spec"]["template"]["spec"]
         assert pod["securityContext"] == {
             "runAsNonRoot": True,
-            "runAsUser": 10001,  # the image's user (deploy/Dockerfile)
+            "runAsUser": 10001,  # the Dockerfile's user `mercato`
             "runAsGroup": 10001,
             "fsGroup": 10001,
             "seccompProfile": {"type": "RuntimeDefault"},
