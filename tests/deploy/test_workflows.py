@@ -41,6 +41,24 @@ def runs(job: dict[str, Any]) -> str:
     return "\n".join(step.get("run", "") for step in steps(job))
 
 
+def run_deploy_step(
+    name_starts: str, cwd: Path, tmp_path: Path, **variables: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the deploy job's step whose name starts with ``name_starts`` as the runner does
+    (``bash -e``), with the job's env, ``RUNNER_TEMP`` in ``tmp_path`` and ``variables``."""
+    deploy = workflow("release.yml")["jobs"]["deploy"]
+    (step,) = [step for step in steps(deploy) if step.get("name", "").startswith(name_starts)]
+    environment = {**os.environ, **deploy["env"], "RUNNER_TEMP": str(tmp_path), **variables}
+    return subprocess.run(
+        ["bash", "-e", "-c", step["run"]],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_actionlint_finds_nothing() -> None:
     beside = Path(sys.executable).parent / "actionlint"
     actionlint = str(beside) if beside.exists() else shutil.which("actionlint")
@@ -134,13 +152,8 @@ def test_deploy_needs_the_tests_runs_on_main_only_behind_the_environment() -> No
 
 
 def test_the_deploy_renders_the_prod_overlay_with_the_image_just_built(tmp_path: Path) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
+    if shutil.which("kubectl") is None:  # the step runs the runner's kubectl kustomize
         missing("kubectl is not installed")
-    deploy = workflow("release.yml")["jobs"]["deploy"]
-    (step,) = [
-        step for step in steps(deploy) if step.get("name", "").startswith("The prod overlay")
-    ]
     checkout = tmp_path / "checkout"
     shutil.copytree(
         ROOT / "deploy" / "k8s",
@@ -148,20 +161,8 @@ def test_the_deploy_renders_the_prod_overlay_with_the_image_just_built(tmp_path:
         ignore=shutil.ignore_patterns("secrets"),
     )
     digest = "sha256:" + "0123456789abcdef" * 4
-    environment = {
-        **os.environ,
-        **deploy["env"],
-        "IMAGE": "ghcr.io/acme/mercato",
-        "DIGEST": digest,
-        "RUNNER_TEMP": str(tmp_path),
-    }
-    result = subprocess.run(
-        ["bash", "-e", "-c", step["run"]],
-        cwd=checkout,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_deploy_step(
+        "The prod overlay", checkout, tmp_path, IMAGE="ghcr.io/acme/mercato", DIGEST=digest
     )
     assert result.returncode == 0, result.stdout + result.stderr
     rendered = list(yaml.safe_load_all((tmp_path / "release.yaml").read_text()))
@@ -172,9 +173,11 @@ def test_the_deploy_renders_the_prod_overlay_with_the_image_just_built(tmp_path:
         for container in document["spec"]["template"]["spec"]["containers"]
     }
     assert images == {f"ghcr.io/acme/mercato@{digest}"}
+    namespace = workflow("release.yml")["jobs"]["deploy"]["env"]["NAMESPACE"]
     assert {document["metadata"].get("namespace") for document in rendered if document} == {
-        deploy["env"]["NAMESPACE"]
-    } | {None}
+        namespace,
+        None,  # the Namespace itself
+    }
 
 
 FAKE_KUBECTL = """#!/bin/sh
@@ -188,28 +191,18 @@ esac
 def _deploy_against_a_fake_cluster(tmp_path: Path, job_state: str) -> tuple[int, list[str]]:
     """Run the deploy's apply step with a ``kubectl`` that records what it is asked and
     reports the migration Job in ``job_state``."""
-    deploy = workflow("release.yml")["jobs"]["deploy"]
-    (step,) = [step for step in steps(deploy) if step.get("name", "").startswith("Apply")]
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "kubectl").write_text(FAKE_KUBECTL)
     (bin_dir / "kubectl").chmod(0o755)
     log = tmp_path / "kubectl.log"
-    environment = {
-        **os.environ,
-        **deploy["env"],
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "RUNNER_TEMP": str(tmp_path),
-        "KUBECTL_LOG": str(log),
-        "JOB_STATE": job_state,
-    }
-    result = subprocess.run(
-        ["bash", "-e", "-c", step["run"]],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = run_deploy_step(
+        "Apply",
+        tmp_path,
+        tmp_path,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        KUBECTL_LOG=str(log),
+        JOB_STATE=job_state,
     )
     return result.returncode, log.read_text().splitlines()
 
