@@ -26,7 +26,7 @@ run: install ## start the whole system on embedded defaults (Ctrl-C stops it)
 	$(BIN)/mercato up
 
 test: install ## the whole test suite (real-server tests skip without the servers, fail when CI=true)
-	$(BIN)/pytest -m "not fault and not deploy" tests/unit tests/service
+	$(BIN)/pytest -m "not fault and not deploy" tests/unit tests/service tests/deploy
 	$(BIN)/pytest -m "not fault and not deploy" tests/integration
 	$(BIN)/pytest -m "not fault and not deploy" tests/e2e
 
