@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from mercato.settings import Settings
-from support.deploy_platforms import BIN, REPO, procfile, setting_names, tool
+from support.deploy_platforms import BIN, REPO, procfile, run_ok, setting_names, tool
 from support.servers import free_port, missing
 
 HOOK = REPO / ".platform" / "hooks" / "prebuild" / "01_mercato.sh"
@@ -75,16 +75,9 @@ def bundle(tmp_path: Path) -> Path:
 
 
 def run_hook(bundle: Path) -> None:
-    result = subprocess.run(
-        ["bash", str(HOOK)],
-        cwd=bundle,
-        env={"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(bundle)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    run_ok(
+        ["bash", str(HOOK)], cwd=bundle, env={"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(bundle)}
     )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_prebuild_hook_leaves_the_web_process_first_and_no_release(bundle: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +21,7 @@ from support.deploy_platforms import (
     clean_environment,
     mercato_help,
     procfile,
+    run_ok,
     running,
     setting_names,
 )
@@ -156,16 +156,7 @@ def test_the_heroku_configuration_passes_the_production_checks(tmp_path: Path) -
         REDIS_URL="rediss://:secret@ec2-5-6-7-8.compute-1.amazonaws.com:6380",
         BROKER_URL="amqps://user:secret@puffin.rmq2.cloudamqp.com/vhost",
     )
-    result = subprocess.run(
-        [str(BIN / "mercato"), "config", "check"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_ok([str(BIN / "mercato"), "config", "check"], cwd=tmp_path, env=env)
 
 
 def heroku_url(postgres_url: str) -> str:
@@ -187,16 +178,7 @@ def test_release_web_and_a_service_run_as_heroku_runs_them(
         PRODUCTS_URL=f"http://127.0.0.1:{products_port}",
         DATABASE_URL=heroku_url(postgres_url),
     )
-    release = subprocess.run(
-        ["bash", "-c", processes["release"]],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert release.returncode == 0, release.stdout + release.stderr
+    run_ok(["bash", "-c", processes["release"]], cwd=tmp_path, env=env)
     with (
         running(processes["web"], env, tmp_path, tmp_path / "web.log") as web,
         running(processes["products"], env, tmp_path, tmp_path / "products.log") as products,

@@ -59,6 +59,17 @@ def mercato_help(command: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def run_ok(args: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float = 120) -> str:
+    """Run ``args`` to its end; its output, or an assertion error with it if it failed."""
+    result = subprocess.run(
+        args, cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, (
+        f"{args} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+    )
+    return result.stdout + result.stderr
+
+
 def clean_environment(tmp_path: Path, extra: Mapping[str, str]) -> dict[str, str]:
     """This process's environment without Mercato's settings from the developer's shell,
     with the console scripts first on PATH, data and secrets under ``tmp_path``, and
