@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 UV     := $(BIN)/uv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_LINK_MODE := copy
+# uv keeps the venv's own interpreter ($(PYTHON)'s): .python-version (3.11, which Heroku's
+# buildpack needs) would otherwise make it replace a venv made by another Python.
+export UV_PYTHON := $(abspath $(BIN))/python
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-fault test-deploy lint format typecheck bench clean
