@@ -168,7 +168,7 @@ def test_every_container_waits_for_what_it_needs_to_be_healthy(
     for name in (*BACKEND_SERVICES, "worker"):
         assert set(services[name]["depends_on"]) == {"migrate", *SERVERS}, name
     assert set(services["gateway"]["depends_on"]) == set(BACKEND_SERVICES)
-    assert set(services["migrate"]["depends_on"]) == {"postgres"}
+    assert set(services["migrate"]["depends_on"]) == set(SERVERS)
     assert set(services["nginx"]["depends_on"]) == {"gateway"}
 
 
@@ -244,6 +244,34 @@ def test_nginx_runs_the_topology_site_with_the_gateway_service_upstream(
             assert (site / name).is_file(), name
     gateway = services["gateway"]["environment"]
     assert gateway["TRUSTED_PROXIES"] == nginx["networks"]["edge"]["ipv4_address"] + "/32"
+
+
+def test_the_nginx_container_script_makes_a_site_nginx_accepts(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The nginx service's start-up script, run here with its paths under ``tmp_path`` and
+    the gateway's name replaced by an address (nginx -t resolves it), ending in ``nginx -t``
+    instead of the server."""
+    site = ROOT / "deploy" / "nginx"
+    if not (site / "nginx.conf").is_file():
+        pytest.skip("deploy/nginx (the servers topology's site) is not in this checkout")
+    nginx = tool("nginx")
+    script = services["nginx"]["command"][-1]
+    assert script.rstrip().splitlines()[-1].startswith("exec nginx ")
+    prefix = tmp_path / "prefix"
+    script = (
+        script.replace("/var/lib/mercato-nginx", str(prefix))
+        .replace("/etc/mercato/nginx", str(site))
+        .replace("server gateway:8000;", "server 127.0.0.1:8000;")
+        .replace("exec nginx ", f"exec {nginx} -t ")
+    )
+    prefix.mkdir()
+    result = subprocess.run(
+        ["sh", "-ec", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+    assert (prefix / "upstream.conf").read_text() == "server 127.0.0.1:8000;\n"
 
 
 def test_prometheus_scrapes_every_mercato_process_in_the_monitoring_profile(
