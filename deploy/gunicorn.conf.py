@@ -53,7 +53,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or min(max(_cpus(), 2), MAX_WORK
 
 #: uvicorn in each worker, leaving logging and access lines to Mercato. ``on_starting``
 #: swaps in the settings' variant (request head size, read timeout, connection limit), as
-#: ``mercato serve`` does; this is the class gunicorn checks the configuration with.
+#: ``mercato serve`` does, and the log level (LOG_LEVEL); this is the class gunicorn checks
+#: the configuration with.
 worker_class = "mercato.gunicorn_app.MercatoUvicornWorker"
 
 #: The gateway, unless the command line names another app (``mercato.<service>.app:create_app()``).
@@ -125,10 +126,14 @@ def _as_exit(step: Any, *args: Any) -> Any:
         sys.exit(exc.exit_code)
 
 
-def _edge_worker_class(server: Any, settings: Any) -> None:
+def _apply_settings(server: Any, settings: Any) -> None:
+    """What ``mercato serve`` takes from the settings: the worker class with the edge
+    limits, and the level of gunicorn's own lines (LOG_LEVEL)."""
     from mercato.gunicorn_app import worker_class as edge_worker_class
 
     server.worker_class = edge_worker_class(settings)
+    server.cfg.set("loglevel", settings.effective_log_level.lower())
+    server.log.setup(server.cfg)
 
 
 def on_starting(server: Any) -> None:
@@ -147,14 +152,14 @@ def on_starting(server: Any) -> None:
         serving.run_event_loop(serving.migrate(settings, [service]))
         os.environ["AUTO_MIGRATE"] = "false"
     server.proc_name = f"mercato-{service}"
-    _edge_worker_class(server, settings)
+    _apply_settings(server, settings)
 
 
 def on_reload(server: Any) -> None:
-    """After SIGHUP re-read this file: the settings' worker class again."""
+    """After SIGHUP re-read this file (and gunicorn's defaults): the settings' part again."""
     from mercato.settings import load_settings
 
-    _edge_worker_class(server, load_settings())
+    _apply_settings(server, load_settings())
 
 
 def child_exit(server: Any, worker: Any) -> None:
