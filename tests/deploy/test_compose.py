@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mercato.platform.settings_sources import field_names, is_secret_name
 from mercato.settings import BACKEND_SERVICES, SERVICES, Settings, load_settings
-from support.deploy_container import ROOT, tool
+from support.deploy_container import ROOT, run, tool
 from support.servers import missing
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -80,12 +79,8 @@ def setting_names() -> set[str]:
 
 
 def test_the_compose_specification_schema_accepts_it() -> None:
-    result = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)]
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -107,13 +102,9 @@ def test_docker_compose_config_accepts_it(checkout_with_env_file: Path, profile:
     docker_compose = shutil.which("docker-compose")
     if docker_compose is None:
         missing("docker-compose is not installed (apt-get install docker-compose)")
-    result = subprocess.run(
+    result = run(
         [docker_compose, *profile, "config"],
         cwd=checkout_with_env_file,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
         env={"PATH": "/usr/bin:/bin"},  # no COMPOSE_* or MERCATO_IMAGE of this shell
     )
     assert result.returncode == 0, result.stderr
@@ -204,9 +195,7 @@ def test_every_name_set_is_a_setting_and_no_secret_is_written_in_it(
 def test_the_env_file_is_not_committed_and_its_example_holds_no_secret() -> None:
     for name in mercato_services(yaml.safe_load(COMPOSE.read_text())["services"]).values():
         assert name["env_file"] == "deploy/compose.env"
-    ignored = subprocess.run(
-        ["git", "check-ignore", "-q", "deploy/compose.env"], cwd=ROOT, check=False
-    )
+    ignored = run(["git", "check-ignore", "-q", "deploy/compose.env"], cwd=ROOT)
     assert ignored.returncode == 0, "deploy/compose.env is not in .gitignore"
     example = env_file_values(ENV_EXAMPLE)
     assert set(example) <= setting_names() | SERVER_VARIABLES, set(example) - setting_names()
@@ -266,9 +255,7 @@ def test_the_nginx_container_script_makes_a_site_nginx_accepts(
         .replace("exec nginx ", f"exec {nginx} -t ")
     )
     prefix.mkdir()
-    result = subprocess.run(
-        ["sh", "-ec", script], capture_output=True, text=True, timeout=60, check=False
-    )
+    result = run(["sh", "-ec", script], timeout=60)
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
     assert (prefix / "upstream.conf").read_text() == "server 127.0.0.1:8000;\n"

@@ -11,7 +11,6 @@ import re
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from support.deploy_container import (
     Dockerfile,
     Stage,
     read_dockerfile,
+    run,
     run_command,
     start,
     stop,
@@ -55,13 +55,7 @@ def dockerfile() -> Dockerfile:
 
 
 def test_hadolint_finds_nothing() -> None:
-    result = subprocess.run(
-        [tool("hadolint"), str(ROOT / "Dockerfile")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run([tool("hadolint"), str(ROOT / "Dockerfile")], timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -142,9 +136,9 @@ def test_dockerignore_lets_only_the_package_into_the_build() -> None:
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    tracked = subprocess.run(
-        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
+    listed = run(["git", "ls-files"], cwd=ROOT)
+    assert listed.returncode == 0, listed.stderr
+    tracked = listed.stdout.split()
     let_in = {path for path in tracked if not _ignored(path, patterns)}
     assert let_in, "nothing reaches the build"
     assert all(path in PACKAGE or path.startswith("src/") for path in let_in), sorted(let_in)
@@ -218,24 +212,13 @@ def _build(dockerfile: Dockerfile, root: Path) -> Path:
     env.update(build.env())
     venv = Path(_rooted(env["UV_PROJECT_ENVIRONMENT"], root))
     env["UV_PROJECT_ENVIRONMENT"] = str(venv)
-    subprocess.run(
-        [_python_for(version[1]), "-m", "venv", "--without-pip", str(venv)],
-        check=True,
-        timeout=60,
-    )
+    made = run([_python_for(version[1]), "-m", "venv", "--without-pip", str(venv)], timeout=60)
+    assert made.returncode == 0, made.stderr
     uv = tool("uv")
     for line in build.all("RUN"):
         command = shlex.split(run_command(line))
         assert command[0] == "uv", f"the build stage runs {command[0]}, which this test cannot"
-        result = subprocess.run(
-            [uv, *command[1:]],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        result = run([uv, *command[1:]], cwd=ROOT, env=env, timeout=300)
         assert result.returncode == 0, result.stderr[-4000:]
     return venv
 
@@ -303,13 +286,7 @@ def test_the_image_command_serves_as_the_image_user(
                 status = Path(f"/proc/{processes[service].pid}/status").read_text()
                 assert re.search(rf"^Uid:\s+{uid}\s", status, re.M), status
         # The image's HEALTHCHECK, as Docker runs it in the gateway's container.
-        result = subprocess.run(
-            [*as_image_user, *_healthcheck(runtime)],
-            env=env,
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
+        result = run([*as_image_user, *_healthcheck(runtime)], env=env, timeout=30)
         assert result.returncode == 0, result.stderr
     finally:
         codes = {service: stop(process) for service, process in processes.items()}

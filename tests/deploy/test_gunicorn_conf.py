@@ -7,7 +7,6 @@ import os
 import re
 import runpy
 import signal
-import subprocess
 import sys
 import time
 import types
@@ -23,6 +22,7 @@ from support.deploy_container import (
     ROOT,
     children,
     process_env,
+    run,
     start,
     stop,
     tail,
@@ -166,14 +166,6 @@ def _wait_for_workers(
 def test_a_wrong_app_is_refused_before_anything_starts(tmp_path: Path) -> None:
     env = process_env(tmp_path / "data", {"PORT": str(free_port())})
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    result = subprocess.run(
-        [gunicorn, "-c", str(CONF), "myapp:app"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run([gunicorn, "-c", str(CONF), "myapp:app"], cwd=tmp_path, env=env, timeout=60)
     assert result.returncode != 0
     assert "mercato.<service>.app:create_app()" in result.stderr

@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -23,6 +24,8 @@ from support.servers import missing
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Settings a developer's shell may hold that would point a test's process elsewhere.
+Completed = subprocess.CompletedProcess[str]
+
 FOREIGN_SETTINGS = ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "MERCATO_CONFIG", "SMTP_URL")
 
 
@@ -36,6 +39,14 @@ def tool(name: str) -> str:
     if found is None:
         missing(f"{name} is not installed")
     return found
+
+
+def run(command: Sequence[str], *, timeout: float = 120, **options: Any) -> Completed:
+    """``command`` run to its end (at most ``timeout`` seconds), its output kept as text;
+    the caller checks the exit code, so that a failure shows the output."""
+    return subprocess.run(
+        list(command), capture_output=True, text=True, timeout=timeout, check=False, **options
+    )
 
 
 # --- the Dockerfile ------------------------------------------------------------------------
