@@ -130,12 +130,16 @@ def _ignored(path: str, patterns: list[str]) -> bool:
     return ignored
 
 
-def test_dockerignore_lets_only_the_package_into_the_build() -> None:
-    patterns = [
+def _dockerignore() -> list[str]:
+    return [
         line.strip()
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
+
+
+def test_dockerignore_lets_only_the_package_into_the_build() -> None:
+    patterns = _dockerignore()
     listed = run(["git", "ls-files"], cwd=ROOT)
     assert listed.returncode == 0, listed.stderr
     tracked = listed.stdout.split()
@@ -198,9 +202,10 @@ def _rooted(value: str, root: Path) -> str:
 
 
 def _build(dockerfile: Dockerfile, root: Path) -> Path:
-    """The build stage without Docker: the virtualenv at the same path under ``root``,
-    installed from the checkout (the files the stage copies) by the stage's own uv
-    commands, with its environment."""
+    """The build stage without Docker, instruction by instruction under ``root``: its
+    ENV, its WORKDIR, each COPY of the build context (the checkout as .dockerignore lets
+    it through) when the stage copies it, and its own uv commands; the virtualenv lands at
+    the stage's path under ``root``."""
     build = dockerfile.stage("build")
     version = re.search(r"python:(\d+\.\d+)", dockerfile.base_of(build))
     assert version, dockerfile.base_of(build)
@@ -214,13 +219,40 @@ def _build(dockerfile: Dockerfile, root: Path) -> Path:
     env["UV_PROJECT_ENVIRONMENT"] = str(venv)
     made = run([_python_for(version[1]), "-m", "venv", "--without-pip", str(venv)], timeout=60)
     assert made.returncode == 0, made.stderr
+    patterns = _dockerignore()
     uv = tool("uv")
-    for line in build.all("RUN"):
-        command = shlex.split(run_command(line))
-        assert command[0] == "uv", f"the build stage runs {command[0]}, which this test cannot"
-        result = run([uv, *command[1:]], cwd=ROOT, env=env, timeout=300)
-        assert result.returncode == 0, result.stderr[-4000:]
+    workdir = root
+    for kind, rest in build.instructions:
+        if kind == "WORKDIR":
+            workdir = Path(_rooted(rest, root))
+            workdir.mkdir(parents=True, exist_ok=True)
+        elif kind == "COPY" and not rest.startswith("--from="):
+            *sources, destination = shlex.split(rest)
+            for source in sources:
+                _copy_context(source, workdir / destination, patterns)
+        elif kind == "RUN":
+            command = shlex.split(run_command(rest))
+            assert command[0] == "uv", f"the build stage runs {command[0]}; this test cannot"
+            result = run([uv, *command[1:]], cwd=workdir, env=env, timeout=300)
+            assert result.returncode == 0, result.stderr[-4000:]
     return venv
+
+
+def _copy_context(source: str, destination: Path, patterns: list[str]) -> None:
+    """``COPY source destination`` from the build context: a file into the destination
+    directory, a directory's contents into it, leaving out what .dockerignore does."""
+    origin = ROOT / source
+    assert not _ignored(source, patterns), f"COPY {source}: .dockerignore leaves it out"
+    if origin.is_file():
+        destination.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(origin, destination / origin.name)
+        return
+
+    def left_out(directory: str, names: list[str]) -> set[str]:
+        relative = Path(directory).relative_to(ROOT)
+        return {name for name in names if _ignored(str(relative / name), patterns)}
+
+    shutil.copytree(origin, destination, ignore=left_out, dirs_exist_ok=True)
 
 
 @pytest.mark.deploy
