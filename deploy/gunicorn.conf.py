@@ -2,11 +2,12 @@
 
     gunicorn -c deploy/gunicorn.conf.py                      # the gateway on $PORT (8000)
     PORT=8003 WEB_CONCURRENCY=4 \
-        gunicorn -c deploy/gunicorn.conf.py 'mercato.products.app:create_app()'
+        gunicorn -c deploy/gunicorn.conf.py 'mercato.gunicorn_app:asgi_app("products")'
 
 How it relates to `mercato serve SERVICE --workers N`: that command runs the same gunicorn
-(``mercato.gunicorn_app.GunicornApplication``) with the same worker class, logger class and
-``child_exit`` hook, its options set in code from the settings, and is what the Procfile,
+(``mercato.gunicorn_app.GunicornApplication``) with the app built the same way (``asgi_app``
+here), the same worker class, logger class and ``child_exit`` hook, its options set in code
+from the settings, and is what the Procfile,
 the image and the other deployment files run. This file is for where gunicorn itself is
 the command (a platform or a process manager that starts ``gunicorn``), and sets gunicorn's
 own knobs that ``mercato serve`` leaves at gunicorn's defaults: the worker timeout, and
@@ -57,8 +58,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or min(max(_cpus(), 2), MAX_WORK
 #: the configuration with.
 worker_class = "mercato.gunicorn_app.MercatoUvicornWorker"
 
-#: The gateway, unless the command line names another app (``mercato.<service>.app:create_app()``).
-wsgi_app = "mercato.gateway.app:create_app()"
+#: The gateway, unless the command line names another service's app the same way.
+wsgi_app = 'mercato.gunicorn_app:asgi_app("gateway")'
 proc_name = "mercato"
 
 # --- timeouts ---------------------------------------------------------------------------
@@ -97,11 +98,12 @@ errorlog = "-"
 
 # --- hooks ------------------------------------------------------------------------------
 
-_APP = re.compile(r"^mercato\.(?P<service>[a-z]+)\.app:")
+_APP = re.compile(r"""^mercato\.gunicorn_app:asgi_app\(["'](?P<service>[a-z]+)["']\)$""")
 
 
 def _service(server: Any) -> Any:
-    """The service of the app gunicorn runs (``mercato.<service>.app:...``)."""
+    """The service of the app gunicorn runs (``mercato.gunicorn_app:asgi_app("<service>")``:
+    built as ``mercato serve`` builds it, with the consumer groups of the whole system)."""
     from mercato.settings import SERVICES
 
     # The command line's app, else wsgi_app (gunicorn's own order).
@@ -109,8 +111,8 @@ def _service(server: Any) -> Any:
     found = _APP.match(str(app or ""))
     if found is None or found["service"] not in SERVICES:
         sys.exit(
-            f"gunicorn.conf.py: the app must be mercato.<service>.app:create_app() with a"
-            f" service among {', '.join(SERVICES)}, not {app!r}"
+            f'gunicorn.conf.py: the app must be mercato.gunicorn_app:asgi_app("SERVICE")'
+            f" with a SERVICE among {', '.join(SERVICES)}, not {app!r}"
         )
     return found["service"]
 

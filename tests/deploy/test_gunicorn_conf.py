@@ -16,7 +16,7 @@ import httpx
 import pytest
 from gunicorn.config import Config
 
-from mercato.gunicorn_app import MercatoUvicornWorker, StructuredGunicornLogger
+from mercato.gunicorn_app import MercatoUvicornWorker, StructuredGunicornLogger, asgi_app
 from mercato.settings import Settings
 from support.deploy_container import (
     ROOT,
@@ -82,7 +82,7 @@ def test_workers_logging_timeouts_and_recycling(monkeypatch: pytest.MonkeyPatch)
     defaults = Settings.model_fields
     assert issubclass(config.worker_class, MercatoUvicornWorker)
     assert config.logger_class is StructuredGunicornLogger
-    assert config.wsgi_app == "mercato.gateway.app:create_app()"
+    assert config.wsgi_app == 'mercato.gunicorn_app:asgi_app("gateway")'
     # gunicorn gives the workers longer than the app takes to drain and close by itself.
     assert config.graceful_timeout > defaults["graceful_timeout"].default
     assert config.keepalive == defaults["keep_alive_timeout"].default
@@ -118,7 +118,7 @@ def test_gunicorn_with_the_file_serves_one_service_on_two_workers(tmp_path: Path
     )
     log = tmp_path / "gunicorn.log"
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    command = [gunicorn, "-c", str(CONF), "mercato.products.app:create_app()"]
+    command = [gunicorn, "-c", str(CONF), 'mercato.gunicorn_app:asgi_app("products")']
     process = start(command, cwd=tmp_path, env=env, log=log)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -168,4 +168,14 @@ def test_a_wrong_app_is_refused_before_anything_starts(tmp_path: Path) -> None:
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     result = run([gunicorn, "-c", str(CONF), "myapp:app"], cwd=tmp_path, env=env, timeout=60)
     assert result.returncode != 0
-    assert "mercato.<service>.app:create_app()" in result.stderr
+    assert 'mercato.gunicorn_app:asgi_app("SERVICE")' in result.stderr
+
+
+def test_the_app_gunicorn_loads_is_a_service_built_as_mercato_serve_builds_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    app = asgi_app("products")
+    assert app.title == "Mercato products service"
+    with pytest.raises(ValueError, match="unknown service 'shop'"):
+        asgi_app("shop")
