@@ -7,6 +7,7 @@ import os
 import re
 import runpy
 import signal
+import socket
 import sys
 import time
 import types
@@ -114,7 +115,12 @@ def test_gunicorn_with_the_file_serves_one_service_on_two_workers(tmp_path: Path
     metrics_dir = tmp_path / "metrics"
     env = process_env(
         tmp_path / "data",
-        {"PORT": str(port), "WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+        {
+            "PORT": str(port),
+            "WEB_CONCURRENCY": "2",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "REQUEST_READ_TIMEOUT": "1",
+        },
     )
     log = tmp_path / "gunicorn.log"
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
@@ -136,6 +142,12 @@ def test_gunicorn_with_the_file_serves_one_service_on_two_workers(tmp_path: Path
         # Whichever worker answered /metrics, it counts the requests of both.
         assert counted == sent, tail(log)
         assert _pids_of_metric_files(metrics_dir / "products") >= workers
+
+        # The workers are the settings' (on_starting): a request not sent within
+        # REQUEST_READ_TIMEOUT is cut off with 408, as under mercato serve.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and no end of head
+            assert slow.recv(1024).startswith(b"HTTP/1.1 408 ")
 
         # A worker that dies is replaced (and its metric files marked dead by child_exit).
         killed = min(workers)
