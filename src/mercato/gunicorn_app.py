@@ -58,6 +58,9 @@ class MercatoUvicornWorker(UvicornWorker):  # type: ignore[misc]
             uvicorn_logger.handlers = []
             uvicorn_logger.setLevel(logging.NOTSET)
             uvicorn_logger.propagate = True
+        # uvicorn's protocols write an access line whenever uvicorn.access has a handler,
+        # the root's through propagation included: Mercato's middleware writes the one line.
+        logging.getLogger("uvicorn.access").propagate = False
 
     async def _serve(self) -> None:
         # The listening sockets go to uvicorn unwrapped. Given gunicorn's wrapper objects,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import runpy
@@ -161,6 +162,12 @@ def test_gunicorn_with_the_file_serves_one_service_on_two_workers(tmp_path: Path
     assert code == 0, output
     assert "Shutting down: Master" in output
     assert "Traceback" not in output
+    # One structured access line per request, Mercato's: none of uvicorn's beside it.
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    answered = [line for line in lines if line.get("path") == "/healthz"]
+    assert len(answered) >= sent
+    assert {line["logger"] for line in answered} == {"mercato.access"}
+    assert not [line for line in lines if line.get("logger") == "uvicorn.access"]
 
 
 def _wait_for_workers(
