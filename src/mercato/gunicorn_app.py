@@ -21,7 +21,7 @@ from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 from mercato.platform.logging import UVICORN_LOGGERS
-from mercato.settings import ServiceName, Settings
+from mercato.settings import SERVICES, ServiceName, Settings, load_settings
 
 
 class StructuredGunicornLogger(Logger):  # type: ignore[misc]
@@ -58,6 +58,9 @@ class MercatoUvicornWorker(UvicornWorker):  # type: ignore[misc]
             uvicorn_logger.handlers = []
             uvicorn_logger.setLevel(logging.NOTSET)
             uvicorn_logger.propagate = True
+        # uvicorn's protocols write an access line whenever uvicorn.access has a handler,
+        # the root's through propagation included: Mercato's middleware writes the one line.
+        logging.getLogger("uvicorn.access").propagate = False
 
     async def _serve(self) -> None:
         # The listening sockets go to uvicorn unwrapped. Given gunicorn's wrapper objects,
@@ -87,6 +90,18 @@ def child_exit(_server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def asgi_app(service: str) -> FastAPI:
+    """The app of ``service`` as ``mercato serve`` builds it, from the settings of every
+    source: what each worker loads when gunicorn's own command runs a service
+    (``gunicorn -c deploy/gunicorn.conf.py 'mercato.gunicorn_app:asgi_app("products")'``).
+    Raises :class:`ValueError` for a name that is not a service."""
+    from mercato.serving import app_factory
+
+    if service not in SERVICES:
+        raise ValueError(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
+    return app_factory(service)(load_settings())
 
 
 class GunicornApplication(BaseApplication):  # type: ignore[misc]
