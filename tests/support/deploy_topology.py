@@ -46,6 +46,7 @@ BACKENDS = ("auth", "users", "products", "orders")
 LISTEN_LINE = "listen 80 default_server;"
 #: Redis databases the topologies take turns on (the shared tests use 0 and 10).
 REDIS_DATABASES = range(11, 16)
+_AS_ROOT = " user root;" if os.geteuid() == 0 else ""
 
 
 def topology_requested() -> bool:
@@ -108,7 +109,9 @@ class Nginx:
         self.render()
         log = (self.prefix / "logs" / "stderr.log").open("wb")
         self.process = subprocess.Popen(
-            self.command("-e", "logs/error.log", "-g", "daemon off;"),
+            # As root, nginx's workers would be nobody's, who cannot enter pytest's
+            # temporary directories (0700).
+            self.command("-e", "logs/error.log", "-g", "daemon off;" + _AS_ROOT),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
