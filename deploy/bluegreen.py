@@ -39,7 +39,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 COLOURS = ("blue", "green")
 #: Each process's port, as an offset from its colour's base port (the Procfile's layout).
@@ -181,15 +181,15 @@ class Deployer:
         """Point the upstream include at ``colour``'s gateway and reload nginx; return once
         every old nginx worker (which still speaks to the old colour) has exited."""
         address = f"127.0.0.1:{self.port(colour, 'gateway')}"
-        scratch = self.upstream_file.with_suffix(".tmp")
-        scratch.write_text(
+        before = self.upstream_file.read_text() if self.upstream_file.exists() else ""
+        self.write_upstream(
             f"# Written by deploy/bluegreen.py: the {colour} colour is live.\nserver {address};\n"
         )
-        scratch.replace(self.upstream_file)
         master = int(self.nginx_pid_file.read_text().strip())
         old_workers = children(master)
         test = subprocess.run([*self.nginx, "-t", "-q"], capture_output=True, text=True)
         if test.returncode != 0:
+            self.write_upstream(before)  # the file says what nginx runs, as before
             fail(f"nginx -t refused the configuration:\n{test.stderr}")
         subprocess.run([*self.nginx, "-s", "reload"], check=True)
         deadline = time.monotonic() + self.drain_timeout
@@ -198,6 +198,11 @@ class Deployer:
                 fail("nginx's old workers did not exit; the old colour is left running")
             time.sleep(0.05)
         say(f"nginx: upstream is {colour} ({address})")
+
+    def write_upstream(self, text: str) -> None:
+        scratch = self.upstream_file.with_suffix(".tmp")
+        scratch.write_text(text)
+        scratch.replace(self.upstream_file)  # atomic: nginx never reads half a file
 
     # --- commands ------------------------------------------------------------------------
 
@@ -275,7 +280,7 @@ def say(message: str) -> None:
     print(f"bluegreen: {message}", flush=True)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     print(f"bluegreen: {message}", file=sys.stderr, flush=True)
     raise SystemExit(1)
 
