@@ -8,10 +8,11 @@
 A colour is a whole set of processes (the gateway, the four services under gunicorn, the
 notification worker) on its own ports: blue from 8000 (the Procfile's ports: gateway 8000,
 users 8001, orders 8002, products 8003, auth 8004, worker 8005), green from 8100. ``deploy``
-starts the given release on the idle colour, waits until every process answers /readyz,
-rewrites nginx's upstream include to the new colour's gateway, reloads nginx, waits until
-nginx's old workers are gone, then drains the old colour (SIGTERM: each process finishes its
-requests within GRACEFUL_TIMEOUT and exits). ``rollback`` switches back to the previous
+starts the given release on the idle colour (services first, then the worker and the
+gateway), waits until every process answers /readyz, rewrites nginx's upstream include to
+the new colour's gateway, reloads nginx, waits until nginx's old workers are gone, then
+drains the old colour (SIGTERM: each process finishes its requests within GRACEFUL_TIMEOUT
+and exits). ``rollback`` switches back to the previous
 colour the same way, starting its release again unless it still runs (``--keep-old``).
 
 Both colours share one database: a release may only expand the schema (run its
@@ -101,20 +102,18 @@ class Deployer:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(Path(base) / colour)
         return env
 
-    def start(self, colour: str, mercato: str) -> dict[str, int]:
-        """Start ``mercato``'s processes on ``colour``'s ports; return their pids."""
+    def start(self, colour: str, mercato: str, names: tuple[str, ...]) -> dict[str, int]:
+        """Start ``mercato``'s processes ``names`` on ``colour``'s ports; return their pids."""
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         env = self.environment(colour)
-        commands = {
-            **{
-                name: [mercato, "serve", name, "--workers", str(self.workers)]
-                for name in (*BACKENDS, "gateway")
-            },
-            "worker": [mercato, "worker", "--port", str(self.port(colour, "worker"))],
-        }
         pids = {}
-        for name, command in commands.items():
+        for name in names:
+            command = (
+                [mercato, "worker", "--port", str(self.port(colour, name))]
+                if name == "worker"
+                else [mercato, "serve", name, "--workers", str(self.workers)]
+            )
             with (logs / f"{colour}-{name}.log").open("ab") as log:
                 process = subprocess.Popen(
                     command,
@@ -125,7 +124,18 @@ class Deployer:
                     start_new_session=True,  # outlives this script, as a service would
                 )
             pids[name] = process.pid
-        say(f"{colour}: started {mercato} (pids {', '.join(map(str, pids.values()))})")
+        say(f"{colour}: started {', '.join(names)} of {mercato}")
+        return pids
+
+    def start_ready(self, state: dict[str, Any], colour: str, mercato: str) -> dict[str, int]:
+        """The services first, then (once they are ready, and have migrated where
+        AUTO_MIGRATE is on) the worker and the gateway; return once all are ready."""
+        pids: dict[str, int] = {}
+        for names in (BACKENDS, ("worker", "gateway")):
+            pids |= self.start(colour, mercato, names)
+            state["colours"][colour] = {"release": mercato, "pids": pids, "started": time.time()}
+            self.save(state)
+            self.wait_ready(colour, pids)
         return pids
 
     def ready(self, colour: str, name: str) -> bool:
@@ -142,7 +152,7 @@ class Deployer:
 
     def wait_ready(self, colour: str, pids: dict[str, int]) -> None:
         deadline = time.monotonic() + self.ready_timeout
-        waiting = list(OFFSETS)
+        waiting = list(pids)
         while waiting:
             name = waiting[0]
             if not alive(pids[name]):
@@ -155,7 +165,7 @@ class Deployer:
                 self.stop(pids, quiet=True)
                 fail(f"{colour} {name} not ready after {self.ready_timeout:.0f} s; stopped")
             time.sleep(0.2)
-        say(f"{colour}: ready")
+        say(f"{colour}: {', '.join(pids)} ready")
 
     def stop(self, pids: dict[str, int], *, quiet: bool = False) -> None:
         """SIGTERM, the gateway first; wait for every process to exit (each drains its
@@ -212,14 +222,10 @@ class Deployer:
         entry = state["colours"].get(colour, {})
         if self.running(state, colour) and entry.get("release") == mercato:
             say(f"{colour}: already running {mercato}")
-            pids = entry["pids"]
         else:
             if entry.get("pids"):
                 self.stop(entry["pids"], quiet=True)
-            pids = self.start(colour, mercato)
-        state["colours"][colour] = {"release": mercato, "pids": pids, "started": time.time()}
-        self.save(state)
-        self.wait_ready(colour, pids)
+            self.start_ready(state, colour, mercato)
         self.switch_nginx(colour)
         state["live"], state["previous"] = colour, was
         self.save(state)
