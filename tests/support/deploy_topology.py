@@ -301,7 +301,8 @@ def topology_env(root: Path, urls: Mapping[str, str], extra: Mapping[str, str]) 
             "NOTIFICATIONS_IN_PROCESS": "false",
             "MESSAGING_EXCHANGE": f"mercato.deploy.{uuid.uuid4().hex[:10]}",
             "RATE_LIMIT_PREFIX": f"deploy-{uuid.uuid4().hex[:10]}",
-            # One signing key for every auth worker (each would otherwise make its own).
+            # One signing key for every auth worker, given: workers starting side by side
+            # would race to create the development key file.
             "JWT_PRIVATE_KEYS": KeySet([SigningKey.generate()]).to_pem(),
             **urls,
             **extra,
@@ -312,7 +313,7 @@ def topology_env(root: Path, urls: Mapping[str, str], extra: Mapping[str, str]) 
     return environment
 
 
-def service_ports(env: Mapping[str, str], ports: Mapping[str, int] | None = None) -> dict[str, int]:
+def service_ports(ports: Mapping[str, int] | None = None) -> dict[str, int]:
     """A free port for every backend service (``ports``' own where given)."""
     chosen = {name: port for name, port in (ports or {}).items() if name in BACKENDS}
     for name in BACKENDS:
@@ -334,7 +335,7 @@ def start_topology(
     before is ready; the caller stops them (``RunningTopology.stop``)."""
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    backends = service_ports(env, ports)
+    backends = service_ports(ports)
     environment = {
         **env,
         **{SERVICE_PORT_SETTINGS[name]: str(port) for name, port in backends.items()},
