@@ -41,6 +41,38 @@ ONE_GATEWAY = (
 )
 
 
+@pytest.mark.timeout(1500)
+def test_the_e2e_suite_passes_through_nginx(nginx: str, tmp_path: Path) -> None:
+    """The e2e tier again, each `mercato up` of it replaced by this topology. First in the
+    module: the module's own topology is not started yet, so the PostgreSQL server's
+    connections go to the ones of the e2e run."""
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-x",
+        "-m",
+        "e2e",
+        f"--basetemp={tmp_path / 'e2e'}",
+        *(f"--ignore=tests/e2e/{name}" for name in OWN_PROCESSES),
+        *(f"--deselect={test}" for test in (*GATEWAY_AT_THE_EDGE, *ONE_GATEWAY)),
+        "tests/e2e",
+    ]
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, TOPOLOGY_VARIABLE: "servers"},
+        capture_output=True,
+        text=True,
+        timeout=1400,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-8000:]
+    assert " passed" in output, output[-3000:]
+
+
 def test_every_process_is_up_behind_nginx(topology: RunningTopology) -> None:
     ready = httpx.get(f"{topology.base_url}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
@@ -102,33 +134,3 @@ def test_the_request_id_passes_nginx_both_ways(topology: RunningTopology) -> Non
     assert topology.nginx is not None
     access_log = (topology.nginx.prefix / "logs" / "access.log").read_text()
     assert f"request_id={request_id}" in access_log
-
-
-@pytest.mark.timeout(1500)
-def test_the_e2e_suite_passes_through_nginx(nginx: str, tmp_path: Path) -> None:
-    """The e2e tier again, each `mercato up` of it replaced by this topology."""
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-x",
-        "-m",
-        "e2e",
-        f"--basetemp={tmp_path / 'e2e'}",
-        *(f"--ignore=tests/e2e/{name}" for name in OWN_PROCESSES),
-        *(f"--deselect={test}" for test in (*GATEWAY_AT_THE_EDGE, *ONE_GATEWAY)),
-        "tests/e2e",
-    ]
-    result = subprocess.run(
-        command,
-        cwd=ROOT,
-        env={**os.environ, TOPOLOGY_VARIABLE: "servers"},
-        capture_output=True,
-        text=True,
-        timeout=1400,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-8000:]
-    assert " passed" in output, output[-3000:]

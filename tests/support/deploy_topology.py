@@ -299,6 +299,9 @@ def topology_env(root: Path, urls: Mapping[str, str], extra: Mapping[str, str]) 
             "SECRETS_DIR": str(root / "no-secrets"),
             "PROMETHEUS_MULTIPROC_DIR": str(root / "metrics"),
             "NOTIFICATIONS_IN_PROCESS": "false",
+            # Eight service workers per topology, several topologies at once (the e2e run's
+            # session one and a module's): the PostgreSQL server allows 100 connections.
+            "DATABASE_POOL_SIZE": "4",
             "MESSAGING_EXCHANGE": f"mercato.deploy.{uuid.uuid4().hex[:10]}",
             "RATE_LIMIT_PREFIX": f"deploy-{uuid.uuid4().hex[:10]}",
             # One signing key for every auth worker, given: workers starting side by side
