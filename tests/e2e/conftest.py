@@ -2,6 +2,11 @@
 
 ``mercato_up`` is shared by every e2e test of the session (embedded defaults: SQLite files
 in a temporary DATA_DIR, memory cache and broker). Tests talk to it through the gateway only.
+
+``MERCATO_E2E_TOPOLOGY=servers`` runs every `mercato up` of the tier (this one and the
+modules' own) as the servers topology instead: nginx in front of two gateway instances,
+each service under gunicorn, the worker, on PostgreSQL, Redis and RabbitMQ
+(support.deploy_topology; tests/deploy/test_topology.py runs the tier that way).
 """
 
 from __future__ import annotations

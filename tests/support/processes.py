@@ -97,8 +97,15 @@ def mercato_up(
     """Start `mercato up` on ``ports`` with its data under ``tmp_path``; stop it after.
 
     With ``MERCATO_E2E_PROFILE=production`` it runs in the production profile instead, after
-    `mercato migrate` (see support.production)."""
+    `mercato migrate` (see support.production). With ``MERCATO_E2E_TOPOLOGY=servers`` it is
+    the servers topology behind nginx instead (see support.deploy_topology)."""
+    from support.deploy_topology import servers_topology, topology_requested
     from support.production import migrate, production_env, production_requested
+
+    if topology_requested():
+        with servers_topology(tmp_path, env, ports=ports, ready_timeout=ready_timeout + 60) as up:
+            yield up
+        return
 
     data_dir = tmp_path / "var"
     log_path = tmp_path / "mercato.log"

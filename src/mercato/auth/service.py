@@ -158,9 +158,13 @@ class AuthService:
         settings = self.settings
         if not settings.admin_username or settings.admin_password is None:
             return
-        user, created = await self.accounts.ensure_admin(
-            db, settings.admin_username, settings.admin_password.get_secret_value()
-        )
+        username, password = settings.admin_username, settings.admin_password.get_secret_value()
+        try:
+            user, created = await self.accounts.ensure_admin(db, username, password)
+        except Conflict:
+            # Another instance starting beside this one (a gunicorn worker) created the
+            # admin between the look-up and the insert: ensure it again, now it exists.
+            user, created = await self.accounts.ensure_admin(db, username, password)
         log.info("admin ensured", user_id=user.id, username=user.username, created=created)
 
     # --- login --------------------------------------------------------------------------

@@ -178,19 +178,23 @@ async def seed_catalogue(
     """Add the products of ``catalogue`` whose sku is not taken yet, in one transaction;
     return how many.
 
-    Idempotent: a second run adds nothing. Each product is announced like any other.
+    Idempotent: a second run adds nothing, nor does one that races another (the other
+    one's transaction adds the products). Each product is announced like any other.
     """
-    async with db.unit_of_work() as uow:
-        products = ProductRepository(uow.session)
-        taken = await products.existing_skus(item.sku for item in catalogue)
-        added = 0
-        for item in catalogue:
-            if item.sku in taken:
-                continue
-            await _add_product(uow, outbox, cache, item)
-            taken.add(item.sku)
-            added += 1
-        await uow.commit()
+    try:
+        async with db.unit_of_work() as uow:
+            products = ProductRepository(uow.session)
+            taken = await products.existing_skus(item.sku for item in catalogue)
+            added = 0
+            for item in catalogue:
+                if item.sku in taken:
+                    continue
+                await _add_product(uow, outbox, cache, item)
+                taken.add(item.sku)
+                added += 1
+            await uow.commit()
+    except DuplicateSku:  # another instance (a gunicorn worker beside this one) seeds now
+        return 0
     return added
 
 
