@@ -14,9 +14,7 @@ import threading
 import traceback
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import pytest_timeout
@@ -25,6 +23,7 @@ from support.servers import (
     TEST_BROKER_URL,
     TEST_DATABASE_URL,
     TEST_REDIS_URL,
+    fresh_postgres_database,
     require_server,
 )
 
@@ -106,30 +105,8 @@ def postgres_server_url() -> str:
 @pytest.fixture
 def postgres_url(postgres_server_url: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    import asyncpg
-
-    parts = urlsplit(postgres_server_url.replace("+asyncpg", ""))
-    name = f"mercato_test_{uuid.uuid4().hex[:12]}"
-    admin_dsn = parts._replace(path="/postgres").geturl()
-
-    async def execute(sql: str) -> None:
-        # Bounded, so that a server that stops answering fails the test instead of hanging it.
-        conn = await asyncpg.connect(admin_dsn, timeout=10)
-        try:
-            await conn.execute(sql, timeout=60)
-        finally:
-            await conn.close(timeout=10)
-
-    def run(sql: str) -> None:
-        # In a thread of its own, so that async tests (whose loop is running) can use it too.
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, execute(sql)).result()
-
-    run(f'CREATE DATABASE "{name}"')
-    try:
-        yield parts._replace(scheme="postgresql+asyncpg", path=f"/{name}").geturl()
-    finally:
-        run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres_database(postgres_server_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """deploy/bluegreen.py run for real: blue deployed behind nginx, then green, then a rollback
 to blue, while a client reads the catalogue through nginx without pause; not one request
-fails. Both colours share one PostgreSQL database (expand/contract, docs/deploy.md ("Expand/contract")).
+fails. Both colours share one PostgreSQL database (expand/contract: docs/deploy.md,
+"Expand/contract").
 """
 
 from __future__ import annotations

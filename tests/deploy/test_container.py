@@ -30,11 +30,9 @@ from support.deploy_container import (
     run_command,
     start,
     stop,
-    tail,
     tool,
-    wait_until_answers,
 )
-from support.processes import SERVICE_PORT_SETTINGS
+from support.processes import SERVICE_PORT_SETTINGS, answered, log_tail
 from support.servers import free_port, missing
 
 #: What the package needs to build: all the build stage may copy, and all .dockerignore
@@ -307,9 +305,7 @@ def test_the_image_command_serves_as_the_image_user(
                 log=image_root / f"{service}.log",
             )
         gateway = f"http://127.0.0.1:{ports['gateway']}"
-        wait_until_answers(
-            f"{gateway}/readyz", processes["gateway"], image_root / "gateway.log", within=120
-        )
+        answered(f"{gateway}/readyz", processes["gateway"], image_root / "gateway.log", within=120)
         for service, port in ports.items():
             assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200, service
             ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
@@ -322,7 +318,7 @@ def test_the_image_command_serves_as_the_image_user(
         assert result.returncode == 0, result.stderr
     finally:
         codes = {service: stop(process) for service, process in processes.items()}
-    logs = {service: tail(image_root / f"{service}.log") for service in processes}
+    logs = {service: log_tail(image_root / f"{service}.log") for service in processes}
     # Stopped cleanly: uvicorn re-raises the SIGTERM it handled once it has shut down.
     assert set(codes.values()) <= {0, -signal.SIGTERM}, (codes, logs)
     assert all("Application shutdown complete" in log for log in logs.values()), logs

@@ -27,9 +27,8 @@ from support.deploy_container import (
     run,
     start,
     stop,
-    tail,
-    wait_until_answers,
 )
+from support.processes import answered, log_tail
 from support.servers import free_port
 
 CONF = ROOT / "deploy" / "gunicorn.conf.py"
@@ -129,7 +128,7 @@ def test_gunicorn_with_the_file_serves_one_service_on_two_workers(tmp_path: Path
     process = start(command, cwd=tmp_path, env=env, log=log)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_answers(f"{base}/readyz", process, log)
+        answered(f"{base}/readyz", process, log)
         workers = _wait_for_workers(process.pid, 2)
         before = httpx.get(f"{base}/metrics").text
         sent = 40
@@ -141,7 +140,7 @@ def test_gunicorn_with_the_file_serves_one_service_on_two_workers(tmp_path: Path
             before, "http_requests_total", **labels
         )
         # Whichever worker answered /metrics, it counts the requests of both.
-        assert counted == sent, tail(log)
+        assert counted == sent, log_tail(log)
         assert _pids_of_metric_files(metrics_dir / "products") >= workers
 
         # The workers are the settings' (on_starting): a request not sent within
@@ -158,15 +157,15 @@ def test_gunicorn_with_the_file_serves_one_service_on_two_workers(tmp_path: Path
         assert httpx.get(f"{base}/readyz").status_code == 200
     finally:
         code = stop(process)
-    output = tail(log, 100_000)
+    output = log_tail(log, 100_000)
     assert code == 0, output
     assert "Shutting down: Master" in output
     assert "Traceback" not in output
     # One structured access line per request, Mercato's: none of uvicorn's beside it.
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-    answered = [line for line in lines if line.get("path") == "/healthz"]
-    assert len(answered) >= sent
-    assert {line["logger"] for line in answered} == {"mercato.access"}
+    access_lines = [line for line in lines if line.get("path") == "/healthz"]
+    assert len(access_lines) >= sent
+    assert {line["logger"] for line in access_lines} == {"mercato.access"}
     assert not [line for line in lines if line.get("logger") == "uvicorn.access"]
 
 

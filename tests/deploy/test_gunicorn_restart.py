@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from support.deploy_topology import gunicorn_workers, stop_process
-from support.processes import wait_ready
+from support.processes import answered
 from support.servers import free_port
 
 pytestmark = pytest.mark.deploy
@@ -47,7 +47,7 @@ def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(tmp_path: P
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, master, log_path, timeout=60)
+        answered(f"{url}/readyz", master, log_path)
         workers = gunicorn_workers(master.pid)
         assert len(workers) == 2
 

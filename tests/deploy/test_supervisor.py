@@ -11,7 +11,6 @@ import re
 import shlex
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,7 @@ import yaml
 
 from mercato.platform.security.keys import KeySet, SigningKey
 from support.deploy_platforms import BIN, REPO, clean_environment, mercato_help, tool
+from support.processes import answered, log_tail
 from support.servers import free_port, missing
 
 CONF = REPO / "deploy" / "supervisor" / "mercato.conf"
@@ -111,20 +111,12 @@ files = {copy}
 
 
 def wait_for(url: str, supervisord: subprocess.Popen[bytes], logs: Path) -> httpx.Response:
-    deadline = time.monotonic() + 90
-    last = "no answer"
-    while time.monotonic() < deadline:
-        assert supervisord.poll() is None, "supervisord exited"
-        try:
-            response = httpx.get(url, timeout=2)
-            if response.status_code == 200:
-                return response
-            last = f"{response.status_code} {response.text[:300]}"
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.3)
-    tails = "\n".join(f"== {p.name}\n{p.read_text()[-2000:]}" for p in sorted(logs.glob("*")))
-    raise AssertionError(f"{url}: {last}\n{tails}")
+    """``url``'s 200 answer, or a failure with the tail of every program's log."""
+    try:
+        return answered(url, supervisord, logs.parent / "supervisord.log", within=90)
+    except AssertionError as failure:
+        tails = "\n".join(f"== {p.name}\n{log_tail(p, 2000)}" for p in sorted(logs.glob("*")))
+        raise AssertionError(f"{failure}\n{tails}") from None
 
 
 @pytest.mark.deploy

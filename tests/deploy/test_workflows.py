@@ -1,7 +1,8 @@
 """The GitHub Actions workflows (.github/workflows): clean under actionlint, and doing what
-docs/deploy.md ("CI/CD with GitHub Actions") says: CI runs lint, types and every suite on real servers with the names
-the tests read; release builds and pushes the image and deploys main, after the tests, through
-a protected environment. The deploy step's overlay is rendered here as the runner renders it."""
+docs/deploy.md ("CI/CD with GitHub Actions") says: CI runs lint, types and every suite on
+real servers with the names the tests read; release builds and pushes the image and deploys
+main, after the tests, through a protected environment. The deploy step's overlay is
+rendered here as the runner renders it."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.processes import wait_ready
+from support.processes import answered
 from support.servers import free_port
 
 pytestmark = pytest.mark.e2e
@@ -64,7 +64,7 @@ def serving(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, process, log_path, timeout=60)
+        answered(f"{url}/readyz", process, log_path)
         yield url, log_path
     finally:
         process.send_signal(signal.SIGTERM)
@@ -169,7 +169,7 @@ def test_a_worker_on_the_in_memory_broker_says_what_it_consumes_and_warns(
     log_path = tmp_path / "unused.log"
     log_path.write_text("")
     try:
-        wait_ready(f"http://127.0.0.1:{port}", process, log_path, timeout=60)
+        answered(f"http://127.0.0.1:{port}/readyz", process, log_path)
     finally:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)

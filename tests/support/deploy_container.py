@@ -11,13 +11,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from support.servers import missing
 
@@ -169,31 +166,6 @@ def process_env(data_dir: Path, extra: Mapping[str, str] = {}) -> dict[str, str]
         }
     )
     return env
-
-
-def wait_until_answers(
-    url: str, process: subprocess.Popen[bytes], log: Path, *, within: float = 60
-) -> httpx.Response:
-    """Poll ``url`` until it answers 200; fail with the process's log if it exits first
-    or does not answer within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{process.args!r} exited with {process.returncode}:\n{tail(log)}")
-        try:
-            response = httpx.get(url, timeout=2)
-            if response.status_code == 200:
-                return response
-            last = f"{response.status_code} {response.text}"
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not answering 200 after {within} s ({last}):\n{tail(log)}")
-
-
-def tail(log: Path, size: int = 4000) -> str:
-    return log.read_text(errors="replace")[-size:] if log.exists() else "(no log)"
 
 
 def stop(process: subprocess.Popen[bytes], *, within: float = 40) -> int:

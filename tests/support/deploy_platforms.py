@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from mercato.settings import Settings
+from support.processes import answered
 
 REPO = Path(__file__).resolve().parents[2]
 #: Where this interpreter's console scripts are (`mercato`, `supervisord`).
@@ -111,22 +111,7 @@ class Process:
     def wait_for(self, url: str, *, status: int = 200, timeout: float = 60) -> httpx.Response:
         """Poll ``url`` until it answers ``status``; fail with the log if the process exits
         or the time is up."""
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise AssertionError(
-                    f"{self.command!r} exited with {self.popen.returncode}:\n{self.log()}"
-                )
-            try:
-                response = httpx.get(url, timeout=2)
-                if response.status_code == status:
-                    return response
-                last = f"{response.status_code} {response.text[:300]}"
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(0.2)
-        raise AssertionError(f"{url}: {last} after {timeout} s:\n{self.log()}")
+        return answered(url, self.popen, self.log_path, status=status, within=timeout)
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM to the whole group, as a platform stops a process; SIGKILL after

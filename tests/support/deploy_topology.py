@@ -10,7 +10,6 @@ it disturbs no other test. ``MERCATO_E2E_TOPOLOGY=servers`` makes the e2e tier's
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import os
@@ -24,7 +23,6 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -35,6 +33,7 @@ from support.servers import (
     TEST_DATABASE_URL,
     TEST_REDIS_URL,
     free_port,
+    fresh_postgres_database,
     missing,
     require_server,
 )
@@ -207,25 +206,9 @@ def wait_ready(processes: Sequence[MercatoProcess], timeout: float) -> None:
 @contextlib.contextmanager
 def fresh_database() -> Iterator[str]:
     """A new PostgreSQL database on the test server, dropped (forcibly) afterwards."""
-    import asyncpg
-
     server = require_server(TEST_DATABASE_URL, 5432, "PostgreSQL")
-    parts = urlsplit(server.replace("+asyncpg", ""))
-    name = f"mercato_deploy_{uuid.uuid4().hex[:12]}"
-    admin_dsn = parts._replace(path="/postgres").geturl()
-
-    async def run(sql: str) -> None:
-        connection = await asyncpg.connect(admin_dsn, timeout=10)
-        try:
-            await connection.execute(sql, timeout=60)
-        finally:
-            await connection.close(timeout=10)
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    try:
-        yield parts._replace(scheme="postgresql+asyncpg", path=f"/{name}").geturl()
-    finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_postgres_database(server, prefix="mercato_deploy") as url:
+        yield url
 
 
 @contextlib.contextmanager

@@ -67,23 +67,36 @@ class RunningMercato:
         return self.process.returncode
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+def answered(
+    url: str,
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+    *,
+    status: int = 200,
+    within: float = 60,
+) -> httpx.Response:
+    """Poll ``url`` until it answers ``status``; fail with the tail of ``log_path`` when
+    ``process`` exits first or ``within`` seconds pass."""
+    deadline = time.monotonic() + within
     last = "no answer"
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"mercato up exited with {process.returncode}:\n{log_path.read_text()[-4000:]}"
+            raise AssertionError(
+                f"{process.args!r} exited with {process.returncode}:\n{log_tail(log_path)}"
             )
         try:
-            response = httpx.get(f"{url}/readyz", timeout=2)
-            if response.status_code == 200:
-                return
-            last = f"{response.status_code} {response.text}"
+            response = httpx.get(url, timeout=2)
+            if response.status_code == status:
+                return response
+            last = f"{response.status_code} {response.text[:300]}"
         except httpx.HTTPError as exc:
             last = repr(exc)
         time.sleep(0.2)
-    raise RuntimeError(f"not ready after {timeout} s ({last}):\n{log_path.read_text()[-4000:]}")
+    raise AssertionError(f"{url}: {last} after {within} s:\n{log_tail(log_path)}")
+
+
+def log_tail(log_path: Path, size: int = 4000) -> str:
+    return log_path.read_text(errors="replace")[-size:] if log_path.exists() else "(no log)"
 
 
 @contextmanager
@@ -137,7 +150,7 @@ def mercato_up(
         )
     running = RunningMercato(process, dict(ports), data_dir, log_path)
     try:
-        wait_ready(running.base_url, process, log_path, ready_timeout)
+        answered(f"{running.base_url}/readyz", process, log_path, within=ready_timeout)
         yield running
     finally:
         running.stop()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import NoReturn, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -75,3 +78,33 @@ def started(node: ServerT) -> Iterator[ServerT]:
         yield node
     finally:
         node.cleanup()
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(server_url: str, *, prefix: str = "mercato_test") -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server of ``server_url`` (its
+    ``postgresql+asyncpg`` URL), dropped (forcibly) afterwards."""
+    import asyncpg
+
+    parts = urlsplit(server_url.replace("+asyncpg", ""))
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin_dsn = parts._replace(path="/postgres").geturl()
+
+    async def execute(sql: str) -> None:
+        # Bounded, so that a server that stops answering fails the test instead of hanging it.
+        connection = await asyncpg.connect(admin_dsn, timeout=10)
+        try:
+            await connection.execute(sql, timeout=60)
+        finally:
+            await connection.close(timeout=10)
+
+    def run(sql: str) -> None:
+        # In a thread of its own, so that async tests (whose loop is running) can use it too.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, execute(sql)).result()
+
+    run(f'CREATE DATABASE "{name}"')
+    try:
+        yield parts._replace(scheme="postgresql+asyncpg", path=f"/{name}").geturl()
+    finally:
+        run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
