@@ -8,11 +8,14 @@ from fastapi import APIRouter, Form, Request, Response, status
 
 from mercato.auth.dependencies import Auth, ClientAddress
 from mercato.auth.schemas import (
+    ChangePasswordRequest,
+    ForgotPasswordRequest,
     LoginRequest,
     Me,
     RefreshRequest,
     RegisteredUser,
     RegisterRequest,
+    ResetPasswordRequest,
     TokenPair,
 )
 from mercato.platform.app import Context
@@ -95,6 +98,69 @@ async def logout(
     body: RefreshRequest, user: CurrentUser, context: Context, auth: Auth, client: ClientAddress
 ) -> Response:
     await auth.logout(context.db, user.user_id, body.refresh_token, client=client)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/password/forgot",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        202: {"description": "Accepted (the same answer whether or not the address is known)"},
+        422: PROBLEM[422],
+        429: {"description": "Too many password-reset requests"},
+    },
+)
+async def forgot_password(
+    body: ForgotPasswordRequest, context: Context, auth: Auth, client: ClientAddress
+) -> Response:
+    """Mail a single-use reset link to the address, if an account has it."""
+    await auth.forgot_password(context.db, body.email, client=client)
+    return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.post(
+    "/password/reset",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        400: {"description": "Unknown, used or expired token"},
+        422: {"description": "Invalid request or weak password"},
+        429: {"description": "Too many password-reset requests"},
+    },
+)
+async def reset_password(
+    body: ResetPasswordRequest, context: Context, auth: Auth, client: ClientAddress
+) -> Response:
+    """Set a new password with the mailed token; every session of the account ends."""
+    await auth.reset_password(context.db, body.token, body.new_password, client=client)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/password/change",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        400: {"description": "The current password is wrong"},
+        401: PROBLEM[401],
+        422: {"description": "Invalid request or weak password"},
+        429: {"description": "Too many password attempts"},
+    },
+)
+async def change_password(
+    body: ChangePasswordRequest,
+    user: CurrentUser,
+    context: Context,
+    auth: Auth,
+    client: ClientAddress,
+) -> Response:
+    """Replace the caller's password; every other session of the account ends."""
+    await auth.change_password(
+        context.db,
+        user.user_id,
+        body.current_password,
+        body.new_password,
+        session_id=user.session_id,
+        client=client,
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
