@@ -491,9 +491,10 @@ class AuthService:
         )
         async with db.unit_of_work(read_only=True) as uow:  # no write lock while hashing
             user = await UserRepository(uow.session).get(user_id)
+            active = user is not None and user.is_active
             old_hash = user.password_hash if user is not None else None
             check = await self.hasher.verify(current_password, old_hash)
-        if user is None or old_hash is None or not check.ok or not user.is_active:
+        if old_hash is None or not check.ok or not active:
             security_log.warning(
                 "security.password_change_refused",
                 outcome="refused",
