@@ -29,6 +29,24 @@ PROBLEM: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid credentials or token"},
     422: {"description": "Invalid request"},
 }
+RESET_LIMITED = {"description": "Too many password-reset requests"}
+WEAK_PASSWORD = {"description": "Invalid request or weak password"}
+FORGOT_ANSWERS: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Accepted (the same answer whether or not the address is known)"},
+    422: PROBLEM[422],
+    429: RESET_LIMITED,
+}
+RESET_ANSWERS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Unknown, used or expired token"},
+    422: WEAK_PASSWORD,
+    429: RESET_LIMITED,
+}
+CHANGE_ANSWERS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The current password is wrong"},
+    401: PROBLEM[401],
+    422: WEAK_PASSWORD,
+    429: {"description": "Too many password attempts"},
+}
 LOGIN_ANSWERS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Bad credentials (the same for an unknown user and a wrong password)"},
     422: {"description": "Invalid request"},
@@ -101,15 +119,7 @@ async def logout(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post(
-    "/password/forgot",
-    status_code=status.HTTP_202_ACCEPTED,
-    responses={
-        202: {"description": "Accepted (the same answer whether or not the address is known)"},
-        422: PROBLEM[422],
-        429: {"description": "Too many password-reset requests"},
-    },
-)
+@router.post("/password/forgot", status_code=status.HTTP_202_ACCEPTED, responses=FORGOT_ANSWERS)
 async def forgot_password(
     body: ForgotPasswordRequest, context: Context, auth: Auth, client: ClientAddress
 ) -> Response:
@@ -118,15 +128,7 @@ async def forgot_password(
     return Response(status_code=status.HTTP_202_ACCEPTED)
 
 
-@router.post(
-    "/password/reset",
-    status_code=status.HTTP_204_NO_CONTENT,
-    responses={
-        400: {"description": "Unknown, used or expired token"},
-        422: {"description": "Invalid request or weak password"},
-        429: {"description": "Too many password-reset requests"},
-    },
-)
+@router.post("/password/reset", status_code=status.HTTP_204_NO_CONTENT, responses=RESET_ANSWERS)
 async def reset_password(
     body: ResetPasswordRequest, context: Context, auth: Auth, client: ClientAddress
 ) -> Response:
@@ -135,16 +137,7 @@ async def reset_password(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post(
-    "/password/change",
-    status_code=status.HTTP_204_NO_CONTENT,
-    responses={
-        400: {"description": "The current password is wrong"},
-        401: PROBLEM[401],
-        422: {"description": "Invalid request or weak password"},
-        429: {"description": "Too many password attempts"},
-    },
-)
+@router.post("/password/change", status_code=status.HTTP_204_NO_CONTENT, responses=CHANGE_ANSWERS)
 async def change_password(
     body: ChangePasswordRequest,
     user: CurrentUser,

@@ -204,13 +204,22 @@ class AuthService:
     async def _check_login_limits(self, username: str, client: str) -> None:
         """Count the attempt against both login limits; 429 (or 503 when the limit storage
         is down) past either."""
-        key = domain.username_key(username)
+        subject = ("login", domain.username_key(username))
+        await self._check_password_limits(
+            client, subject, "Too many login attempts; try again later.", username=username
+        )
+
+    async def _check_password_limits(
+        self, client: str, subject: tuple[str, ...], refusal: str, **who: str
+    ) -> None:
+        """The login limits, for any check of a password: ``RATE_LIMIT_LOGIN`` per
+        ``subject`` and client, ``RATE_LIMIT_LOGIN_ADDRESS`` per client."""
         await self._check_limits(
             (self.settings.rate_limit_login_address, ("login-address", client)),
-            (self.settings.rate_limit_login, ("login", key, client)),
-            refusal="Too many login attempts; try again later.",
-            username=username,
+            (self.settings.rate_limit_login, (*subject, client)),
+            refusal=refusal,
             client=client,
+            **who,
         )
 
     async def _check_limits(
@@ -482,12 +491,11 @@ class AuthService:
         (400 when it is wrong), and revoke every refresh-token family of the account but
         ``session_id`` (the caller's: the access token's ``sid``; all of them when the
         token names none)."""
-        await self._check_limits(
-            (self.settings.rate_limit_login_address, ("login-address", client)),
-            (self.settings.rate_limit_login, ("password-change", user_id, client)),
-            refusal="Too many password attempts; try again later.",
+        await self._check_password_limits(
+            client,
+            ("password-change", user_id),
+            "Too many password attempts; try again later.",
             user_id=user_id,
-            client=client,
         )
         async with db.unit_of_work(read_only=True) as uow:  # no write lock while hashing
             user = await UserRepository(uow.session).get(user_id)

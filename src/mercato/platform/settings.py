@@ -334,11 +334,7 @@ class MailSettings(BaseSettings):
 
     smtp_url: Annotated[
         BlankIsUnset, server_url("smtp", "smtps", example="smtp://user:password@mail:587")
-    ] = Field(
-        None,
-        description="smtp://user:pass@host:port (smtps:// for TLS); unset: .eml files in"
-        " DATA_DIR/outbox-mail",
-    )
+    ] = Field(None, description="smtp://user:pass@host:port (smtps:// for TLS); unset: .eml files")
     mail_from: str = Field(
         "Mercato <no-reply@mercato.invalid>", description="the sender of every mail"
     )
