@@ -8,11 +8,14 @@ from fastapi import APIRouter, Form, Request, Response, status
 
 from mercato.auth.dependencies import Auth, ClientAddress
 from mercato.auth.schemas import (
+    ChangePasswordRequest,
+    ForgotPasswordRequest,
     LoginRequest,
     Me,
     RefreshRequest,
     RegisteredUser,
     RegisterRequest,
+    ResetPasswordRequest,
     TokenPair,
 )
 from mercato.platform.app import Context
@@ -25,6 +28,24 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 PROBLEM: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid credentials or token"},
     422: {"description": "Invalid request"},
+}
+RESET_LIMITED = {"description": "Too many password-reset requests"}
+WEAK_PASSWORD = {"description": "Invalid request or weak password"}
+FORGOT_ANSWERS: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Accepted (the same answer whether or not the address is known)"},
+    422: PROBLEM[422],
+    429: RESET_LIMITED,
+}
+RESET_ANSWERS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Unknown, used or expired token"},
+    422: WEAK_PASSWORD,
+    429: RESET_LIMITED,
+}
+CHANGE_ANSWERS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The current password is wrong"},
+    401: PROBLEM[401],
+    422: WEAK_PASSWORD,
+    429: {"description": "Too many password attempts"},
 }
 LOGIN_ANSWERS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Bad credentials (the same for an unknown user and a wrong password)"},
@@ -95,6 +116,44 @@ async def logout(
     body: RefreshRequest, user: CurrentUser, context: Context, auth: Auth, client: ClientAddress
 ) -> Response:
     await auth.logout(context.db, user.user_id, body.refresh_token, client=client)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/password/forgot", status_code=status.HTTP_202_ACCEPTED, responses=FORGOT_ANSWERS)
+async def forgot_password(
+    body: ForgotPasswordRequest, context: Context, auth: Auth, client: ClientAddress
+) -> Response:
+    """Mail a single-use reset link to the address, if an account has it."""
+    await auth.forgot_password(context.db, body.email, client=client)
+    return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.post("/password/reset", status_code=status.HTTP_204_NO_CONTENT, responses=RESET_ANSWERS)
+async def reset_password(
+    body: ResetPasswordRequest, context: Context, auth: Auth, client: ClientAddress
+) -> Response:
+    """Set a new password with the mailed token; every session of the account ends."""
+    await auth.reset_password(context.db, body.token, body.new_password, client=client)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/password/change", status_code=status.HTTP_204_NO_CONTENT, responses=CHANGE_ANSWERS)
+async def change_password(
+    body: ChangePasswordRequest,
+    user: CurrentUser,
+    context: Context,
+    auth: Auth,
+    client: ClientAddress,
+) -> Response:
+    """Replace the caller's password; every other session of the account ends."""
+    await auth.change_password(
+        context.db,
+        user.user_id,
+        body.current_password,
+        body.new_password,
+        session_id=user.session_id,
+        client=client,
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

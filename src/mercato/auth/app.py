@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 
 from mercato.auth.api import router
+from mercato.auth.mail import ResetMails
 from mercato.auth.service import Accounts, AuthService
 from mercato.messaging import (
     MESSAGING_MIGRATIONS,
@@ -21,6 +23,7 @@ from mercato.platform.app import (
     create_service_app,
     open_database,
 )
+from mercato.platform.mail import Mailer, mailer_from_settings
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.security.passwords import PasswordHasher
 from mercato.platform.security.ratelimit import RateLimiter
@@ -31,6 +34,8 @@ from mercato.platform.security.tokens import (
     token_verifier,
 )
 from mercato.settings import Settings, load_settings
+
+log = structlog.stdlib.get_logger("mercato.auth")
 
 MIGRATIONS = [MigrationHistory("mercato.auth:migrations"), MESSAGING_MIGRATIONS]
 
@@ -44,10 +49,10 @@ def password_hasher(settings: Settings) -> PasswordHasher:
 
 
 def build_auth_service(
-    settings: Settings, context: ServiceContext, app: FastAPI, outbox: Outbox
+    settings: Settings, context: ServiceContext, app: FastAPI, outbox: Outbox, mailer: Mailer
 ) -> AuthService:
-    """The signing keys, hasher and login limiter; the service verifies its own tokens
-    against its own keys (no JWKS round trip to itself)."""
+    """The signing keys, hasher, login limiter and reset mail; the service verifies its own
+    tokens against its own keys (no JWKS round trip to itself)."""
     keys = signing_keys(settings)
     app.state.jwks = keys.jwks()
     context.tokens = token_verifier(settings, StaticKeys(app.state.jwks["keys"]))
@@ -61,6 +66,7 @@ def build_auth_service(
             fail_closed=settings.rate_limit_fail_closed,
         ),
         outbox=outbox,
+        mails=ResetMails(mailer),
     )
 
 
@@ -81,18 +87,23 @@ async def create_admin(
         await database.dispose()
 
 
-def auth_runtime(outbox: Outbox) -> LifespanHook:
-    """Start-up of the auth service: its use cases (announcing through ``outbox``) and the
-    bootstrap administrator."""
+def auth_runtime(outbox: Outbox, mailer: Mailer | None = None) -> LifespanHook:
+    """Start-up of the auth service: its use cases (announcing through ``outbox``, mailing
+    through ``mailer``, else the one of the settings) and the bootstrap administrator."""
 
     @asynccontextmanager
     async def run(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
-        service = build_auth_service(Settings.of(context.settings), context, app, outbox)
+        settings = Settings.of(context.settings)
+        if settings.is_production and not settings.public_url:
+            log.warning("PUBLIC_URL is not set: password-reset links name the gateway's URL")
+        mails = mailer or mailer_from_settings(settings)
+        service = build_auth_service(settings, context, app, outbox, mails)
         app.state.auth_service = service
         try:
             await service.bootstrap_admin(context.db)
             yield
         finally:
+            await service.mails.close(within=settings.graceful_timeout)
             await service.limiter.close()
             if context.tokens is not None:
                 await context.tokens.close()
@@ -101,10 +112,13 @@ def auth_runtime(outbox: Outbox) -> LifespanHook:
 
 
 def create_app(
-    settings: Settings | None = None, *, shared: SharedMessaging | None = None
+    settings: Settings | None = None,
+    *,
+    shared: SharedMessaging | None = None,
+    mailer: Mailer | None = None,
 ) -> FastAPI:
     """The auth service (it consumes nothing); ``shared``: what it shares with the
-    deployment's other services."""
+    deployment's other services; ``mailer``: a fake a test passes."""
     outbox = Outbox("auth")
     return create_service_app(
         settings or load_settings(),
@@ -115,6 +129,6 @@ def create_app(
         migrations=MIGRATIONS,
         hooks=[
             messaging_hook(outbox, shared=shared),
-            auth_runtime(outbox),
+            auth_runtime(outbox, mailer),
         ],
     )

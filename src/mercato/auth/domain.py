@@ -1,16 +1,19 @@
-"""Rules of the auth context: what a username and a password may be, and the refresh
-tokens' life. Plain Python: no web framework, no ORM."""
+"""Rules of the auth context: what a username and a password may be, and the life of the
+refresh tokens and the password-reset tokens. Plain Python: no web framework, no ORM."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Final
+from urllib.parse import urlencode
 
 USERNAME_MIN: Final = 3
 USERNAME_MAX: Final = 50
@@ -83,6 +86,23 @@ def refresh_token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def session_id(family_id: str) -> str:
+    """The ``sid`` claim of the access tokens of one refresh-token family: its UUID in 22
+    URL-safe characters (an access token stays short enough to pass where a refresh token
+    is expected and be refused as one)."""
+    return base64.urlsafe_b64encode(uuid.UUID(family_id).bytes).rstrip(b"=").decode()
+
+
+def family_of_session(sid: str | None) -> str | None:
+    """The refresh-token family a ``sid`` claim names, or ``None`` for none or a bad one."""
+    if sid is None or len(sid) != 22:
+        return None
+    try:
+        return str(uuid.UUID(bytes=base64.urlsafe_b64decode(sid + "==")))
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class RefreshState:
     """What is known about a presented refresh token."""
@@ -101,3 +121,38 @@ class RefreshState:
         if self.expires_at <= now:
             return "expired"
         return "ok"
+
+
+# --- password reset ---------------------------------------------------------------------
+
+RESET_TOKEN_BYTES: Final = 32
+#: The storefront page a mailed link opens (served at the gateway's root).
+RESET_PAGE: Final = "/reset"
+
+
+def new_reset_token() -> str:
+    """An opaque, unguessable password-reset token: mailed, never stored as is."""
+    return secrets.token_urlsafe(RESET_TOKEN_BYTES)
+
+
+def reset_token_hash(token: str) -> str:
+    """What is stored of a reset token: its SHA-256 digest (high entropy: no salt needed)."""
+    return refresh_token_hash(token)
+
+
+def reset_link(public_url: str, token: str) -> str:
+    """The link mailed for ``token``: ``<public_url>/reset?token=<token>``."""
+    return f"{public_url.rstrip('/')}{RESET_PAGE}?{urlencode({'token': token})}"
+
+
+@dataclass(frozen=True, slots=True)
+class ResetState:
+    """What is known about a stored reset token."""
+
+    expires_at: datetime
+    used_at: datetime | None
+
+    def usable(self, now: datetime) -> bool:
+        """Whether it may still set a password: never used (nor superseded) and not expired
+        (a token is dead from ``expires_at`` on)."""
+        return self.used_at is None and now < self.expires_at

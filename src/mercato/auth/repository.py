@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mercato.auth.models import RefreshFamilyRow, RefreshTokenRow, UserRow
+from mercato.auth.models import PasswordResetRow, RefreshFamilyRow, RefreshTokenRow, UserRow
 from mercato.platform.repository import Repository
 
 
@@ -30,6 +30,21 @@ class UserRepository(Repository[UserRow]):
             any(row.username_key == username_key for row in pairs),
             any(row.email_key == email_key for row in pairs),
         )
+
+    async def by_email_key(self, key: str) -> UserRow | None:
+        found = await self.session.scalars(select(UserRow).where(UserRow.email_key == key))
+        return found.first()
+
+    async def replace_password_hash(
+        self, user_id: str, *, old: str, new: str, now: datetime
+    ) -> bool:
+        """Set the password hash if it is still ``old``; ``False`` if it changed meanwhile."""
+        result = await self.session.execute(
+            update(UserRow)
+            .where(UserRow.id == user_id, UserRow.password_hash == old)
+            .values(password_hash=new, updated_at=now)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
 
 
 class RefreshTokenRepository:
@@ -64,9 +79,56 @@ class RefreshTokenRepository:
         )
         return bool(getattr(result, "rowcount", 0) == 1)
 
+    async def revoke_families_of(
+        self, user_id: str, now: datetime, reason: str, *, keep: str | None = None
+    ) -> None:
+        """Revoke every live family of ``user_id`` but ``keep`` (the caller's own session)."""
+        statement = update(RefreshFamilyRow).where(
+            RefreshFamilyRow.user_id == user_id, RefreshFamilyRow.revoked_at.is_(None)
+        )
+        if keep is not None:
+            statement = statement.where(RefreshFamilyRow.id != keep)
+        await self.session.execute(statement.values(revoked_at=now, revoked_reason=reason))
+
     async def revoke_family(self, family_id: str, now: datetime, reason: str) -> None:
         await self.session.execute(
             update(RefreshFamilyRow)
             .where(RefreshFamilyRow.id == family_id, RefreshFamilyRow.revoked_at.is_(None))
             .values(revoked_at=now, revoked_reason=reason)
+        )
+
+
+class PasswordResetRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, reset: PasswordResetRow) -> None:
+        self.session.add(reset)
+
+    async def by_token_hash(self, token_hash: str) -> PasswordResetRow | None:
+        found = await self.session.scalars(
+            select(PasswordResetRow).where(PasswordResetRow.token_hash == token_hash)
+        )
+        return found.first()
+
+    async def use(self, token_hash: str, now: datetime) -> bool:
+        """Spend the token (compare-and-set): ``False`` if it is used, superseded or expired,
+        so that of two concurrent resets with one token only one wins."""
+        result = await self.session.execute(
+            update(PasswordResetRow)
+            .where(
+                PasswordResetRow.token_hash == token_hash,
+                PasswordResetRow.used_at.is_(None),
+                PasswordResetRow.expires_at > now,
+            )
+            .values(used_at=now)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def supersede_unused(self, user_id: str, now: datetime) -> None:
+        """Kill every token of ``user_id`` not used yet (a newer one, or a reset, wins)."""
+        await self.session.execute(
+            update(PasswordResetRow)
+            .where(PasswordResetRow.user_id == user_id, PasswordResetRow.used_at.is_(None))
+            .values(used_at=now)
         )

@@ -50,6 +50,31 @@ class RefreshRequest(StrictModel):
     refresh_token: Text = Field(min_length=1, max_length=512)
 
 
+class ForgotPasswordRequest(StrictModel):
+    email: EmailStr = Field(max_length=320)
+
+
+class _NewPassword(StrictModel):
+    """A body that chooses a password: the rules of registration (422 otherwise)."""
+
+    new_password: Text = Field(min_length=domain.PASSWORD_MIN, max_length=domain.PASSWORD_MAX)
+
+    @field_validator("new_password")
+    @classmethod
+    def _follows_the_rules(cls, value: str, info: ValidationInfo) -> str:
+        if problem := RULES["password"](value):
+            raise ValueError(f"{info.field_name} {problem}")
+        return value
+
+
+class ResetPasswordRequest(_NewPassword):
+    token: Text = Field(min_length=1, max_length=512)
+
+
+class ChangePasswordRequest(_NewPassword):
+    current_password: Text = Field(min_length=1, max_length=domain.PASSWORD_MAX)
+
+
 class TokenPair(BaseModel):
     access_token: str
     refresh_token: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -11,12 +12,17 @@ from sqlalchemy.exc import IntegrityError
 
 from mercato.auth import domain
 from mercato.auth.contracts import UserRegistered
-from mercato.auth.models import RefreshFamilyRow, RefreshTokenRow, UserRow
-from mercato.auth.repository import RefreshTokenRepository, UserRepository
+from mercato.auth.mail import ResetMails, reset_message
+from mercato.auth.models import PasswordResetRow, RefreshFamilyRow, RefreshTokenRow, UserRow
+from mercato.auth.repository import (
+    PasswordResetRepository,
+    RefreshTokenRepository,
+    UserRepository,
+)
 from mercato.auth.schemas import Me, RegisteredUser, RegisterRequest, TokenPair
 from mercato.messaging import Outbox
 from mercato.platform.db import Database, UnitOfWork
-from mercato.platform.errors import Conflict, NotFound, Unauthorized
+from mercato.platform.errors import AppError, Conflict, NotFound, Unauthorized
 from mercato.platform.security.passwords import PasswordHasher
 from mercato.platform.security.ratelimit import RateLimiter
 from mercato.platform.security.tokens import TokenIssuer
@@ -27,6 +33,16 @@ security_log = structlog.stdlib.get_logger("mercato.security")
 
 BAD_CREDENTIALS = "Invalid username or password."
 BAD_REFRESH = "The refresh token is invalid, expired or revoked."
+BAD_RESET_TOKEN = "The reset link is invalid, used or expired; ask for a new one."  # noqa: S105
+WRONG_CURRENT_PASSWORD = "The current password is wrong."  # noqa: S105
+
+
+class InvalidResetToken(AppError):
+    slug = "invalid-reset-token"
+
+
+class WrongCurrentPassword(AppError):
+    slug = "wrong-current-password"
 
 
 def utcnow() -> datetime:
@@ -146,12 +162,16 @@ class AuthService:
         issuer: TokenIssuer,
         limiter: RateLimiter,
         outbox: Outbox,
+        mails: ResetMails,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
         self.hasher = hasher
         self.issuer = issuer
         self.limiter = limiter
         self.accounts = Accounts(hasher, outbox)
+        self.mails = mails
+        self.clock = clock  # password reset reads it (tests move it to expire a link)
 
     async def bootstrap_admin(self, db: Database) -> None:
         """Ensure ``MERCATO_ADMIN_USERNAME`` exists with the admin role, when it is set."""
@@ -185,21 +205,39 @@ class AuthService:
     async def _check_login_limits(self, username: str, client: str) -> None:
         """Count the attempt against both login limits; 429 (or 503 when the limit storage
         is down) past either."""
-        key = domain.username_key(username)
-        for limit, parts in (
+        subject = ("login", domain.username_key(username))
+        await self._check_password_limits(
+            client, subject, "Too many login attempts; try again later.", username=username
+        )
+
+    async def _check_password_limits(
+        self, client: str, subject: tuple[str, ...], refusal: str, **who: str
+    ) -> None:
+        """The login limits, for any check of a password: ``RATE_LIMIT_LOGIN`` per
+        ``subject`` and client, ``RATE_LIMIT_LOGIN_ADDRESS`` per client."""
+        await self._check_limits(
             (self.settings.rate_limit_login_address, ("login-address", client)),
-            (self.settings.rate_limit_login, ("login", key, client)),
-        ):
+            (self.settings.rate_limit_login, (*subject, client)),
+            refusal=refusal,
+            client=client,
+            **who,
+        )
+
+    async def _check_limits(
+        self, *limits: tuple[str, tuple[str, ...]], refusal: str, **who: str | None
+    ) -> None:
+        """Count one attempt against each ``(limit, key parts)``; 429 (or 503 when the limit
+        storage is down) with ``refusal`` past any, logged with ``who``."""
+        for limit, parts in limits:
             result = await self.limiter.hit(limit, *parts)
             if not result.allowed:
                 security_log.warning(
                     "security.rate_limited",
                     outcome="storage-unavailable" if result.unavailable else "refused",
-                    username=username,
-                    client=client,
                     limit=limit,
+                    **who,
                 )
-                result.raise_for_refusal("Too many login attempts; try again later.")
+                result.raise_for_refusal(refusal)
 
     async def _authenticate(
         self, uow: UnitOfWork, username: str, password: str, *, client: str
@@ -235,7 +273,7 @@ class AuthService:
         await uow.session.flush()
         refresh_token = self._new_refresh_token(tokens, family.id, now)
         security_log.info("security.login_ok", outcome="ok", user_id=who.user_id, client=client)
-        return self._pair(who.user_id, who.roles, refresh_token)
+        return self._pair(who.user_id, who.roles, refresh_token, family.id)
 
     def _new_refresh_token(
         self, tokens: RefreshTokenRepository, family_id: str, now: datetime
@@ -251,8 +289,12 @@ class AuthService:
         )
         return token
 
-    def _pair(self, user_id: str, roles: list[str], refresh_token: str) -> TokenPair:
-        access = self.issuer.issue(user_id, roles)
+    def _pair(
+        self, user_id: str, roles: list[str], refresh_token: str, family_id: str
+    ) -> TokenPair:
+        """The pair of one session: the access token names its family (``sid``), so that
+        a password change can keep the caller's own session alive."""
+        access = self.issuer.issue(user_id, roles, session_id=domain.session_id(family_id))
         return TokenPair(
             access_token=access.token, refresh_token=refresh_token, expires_in=access.expires_in
         )
@@ -304,7 +346,7 @@ class AuthService:
             return self._refused("inactive", client, user_id=family.user_id)
         new_token = self._new_refresh_token(tokens, family.id, now)
         security_log.info("security.refresh_ok", outcome="ok", user_id=user.id, client=client)
-        return self._pair(user.id, list(user.roles), new_token)
+        return self._pair(user.id, list(user.roles), new_token, family.id)
 
     @staticmethod
     def _refused(reason: str, client: str, user_id: str | None = None) -> RefreshRefused:
@@ -328,6 +370,159 @@ class AuthService:
             await tokens.revoke_family(found[1].id, utcnow(), "logout")
             await uow.commit()
         security_log.info("security.logout", outcome="ok", user_id=user_id, client=client)
+
+    # --- password reset and change -------------------------------------------------------
+
+    async def forgot_password(self, db: Database, email: str, *, client: str) -> None:
+        """Mail a reset link to ``email`` if an active account has it, superseding the
+        links mailed before; the same work and no answer either way (the route says 202),
+        so nobody learns whether an address is registered. The mail leaves after the
+        commit, in the background (:mod:`mercato.auth.mail`). 429 past the limits."""
+        key = domain.email_key(email)
+        await self._check_reset_limits(client, ("password-forgot", key))
+        # A token and its digest also for an unknown address: the same work either way.
+        token = domain.new_reset_token()
+        token_hash = domain.reset_token_hash(token)
+        now = self.clock()
+        async with db.unit_of_work() as uow:
+            found = await UserRepository(uow.session).by_email_key(key)
+            user = found if found is not None and found.is_active else None
+            resets = PasswordResetRepository(uow.session)
+            await resets.supersede_unused(user.id if user else "", now)
+            if user is not None:
+                self._decide_reset_mail(uow, resets, user, token, token_hash, now)
+            await uow.commit()
+        security_log.info(
+            "security.password_reset_requested",
+            outcome="mailed" if user else "no-account",
+            user_id=user.id if user else None,
+            client=client,
+        )
+
+    def _decide_reset_mail(
+        self,
+        uow: UnitOfWork,
+        resets: PasswordResetRepository,
+        user: UserRow,
+        token: str,
+        token_hash: str,
+        now: datetime,
+    ) -> None:
+        """Store the token's digest and have its mail sent once ``uow`` committed."""
+        ttl = self.settings.password_reset_ttl
+        reset = PasswordResetRow(
+            id=str(uuid.uuid4()),
+            user_id=user.id,
+            token_hash=token_hash,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl),
+        )
+        resets.add(reset)
+        public_url = self.settings.public_url or self.settings.service_url("gateway")
+        message = reset_message(
+            sender=self.settings.mail_from,
+            to=user.email,
+            username=user.username,
+            link=domain.reset_link(public_url, token),
+            valid_for=ttl,
+            now=now,
+        )
+        name, user_id = f"password-reset-{reset.id}", user.id
+        uow.after_commit(lambda: self.mails.send_soon(message, name=name, user_id=user_id))
+
+    async def _check_reset_limits(self, client: str, *per_subject: tuple[str, ...]) -> None:
+        """The client's reset limit, and the per-address one for each of ``per_subject``."""
+        settings = self.settings
+        await self._check_limits(
+            (settings.rate_limit_password_reset_address, ("password-reset-address", client)),
+            *((settings.rate_limit_password_reset, parts) for parts in per_subject),
+            refusal="Too many password-reset requests; try again later.",
+            client=client,
+        )
+
+    async def reset_password(
+        self, db: Database, token: str, new_password: str, *, client: str
+    ) -> None:
+        """Set the password of the token's account and kill the token (once: of two
+        concurrent resets one wins), its other tokens and every refresh-token family of the
+        account; 400 for an unknown, used, superseded or expired token."""
+        await self._check_reset_limits(client)
+        new_hash = await self.hasher.hash(new_password)  # the slow part, before the writes
+        token_hash = domain.reset_token_hash(token)
+        async with db.unit_of_work() as uow:
+            now = self.clock()
+            resets = PasswordResetRepository(uow.session)
+            found = await resets.by_token_hash(token_hash)
+            user = await UserRepository(uow.session).get(found.user_id) if found else None
+            if (
+                found is None
+                or user is None
+                or not user.is_active
+                or not domain.ResetState(found.expires_at, found.used_at).usable(now)
+                or not await resets.use(token_hash, now)
+            ):
+                security_log.warning(
+                    "security.password_reset_refused",
+                    outcome="refused",
+                    user_id=found.user_id if found else None,
+                    client=client,
+                )
+                raise InvalidResetToken(BAD_RESET_TOKEN)
+            await resets.supersede_unused(user.id, now)
+            user.password_hash, user.updated_at = new_hash, now
+            await RefreshTokenRepository(uow.session).revoke_families_of(
+                user.id, now, "password-reset"
+            )
+            await uow.commit()
+        security_log.info(
+            "security.password_reset", outcome="ok", user_id=found.user_id, client=client
+        )
+
+    async def change_password(
+        self,
+        db: Database,
+        user_id: str,
+        current_password: str,
+        new_password: str,
+        *,
+        session_id: str | None,
+        client: str,
+    ) -> None:
+        """Replace the caller's password, checking the current one under the login limits
+        (400 when it is wrong), and revoke every refresh-token family of the account but
+        ``session_id`` (the caller's: the access token's ``sid``; all of them when the
+        token names none)."""
+        await self._check_password_limits(
+            client,
+            ("password-change", user_id),
+            "Too many password attempts; try again later.",
+            user_id=user_id,
+        )
+        async with db.unit_of_work(read_only=True) as uow:  # no write lock while hashing
+            user = await UserRepository(uow.session).get(user_id)
+            active = user is not None and user.is_active
+            old_hash = user.password_hash if user is not None else None
+            check = await self.hasher.verify(current_password, old_hash)
+        if old_hash is None or not check.ok or not active:
+            security_log.warning(
+                "security.password_change_refused",
+                outcome="refused",
+                user_id=user_id,
+                client=client,
+            )
+            raise WrongCurrentPassword(WRONG_CURRENT_PASSWORD)
+        new_hash = await self.hasher.hash(new_password)
+        async with db.unit_of_work() as uow:
+            now = utcnow()
+            users = UserRepository(uow.session)
+            if not await users.replace_password_hash(user_id, old=old_hash, new=new_hash, now=now):
+                raise WrongCurrentPassword(WRONG_CURRENT_PASSWORD)  # changed meanwhile
+            await RefreshTokenRepository(uow.session).revoke_families_of(
+                user_id, now, "password-change", keep=domain.family_of_session(session_id)
+            )
+            await PasswordResetRepository(uow.session).supersede_unused(user_id, now)
+            await uow.commit()
+        security_log.info("security.password_changed", outcome="ok", user_id=user_id, client=client)
 
     # --- reads and administration -------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""The auth service's settings: refresh tokens, password hashing, login limits, the
-bootstrap administrator and its database."""
+"""The auth service's settings: refresh tokens, password hashing, login limits, password
+reset, the bootstrap administrator and its database."""
 
 from __future__ import annotations
 
@@ -35,6 +35,15 @@ class AuthSettings(BaseSettings):
     )
     rate_limit_login_address: Annotated[str, rate_limit("5/minute")] = Field(
         "30/minute", description="login attempts per client address, whatever the username"
+    )
+    rate_limit_password_reset: Annotated[str, rate_limit("5/hour")] = Field(
+        "5/hour", description="password-reset mails asked for one e-mail address, from anywhere"
+    )
+    rate_limit_password_reset_address: Annotated[str, rate_limit("30/minute")] = Field(
+        "30/minute", description="password-reset requests and resets per client address"
+    )
+    password_reset_ttl: int = Field(
+        3600, ge=60, le=86_400, description="seconds a mailed password-reset link stays valid"
     )
     admin_username: str | None = Field(
         None,

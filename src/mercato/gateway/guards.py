@@ -35,12 +35,14 @@ _AUTHORIZATION: Final = b"authorization"
 _BEARER: Final = b"bearer "
 
 #: Paths where a stale token a client still attaches must not block the request: the
-#: endpoints that hand out tokens, and the keys that verify them.
+#: endpoints that hand out tokens or let a signed-out person back in, and the keys.
 TOKEN_ENDPOINTS: Final = (
     b"/api/v1/auth/login",
     b"/api/v1/auth/token",
     b"/api/v1/auth/refresh",
     b"/api/v1/auth/register",
+    b"/api/v1/auth/password/forgot",
+    b"/api/v1/auth/password/reset",
     b"/api/v1/auth/.well-known/",
 )
 

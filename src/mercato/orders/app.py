@@ -25,12 +25,7 @@ from mercato.orders.api import router
 from mercato.orders.catalogue import Catalogue, ProductsCatalogue
 from mercato.orders.contracts import OrderConfirmed, OrderRejected
 from mercato.orders.idempotency import IdempotencyPolicy
-from mercato.orders.notifications import (
-    Mailer,
-    MailSender,
-    mailer_from_settings,
-    notification_handlers,
-)
+from mercato.orders.notifications import MailSender, notification_handlers
 from mercato.orders.saga import saga_handlers
 from mercato.orders.service import OrdersService
 from mercato.platform.app import LifespanHook, ServiceContext, create_service_app
@@ -39,6 +34,7 @@ from mercato.platform.http import (
     ServiceClients,
     open_service_clients,
 )
+from mercato.platform.mail import Mailer, mailer_from_settings
 from mercato.platform.migrations import MigrationHistory
 from mercato.platform.resilience import BreakerState, CircuitBreaker
 from mercato.platform.shutdown import pause, time_left, wait_ended

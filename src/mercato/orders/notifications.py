@@ -21,20 +21,12 @@ id), so mail clients show it once, and the ``.eml`` file of a repeat replaces th
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import smtplib
-import ssl
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import format_datetime, make_msgid
-from pathlib import Path
-from typing import Protocol
-from urllib.parse import unquote, urlsplit
 
 import structlog
 
@@ -51,94 +43,10 @@ from mercato.orders.service import (
     prune_sent_notifications,
 )
 from mercato.platform.db import Database, UnitOfWork
+from mercato.platform.mail import Mailer
 from mercato.platform.shutdown import pause, wait_ended
-from mercato.settings import Settings
 
 log = structlog.stdlib.get_logger("mercato.orders.notifications")
-
-
-class Mailer(Protocol):
-    async def send(self, message: EmailMessage, *, name: str) -> None:
-        """Deliver ``message``; ``name`` is stable for one notification (its event id)."""
-        ...
-
-
-def safe_file_name(name: str) -> str:
-    """``name`` reduced to letters, digits, ``-`` and ``_`` (an event id comes from outside)."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:100] or "message"
-
-
-class FileMailer:
-    """Writes each message to ``directory/<name>.eml`` (atomically: a reader never sees half)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    async def send(self, message: EmailMessage, *, name: str) -> None:
-        await asyncio.to_thread(self._write, message, name)
-
-    def _write(self, message: EmailMessage, name: str) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.directory / f"{safe_file_name(name)}.eml"
-        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(message.as_bytes())
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpMailer:
-    """Sends through an SMTP server with the standard library, in a worker thread."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    implicit_tls: bool = False
-    timeout: float = 10.0
-
-    @classmethod
-    def from_url(cls, url: str) -> SmtpMailer:
-        parts = urlsplit(url)
-        if parts.scheme not in {"smtp", "smtps"}:
-            raise ValueError("SMTP_URL must start with smtp:// or smtps://")
-        implicit = parts.scheme == "smtps"
-        return cls(
-            host=parts.hostname or "localhost",
-            port=parts.port or (465 if implicit else 25),
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            implicit_tls=implicit,
-        )
-
-    async def send(self, message: EmailMessage, *, name: str) -> None:
-        await asyncio.to_thread(self._send, message)
-
-    def _send(self, message: EmailMessage) -> None:
-        context = ssl.create_default_context()
-        smtp: smtplib.SMTP
-        if self.implicit_tls:
-            smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
-        else:
-            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-        with smtp:
-            smtp.ehlo()
-            if not self.implicit_tls and smtp.has_extn("starttls"):
-                smtp.starttls(context=context)
-                smtp.ehlo()
-            if self.username:
-                smtp.login(self.username, self.password or "")
-            smtp.send_message(message)
-
-
-def mailer_from_settings(settings: Settings) -> Mailer:
-    if settings.smtp_url:
-        return SmtpMailer.from_url(settings.smtp_url)
-    return FileMailer(settings.data_dir / "outbox-mail")
 
 
 def compose(

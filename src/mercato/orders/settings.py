@@ -3,12 +3,10 @@ notifications and its database."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from mercato.platform.settings import BlankIsUnset, DatabaseUrl, server_url
+from mercato.platform.settings import DatabaseUrl
 
 
 class OrdersSettings(BaseSettings):
@@ -34,10 +32,6 @@ class OrdersSettings(BaseSettings):
     idempotency_prune_interval: float = Field(
         600.0, gt=0, description="seconds between deletions of expired keys"
     )
-    smtp_url: Annotated[
-        BlankIsUnset, server_url("smtp", "smtps", example="smtp://user:password@mail:587")
-    ] = Field(None, description="smtp://user:pass@host:port (smtps:// for TLS); unset: .eml files")
-    mail_from: str = Field("Mercato <orders@mercato.invalid>", description="notification sender")
     notifications_in_process: bool = Field(
         True, description="run the notification worker inside the orders service"
     )

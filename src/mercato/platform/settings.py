@@ -328,6 +328,25 @@ class MessagingSettings(BaseSettings):
     )
 
 
+class MailSettings(BaseSettings):
+    """The mail Mercato sends (order notifications, password resets) and the site address
+    its links point to (see README, "Orders" and "Authentication")."""
+
+    smtp_url: Annotated[
+        BlankIsUnset, server_url("smtp", "smtps", example="smtp://user:password@mail:587")
+    ] = Field(None, description="smtp://user:pass@host:port (smtps:// for TLS); unset: .eml files")
+    mail_from: str = Field(
+        "Mercato <no-reply@mercato.invalid>", description="the sender of every mail"
+    )
+    public_url: Annotated[
+        BlankIsUnset, server_url("http", "https", example="https://shop.example.com")
+    ] = Field(
+        None,
+        description="the site's address as a browser reaches the gateway, for links in mail;"
+        " unset: the gateway's own URL (from HOST and PORT)",
+    )
+
+
 class SecuritySettings(BaseSettings):
     """Tokens and rate-limit storage, as every service verifies and limits (see README,
     "Authentication")."""
@@ -369,6 +388,7 @@ class SecuritySettings(BaseSettings):
 
 class SharedSettings(
     SecuritySettings,
+    MailSettings,
     MessagingSettings,
     BrokerSettings,
     CacheSettings,

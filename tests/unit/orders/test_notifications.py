@@ -9,13 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mercato.orders.notifications import (
-    FileMailer,
-    SmtpMailer,
-    compose,
-    mailer_from_settings,
-    safe_file_name,
-)
+from mercato.orders.notifications import compose
+from mercato.platform.mail import FileMailer, SmtpMailer, mailer_from_settings, safe_file_name
 from mercato.settings import load_settings
 
 pytestmark = pytest.mark.anyio

@@ -57,6 +57,8 @@ class Principal:
     roles: frozenset[str]
     jti: str
     expires_at: datetime
+    #: The ``sid`` claim: the sign-in session the token was issued for, when it names one.
+    session_id: str | None = None
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
@@ -85,10 +87,13 @@ class TokenIssuer:
     ttl: int = 900
     clock: Callable[[], float] = time.time
 
-    def issue(self, user_id: str, roles: Sequence[str] = ()) -> IssuedToken:
+    def issue(
+        self, user_id: str, roles: Sequence[str] = (), *, session_id: str | None = None
+    ) -> IssuedToken:
+        """A signed access token; ``session_id`` becomes its ``sid`` claim."""
         now = int(self.clock())
         jti = uuid.uuid4().hex
-        claims = {
+        claims: dict[str, Any] = {
             "sub": user_id,
             "roles": sorted(set(roles)),
             "iat": now,
@@ -98,6 +103,8 @@ class TokenIssuer:
             "iss": self.issuer,
             "aud": self.audience,
         }
+        if session_id is not None:
+            claims["sid"] = session_id
         key = self.keys.signing
         token = jwt.encode(
             claims,
@@ -310,7 +317,14 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
         expires_at = datetime.fromtimestamp(int(exp), UTC)
     except (OverflowError, ValueError, OSError):  # e.g. exp = 10**20: past year 9999
         raise InvalidToken("invalid expiry") from None
-    return Principal(user_id=sub, roles=frozenset(roles), jti=jti, expires_at=expires_at)
+    sid = claims.get("sid")
+    return Principal(
+        user_id=sub,
+        roles=frozenset(roles),
+        jti=jti,
+        expires_at=expires_at,
+        session_id=sid if isinstance(sid, str) else None,
+    )
 
 
 # --- from settings ----------------------------------------------------------------------
