@@ -322,7 +322,9 @@ def start_topology(
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     backends = service_ports(ports)
+    public_port = free_port()  # nginx's: the address users (and mailed links) see
     environment = {
+        "PUBLIC_URL": f"http://127.0.0.1:{public_port}",
         **env,
         **{SERVICE_PORT_SETTINGS[name]: str(port) for name, port in backends.items()},
     }
@@ -354,7 +356,7 @@ def start_topology(
         members.extend(instances)
         wait_ready(members, ready_timeout)
         nginx = Nginx(
-            root / "nginx", free_port(), [i.url.removeprefix("http://") for i in instances]
+            root / "nginx", public_port, [i.url.removeprefix("http://") for i in instances]
         )
         nginx.start()
         assert nginx.process is not None
