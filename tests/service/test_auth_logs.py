@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import structlog
 
 from mercato.auth.app import create_app
-from mercato.platform.logging import configure_logging, reset_logging
 from support.auth import app_client, bearer
 from support.auth import test_settings as make_settings
 
@@ -19,16 +15,6 @@ pytestmark = pytest.mark.anyio
 
 PASSWORD = "Sup3rSecretHorse"
 WRONG = "Wr0ngGuessHorse"
-
-
-@pytest.fixture
-def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
-    root_level = logging.getLogger().level
-    configure_logging(service="auth", level="DEBUG", fmt="json")
-    yield capsys
-    structlog.contextvars.clear_contextvars()
-    reset_logging()
-    logging.getLogger().setLevel(root_level)
 
 
 def events(text: str) -> list[dict[str, Any]]:

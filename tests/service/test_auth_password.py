@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import email
 import json
-import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,14 +20,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import structlog
 from fastapi import FastAPI
 from sqlalchemy import text
 
 from mercato.auth import domain
 from mercato.auth.app import create_app
 from mercato.platform.db import Database
-from mercato.platform.logging import configure_logging, reset_logging
 from support.auth import app_client, bearer
 from support.auth import test_settings as make_settings
 from support.waiting import eventually
@@ -432,16 +429,6 @@ async def test_change_is_limited_like_login(
 
 
 # --- logs -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
-    root_level = logging.getLogger().level
-    configure_logging(service="auth", level="DEBUG", fmt="json")
-    yield capsys
-    structlog.contextvars.clear_contextvars()
-    reset_logging()
-    logging.getLogger().setLevel(root_level)
 
 
 async def test_a_reset_flow_logs_no_token_no_link_and_no_password(

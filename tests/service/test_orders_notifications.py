@@ -18,9 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 
 from mercato.auth.contracts import UserRegistered
 from mercato.messaging import Envelope, EventData, Outbox
@@ -29,9 +27,8 @@ from mercato.orders.contracts import OrderConfirmed, OrderRejected
 from mercato.orders.models import Base, NotificationRow
 from mercato.orders.notifications import MailSender, notification_handlers
 from mercato.orders.repository import NotificationRepository
-from mercato.platform.db import Database
-from mercato.platform.migrations import upgrade
 from support.messaging import drain
+from support.migrations import assert_migrations_match
 from support.orders import (
     OrdersHarness,
     orders_client,
@@ -352,22 +349,7 @@ async def test_a_mail_the_smtp_server_refused_is_sent_once_when_it_is_back(
 
 
 async def test_the_orders_migrations_create_the_notifications_table_the_model_declares() -> None:
-    def differences(connection: Connection) -> list[Any]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
-        return [
-            d
-            for d in compare_metadata(context, Base.metadata)
-            if not (isinstance(d, tuple) and d[1].name == "alembic_version")
-        ]
-
-    database = Database("sqlite+aiosqlite:///:memory:")
-    try:
-        await upgrade(database, MIGRATIONS[:1])
-        async with database.connect() as connection:
-            found = await connection.run_sync(differences)
-    finally:
-        await database.dispose()
-    assert found == []
+    await assert_migrations_match("sqlite+aiosqlite:///:memory:", MIGRATIONS[:1], Base.metadata)
 
 
 async def test_sent_notifications_are_pruned_after_the_retention_and_unsent_ones_kept(
