@@ -15,14 +15,13 @@ Neither the token nor the link is ever logged.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from typing import Final
 
 import structlog
 
-from mercato.platform.mail import Mailer
+from mercato.platform.mail import Mailer, compose
 from mercato.platform.shutdown import wait_ended
 
 log = structlog.stdlib.get_logger("mercato.auth.mail")
@@ -37,22 +36,16 @@ def reset_message(
 ) -> EmailMessage:
     """The mail that carries ``link`` to ``to``; ``valid_for``: the link's life, seconds."""
     minutes = max(valid_for // 60, 1)
-    message = EmailMessage()
-    for header, value in (
-        ("From", sender),
-        ("To", to),
-        ("Subject", "Reset your Mercato password"),
-        ("Date", format_datetime(now.astimezone(UTC))),
-        ("Message-ID", make_msgid(domain="mercato.invalid")),
-    ):
-        message[header] = value
-    message.set_content(
-        f"Someone, hopefully you, asked to reset the password of the Mercato account"
+    return compose(
+        sender=sender,
+        to=to,
+        subject="Reset your Mercato password",
+        when=now,
+        text=f"Someone, hopefully you, asked to reset the password of the Mercato account"
         f" {username}.\n\nOpen this link within {minutes} minutes to choose a new one:\n\n"
         f"{link}\n\nThe link works once. If you did not ask, ignore this mail: your password"
-        " stays as it is.\n"
+        " stays as it is.\n",
     )
-    return message
 
 
 class ResetMails:

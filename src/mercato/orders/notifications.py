@@ -24,9 +24,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import policy
-from email.message import EmailMessage
 from email.parser import BytesParser
-from email.utils import format_datetime, make_msgid
 
 import structlog
 
@@ -43,23 +41,10 @@ from mercato.orders.service import (
     prune_sent_notifications,
 )
 from mercato.platform.db import Database, UnitOfWork
-from mercato.platform.mail import Mailer
+from mercato.platform.mail import Mailer, compose
 from mercato.platform.shutdown import pause, wait_ended
 
 log = structlog.stdlib.get_logger("mercato.orders.notifications")
-
-
-def compose(
-    *, sender: str, to: str, name: str, subject: str, text: str, event_id: str, when: datetime
-) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = f"{name} <{to}>" if name else to
-    message["Subject"] = subject
-    message["Date"] = format_datetime(when.astimezone(UTC))
-    message["Message-ID"] = make_msgid(idstring=event_id, domain="mercato.invalid")
-    message.set_content(text)
-    return message
 
 
 #: How long a sender holds a notification it is mailing; if it vanishes meanwhile (crash),
@@ -243,7 +228,7 @@ async def _decide(
         name=recipient.name,
         subject=template.subject.format(order=order),
         text=template.text.format(order=order),
-        event_id=event.id,
+        key=event.id,
         when=event.occurred_at,
     )
     if await NotificationRepository(uow.session).add(

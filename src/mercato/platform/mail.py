@@ -16,7 +16,9 @@ import smtplib
 import ssl
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Final, Protocol
 from urllib.parse import unquote, urlsplit
@@ -25,6 +27,28 @@ from mercato.platform.settings import SharedSettings
 
 #: Where the file mailer writes, under ``DATA_DIR``.
 MAIL_DIRECTORY: Final = "outbox-mail"
+
+
+def compose(
+    *,
+    sender: str,
+    to: str,
+    subject: str,
+    text: str,
+    when: datetime,
+    name: str = "",
+    key: str | None = None,
+) -> EmailMessage:
+    """A plain-text mail from ``sender`` to ``to`` (shown as ``name <to>`` when named), dated
+    ``when``; ``key`` (an event id) makes its Message-ID stable for one decision."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = f"{name} <{to}>" if name else to
+    message["Subject"] = subject
+    message["Date"] = format_datetime(when.astimezone(UTC))
+    message["Message-ID"] = make_msgid(idstring=key, domain="mercato.invalid")
+    message.set_content(text)
+    return message
 
 
 class Mailer(Protocol):

@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from mercato.orders.notifications import compose
-from mercato.platform.mail import FileMailer, SmtpMailer, mailer_from_settings, safe_file_name
+from mercato.platform.mail import (
+    FileMailer,
+    SmtpMailer,
+    compose,
+    mailer_from_settings,
+    safe_file_name,
+)
 from mercato.settings import load_settings
 
 pytestmark = pytest.mark.anyio
@@ -23,7 +28,7 @@ def message() -> email.message.EmailMessage:
         name="Ann Lee",
         subject="Your order o-1 is confirmed",
         text="Total: 3.00 USD.",
-        event_id="ev-1",
+        key="ev-1",
         when=datetime(2026, 11, 30, 10, 0, tzinfo=UTC),
     )
 
