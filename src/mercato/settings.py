@@ -27,6 +27,7 @@ from mercato.platform.settings import (
     server_url,
 )
 from mercato.products.settings import ProductsSettings
+from mercato.storefront.settings import StorefrontSettings
 from mercato.users.settings import UsersSettings
 
 ServiceName = Literal["gateway", "auth", "users", "products", "orders"]
@@ -122,6 +123,7 @@ def _port_setting(service: ServiceName) -> str:
 
 
 class Settings(
+    StorefrontSettings,
     GatewaySettings,
     OrdersSettings,
     ProductsSettings,

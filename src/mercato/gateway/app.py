@@ -32,6 +32,7 @@ from mercato.platform.net import TrustedProxies
 from mercato.platform.security.ratelimit import RateLimiter, Strategy
 from mercato.platform.security.tokens import token_verifier
 from mercato.settings import Settings, load_settings
+from mercato.storefront.app import install_storefront, open_storefront
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -108,6 +109,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 upstreams, title=TITLE, version="1.0.0", description=DESCRIPTION
             )
             runtime.proxy = proxy
+            if settings.storefront_enabled:
+                app.state.storefront = open_storefront(settings, upstreams, trusted)
+                stack.push_async_callback(app.state.storefront.sessions.cache.close)
             try:
                 yield
             finally:
@@ -142,6 +146,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     if settings.docs_enabled:
         _add_docs(app, runtime)
+    if settings.storefront_enabled:
+        install_storefront(app)
     # Outside the platform's request-id middleware: every answer, errors included.
     app.add_middleware(
         SecurityHeadersMiddleware,
