@@ -37,7 +37,7 @@ _SERIES = {
     "counter": ("",),
     "gauge": ("",),
     "histogram": ("_bucket", "_count", "_sum"),
-    "summary": ("", "_count", "_sum"),
+    "summary": ("_count", "_sum"),
 }
 
 #: PromQL words that are not metric names: operators, modifiers, aggregations' clauses.
@@ -68,7 +68,7 @@ def metric_names(expr: str) -> set[str]:
 def declared_metrics(source: Path = ROOT / "src") -> set[str]:
     """Every series name the code's metric declarations expose (a histogram's _bucket,
     a counter's _total, ...)."""
-    series = set()
+    series: set[str] = set()
     for path in source.rglob("*.py"):
         for kind, name in _DECLARATION.findall(path.read_text(encoding="utf-8")):
             kind = kind.lower()
@@ -78,12 +78,14 @@ def declared_metrics(source: Path = ROOT / "src") -> set[str]:
     return series
 
 
-def rule_groups() -> list[dict[str, Any]]:
-    return [group for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]]
-
-
 def rules() -> list[dict[str, Any]]:
-    return [rule for group in rule_groups() for rule in group["rules"]]
+    """Every recording and alerting rule of deploy/prometheus/rules."""
+    return [
+        rule
+        for path in RULE_FILES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+    ]
 
 
 def alerts() -> list[dict[str, Any]]:
