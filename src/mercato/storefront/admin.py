@@ -58,7 +58,7 @@ async def new_product(visit: AdminVisit) -> Response:
 @router.post("")
 async def create_product(visit: AdminVisit, form: CheckedForm) -> Response:
     values = _values(form, FIELDS)
-    body, errors = _body(values, [n for n in FIELDS if values[n] or n not in DEFAULTED])
+    body, errors = api_body(values, [n for n in FIELDS if values[n] or n not in DEFAULTED])
     if errors:
         return await _form(visit, values, errors=errors, status=422)
     answer = await visit.call("POST", "/products", json_body=body)
@@ -86,7 +86,7 @@ async def update_product(visit: AdminVisit, product_id: str, form: CheckedForm) 
     path = _api_path(product_id)
     values = _values(form, EDITABLE)
     shown = _values(form, EDITABLE, prefix="shown_")
-    body, errors = _body(values, [name for name in EDITABLE if values[name] != shown[name]])
+    body, errors = api_body(values, [name for name in EDITABLE if values[name] != shown[name]])
     if not errors:
         if not body:
             visit.flash("Nothing was changed.")
@@ -121,7 +121,7 @@ def _values(form: FormData, names: tuple[str, ...], prefix: str = "") -> dict[st
     return {name: text(form, prefix + name).replace("\r\n", "\n") for name in names}
 
 
-def _body(values: dict[str, str], names: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+def api_body(values: dict[str, str], names: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
     """The API body of the fields ``names``, and the errors found before the API sees it."""
     body: dict[str, Any] = {}
     errors: dict[str, str] = {}
