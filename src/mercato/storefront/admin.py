@@ -19,7 +19,16 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from mercato.storefront.api import ApiAnswer
-from mercato.storefront.web import AdminVisit, CheckedForm, PageError, Pager, redirect, render, text
+from mercato.storefront.web import (
+    AdminVisit,
+    CheckedForm,
+    PageError,
+    Pager,
+    Visit,
+    redirect,
+    render,
+    text,
+)
 
 router = APIRouter(prefix="/admin/products")
 
@@ -138,7 +147,7 @@ def api_body(values: dict[str, str], names: list[str]) -> tuple[dict[str, Any], 
 
 
 async def _form(
-    visit: AdminVisit,
+    visit: Visit,
     values: dict[str, str],
     *,
     errors: dict[str, str] | None = None,
@@ -185,4 +194,5 @@ def _refused(answer: ApiAnswer) -> PageError:
         return _not_found()
     if answer.status in (401, 403):
         return PageError(403, "Forbidden", "This page is for administrators.")
-    return PageError(400, "Not done", answer.detail or "The products service refused this.")
+    status = answer.status if 400 <= answer.status < 500 else 502
+    return PageError(status, "Not done", answer.detail or "The products service refused this.")

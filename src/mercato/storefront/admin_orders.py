@@ -28,7 +28,7 @@ async def orders(visit: AdminVisit, page: str | None = None, status: str | None 
     if chosen:
         params["status"] = chosen
     answer = await visit.call("GET", "/orders", params=params)
-    if not answer.ok:
+    if not answer.ok:  # the parameters are valid by construction: the token lost its role
         raise PageError(403, "Forbidden", "This page is for administrators.")
     items: list[dict[str, Any]] = answer.body["items"]
     names = await _usernames(visit, {order["user_id"] for order in items})
