@@ -165,6 +165,8 @@ async def test_the_admin_adds_edits_and_deletes_a_product(admin: Browser, browse
     )
 
     assert deleted.status_code == 303
+    assert '<script src="/static/admin.js" defer>' in listed.text  # asks first, with JavaScript
+    assert (await browser.get("/static/admin.js")).status_code == 200
     assert "The product was deleted." in (await admin.get("/admin/products")).text
     assert (await product_of(browser.http, product["id"])).status_code == 404
     assert (await admin.get(edit)).status_code == 404
@@ -248,6 +250,7 @@ async def test_markup_in_a_name_is_shown_as_text(admin: Browser) -> None:
     for page in (table, form):
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
         assert "<script>alert(1)" not in page.text
+    assert 'data-confirm="Delete &lt;script&gt;alert(1)&lt;/script&gt;' in table.text
 
 
 @pytest.mark.parametrize("form", ["create", "edit", "delete"])
