@@ -166,7 +166,6 @@ async def test_the_admin_adds_edits_and_deletes_a_product(admin: Browser, browse
 
     assert deleted.status_code == 303
     assert '<script src="/static/admin.js" defer>' in listed.text  # asks first, with JavaScript
-    assert (await browser.get("/static/admin.js")).status_code == 200
     assert "The product was deleted." in (await admin.get("/admin/products")).text
     assert (await product_of(browser.http, product["id"])).status_code == 404
     assert (await admin.get(edit)).status_code == 404
