@@ -172,6 +172,21 @@ async def test_the_admin_adds_edits_and_deletes_a_product(admin: Browser, browse
     assert "Brass Desk Lamp" not in (await browser.get(shelf)).text
 
 
+async def test_the_catalogue_table_is_paged_and_searchable(admin: Browser) -> None:
+    product = await add_product(admin, name=unique("Sieve "))
+
+    first = await admin.get("/admin/products")
+    second = await admin.get("/admin/products", params={"page": "2"})
+    found = await admin.get("/admin/products", params={"q": product["name"]})
+
+    assert 'rel="next" href="/admin/products?page=2"' in first.text  # the demo catalogue
+    assert 'rel="prev" href="/admin/products?page=1"' in second.text
+    assert product["sku"] in first.text  # newest first
+    assert product["sku"] not in second.text
+    assert found.text.count("<tr>") == 2  # the header row and the one product
+    assert product["sku"] in found.text
+
+
 async def test_an_edit_writes_only_what_the_admin_changed(admin: Browser, browser: Browser) -> None:
     product = await add_product(admin, stock="5")
     edit, action = f"/admin/products/{product['id']}/edit", f"/admin/products/{product['id']}"
