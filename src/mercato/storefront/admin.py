@@ -174,8 +174,9 @@ async def _form(
 
 
 def _api_path(product_id: str) -> str:
-    """The API path of one product; a dot segment would name another path (404)."""
-    if product_id in {".", ".."}:
+    """The API path of one product; a dot segment would name another path, and no id
+    holds a control character (404 for both)."""
+    if product_id in {".", ".."} or not product_id.isprintable():
         raise _not_found()
     return f"/products/{product_id}"
 

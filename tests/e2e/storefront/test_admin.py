@@ -243,7 +243,11 @@ async def test_errors_are_shown_next_to_their_fields_and_the_values_kept(
 
 
 async def test_an_unknown_product_is_a_404_page(admin: Browser) -> None:
-    for path in ("/admin/products/no-such-id/edit", "/admin/products/%2E%2E/edit"):
+    for path in (
+        "/admin/products/no-such-id/edit",
+        "/admin/products/%2E%2E/edit",
+        "/admin/products/a%00b/edit",
+    ):
         answer = await admin.get(path)
         assert answer.status_code == 404, path
         assert "<h1>Product not found</h1>" in answer.text
