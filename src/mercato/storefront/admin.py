@@ -55,7 +55,8 @@ async def products(visit: AdminVisit, page: str | None = None, q: str | None = N
     return await render(
         visit,
         "admin/products.html",
-        {"products": items, "pager": pager.with_total(total), "q": q or ""},
+        # not "q": base.html would fill the site's search box with it
+        {"products": items, "pager": pager.with_total(total), "search": q or ""},
     )
 
 

@@ -185,6 +185,8 @@ async def test_the_catalogue_table_is_paged_and_searchable(admin: Browser) -> No
     assert product["sku"] not in second.text
     assert found.text.count("<tr>") == 2  # the header row and the one product
     assert product["sku"] in found.text
+    assert f'value="{product["name"]}"' in found.text  # in the table's search box
+    assert 'id="site-search" name="q" type="search" value=""' in found.text  # not the shop's
 
 
 async def test_an_edit_writes_only_what_the_admin_changed(admin: Browser, browser: Browser) -> None:
