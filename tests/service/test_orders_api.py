@@ -4,6 +4,7 @@ service on a real port."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -202,6 +203,30 @@ async def test_admin_lists_everyones_orders_with_all_true(
     assert own["total"] == 0
     refused = await orders.client.get("/orders?all=true", headers=ALICE)
     assert refused.status_code == 403
+
+
+async def test_orders_are_filtered_by_status(orders: OrdersHarness, products: ProductsStub) -> None:
+    pending = await _place(orders, products, ALICE)
+    cancelled = await _place(orders, products, BOB)
+    assert (await orders.client.post(f"/orders/{cancelled}/cancel", headers=BOB)).status_code == 200
+
+    def ids(page: dict[str, Any]) -> list[str]:
+        return [order["id"] for order in page["items"]]
+
+    admin = admin_headers()
+    only = (await orders.client.get("/orders?all=true&status=cancelled", headers=admin)).json()
+    assert (ids(only), only["total"]) == ([cancelled], 1)
+    only = (await orders.client.get("/orders?all=true&status=pending", headers=admin)).json()
+    assert (ids(only), only["total"]) == ([pending], 1)
+    none = (await orders.client.get("/orders?status=cancelled", headers=ALICE)).json()
+    assert (ids(none), none["total"]) == ([], 0)  # Bob's cancelled order is not Alice's
+
+
+@pytest.mark.parametrize("status", ["shipped", "PENDING", ""])
+async def test_a_status_outside_the_list_is_422(orders: OrdersHarness, status: str) -> None:
+    response = await orders.client.get(f"/orders?all=true&status={status}", headers=admin_headers())
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["query", "status"]
 
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=101", "offset=-1", "limit=x"])

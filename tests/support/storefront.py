@@ -7,6 +7,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from html import unescape
+from html.parser import HTMLParser
 
 import httpx
 
@@ -65,3 +66,67 @@ class Browser:
         answer = await self.submit("/login", {"username": username, "password": password})
         assert answer.status_code == 303, answer.text
         return answer
+
+
+class _Forms(HTMLParser):
+    """Every form of a page: its action and the fields a browser would send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[tuple[str, dict[str, str]]] = []
+        self._textarea: str | None = None
+        self._select: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {key: value or "" for key, value in attrs}
+        name = found.get("name")
+        if tag == "form":
+            self.forms.append((found.get("action", ""), {}))
+        elif not self.forms:
+            return
+        elif tag == "input" and name and found.get("type") not in {"submit", "button"}:
+            if found.get("type") not in {"checkbox", "radio"} or "checked" in found:
+                self.forms[-1][1][name] = found.get("value", "")
+        elif tag == "textarea" and name:
+            self._textarea = name
+            self.forms[-1][1][name] = ""
+        elif tag == "select" and name:
+            self._select = name
+        elif tag == "option" and self._select:
+            fields = self.forms[-1][1]
+            if self._select not in fields or "selected" in found:
+                fields[self._select] = found.get("value", "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "textarea" and self._textarea:
+            fields = self.forms[-1][1]  # a browser drops the line break that opens the text
+            fields[self._textarea] = fields[self._textarea].removeprefix("\n")
+            self._textarea = None
+        elif tag == "select":
+            self._select = None
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea:
+            self.forms[-1][1][self._textarea] += data
+
+
+def form_fields(html: str, action: str) -> dict[str, str]:
+    """The fields the form posting to ``action`` sends as the page filled them in."""
+    parser = _Forms()
+    parser.feed(html)
+    for form_action, fields in parser.forms:
+        if form_action == action:
+            return fields
+    raise AssertionError(f"the page has no form posting to {action}")
+
+
+async def fill(
+    browser: Browser, page: str, changes: Mapping[str, str], *, action: str | None = None
+) -> httpx.Response:
+    """Load ``page`` and post its form to ``action`` (default ``page``) as a browser does:
+    every field as the page filled it in (hidden ones and the CSRF token too), ``changes``
+    typed over them."""
+    target = action or page.split("?")[0]
+    shown = await browser.get(page)
+    assert shown.status_code == 200, shown.text
+    return await browser.http.post(target, data={**form_fields(shown.text, target), **changes})

@@ -225,11 +225,20 @@ class OrdersService:
             return order_out(row)
 
     async def page(
-        self, principal: Principal, *, everyone: bool, limit: int, offset: int
+        self,
+        principal: Principal,
+        *,
+        everyone: bool,
+        status: OrderStatus | None = None,
+        limit: int,
+        offset: int,
     ) -> OrderPage:
         async with self.database.unit_of_work(read_only=True) as uow:
             rows, total = await OrderRepository(uow.session).page(
-                user_id=None if everyone else principal.user_id, limit=limit, offset=offset
+                user_id=None if everyone else principal.user_id,
+                status=status,
+                limit=limit,
+                offset=offset,
             )
             return OrderPage(
                 items=[order_out(row) for row in rows], total=total, limit=limit, offset=offset

@@ -15,7 +15,13 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="session")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMercato]:
-    env = {"MERCATO_ADMIN_USERNAME": ADMIN, "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    env = {
+        "MERCATO_ADMIN_USERNAME": ADMIN,
+        "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        # Every test signs in afresh, all from 127.0.0.1: past the login limits in a minute.
+        "RATE_LIMIT_LOGIN": "1000/minute",
+        "RATE_LIMIT_LOGIN_ADDRESS": "100000/minute",
+    }
     with mercato_up(tmp_path_factory.mktemp("shop"), free_ports(), env=env) as running:
         yield running
 
