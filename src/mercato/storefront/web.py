@@ -260,7 +260,7 @@ async def checked_form(visit: Annotated[Visit, Depends(current_visit)]) -> FormD
 
 async def read_form(request: Request) -> FormData:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
+    if content_type not in {"application/x-www-form-urlencoded", ""}:  # "": an empty POST
         raise PageError(415, "Unsupported form", "Forms are sent URL-encoded.")
     length = request.headers.get("content-length", "")
     if length.isdecimal() and int(length) > MAX_FORM_BYTES:
