@@ -26,6 +26,13 @@ def csrf_token(html: str) -> str:
     return unescape(found.group(1))
 
 
+def hidden_field(html: str, name: str) -> str:
+    """The value of the first hidden field called ``name`` on a page."""
+    found = re.search(rf'<input type="hidden" name="{re.escape(name)}" value="([^"]*)">', html)
+    assert found, f"the page has no hidden {name} field"
+    return unescape(found.group(1))
+
+
 class Browser:
     """One browser: ``await shopper.submit("/login", {...})`` loads the form's page, then
     posts the form with its CSRF token, without following the redirect."""

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 
 import pytest
 
-from support.storefront import Browser, Stockroom, signed_up
+from support.storefront import Browser, Stockroom, hidden_field, signed_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 MARKUP = '<script>alert("x")</script><b>bold</b>'
 ESCAPED = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt;"
-
-
-def hidden(html: str, name: str) -> str:
-    found = re.search(rf'name="{name}" value="([^"]*)"', html)
-    assert found, f"no hidden {name} field"
-    return found.group(1)
 
 
 async def test_a_product_page_shows_markup_in_its_name_as_text(
@@ -59,11 +52,13 @@ async def test_a_shopper_gets_an_order_form_bounded_by_the_stock(
     again = await browser.get(f"/products/{scarce['id']}")
 
     assert '<form class="stack" method="post" action="/orders">' in shown.text
-    assert hidden(shown.text, "product_id") == scarce["id"]
+    assert hidden_field(shown.text, "product_id") == scarce["id"]
     assert 'name="quantity" type="number" value="1" required min="1" max="3"' in shown.text
     assert '<label for="f-shipping_address">' in shown.text
     # each form shown has its own idempotency key: two forms are two orders
-    assert hidden(shown.text, "idempotency_key") != hidden(again.text, "idempotency_key")
+    assert hidden_field(shown.text, "idempotency_key") != hidden_field(
+        again.text, "idempotency_key"
+    )
     assert 'max="100"' in (await browser.get(f"/products/{plenty['id']}")).text
 
 
