@@ -16,18 +16,18 @@ from typing import Any, Final
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
 
+from mercato.platform.errors import problem
+from mercato.platform.middleware import request_id_var
 from mercato.storefront.api import ApiUnavailable
-from mercato.storefront.shop import find_product, is_id, not_sold, path_id, product_page
+from mercato.storefront.shop import find, not_sold, path_id, product_page
 from mercato.storefront.web import (
     AnyVisit,
     CheckedForm,
     PageError,
     Pager,
     SignedInVisit,
-    Visit,
     redirect,
     render,
-    safe_next,
     text,
 )
 
@@ -99,7 +99,7 @@ async def place_order(visit: SignedInVisit, form: CheckedForm) -> Response:
     if answer.status != 422:
         raise ApiUnavailable("orders")
     errors = answer.field_errors()
-    product = await find_product(visit, product_id) if "product_id" not in errors else None
+    product = await find(visit, "products", product_id) if "product_id" not in errors else None
     if product is None:
         raise not_sold(422)
     return await product_page(
@@ -118,7 +118,7 @@ async def place_order(visit: SignedInVisit, form: CheckedForm) -> Response:
 
 
 @router.post("/orders/{order_id}/cancel")
-async def cancel_order(visit: SignedInVisit, form: CheckedForm, order_id: str) -> Response:
+async def cancel_order(visit: SignedInVisit, _form: CheckedForm, order_id: str) -> Response:
     answer = await visit.call("POST", f"/orders/{path_id(order_id, 'Order not found')}/cancel")
     if answer.ok:
         visit.flash("Your order was cancelled.")
@@ -128,7 +128,7 @@ async def cancel_order(visit: SignedInVisit, form: CheckedForm, order_id: str) -
         raise PageError(404, "Order not found", "You have no order at this address.")
     else:
         raise ApiUnavailable("orders")
-    return await redirect(visit, safe_next(text(form, "next"), "/orders"))
+    return await redirect(visit, "/orders")
 
 
 @router.get("/orders/status")
@@ -136,19 +136,15 @@ async def order_statuses(visit: AnyVisit, ids: str = "") -> Response:
     """``{id: status}`` for the signed-in user's orders among ``ids`` (comma-separated, at
     most a page of them); an id that is not one of theirs is left out, as an unknown one is."""
     if visit.user is None:
-        return await visit.finish(JSONResponse({"detail": "Sign in first."}, status_code=401))
+        return await visit.finish(_problem(401, "Sign in to see your orders."))
     wanted = list(dict.fromkeys(one for one in ids.split(",") if one))
     if len(wanted) > ORDERS_PER_PAGE:
-        return await visit.finish(
-            JSONResponse(
-                {"detail": f"Ask about at most {ORDERS_PER_PAGE} orders."}, status_code=422
-            )
-        )
+        return await visit.finish(_problem(422, f"Ask about at most {ORDERS_PER_PAGE} orders."))
     user_id = visit.user.user_id
     statuses: dict[str, str] = {}
     for order_id, answer in zip(
         wanted,
-        await asyncio.gather(*(_order(visit, order_id) for order_id in wanted)),
+        await asyncio.gather(*(find(visit, "orders", order_id) for order_id in wanted)),
         strict=True,
     ):
         # An administrator may read anyone's order; this answer is about one's own only.
@@ -157,14 +153,5 @@ async def order_statuses(visit: AnyVisit, ids: str = "") -> Response:
     return await visit.finish(JSONResponse(statuses))
 
 
-async def _order(visit: Visit, order_id: str) -> dict[str, Any] | None:
-    """The order the API shows this visitor by ``order_id``, or None when it shows none."""
-    if not is_id(order_id):
-        return None
-    answer = await visit.call("GET", f"/orders/{order_id}")
-    if answer.ok:
-        order: dict[str, Any] = answer.body
-        return order
-    if answer.status in (404, 422):
-        return None
-    raise ApiUnavailable("orders")
+def _problem(status: int, detail: str) -> Response:
+    return problem(status, detail=detail, request_id=request_id_var.get())

@@ -35,15 +35,18 @@ def path_id(value: str, title: str = "Not found") -> str:
     return value
 
 
-async def find_product(visit: Visit, product_id: str) -> dict[str, Any] | None:
-    """The product the API knows by ``product_id``, or None when it knows none."""
-    answer = await visit.call("GET", f"/products/{path_id(product_id, 'Product not found')}")
+async def find(visit: Visit, collection: str, item_id: str) -> dict[str, Any] | None:
+    """``GET /{collection}/{item_id}`` as this visitor: the item, or None when the API
+    shows them none (no such id, a malformed one, or someone else's)."""
+    if not is_id(item_id):
+        return None
+    answer = await visit.call("GET", f"/{collection}/{item_id}")
     if answer.ok:
-        product: dict[str, Any] = answer.body
-        return product
+        item: dict[str, Any] = answer.body
+        return item
     if answer.status in (404, 422):
         return None
-    raise ApiUnavailable("products")
+    raise ApiUnavailable(collection)
 
 
 def not_sold(status: int = 404) -> PageError:
@@ -80,7 +83,7 @@ async def product_page(
 
 @router.get("/products/{product_id}")
 async def product(visit: AnyVisit, product_id: str) -> Response:
-    found = await find_product(visit, product_id)
+    found = await find(visit, "products", product_id)
     if found is None:
         raise not_sold()
     return await product_page(visit, found)

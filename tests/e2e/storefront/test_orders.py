@@ -175,6 +175,7 @@ async def test_a_visitor_is_sent_to_sign_in(browser: Browser, stockroom: Stockro
     assert (posted.status_code, posted.headers["location"]) == (303, "/login")
     assert (listed.status_code, listed.headers["location"]) == (303, "/login?next=/orders")
     assert asked.status_code == 401
+    assert asked.json()["detail"] == "Sign in to see your orders."
 
 
 async def test_an_order_is_cancelled_once(shopper: Browser, stockroom: Stockroom) -> None:
@@ -257,3 +258,4 @@ async def test_the_status_endpoint_answers_for_ones_own_orders(
     assert await eventually(both_settled) == {first: "confirmed", second: "confirmed"}
     too_many = await shopper.get("/orders/status", params={"ids": ",".join(map(str, range(11)))})
     assert too_many.status_code == 422
+    assert too_many.headers["content-type"] == "application/problem+json"
