@@ -259,3 +259,14 @@ async def test_the_status_endpoint_answers_for_ones_own_orders(
     too_many = await shopper.get("/orders/status", params={"ids": ",".join(map(str, range(11)))})
     assert too_many.status_code == 422
     assert too_many.headers["content-type"] == "application/problem+json"
+
+
+async def test_the_status_endpoint_is_about_ones_own_orders_even_for_an_admin(
+    shopper: Browser, admin: Browser, stockroom: Stockroom
+) -> None:
+    order_id = await order(shopper, await stockroom.add())
+
+    asked = await admin.get("/orders/status", params={"ids": order_id})
+
+    assert asked.status_code == 200
+    assert asked.json() == {}  # the API would show an admin this order: the page does not
