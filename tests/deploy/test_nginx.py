@@ -1,7 +1,8 @@
 """deploy/nginx: `nginx -t` passes on it as committed and with its TLS block uncommented,
 and, run for real in front of an upstream that echoes what it receives, it sends the proxy
 headers over kept-alive HTTP/1.1, gzips JSON, caps bodies at the gateway's MAX_BODY_SIZE,
-serves static files for a year, keeps /metrics to this machine and limits the API's rate."""
+serves its static files for a year (and asks the gateway for others), keeps /metrics to
+this machine and limits the API's rate."""
 
 from __future__ import annotations
 
@@ -120,6 +121,7 @@ class Echo(BaseHTTPRequestHandler):
     def answer(self, body: bytes) -> None:
         received: dict[str, Any] = {
             "version": self.request_version,
+            "path": self.path,
             "client_port": self.client_address[1],
             "headers": {name.lower(): value for name, value in self.headers.items()},
             "body_bytes": len(body),
@@ -221,7 +223,14 @@ def test_static_files_are_cached_for_a_year(site: Nginx) -> None:
     assert "max-age=31536000" in cache_control
     assert "public, immutable" in cache_control
     assert "expires" in answer.headers
-    assert httpx.get(f"{site.url}/static/missing.css", timeout=10).status_code == 404
+
+
+@pytest.mark.deploy
+def test_a_static_file_not_on_disk_is_the_gateways(site: Nginx) -> None:
+    answer = httpx.get(f"{site.url}/static/style.css", timeout=10)
+
+    assert echoed(answer)["path"] == "/static/style.css"
+    assert "immutable" not in answer.headers.get("cache-control", "")
 
 
 @pytest.mark.deploy
