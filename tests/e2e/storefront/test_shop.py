@@ -77,8 +77,8 @@ async def test_a_product_out_of_stock_has_no_order_form(
 
 @pytest.mark.parametrize(
     "product_id",
-    [str(uuid.uuid4()), "%3Cscript%3E", "%2E%2E", "%00", "x" * 65],
-    ids=["unknown", "markup", "dot-segment", "nul", "too-long"],
+    [str(uuid.uuid4()), "%3Cscript%3E", "%2E%2E", "x" * 65],
+    ids=["unknown", "markup", "dot-segment", "too-long"],
 )
 async def test_an_unknown_or_malformed_product_is_a_404_page(
     browser: Browser, product_id: str
