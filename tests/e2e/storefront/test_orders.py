@@ -3,6 +3,7 @@ JavaScript (and as the one orders.js is: the JSON status endpoint it polls)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -102,17 +103,34 @@ async def test_the_status_script_is_loaded_while_an_order_is_pending(
     assert "javascript" in script.headers["content-type"]
 
 
+@pytest.mark.parametrize("at_once", [False, True], ids=["one-after-the-other", "at-once"])
 async def test_a_form_submitted_twice_places_one_order(
-    shopper: Browser, stockroom: Stockroom
+    shopper: Browser, stockroom: Stockroom, at_once: bool
 ) -> None:
     product = await stockroom.add()
     form = order_form((await shopper.get(f"/products/{product['id']}")).text)
 
-    first = await shopper.http.post("/orders", data=form)
-    second = await shopper.http.post("/orders", data=form)
+    if at_once:  # the second may find the first still being placed
+        answers = await asyncio.gather(*(shopper.http.post("/orders", data=form) for _ in "12"))
+    else:
+        answers = [await shopper.http.post("/orders", data=form) for _ in "12"]
 
-    assert (first.status_code, second.status_code) == (303, 303)
+    assert [answer.status_code for answer in answers] == [303, 303]
+    assert {answer.headers["location"] for answer in answers} == {"/orders"}
     assert len(statuses((await shopper.get("/orders")).text)) == 1
+
+
+async def test_the_orders_are_paged(shopper: Browser, stockroom: Stockroom) -> None:
+    product = await stockroom.add(stock=100)
+    placed = [await order(shopper, product) for _ in range(11)]  # one more than a page
+
+    first = await shopper.get("/orders")
+    second = await shopper.get("/orders", params={"page": "2"})
+
+    assert list(statuses(first.text)) == placed[:0:-1]  # newest first
+    assert list(statuses(second.text)) == placed[:1]
+    assert '<a rel="next" href="/orders?page=2">Next</a>' in first.text
+    assert '<a rel="prev" href="/orders?page=1">Previous</a>' in second.text
 
 
 @pytest.mark.parametrize(
