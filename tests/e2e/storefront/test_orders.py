@@ -223,7 +223,11 @@ async def test_a_cancel_without_the_csrf_token_changes_nothing(
     order_id = await order(shopper, await stockroom.add())
     await settled(shopper, order_id)
 
-    answer = await shopper.http.post(f"/orders/{order_id}/cancel", data={})
+    answer = await shopper.http.post(  # the cancel form, without its one field
+        f"/orders/{order_id}/cancel",
+        content=b"",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
 
     assert answer.status_code == 403
     assert statuses((await shopper.get("/orders")).text)[order_id] == "confirmed"
