@@ -4,10 +4,12 @@ cookie jar that fills in the CSRF token of the form it was shown, as a browser w
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Mapping
 from html import unescape
 from html.parser import HTMLParser
+from typing import Any
 
 import httpx
 
@@ -22,6 +24,13 @@ def csrf_token(html: str) -> str:
     """The first CSRF token on a page (every form of a page carries the same one)."""
     found = _CSRF.search(html)
     assert found, "the page has no form with a CSRF token"
+    return unescape(found.group(1))
+
+
+def hidden_field(html: str, name: str) -> str:
+    """The value of the first hidden field called ``name`` on a page."""
+    found = re.search(rf'<input type="hidden" name="{re.escape(name)}" value="([^"]*)">', html)
+    assert found, f"the page has no hidden {name} field"
     return unescape(found.group(1))
 
 
@@ -130,3 +139,49 @@ async def fill(
     shown = await browser.get(page)
     assert shown.status_code == 200, shown.text
     return await browser.http.post(target, data={**form_fields(shown.text, target), **changes})
+
+
+class Stockroom:
+    """The catalogue through the API as the administrator, for tests that need products of
+    their own. It signs in once, and again only near the token's expiry: logins are rate
+    limited per username."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._token: tuple[str, float] | None = None
+
+    async def _authorization(self, http: httpx.AsyncClient) -> dict[str, str]:
+        if self._token is None or time.monotonic() > self._token[1]:
+            answer = await http.post(
+                "/api/v1/auth/login", json={"username": ADMIN, "password": ADMIN_PASSWORD}
+            )
+            assert answer.status_code == 200, answer.text
+            tokens = answer.json()
+            self._token = (tokens["access_token"], time.monotonic() + tokens["expires_in"] - 60)
+        return {"Authorization": f"Bearer {self._token[0]}"}
+
+    async def add(self, *, stock: int = 10, **fields: Any) -> dict[str, Any]:
+        """A new product (the API's fields; a unique sku and name unless given)."""
+        sku = f"SKU-{uuid.uuid4().hex[:12]}"
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as http:
+            answer = await http.post(
+                "/api/v1/products",
+                json={"sku": sku, "name": f"Item {sku}", "price": "9.99", "stock": stock, **fields},
+                headers=await self._authorization(http),
+            )
+        assert answer.status_code == 201, answer.text
+        product: dict[str, Any] = answer.json()
+        return product
+
+
+async def signed_up(browser: Browser, password: str = PASSWORD) -> str:
+    """Register a new customer through the API (not the sign-up page) and sign ``browser``
+    in as them; their username."""
+    username = f"shopper{uuid.uuid4().hex[:10]}"
+    answer = await browser.http.post(
+        "/api/v1/auth/register",
+        json={"username": username, "email": f"{username}@example.com", "password": password},
+    )
+    assert answer.status_code == 201, answer.text
+    await browser.sign_in(username, password)
+    return username

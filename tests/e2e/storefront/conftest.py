@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from support.processes import RunningMercato, free_ports, mercato_up
-from support.storefront import ADMIN, ADMIN_PASSWORD, Browser
+from support.storefront import ADMIN, ADMIN_PASSWORD, Browser, Stockroom
 
 pytestmark = pytest.mark.e2e
 
@@ -39,3 +39,9 @@ async def admin(shop: RunningMercato) -> AsyncIterator[Browser]:
     async with Browser(shop.base_url) as browser:
         await browser.sign_in(ADMIN, ADMIN_PASSWORD)
         yield browser
+
+
+@pytest.fixture(scope="session")
+def stockroom(shop: RunningMercato) -> Stockroom:
+    """Products made through the API as the administrator."""
+    return Stockroom(shop.base_url)
