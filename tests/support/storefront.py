@@ -51,17 +51,23 @@ class Browser:
         )
 
     async def sign_up(self, username: str | None = None, password: str = PASSWORD) -> str:
-        """Register a new customer through the sign-up form and sign in; their username."""
+        """Register a new customer through the sign-up form, which signs them in; their
+        username."""
         username = username or f"shopper{uuid.uuid4().hex[:10]}"
         answer = await self.submit(
             "/register",
             {"username": username, "email": f"{username}@example.com", "password": password},
         )
-        assert answer.status_code == 303, answer.text
-        await self.sign_in(username, password)
+        assert (answer.status_code, answer.headers.get("location")) == (303, "/"), answer.text
         return username
 
     async def sign_in(self, username: str, password: str) -> httpx.Response:
         answer = await self.submit("/login", {"username": username, "password": password})
         assert answer.status_code == 303, answer.text
         return answer
+
+
+def field_error(html: str, name: str) -> str | None:
+    """The error a page shows next to the form field ``name`` (None: none)."""
+    found = re.search(rf'<p class="error" id="f-{re.escape(name)}-error">([^<]*)</p>', html)
+    return unescape(found.group(1)) if found else None
