@@ -71,3 +71,10 @@ def field_error(html: str, name: str) -> str | None:
     """The error a page shows next to the form field ``name`` (None: none)."""
     found = re.search(rf'<p class="error" id="f-{re.escape(name)}-error">([^<]*)</p>', html)
     return unescape(found.group(1)) if found else None
+
+
+async def can_sign_in(base_url: str, username: str, password: str) -> bool:
+    """Whether the sign-in form accepts ``username`` and ``password`` (in a new browser)."""
+    async with Browser(base_url) as other:
+        answer = await other.submit("/login", {"username": username, "password": password})
+        return answer.status_code == 303
