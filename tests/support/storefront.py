@@ -78,3 +78,13 @@ async def can_sign_in(base_url: str, username: str, password: str) -> bool:
     async with Browser(base_url) as other:
         answer = await other.submit("/login", {"username": username, "password": password})
         return answer.status_code == 303
+
+
+async def reset_with(browser: Browser, link: str, new_password: str) -> httpx.Response:
+    """Open a mailed reset ``link`` and post its form (whose hidden field holds the token)."""
+    page = await browser.get(link)
+    assert page.status_code == 200, page.text
+    found = re.search(r'name="token" value="([^"]*)"', page.text)
+    assert found, "the reset form carries no token"
+    data = {"token": unescape(found.group(1)), "new_password": new_password}
+    return await browser.http.post("/reset", data={**data, "csrf_token": csrf_token(page.text)})

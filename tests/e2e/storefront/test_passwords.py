@@ -3,16 +3,13 @@ the ``.eml`` file), the reset form, then signing in with the new password."""
 
 from __future__ import annotations
 
-import re
-from html import unescape
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 
 from support.mail import mailed_link
 from support.processes import RunningMercato
-from support.storefront import PASSWORD, Browser, can_sign_in, csrf_token, field_error
+from support.storefront import PASSWORD, Browser, can_sign_in, field_error, reset_with
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -32,16 +29,6 @@ async def ask_for_a_link(shop: RunningMercato, browser: Browser, username: str) 
     assert link.startswith(f"{shop.base_url}/reset?token="), link  # PUBLIC_URL's /reset page
     parts = urlsplit(link)
     return f"{parts.path}?{parts.query}"
-
-
-async def reset_with(browser: Browser, link: str, new_password: str) -> httpx.Response:
-    """Open the mailed ``link`` and post its form (the token is its hidden field)."""
-    page = await browser.get(link)
-    assert page.status_code == 200, page.text
-    found = re.search(r'name="token" value="([^"]*)"', page.text)
-    assert found, "the reset form carries no token"
-    data = {"token": unescape(found.group(1)), "new_password": new_password}
-    return await browser.http.post("/reset", data={**data, "csrf_token": csrf_token(page.text)})
 
 
 async def registered(shop: RunningMercato) -> str:
