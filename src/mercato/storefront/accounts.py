@@ -9,6 +9,7 @@ or ``null`` here, and text that is no number is refused before any call.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -70,6 +71,19 @@ class Problems:
         return problem
 
 
+async def refused(
+    visit: Visit, template: str, problems: Problems, context: Mapping[str, Any]
+) -> Response:
+    """The form's page again, showing ``problems`` (with their status and headers)."""
+    return await render(
+        visit,
+        template,
+        {**context, "problems": problems},
+        status=problems.status,
+        headers=problems.headers,
+    )
+
+
 def _readable(message: str) -> str:
     """Pydantic's ``Value error, password needs a digit`` as ``Password needs a digit``."""
     message = message.removeprefix("Value error, ")
@@ -123,13 +137,7 @@ async def register(visit: AnyVisit, form: CheckedForm) -> Response:
         if answer.ok:
             return await _welcome(visit, values["username"], password)
         problems = Problems.of(answer, REGISTER_FIELDS)
-    return await render(
-        visit,
-        "register.html",
-        {"values": values, "problems": problems},
-        status=problems.status,
-        headers=problems.headers,
-    )
+    return await refused(visit, "register.html", problems, {"values": values})
 
 
 async def _welcome(visit: Visit, username: str, password: str) -> Response:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from mercato.storefront.accounts import Problems
+from mercato.storefront.accounts import Problems, refused
 from mercato.storefront.web import AnyVisit, CheckedForm, Visit, redirect, render, text
 
 router = APIRouter()
@@ -32,13 +32,7 @@ async def forgot(visit: AnyVisit, form: CheckedForm) -> Response:
     problems = Problems.of(answer, ("email",))
     if answer.status == 429:
         problems.alert = "Too many reset requests. Wait a while before asking again."
-    return await render(
-        visit,
-        "forgot.html",
-        {"email": email, "problems": problems},
-        status=problems.status,
-        headers=problems.headers,
-    )
+    return await refused(visit, "forgot.html", problems, {"email": email})
 
 
 @router.get("/reset")
@@ -68,13 +62,7 @@ async def reset(visit: AnyVisit, form: CheckedForm) -> Response:
     problems = Problems.of(answer, ("new_password",))
     if answer.status == 400 or "token" in answer.field_errors():
         return await _invalid_link(visit)
-    return await render(
-        visit,
-        "reset.html",
-        {"token": token, "problems": problems},
-        status=problems.status,
-        headers=problems.headers,
-    )
+    return await refused(visit, "reset.html", problems, {"token": token})
 
 
 async def _invalid_link(visit: Visit) -> Response:

@@ -15,7 +15,14 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="session")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMercato]:
-    env = {"MERCATO_ADMIN_USERNAME": ADMIN, "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    env = {
+        "MERCATO_ADMIN_USERNAME": ADMIN,
+        "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        # Every test's browser is one client address (127.0.0.1), and every sign-up signs in:
+        # the per-address limits would refuse the run's sign-ins after the first thirty.
+        "RATE_LIMIT_LOGIN_ADDRESS": "10000/minute",
+        "RATE_LIMIT_PASSWORD_RESET_ADDRESS": "10000/minute",
+    }
     with mercato_up(tmp_path_factory.mktemp("shop"), free_ports(), env=env) as running:
         yield running
 

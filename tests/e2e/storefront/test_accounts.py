@@ -42,6 +42,13 @@ async def profile_page(browser: Browser) -> httpx.Response:
     return await eventually(shown)
 
 
+async def change_password(browser: Browser, current: str, new: str) -> httpx.Response:
+    """Post the account page's password form."""
+    return await browser.submit(
+        "/account", {"current_password": current, "new_password": new}, action="/account/password"
+    )
+
+
 # --- sign-up ----------------------------------------------------------------------------
 
 
@@ -210,11 +217,7 @@ async def test_changing_the_password_keeps_this_session_and_retires_the_old_one(
 ) -> None:
     username = await browser.sign_up()
 
-    changed = await browser.submit(
-        "/account",
-        {"current_password": PASSWORD, "new_password": NEW_PASSWORD},
-        action="/account/password",
-    )
+    changed = await change_password(browser, PASSWORD, NEW_PASSWORD)
 
     assert changed.status_code == 303
     assert changed.headers["location"] == "/account"
@@ -228,11 +231,7 @@ async def test_changing_the_password_keeps_this_session_and_retires_the_old_one(
 async def test_a_wrong_current_password_is_shown_next_to_it(browser: Browser) -> None:
     await browser.sign_up()
 
-    answer = await browser.submit(
-        "/account",
-        {"current_password": "Not-The-One-1", "new_password": NEW_PASSWORD},
-        action="/account/password",
-    )
+    answer = await change_password(browser, "Not-The-One-1", NEW_PASSWORD)
 
     assert answer.status_code == 400
     assert field_error(answer.text, "current_password") == "This is not your current password."
@@ -245,11 +244,7 @@ async def test_a_weak_new_password_is_shown_next_to_it(
 ) -> None:
     username = await browser.sign_up()
 
-    answer = await browser.submit(
-        "/account",
-        {"current_password": PASSWORD, "new_password": "weakling"},
-        action="/account/password",
-    )
+    answer = await change_password(browser, PASSWORD, "weakling")
 
     assert answer.status_code == 422
     assert field_error(answer.text, "new_password")
