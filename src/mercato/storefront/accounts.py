@@ -32,7 +32,7 @@ from mercato.storefront.web import (
 router = APIRouter()
 
 #: An age as a form sends it: a few digits (the API checks the range).
-_WHOLE_NUMBER: Final = re.compile(r"-?[0-9]{1,4}")
+_WHOLE_NUMBER: Final = re.compile(r"-?[0-9]{1,9}")
 NOT_A_NUMBER: Final = "Enter your age as a whole number, like 42."
 CHECK_FIELDS: Final = "Check the fields marked below."
 WRONG_PASSWORD: Final = "This is not your current password."  # noqa: S105 - a message
@@ -174,7 +174,10 @@ async def update_account(visit: SignedInVisit, form: CheckedForm) -> Response:
     if answer.ok:
         visit.flash("Your profile was saved.")
         return await redirect(visit, "/account")
-    return await _account(visit, values, Problems.of(answer, PROFILE_FIELDS))
+    problems = Problems.of(answer, PROFILE_FIELDS)
+    if answer.status == 404:
+        problems.alert = "Your profile is still being set up. Try again in a moment."
+    return await _account(visit, values, problems)
 
 
 @router.post("/account/password")

@@ -142,3 +142,18 @@ async def test_the_forms_refuse_a_post_without_the_csrf_token(
     assert await can_sign_in(shop.base_url, username, PASSWORD)
     used = await reset_with(browser, link, NEW_PASSWORD)
     assert used.status_code == 303  # the link was not spent by the refused post
+
+
+async def test_a_reset_from_a_signed_in_browser_signs_it_out(
+    shop: RunningMercato, browser: Browser
+) -> None:
+    username = await browser.sign_up()
+    link = await ask_for_a_link(shop, browser, username)
+
+    reset = await reset_with(browser, link, NEW_PASSWORD)
+
+    assert reset.status_code == 303
+    page = await browser.get("/login")  # not sent on to "/": nobody is signed in
+    assert page.status_code == 200
+    assert "Password changed, sign in" in page.text
+    assert (await browser.get("/account")).headers["location"] == "/login?next=/account"
