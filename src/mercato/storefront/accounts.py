@@ -191,7 +191,7 @@ async def change_password(visit: SignedInVisit, form: CheckedForm) -> Response:
         return await redirect(visit, "/account")
     problems = Problems.of(answer, PASSWORD_FIELDS)
     if answer.status == 400:
-        problems.fields["current_password"] = WRONG_PASSWORD
+        problems.fields["current_password"], problems.alert = WRONG_PASSWORD, CHECK_FIELDS
     return await _account(visit, password_problems=problems)
 
 

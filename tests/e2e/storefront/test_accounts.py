@@ -235,6 +235,7 @@ async def test_a_wrong_current_password_is_shown_next_to_it(browser: Browser) ->
 
     assert answer.status_code == 400
     assert field_error(answer.text, "current_password") == "This is not your current password."
+    assert "Check the fields marked below." in answer.text
     assert field_error(answer.text, "new_password") is None
     assert "Not-The-One-1" not in answer.text
 
