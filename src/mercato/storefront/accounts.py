@@ -208,7 +208,7 @@ async def _account(
     profile = answer.body if answer.ok else None  # 404: made within a second of sign-up
     if values is None and profile is not None:
         values = {name: _shown(profile.get(name)) for name in PROFILE_FIELDS}
-    refused = problems or password_problems
+    shown = problems or password_problems
     return await render(
         visit,
         "account.html",
@@ -218,8 +218,8 @@ async def _account(
             "problems": problems or Problems(),
             "password_problems": password_problems or Problems(),
         },
-        status=refused.status if refused else 200,
-        headers=refused.headers if refused else None,
+        status=shown.status if shown else 200,
+        headers=shown.headers if shown else None,
     )
 
 

@@ -59,9 +59,9 @@ async def reset(visit: AnyVisit, form: CheckedForm) -> Response:
             visit.sign_out()
         visit.flash("Password changed, sign in with your new password.")
         return await redirect(visit, "/login")
-    problems = Problems.of(answer, ("new_password",))
     if answer.status == 400 or "token" in answer.field_errors():
         return await _invalid_link(visit)
+    problems = Problems.of(answer, ("new_password",))
     return await refused(visit, "reset.html", problems, {"token": token})
 
 
