@@ -75,7 +75,8 @@ async def test_a_duplicate_username_or_email_answers_409(
     client: httpx.AsyncClient, changes: dict[str, str], conflicting: str
 ) -> None:
     assert (await register(client)).status_code == 201
-    assert_problem(await register(client, **changes), 409)
+    problem = assert_problem(await register(client, **changes), 409)
+    assert problem["field"] == conflicting.split(",")[0]  # a form shows it next to that field
 
 
 @pytest.mark.parametrize(

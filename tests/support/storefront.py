@@ -61,14 +61,14 @@ class Browser:
         )
 
     async def sign_up(self, username: str | None = None, password: str = PASSWORD) -> str:
-        """Register a new customer through the sign-up form and sign in; their username."""
+        """Register a new customer through the sign-up form, which signs them in; their
+        username."""
         username = username or f"shopper{uuid.uuid4().hex[:10]}"
         answer = await self.submit(
             "/register",
             {"username": username, "email": f"{username}@example.com", "password": password},
         )
-        assert answer.status_code == 303, answer.text
-        await self.sign_in(username, password)
+        assert (answer.status_code, answer.headers.get("location")) == (303, "/"), answer.text
         return username
 
     async def sign_in(self, username: str, password: str) -> httpx.Response:
@@ -174,14 +174,24 @@ class Stockroom:
         return product
 
 
-async def signed_up(browser: Browser, password: str = PASSWORD) -> str:
-    """Register a new customer through the API (not the sign-up page) and sign ``browser``
-    in as them; their username."""
-    username = f"shopper{uuid.uuid4().hex[:10]}"
-    answer = await browser.http.post(
-        "/api/v1/auth/register",
-        json={"username": username, "email": f"{username}@example.com", "password": password},
-    )
-    assert answer.status_code == 201, answer.text
-    await browser.sign_in(username, password)
-    return username
+def field_error(html: str, name: str) -> str | None:
+    """The error a page shows next to the form field ``name`` (None: none)."""
+    found = re.search(rf'<p class="error" id="f-{re.escape(name)}-error">([^<]*)</p>', html)
+    return unescape(found.group(1)) if found else None
+
+
+async def can_sign_in(base_url: str, username: str, password: str) -> bool:
+    """Whether the sign-in form accepts ``username`` and ``password`` (in a new browser)."""
+    async with Browser(base_url) as other:
+        answer = await other.submit("/login", {"username": username, "password": password})
+        return answer.status_code == 303
+
+
+async def reset_with(browser: Browser, link: str, new_password: str) -> httpx.Response:
+    """Open a mailed reset ``link`` and post its form (whose hidden field holds the token)."""
+    page = await browser.get(link)
+    assert page.status_code == 200, page.text
+    found = re.search(r'name="token" value="([^"]*)"', page.text)
+    assert found, "the reset form carries no token"
+    data = {"token": unescape(found.group(1)), "new_password": new_password}
+    return await browser.http.post("/reset", data={**data, "csrf_token": csrf_token(page.text)})

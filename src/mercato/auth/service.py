@@ -90,9 +90,9 @@ class Accounts:
         username_key, email_key = domain.username_key(data.username), domain.email_key(data.email)
         username_taken, email_taken = await users.taken(username_key, email_key)
         if username_taken:
-            raise Conflict("This username is already registered.")
+            raise Conflict("This username is already registered.", field="username")
         if email_taken:
-            raise Conflict("This e-mail address is already registered.")
+            raise Conflict("This e-mail address is already registered.", field="email")
         now = utcnow()
         user = UserRow(
             id=str(uuid.uuid4()),

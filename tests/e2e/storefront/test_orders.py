@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from support.processes import RunningMercato
-from support.storefront import Browser, Stockroom, csrf_token, hidden_field, signed_up
+from support.storefront import Browser, Stockroom, csrf_token, hidden_field
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -54,7 +54,7 @@ async def settled(browser: Browser, order_id: str) -> str:
 async def shopper(shop: RunningMercato) -> AsyncIterator[Browser]:
     """A browser signed in as a new customer."""
     async with Browser(shop.base_url) as browser:
-        await signed_up(browser)
+        await browser.sign_up()
         yield browser
 
 
@@ -250,7 +250,7 @@ async def test_someone_elses_order_is_not_found(
 ) -> None:
     order_id = await order(shopper, await stockroom.add())
     async with Browser(shop.base_url) as other:
-        await signed_up(other)
+        await other.sign_up()
 
         cancel = await other.submit("/", {}, action=f"/orders/{order_id}/cancel")
         asked = await other.get("/orders/status", params={"ids": order_id})

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from support.storefront import Browser, Stockroom, hidden_field, signed_up
+from support.storefront import Browser, Stockroom, hidden_field
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -45,7 +45,7 @@ async def test_a_visitor_is_asked_to_sign_in_to_order(
 async def test_a_shopper_gets_an_order_form_bounded_by_the_stock(
     browser: Browser, stockroom: Stockroom
 ) -> None:
-    await signed_up(browser)
+    await browser.sign_up()
     scarce, plenty = await stockroom.add(stock=3), await stockroom.add(stock=500)
 
     shown = await browser.get(f"/products/{scarce['id']}")
@@ -65,7 +65,7 @@ async def test_a_shopper_gets_an_order_form_bounded_by_the_stock(
 async def test_a_product_out_of_stock_has_no_order_form(
     browser: Browser, stockroom: Stockroom
 ) -> None:
-    await signed_up(browser)
+    await browser.sign_up()
     product = await stockroom.add(stock=0)
 
     page = await browser.get(f"/products/{product['id']}")
