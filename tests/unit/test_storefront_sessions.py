@@ -79,10 +79,17 @@ def test_the_cookie_holds_only_the_signed_id(store: SessionStore) -> None:
     assert "access" not in cookie.removeprefix(session.id)
 
 
+def altered_signature(cookie: str) -> str:
+    head, signature = cookie.rsplit(".", 1)
+    return f"{head}.{other_than(signature[0])}{signature[1:]}"
+
+
 @pytest.mark.parametrize(
     "alter",
     [
-        lambda cookie: cookie[:-1] + other_than(cookie[-1]),  # the signature
+        # The signature's first character: its last one also holds padding bits, which a
+        # decoder ignores, so changing it may not change the signature at all.
+        lambda cookie: altered_signature(cookie),
         lambda cookie: other_than(cookie[0]) + cookie[1:],  # the id
         lambda cookie: cookie.rsplit(".", 2)[0],  # no signature at all
         lambda cookie: "",
