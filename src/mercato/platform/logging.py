@@ -7,7 +7,8 @@ same way. Production writes JSON lines; development gets one readable line per e
 
 Request-scoped fields (``request_id``, and ``service`` when several services share a
 process under ``mercato up``) are bound with :func:`structlog.contextvars.bind_contextvars`
-by the request middleware and appear on every line written while that request runs.
+by the request middleware and appear on every line written while that request runs; with
+tracing on, so do the ``trace_id`` and ``span_id`` of the current span.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Final, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, ExcInfo, Processor, WrappedLogger
 
+from mercato.platform.tracing import add_trace_ids
+
 __all__ = [
     "REDACTED",
     "SENSITIVE_KEY_PARTS",
@@ -33,6 +36,7 @@ __all__ = [
     "check_rotation",
     "configure_logging",
     "get_logger",
+    "is_sensitive_key",
     "reset_logging",
 ]
 
@@ -199,19 +203,20 @@ def _redact(value: object, depth: int) -> object:
         return _TOO_DEEP
     if isinstance(value, Mapping):
         return {
-            key: REDACTED if _is_sensitive_key(key) else _redact(item, depth + 1)
+            key: REDACTED if is_sensitive_key(key) else _redact(item, depth + 1)
             for key, item in value.items()
         }
     if isinstance(value, list):
         return [_redact(item, depth + 1) for item in value]
     if isinstance(value, tuple):
-        if len(value) == 2 and _is_sensitive_key(value[0]):
+        if len(value) == 2 and is_sensitive_key(value[0]):
             return (value[0], REDACTED)
         return tuple(_redact(item, depth + 1) for item in value)
     return value
 
 
-def _is_sensitive_key(key: object) -> bool:
+def is_sensitive_key(key: object) -> bool:
+    """Whether a value under ``key`` (str, bytes) is never shown (:data:`SENSITIVE_KEY_PARTS`)."""
     if isinstance(key, bytes):
         key = key.decode("latin-1")
     return isinstance(key, str) and _is_sensitive_name(key)
@@ -225,7 +230,7 @@ def _is_sensitive_name(name: str) -> bool:
 
 def _redact_event(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return {
-        key: REDACTED if _is_sensitive_key(key) else _redact(value, 1)
+        key: REDACTED if is_sensitive_key(key) else _redact(value, 1)
         for key, value in event_dict.items()
     }
 
@@ -241,9 +246,10 @@ def _parse_level(level: str) -> int:
 
 
 def _call_time_processors() -> list[Processor]:
-    """Processors that must see the moment of the log call: context, level, time."""
+    """Processors that must see the moment of the log call: context, trace, level, time."""
     return [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
