@@ -6,9 +6,10 @@ middleware answers) and a failed event handler (retried or dead-lettered), each 
 the service, the request id and the trace id (and, for an event, its type, id and consumer
 group). Outages of a dependency are not reported: they are 503s, a metric and an alert.
 
-What is not: personal data and secrets. ``send_default_pii=False`` keeps Sentry from adding
-the user's address and cookies; :func:`scrub` then removes, anywhere in the event (request
-headers and body, local variables, tags), the values under sensitive keys (the log
+What is not: personal data and secrets. Sentry's ``data_collection`` (the successor of
+``send_default_pii=False``) keeps it from adding the user's identity, address and cookies;
+:func:`scrub` then removes, anywhere in the event (request
+headers and body, tags; local variables are not sent at all), the values under sensitive keys (the log
 redaction's list: passwords, tokens, ``Authorization``, cookies...) and under personal ones
 (email, username...), sensitive query parameters, and any email address left in a string.
 Sentry's log integration is left out: log lines are structlog's, redacted by its pipeline.
@@ -131,7 +132,17 @@ class ErrorReporter:
             dsn=settings.sentry_dsn,
             environment=settings.sentry_environment or settings.environment,
             release=_release(),
-            send_default_pii=False,
+            # send_default_pii=False, as sentry-sdk 2.7x spells it (the flag is deprecated):
+            # no user identity or address, no cookies, no SQL parameters or message bodies.
+            data_collection={
+                "user_info": False,
+                "cookies": {"mode": "off"},
+                "database_query_data": False,
+                "queues": False,
+                # Locals hold request bodies, tokens and user rows: the traceback's lines,
+                # the request (scrubbed) and the tags say enough.
+                "stack_frame_variables": False,
+            },
             traces_sample_rate=settings.sentry_traces_sample_rate,
             before_send=before_send,
             before_send_transaction=before_send,
