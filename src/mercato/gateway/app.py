@@ -73,7 +73,11 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
                 for instance in upstream.instances
             )
             guards: list[Guard] = []
-            verifier = token_verifier(settings) if settings.auth_offload else None
+            verifier = (
+                token_verifier(settings, trace_configs=context.tracing.http_trace_configs())
+                if settings.auth_offload
+                else None
+            )
             if verifier is not None:
                 stack.push_async_callback(verifier.close)
             limiter = None

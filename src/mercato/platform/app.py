@@ -190,7 +190,9 @@ def create_service_app(
             )
             stack.push_async_callback(closing, context.cache.close, "cache")
             context.probes["cache"] = context.cache.ping
-            context.tokens = token_verifier(settings)
+            context.tokens = token_verifier(
+                settings, trace_configs=service_tracing.http_trace_configs()
+            )
             stack.push_async_callback(closing, context.tokens.close, "token verifier")
             context.backends["cache"] = "redis" if settings.redis_url else "memory"
             for hook in hooks:

@@ -7,11 +7,11 @@ the service, the request id and the trace id (and, for an event, its type, id an
 group). Outages of a dependency are not reported: they are 503s, a metric and an alert.
 
 What is not: personal data and secrets. Sentry's ``data_collection`` (the successor of
-``send_default_pii=False``) keeps it from adding the user's identity, address and cookies;
-:func:`scrub` then removes, anywhere in the event (request
-headers and body, tags; local variables are not sent at all), the values under sensitive keys (the log
-redaction's list: passwords, tokens, ``Authorization``, cookies...) and under personal ones
-(email, username...), sensitive query parameters, and any email address left in a string.
+``send_default_pii=False``) keeps it from adding the user's identity, address, cookies and
+local variables; :func:`scrub` then removes, anywhere in the event (request headers and
+body, tags), the values under sensitive keys (the log redaction's list: passwords, tokens,
+``Authorization``, cookies...) and under personal ones (email, username...), sensitive
+query parameters, and any email address left in a string.
 Sentry's log integration is left out: log lines are structlog's, redacted by its pipeline.
 """
 
