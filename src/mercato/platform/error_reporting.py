@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import parse_qsl, urlencode
 
-from mercato.platform.logging import REDACTED, get_logger, is_sensitive_key
+from mercato.platform.logging import REDACTED, get_logger, is_sensitive_key, redact
 from mercato.platform.middleware import request_id_var
 from mercato.platform.settings import ConfigError, SharedSettings
 from mercato.platform.tracing import current_trace_id
@@ -42,7 +41,6 @@ PERSONAL_KEYS: Final = frozenset(
 )
 _EMAIL: Final = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _EMAIL_SHOWN: Final = "[email]"
-_MAX_DEPTH: Final = 32
 
 Level = Literal["warning", "error"]
 
@@ -55,24 +53,15 @@ def _withheld(key: object) -> bool:
     return is_sensitive_key(key) or key.lower().replace("-", "_") in PERSONAL_KEYS
 
 
-def scrub(value: Any, depth: int = 0) -> Any:
+def scrub(value: Any) -> Any:
     """A copy of ``value`` (a Sentry event or any part of it) without secrets or personal
     data: values under sensitive or personal keys are ``[REDACTED]``, email addresses in
     strings ``[email]``."""
-    if depth > _MAX_DEPTH:
-        return REDACTED
-    if isinstance(value, Mapping):
-        return {
-            key: REDACTED if _withheld(key) else scrub(item, depth + 1)
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple):
-        if len(value) == 2 and _withheld(value[0]):  # a (name, value) header pair
-            return [value[0], REDACTED]
-        return [scrub(item, depth + 1) for item in value]
-    if isinstance(value, str):
-        return _EMAIL.sub(_EMAIL_SHOWN, value)
-    return value
+    return redact(value, sensitive=_withheld, text=_without_emails)
+
+
+def _without_emails(text: str) -> str:
+    return _EMAIL.sub(_EMAIL_SHOWN, text)
 
 
 def _scrub_query(query: str) -> str:

@@ -20,7 +20,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final, Literal, TextIO
 
@@ -37,6 +37,7 @@ __all__ = [
     "configure_logging",
     "get_logger",
     "is_sensitive_key",
+    "redact",
     "reset_logging",
 ]
 
@@ -191,27 +192,42 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.stdlib.get_logger(name)
 
 
-def _redact(value: object, depth: int) -> object:
+def redact(
+    value: object,
+    *,
+    sensitive: Callable[[object], bool] | None = None,
+    text: Callable[[str], str] | None = None,
+    depth: int = 1,
+) -> object:
     """A copy of ``value`` with the values of sensitive keys replaced by ``[REDACTED]``.
 
-    A key is sensitive when its lower-cased name (with ``-`` read as ``_``) contains one of
-    :data:`SENSITIVE_KEY_PARTS`. Mappings come back as dicts, lists as lists and tuples as
-    tuples, walked at any depth; a ``(name, value)`` pair such as a raw header counts as a
-    key and its value. Anything else is returned unchanged; ``value`` is never modified.
+    A key is sensitive when ``sensitive(key)`` says so, by default when its lower-cased
+    name (with ``-`` read as ``_``) contains one of :data:`SENSITIVE_KEY_PARTS`. Mappings
+    come back as dicts, lists as lists and tuples as tuples, walked at any depth; a
+    ``(name, value)`` pair such as a raw header counts as a key and its value. Strings go
+    through ``text`` when given; anything else is returned unchanged; ``value`` is never
+    modified.
     """
     if depth > _MAX_REDACT_DEPTH:
         return _TOO_DEEP
+    hidden = sensitive or is_sensitive_key
     if isinstance(value, Mapping):
         return {
-            key: REDACTED if is_sensitive_key(key) else _redact(item, depth + 1)
+            key: REDACTED
+            if hidden(key)
+            else redact(item, sensitive=sensitive, text=text, depth=depth + 1)
             for key, item in value.items()
         }
     if isinstance(value, list):
-        return [_redact(item, depth + 1) for item in value]
+        return [redact(item, sensitive=sensitive, text=text, depth=depth + 1) for item in value]
     if isinstance(value, tuple):
-        if len(value) == 2 and is_sensitive_key(value[0]):
+        if len(value) == 2 and hidden(value[0]):
             return (value[0], REDACTED)
-        return tuple(_redact(item, depth + 1) for item in value)
+        return tuple(
+            redact(item, sensitive=sensitive, text=text, depth=depth + 1) for item in value
+        )
+    if text is not None and isinstance(value, str):
+        return text(value)
     return value
 
 
@@ -230,7 +246,7 @@ def _is_sensitive_name(name: str) -> bool:
 
 def _redact_event(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return {
-        key: REDACTED if is_sensitive_key(key) else _redact(value, 1)
+        key: REDACTED if is_sensitive_key(key) else redact(value)
         for key, value in event_dict.items()
     }
 

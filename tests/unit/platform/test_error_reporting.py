@@ -29,7 +29,7 @@ def test_secrets_and_personal_data_are_withheld_at_any_depth() -> None:
         "Email": REDACTED,
         "username": REDACTED,
     }
-    assert scrubbed["extra"]["pairs"] == [["cookie", REDACTED], ["accept", "json"]]
+    assert scrubbed["extra"]["pairs"] == [("cookie", REDACTED), ("accept", "json")]
     # Personal keys are whole names: a host name is not a name.
     assert scrubbed["server_name"] == "host-1"
     assert scrubbed["tags"] == {"request_id": "r1"}
@@ -49,11 +49,10 @@ def test_sensitive_query_parameters_are_withheld() -> None:
     assert query.startswith("page=2&")
 
 
-def test_a_cycle_or_absurd_depth_ends_in_a_placeholder() -> None:
+def test_an_absurd_depth_ends_in_a_placeholder() -> None:
     deep: dict[str, Any] = {}
     node = deep
     for _ in range(100):
         node["next"] = {}
         node = node["next"]
-    flat = str(scrub(deep))
-    assert REDACTED in flat
+    assert "[TOO DEEP]" in str(scrub(deep))
