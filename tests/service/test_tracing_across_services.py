@@ -36,6 +36,10 @@ from support.standin import serve
 
 pytestmark = pytest.mark.anyio
 
+#: The client's own trace (W3C): the gateway continues it.
+CLIENT_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_TRACEPARENT = f"00-{CLIENT_TRACE_ID}-00f067aa0ba902b7-01"
+
 
 def service_of(span: ReadableSpan) -> str:
     return str(span.resource.attributes["service.name"])
@@ -96,7 +100,7 @@ async def test_an_order_through_the_gateway_and_its_events_are_one_trace(tmp_pat
         placed = await client.post(
             "/api/v1/orders",
             json={"items": [{"product_id": created.json()["id"], "quantity": 1}]},
-            headers=auth_headers("shopper-1"),
+            headers={**auth_headers("shopper-1"), "traceparent": CLIENT_TRACEPARENT},
         )
         assert placed.status_code == 201, placed.text
         await drain(orders, products)
@@ -105,6 +109,7 @@ async def test_an_order_through_the_gateway_and_its_events_are_one_trace(tmp_pat
     spans = exported.get_finished_spans()
     front = one(spans, "gateway", "POST /api/v1/orders/{path}")
     assert front.kind is SpanKind.SERVER
+    assert f"{front.context.trace_id:032x}" == CLIENT_TRACE_ID
     trace = [s for s in spans if s.context.trace_id == front.context.trace_id]
     assert {service_of(s) for s in trace} == {"gateway", "orders", "products"}
     assert {
