@@ -38,6 +38,8 @@ UNTRACED_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 #: The instrumentations record metrics too; Mercato's metrics are Prometheus'.
 _NO_METRICS: Final = NoOpMeterProvider()
 _TRACES_PATH: Final = "/v1/traces"
+#: The instrumentation scopes of outgoing calls (SQL statements, HTTP requests).
+_CALLS: Final = "opentelemetry.instrumentation."
 _OFF: Final[TelemetryConfig] = {"tracing": False, "metrics": False, "logs": False}
 
 
@@ -107,6 +109,7 @@ class Tracing:
 
     def __init__(self, processor: SpanProcessor | None = None) -> None:
         self.processor = processor
+        self._exported = None if processor is None else _calls_in_traces(processor)
         self._services: dict[str, ServiceTracing] = {}
 
     @property
@@ -149,14 +152,14 @@ class Tracing:
         if found is not None:
             return found
         provider = None
-        if self.processor is not None:
+        if self._exported is not None:
             from opentelemetry.sdk.resources import Resource
             from opentelemetry.sdk.trace import TracerProvider
 
             resource = Resource.create({"service.name": name, "service.namespace": "mercato"})
             # Not shut down with the service: the processor is the process's (shutdown()).
             provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-            provider.add_span_processor(self.processor)
+            provider.add_span_processor(self._exported)
         found = self._services[name] = ServiceTracing(name, provider)
         return found
 
@@ -168,6 +171,33 @@ class Tracing:
         """Send what is batched and stop the exporter; spans ended later are dropped."""
         if self.processor is not None:
             self.processor.shutdown()
+
+
+def _calls_in_traces(processor: SpanProcessor) -> SpanProcessor:
+    """``processor``, without the spans of instrumented calls made outside any trace: the
+    relay's and the consumers' polls, housekeeping and start-up run statements every second
+    that belong to no request or event, and would drown the traces that matter."""
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import ReadableSpan, Span
+    from opentelemetry.sdk.trace import SpanProcessor as Base
+
+    class CallsInTraces(Base):
+        def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+            processor.on_start(span, parent_context)
+
+        def on_end(self, span: ReadableSpan) -> None:
+            scope = span.instrumentation_scope
+            if span.parent is None and scope is not None and scope.name.startswith(_CALLS):
+                return
+            processor.on_end(span)
+
+        def shutdown(self) -> None:
+            processor.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30_000) -> bool:
+            return processor.force_flush(timeout_millis)
+
+    return CallsInTraces()
 
 
 def traces_endpoint(settings: SharedSettings) -> str | None:

@@ -110,7 +110,7 @@ async def test_on_each_service_gets_its_own_name_and_the_instrumentation(
     await engine.dispose()
 
 
-async def test_statements_are_spans_of_the_span_that_runs_them() -> None:
+async def test_statements_are_spans_of_the_span_that_runs_them_and_only_then() -> None:
     exported = InMemorySpanExporter()
     service = Tracing(SimpleSpanProcessor(exported)).service("orders")
     engine = create_async_engine("sqlite+aiosqlite:///:memory:")
@@ -120,6 +120,8 @@ async def test_statements_are_spans_of_the_span_that_runs_them() -> None:
     with tracer.start_as_current_span("use case") as parent:
         async with engine.connect() as connection:
             await connection.exec_driver_sql("SELECT 1")
+    async with engine.connect() as connection:  # a poll, outside any trace: not exported
+        await connection.exec_driver_sql("SELECT 2")
     await engine.dispose()
     (statement,) = [s for s in exported.get_finished_spans() if s.name.startswith("SELECT")]
     assert statement.parent is not None
