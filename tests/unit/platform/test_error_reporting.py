@@ -6,6 +6,7 @@ from typing import Any
 
 from mercato.platform.error_reporting import before_send, scrub
 from mercato.platform.logging import REDACTED
+from mercato.platform.settings_sources import MASK, masked_value
 
 
 def test_secrets_and_personal_data_are_withheld_at_any_depth() -> None:
@@ -56,3 +57,7 @@ def test_an_absurd_depth_ends_in_a_placeholder() -> None:
         node["next"] = {}
         node = node["next"]
     assert "[TOO DEEP]" in str(scrub(deep))
+
+
+def test_the_dsn_is_shown_masked() -> None:
+    assert masked_value("sentry_dsn", "https://key@sentry.example.com/1") == MASK
