@@ -133,15 +133,15 @@ def create_service_app(
     about a scraping client's address.
     ``innermost_middleware`` runs inside all of the platform's, next to the routes.
     ``tracing`` is the process's (whoever runs several services shares one); without it
-    the service makes its own from the settings, and shuts it down when it stops."""
+    the service makes its own from the settings. Its spans are sent when it stops."""
     registry = CollectorRegistry(auto_describe=True)
-    own_tracing = tracing is None
     process_tracing = Tracing.from_settings(settings) if tracing is None else tracing
     service_tracing = process_tracing.service(service)
     errors = ErrorReporter.from_settings(settings, service)
 
-    async def shut_down_tracing() -> None:
-        await asyncio.to_thread(process_tracing.shutdown)  # sends the last batch
+    async def send_spans() -> None:
+        # A flush, not a shutdown: the processor may be shared, or the app started again.
+        await asyncio.to_thread(process_tracing.flush, settings.graceful_timeout)
 
     async def flush_errors() -> None:
         assert errors is not None
@@ -166,8 +166,8 @@ def create_service_app(
         app.state.probes = context.probes
         app.state.backends = context.backends
         async with AsyncExitStack() as stack:
-            if own_tracing and process_tracing.enabled:
-                stack.push_async_callback(closing, shut_down_tracing, "tracing")
+            if process_tracing.enabled:
+                stack.push_async_callback(closing, send_spans, "spans")
             if errors is not None:
                 errors.start()
                 stack.push_async_callback(closing, flush_errors, "error reports")

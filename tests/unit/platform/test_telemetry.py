@@ -152,3 +152,14 @@ def test_the_traceparent_is_the_current_spans_else_the_one_passed_through() -> N
             )
     finally:
         traceparent_var.reset(token)
+
+
+def test_the_services_of_one_process_share_its_tracing_each_under_its_name() -> None:
+    from mercato.serving import build_app
+
+    tracing = Tracing(SimpleSpanProcessor(InMemorySpanExporter()))
+    for service in ("gateway", "orders", "products"):
+        app = build_app(service, settings(), tracing=tracing)
+        provider = app._telemetry["tracer_provider"]  # where FastAPI keeps it
+        assert provider is tracing.service(service).provider
+        assert provider.resource.attributes["service.name"] == service
