@@ -136,6 +136,7 @@ async def test_an_unhandled_exception_arrives_tagged_and_scrubbed(ingest: Ingest
     assert event["tags"]["request_id"] == "req-sentry-1"
     assert event["tags"]["trace_id"] == TRACE_ID
     assert event["tags"]["service"] == "orders"
+    assert event["release"].startswith("mercato@")
     assert event["request"]["data"]["note"] == "hi"  # the body is there, scrubbed
     for secret in (PASSWORD, TOKEN, EMAIL, BEARER.split()[1], "alice"):
         assert secret.encode() not in ingest.raw, secret

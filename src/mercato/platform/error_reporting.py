@@ -39,7 +39,8 @@ log = get_logger("mercato.errors")
 PERSONAL_KEYS: Final = frozenset(
     {"email", "username", "user_name", "phone", "address", "ip_address", "remote_addr"}
 )
-_EMAIL: Final = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+#: An address ends in a top-level domain of letters: ``mercato@0.1.0`` (a release) is not one.
+_EMAIL: Final = re.compile(r"[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,}")
 _EMAIL_SHOWN: Final = "[email]"
 
 Level = Literal["warning", "error"]

@@ -40,6 +40,7 @@ def test_secrets_and_personal_data_are_withheld_at_any_depth() -> None:
 def test_email_addresses_are_removed_from_any_text() -> None:
     message = "card declined for alice.smith+shop@mail.example.co.uk, see bob@example.org"
     assert scrub({"value": message}) == {"value": "card declined for [email], see [email]"}
+    assert scrub({"release": "mercato@0.1.0"}) == {"release": "mercato@0.1.0"}
 
 
 def test_sensitive_query_parameters_are_withheld() -> None:
