@@ -33,6 +33,7 @@ from mercato.platform.security.tokens import (
     token_issuer,
     token_verifier,
 )
+from mercato.platform.telemetry import Tracing
 from mercato.settings import Settings, load_settings
 
 log = structlog.stdlib.get_logger("mercato.auth")
@@ -116,9 +117,10 @@ def create_app(
     *,
     shared: SharedMessaging | None = None,
     mailer: Mailer | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
-    """The auth service (it consumes nothing); ``shared``: what it shares with the
-    deployment's other services; ``mailer``: a fake a test passes."""
+    """The auth service (it consumes nothing); ``shared`` and ``tracing``: what it shares
+    with the deployment's other services; ``mailer``: a fake a test passes."""
     outbox = Outbox("auth")
     return create_service_app(
         settings or load_settings(),
@@ -131,4 +133,5 @@ def create_app(
             messaging_hook(outbox, shared=shared),
             auth_runtime(outbox, mailer),
         ],
+        tracing=tracing,
     )

@@ -40,6 +40,7 @@ from mercato.platform.errors import AppError, error_problem, problem
 from mercato.platform.net import TrustedProxies
 from mercato.platform.observability import ProbeFailed
 from mercato.platform.resilience import CircuitOpenError, Permit
+from mercato.platform.tracing import name_server_span
 
 log = structlog.stdlib.get_logger("mercato.gateway")
 
@@ -198,7 +199,8 @@ class ServiceProxy:
                 scope, receive, send
             )
             return
-        scope["route"] = self._labels[service]
+        scope["route"] = label = self._labels[service]
+        name_server_span(scope["method"], label.path)
         self.in_flight += 1
         self._idle.clear()
         try:

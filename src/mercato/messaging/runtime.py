@@ -29,6 +29,8 @@ from mercato.platform.settings import SharedSettings
 from mercato.platform.shutdown import time_left
 
 log = get_logger("mercato.messaging")
+#: The instrumentation scope of the event spans.
+TRACER = "mercato.messaging"
 
 #: The last send of the outbox gets at least this long, even when the consumers took all of
 #: GRACEFUL_TIMEOUT (what it does not send is sent by the next start).
@@ -149,6 +151,8 @@ def build_consumer(context: ServiceContext, handlers: Handlers, broker: Broker) 
         retry_backoff_max=settings.messaging_retry_backoff_max,
         pause_backoff_max=min(settings.messaging_retry_backoff_max, PAUSE_BACKOFF_MAX),
         prefetch=settings.messaging_prefetch,
+        tracer=context.tracing.tracer(TRACER),
+        errors=context.errors,
     )
 
 
@@ -178,6 +182,7 @@ async def run_messaging(
         poll_interval=settings.outbox_poll_interval,
         retention=settings.outbox_retention,
         inbox_retention=settings.inbox_retention,
+        tracer=context.tracing.tracer(TRACER),
     )
     consumer = None if handlers is None else build_consumer(context, handlers, broker)
     runtime = MessagingRuntime(service, broker, relay, outbox, consumer)

@@ -38,6 +38,7 @@ from mercato.platform.mail import Mailer, mailer_from_settings
 from mercato.platform.migrations import MigrationHistory
 from mercato.platform.resilience import BreakerState, CircuitBreaker
 from mercato.platform.shutdown import pause, time_left, wait_ended
+from mercato.platform.telemetry import Tracing
 from mercato.products.contracts import StockRejected, StockReserved
 from mercato.settings import Settings, load_settings
 
@@ -80,6 +81,7 @@ def orders_runtime(outbox: Outbox, catalogue: Catalogue | None = None) -> Lifesp
             {"products": settings.service_url("products")},
             policy=client_policy(settings),
             pool_size=settings.service_call_pool_size,
+            trace_configs=context.tracing.http_trace_configs(),
         )
         async with open_service_clients(clients):
             _export_breakers(context, clients.breakers)
@@ -181,9 +183,10 @@ def create_app(
     catalogue: Catalogue | None = None,
     mailer: Mailer | None = None,
     shared: SharedMessaging | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
-    """The orders service (``catalogue`` and ``mailer``: fakes a test passes); ``shared``:
-    what it shares with the deployment's other services."""
+    """The orders service (``catalogue`` and ``mailer``: fakes a test passes); ``shared``
+    and ``tracing``: what it shares with the deployment's other services."""
     settings = settings or load_settings()
     shared = shared or SharedMessaging(CONSUMER_GROUPS)
     outbox = Outbox("orders")
@@ -201,11 +204,15 @@ def create_app(
         routers=[router],
         migrations=MIGRATIONS,
         hooks=hooks,
+        tracing=tracing,
     )
 
 
 def create_worker_app(
-    settings: Settings | None = None, *, shared: SharedMessaging | None = None
+    settings: Settings | None = None,
+    *,
+    shared: SharedMessaging | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """The notification worker on its own (``mercato worker``): no orders routes, only
     ``/healthz``, ``/readyz`` and ``/metrics`` beside the consumer (and the relay of the
@@ -221,4 +228,5 @@ def create_worker_app(
             messaging_hook(Outbox("orders"), shared=shared or SharedMessaging(CONSUMER_GROUPS)),
             notifications_beside_saga(settings),
         ],
+        tracing=tracing,
     )
