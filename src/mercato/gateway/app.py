@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 for upstream in upstreams.values()
                 for instance in upstream.instances
             )
+            context.before_scrape.append(metrics.refresh_breakers)
             guards: list[Guard] = []
             verifier = token_verifier(settings) if settings.auth_offload else None
             if verifier is not None:
