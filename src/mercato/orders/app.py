@@ -24,6 +24,7 @@ from mercato.messaging import (
 from mercato.orders.api import router
 from mercato.orders.catalogue import Catalogue, ProductsCatalogue
 from mercato.orders.contracts import OrderConfirmed, OrderRejected
+from mercato.orders.funnel import OrderFunnel
 from mercato.orders.idempotency import IdempotencyPolicy
 from mercato.orders.notifications import MailSender, notification_handlers
 from mercato.orders.saga import saga_handlers
@@ -69,10 +70,12 @@ def client_policy(settings: Settings) -> ClientPolicy:
     )
 
 
-def orders_runtime(outbox: Outbox, catalogue: Catalogue | None = None) -> LifespanHook:
+def orders_runtime(
+    outbox: Outbox, funnel: OrderFunnel, catalogue: Catalogue | None = None
+) -> LifespanHook:
     """Start-up of the orders service: the products client (unless a ``catalogue`` is given,
-    as tests do), the use cases (announcing through ``outbox``), and the periodic pruning
-    of expired idempotency keys."""
+    as tests do), the use cases (announcing through ``outbox``, counting in ``funnel``),
+    and the periodic pruning of expired idempotency keys."""
 
     @asynccontextmanager
     async def run(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
@@ -85,6 +88,7 @@ def orders_runtime(outbox: Outbox, catalogue: Catalogue | None = None) -> Lifesp
         )
         async with open_service_clients(clients):
             _export_breakers(context, clients.breakers, upstreams)
+            funnel.bind(context.registry)
             service = OrdersService(
                 context.db,
                 catalogue or ProductsCatalogue(clients["products"]),
@@ -93,6 +97,7 @@ def orders_runtime(outbox: Outbox, catalogue: Catalogue | None = None) -> Lifesp
                     ttl=timedelta(seconds=settings.idempotency_key_ttl),
                     lock_timeout=timedelta(seconds=settings.idempotency_lock_timeout),
                 ),
+                funnel=funnel,
             )
             app.state.orders = service
             stop_pruning = asyncio.Event()
@@ -184,9 +189,10 @@ def create_app(
     settings = settings or load_settings()
     shared = shared or SharedMessaging(CONSUMER_GROUPS)
     outbox = Outbox("orders")
+    funnel = OrderFunnel()
     hooks: list[LifespanHook] = [
-        orders_runtime(outbox, catalogue),
-        messaging_hook(outbox, saga_handlers(outbox), shared),
+        orders_runtime(outbox, funnel, catalogue),
+        messaging_hook(outbox, saga_handlers(outbox, funnel), shared),
     ]
     if settings.notifications_in_process:
         hooks.append(notifications_beside_saga(settings, mailer))

@@ -119,6 +119,17 @@ class HttpMetrics:
         children[1].observe(seconds)
 
 
+def rate_limit_refusals(registry: CollectorRegistry, service: str) -> Callable[[str], None]:
+    """A :class:`~mercato.platform.security.ratelimit.RateLimiter` ``on_refused`` that counts
+    ``rate_limit_refusals_total{service,limit}``: every 429 a limit answered."""
+    refusals = MetricFactory(registry).counter(
+        "rate_limit_refusals_total",
+        "Requests refused with 429 by a rate limit, by limit name.",
+        ["service", "limit"],
+    )
+    return lambda limit: refusals.labels(service, limit).inc()
+
+
 class BreakerStates:
     """``upstream_circuit_state{service,upstream,address}`` (0 closed, 1 half-open, 2 open),
     the one gauge of every caller's circuit breakers (the gateway's per upstream instance,
