@@ -480,6 +480,21 @@ def create_admin(
     typer.echo(f"{'Created' if created else 'Promoted'} administrator {username} ({user_id})")
 
 
+@app.command()
+def status(
+    config: ConfigOption = None,
+    url: Annotated[
+        list[str] | None, typer.Option(metavar="NAME=URL", help="Add or replace one.")
+    ] = None,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between scrapes.")] = 2.0,
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+) -> None:
+    """Live figures of every service from its /metrics; exit 1 if one does not answer."""
+    from mercato.status import run_command
+
+    raise typer.Exit(run_command(_settings(config, check=False), url or [], interval, once))
+
+
 @config_app.command("show")
 def config_show(
     config: ConfigOption = None,
