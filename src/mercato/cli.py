@@ -484,12 +484,13 @@ def create_admin(
 def status(
     config: ConfigOption = None,
     url: Annotated[
-        list[str] | None, typer.Option(metavar="NAME=URL", help="Add or replace one.")
+        list[str] | None,
+        typer.Option(metavar="NAME=URL", help="Also scrape URL as NAME."),
     ] = None,
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between scrapes.")] = 2.0,
-    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+    once: Annotated[bool, typer.Option("--once", help="One frame; exit 1 if one is down.")] = False,
 ) -> None:
-    """Live figures of every service from its /metrics; exit 1 if one does not answer."""
+    """Show every service's figures, live, from its /metrics."""
     from mercato.status import run_command
 
     raise typer.Exit(run_command(_settings(config, check=False), url or [], interval, once))

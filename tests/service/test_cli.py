@@ -172,6 +172,7 @@ class TestHelpAndVersion:
             "migrate",
             "seed",
             "create-admin",
+            "status",
             "api-docs",
             "config",
             "events",
