@@ -484,8 +484,7 @@ def create_admin(
 def status(
     config: ConfigOption = None,
     url: Annotated[
-        list[str] | None,
-        typer.Option(metavar="NAME=URL", help="Also scrape URL as NAME."),
+        list[str] | None, typer.Option(metavar="NAME=URL", help="Also scrape URL as NAME.")
     ] = None,
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between scrapes.")] = 2.0,
     once: Annotated[bool, typer.Option("--once", help="One frame; exit 1 if one is down.")] = False,
