@@ -13,6 +13,7 @@ tested on canned metrics; :func:`render` lays them out with rich; :func:`run_sta
 
 from __future__ import annotations
 
+import http.client
 import math
 import sys
 import time
@@ -44,6 +45,9 @@ EVENT_COUNTERS = {
 CACHE_HITS = frozenset({"local", "shared"})
 NONE = "-"  # a figure not exported, or not measurable in the window
 FETCH_TIMEOUT = 2.0
+
+#: Which samples of a metric count, by their labels.
+Keep = Callable[[Mapping[str, str]], bool]
 
 
 @dataclass(frozen=True)
@@ -103,29 +107,29 @@ class Scrape:
     def up(self) -> bool:
         return self.error is None
 
-    def select(
-        self, name: str, keep: Callable[[Mapping[str, str]], bool] | None = None
-    ) -> list[Sample]:
+    def select(self, name: str, keep: Keep | None = None) -> list[Sample]:
         return [s for s in self.samples if s.name == name and (keep is None or keep(s.labels))]
 
-    def total(self, name: str, keep: Callable[[Mapping[str, str]], bool] | None = None) -> float:
+    def total(self, name: str, keep: Keep | None = None) -> float:
         return math.fsum(sample.value for sample in self.select(name, keep))
 
     def has(self, name: str) -> bool:
         return any(sample.name == name for sample in self.samples)
 
 
+#: No proxy from the environment: the services are scraped where they listen.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def fetch(target: Target, now: Callable[[], float] = time.monotonic) -> Scrape:
     """Scrape ``target``'s ``/metrics``; a failure is a :class:`Scrape` with an error."""
     try:
-        with urllib.request.urlopen(  # noqa: S310 - http(s) only, checked in targets()
-            f"{target.url}/metrics", timeout=FETCH_TIMEOUT
-        ) as response:
+        with _OPENER.open(f"{target.url}/metrics", timeout=FETCH_TIMEOUT) as response:
             text = response.read().decode("utf-8")
     except urllib.error.HTTPError as exc:
         return Scrape(now(), error=f"HTTP {exc.code}")
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)  # a URLError wraps the socket's error
         return Scrape(
             now(), error=type(reason).__name__ if isinstance(reason, Exception) else str(reason)
         )
@@ -165,7 +169,7 @@ def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
     return lower_bound
 
 
-def _labelled(name: str, value: str) -> Callable[[Mapping[str, str]], bool]:
+def _labelled(name: str, value: str) -> Keep:
     return lambda labels: labels.get(name) == value
 
 
@@ -240,7 +244,7 @@ def figures(name: str, before: Scrape, after: Scrape) -> Figures:
     window = after.at - before.at
     usable = before.up and window > 0
 
-    def delta(metric: str, keep: Callable[[Mapping[str, str]], bool] | None = None) -> float:
+    def delta(metric: str, keep: Keep | None = None) -> float:
         if not usable:
             return 0.0
         return max(after.total(metric, keep) - before.total(metric, keep), 0.0)
