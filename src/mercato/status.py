@@ -13,6 +13,7 @@ tested on canned metrics; :func:`render` lays them out with rich; :func:`run_sta
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import math
 import sys
@@ -436,25 +437,35 @@ def snapshot(
 
 
 def run_status(
-    found: Sequence[Target], *, interval: float, once: bool, console: Console | None = None
+    found: Sequence[Target],
+    *,
+    interval: float,
+    once: bool,
+    console: Console | None = None,
+    scrape: Callable[[Sequence[Target]], list[Scrape]] = fetch_all,
 ) -> int:
-    """Show the figures of ``found`` every ``interval`` seconds until Ctrl-C (``once``: one
-    frame, printed); answers 1 when a process did not answer its last scrape, else 0."""
+    """Show the figures of ``found`` every ``interval`` seconds until Ctrl-C (in place on a
+    terminal, one frame after another otherwise; ``once``: one frame); answers 1 when a
+    process did not answer its last scrape, else 0."""
     if console is None:
         console = Console()
         if not console.is_terminal:  # piped or captured: wide enough for every column
             console = Console(width=max(console.width, 132))
+    rows, last = snapshot(found, interval, scrape)
     if once:
-        rows, _ = snapshot(found, interval)
         console.print(render(rows, interval=interval))
         return 0 if all(row.up for row in rows) else 1
-    rows, last = snapshot(found, interval)
+    live = Live(console=console, auto_refresh=False, screen=True) if console.is_terminal else None
     try:
-        with Live(render(rows, interval=interval), console=console, auto_refresh=False) as live:
+        with live or contextlib.nullcontext():
             while True:
+                frame = render(rows, interval=interval)
+                if live is None:
+                    console.print(frame)
+                else:
+                    live.update(frame, refresh=True)
                 time.sleep(interval)
-                rows, last = snapshot(found, interval, previous=last)
-                live.update(render(rows, interval=interval), refresh=True)
+                rows, last = snapshot(found, interval, scrape, previous=last)
     except KeyboardInterrupt:
         pass
     return 0 if all(row.up for row in rows) else 1

@@ -10,8 +10,9 @@ import re
 import pytest
 from rich.console import Console
 
+from mercato import status
 from mercato.settings import Settings
-from mercato.status import Figures, Scrape, figures, quantile, render, targets
+from mercato.status import Figures, Scrape, Target, figures, quantile, render, targets
 
 BEFORE = """\
 # TYPE http_requests_total counter
@@ -192,3 +193,28 @@ def test_render_shows_states_in_words_and_every_section(row: Figures) -> None:
     html = console.export_html(inline_styles=True)
     assert re.search(r'<span style="[^"]*color: #800000[^"]*">open</span>', html)  # red
     assert re.search(r'<span style="[^"]*color: #008000[^"]*">closed</span>', html)  # green
+
+
+def test_without_once_frames_follow_each_other_until_ctrl_c(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = iter([Scrape.parse(BEFORE, 0.0), Scrape.parse(AFTER, 2.0)] * 3)
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 4:  # the first frame takes two scrapes, later ones one each
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(status.time, "sleep", sleep)
+    console = Console(record=True, width=200, file=io.StringIO())
+    code = status.run_status(
+        [Target("gateway", "http://x")],
+        interval=2.0,
+        once=False,
+        console=console,
+        scrape=lambda found: [next(answers)],
+    )
+    assert code == 0
+    assert sleeps == [2.0, 2.0, 2.0, 2.0]
+    assert console.export_text().count("Mercato status") == 3  # printed: not a terminal
