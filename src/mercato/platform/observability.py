@@ -132,8 +132,8 @@ def rate_limit_refusals(registry: CollectorRegistry, service: str) -> Callable[[
 
 class BreakerStates:
     """``upstream_circuit_state{service,upstream,address}`` (0 closed, 1 half-open, 2 open),
-    the one gauge of every caller's circuit breakers (the gateway's per upstream instance,
-    the orders service's on products). Set on every transition, and again by
+    the one gauge of every caller's circuit breakers (one per upstream, or per instance of
+    an upstream where a caller balances over several). Set on every transition, and again by
     :meth:`refresh` before a scrape, so that an open breaker whose timeout has passed shows
     half-open even if no call came since. Under gunicorn the worst worker's state shows."""
 
