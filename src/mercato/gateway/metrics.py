@@ -34,7 +34,7 @@ class GatewayMetrics:
         )
         self._refused = new.counter(
             "gateway_refused_total",
-            "Requests the gateway answered itself: unauthorized, rate_limited, too_large.",
+            "Requests the gateway answered itself, by problem (unauthorized, rate-limited...).",
             ["reason"],
         )
         self._breakers = BreakerStates(registry, "gateway")
