@@ -13,6 +13,7 @@ import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from prometheus_client import generate_latest
 
 from mercato.messaging import MESSAGING_MIGRATIONS, OutboxRelay
 from mercato.messaging.brokers import BrokerOptions, BrokerUnavailable
@@ -36,6 +37,7 @@ from support.messaging_apps import (
     running,
     unsent_count,
 )
+from support.metrics import metric_value
 from support.waiting import eventually
 
 CLIENT_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -281,3 +283,21 @@ async def test_a_consumer_stopped_during_an_outage_gives_its_messages_back_to_ra
             await drain(producer, second, within=20)
             assert await effect_count(second.state.context.db) == 3
             assert await dead_letter_count(second.state.context.db) == 0
+
+
+async def test_the_consumer_lag_is_sampled_from_rabbitmq(rabbit_settings: Settings) -> None:
+    settings = rabbit_settings.model_copy(update={"messaging_lag_interval": 0.1})
+    behaviour = Behaviour(block=asyncio.Event())
+    consumer, producer = consumer_app(settings, behaviour), producer_app(settings)
+
+    def lag() -> float:
+        text = generate_latest(consumer.state.context.registry).decode()
+        return metric_value(text, "messaging_consumer_lag", service="products", queue="products")
+
+    async with running(consumer), running(producer):
+        await publish_things(producer.state.context.db, range(5))
+        await eventually(lambda: lag() == 5, within=20)  # held by the blocked handler
+        assert behaviour.block is not None
+        behaviour.block.set()
+        await drain(consumer, within=20)
+        await eventually(lambda: lag() == 0, within=20)

@@ -14,17 +14,6 @@ from support.deploy_container import ROOT
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 
-#: Metrics another change adds to the code at the same time as the rules that use them
-#: (issue 15). Each name leaves this set once the code declares it (a test says when).
-IN_FLIGHT = frozenset(
-    {
-        "messaging_consumer_lag",
-        "orders_total",
-        "auth_login_attempts_total",
-        "rate_limit_refusals_total",
-    }
-)
-
 #: A metric declaration: MetricFactory's counter/gauge/histogram, prometheus-client's
 #: classes, or a custom collector's metric family, with the name as first argument.
 _DECLARATION = re.compile(
@@ -93,7 +82,7 @@ def alerts() -> list[dict[str, Any]]:
 
 
 def known_names() -> set[str]:
-    """What an expression may name: the code's metrics, the ones in flight, the recording
-    rules and Prometheus's own ``up``."""
+    """What an expression may name: the code's metrics, the recording rules and
+    Prometheus's own ``up``."""
     recorded = {rule["record"] for rule in rules() if "record" in rule}
-    return declared_metrics() | IN_FLIGHT | recorded | {"up"}
+    return declared_metrics() | recorded | {"up"}

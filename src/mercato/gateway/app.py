@@ -29,6 +29,7 @@ from mercato.gateway.proxy import API_PREFIX, Guard, ServiceProxy
 from mercato.gateway.upstreams import build_upstreams, route_table
 from mercato.platform.app import ServiceContext, create_service_app
 from mercato.platform.net import TrustedProxies
+from mercato.platform.observability import rate_limit_refusals
 from mercato.platform.security.ratelimit import RateLimiter, Strategy
 from mercato.platform.security.tokens import token_verifier
 from mercato.platform.telemetry import Tracing
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
                 for upstream in upstreams.values()
                 for instance in upstream.instances
             )
+            context.before_scrape.append(metrics.refresh_breakers)
             guards: list[Guard] = []
             verifier = (
                 token_verifier(settings, trace_configs=context.tracing.http_trace_configs())
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
                     prefix=settings.rate_limit_prefix,
                     strategy=RATE_LIMIT_STRATEGY,
                     fail_closed=settings.rate_limit_fail_closed,
+                    on_refused=rate_limit_refusals(context.registry, "gateway"),
                 )
                 stack.push_async_callback(limiter.close)
                 if limiter.shared:

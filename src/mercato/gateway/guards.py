@@ -104,11 +104,15 @@ class AccessGuard:
         if principal is None:
             result = await self._per_address(scope, service, self.limiter)
         else:
-            result = await self.limiter.hit(self.user_limit, "gateway", "user", principal.user_id)
+            result = await self.limiter.hit(
+                self.user_limit, "gateway", "user", principal.user_id, name="user"
+            )
             route_limit = self.route_limits.get(service)
             if route_limit is not None and result.allowed:
                 address = self.trusted.client_address(scope)
-                per_route = await self.limiter.hit(route_limit, "gateway", service, address)
+                per_route = await self.limiter.hit(
+                    route_limit, "gateway", service, address, name=service
+                )
                 if not per_route.allowed or per_route.remaining < result.remaining:
                     result = per_route
         result.raise_for_refusal()
@@ -120,8 +124,8 @@ class AccessGuard:
         address = self.trusted.client_address(scope)
         route_limit = self.route_limits.get(service)
         if route_limit is None:
-            return await limiter.hit(self.api_limit, "gateway", "api", address)
-        return await limiter.hit(route_limit, "gateway", service, address)
+            return await limiter.hit(self.api_limit, "gateway", "api", address, name="api")
+        return await limiter.hit(route_limit, "gateway", service, address, name=service)
 
     async def _principal(self, scope: Scope) -> Principal | None:
         assert self.verifier is not None

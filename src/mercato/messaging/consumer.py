@@ -407,7 +407,11 @@ class Consumer:
         await delivery.dead_letter(reason)
         log.warning("event dead-lettered", event_type=event_type, reason=reason)
         if self.metrics is not None:
-            self.metrics.dead_lettered.labels(self.service, self.group, event_type).inc()
+            # A type no handler knows came from outside the deployment's code: one label
+            # for all of them, so a stray publisher cannot mint label values.
+            known = raw is None or self.handlers.route(event_type) is not None
+            label = event_type if known else "<unhandled>"
+            self.metrics.dead_lettered.labels(self.service, self.group, label).inc()
 
     async def _record_dead_letter(
         self, delivery: Delivery, raw: RawEnvelope | None, reason: str

@@ -25,6 +25,7 @@ from mercato.orders.domain import (
     next_status,
     price_order,
 )
+from mercato.orders.funnel import OrderFunnel
 from mercato.orders.idempotency import (
     Answer,
     IdempotencyPolicy,
@@ -64,11 +65,13 @@ class OrdersService:
         *,
         policy: IdempotencyPolicy | None = None,
         clock: Clock = utc_now,
+        funnel: OrderFunnel | None = None,
     ) -> None:
         self.database = database
         self.catalogue = catalogue
         self.outbox = outbox
         self.policy = policy or IdempotencyPolicy()
+        self.funnel = funnel or OrderFunnel()
         self.clock = clock
         self._unreleased = UnreleasedKeys()
 
@@ -211,6 +214,7 @@ class OrdersService:
             if key_row is not None:
                 keys = IdempotencyRepository(uow.session)
                 await keys.complete(key_row, status=201, body=answer.body, order_id=order.id)
+            self.funnel.count_on_commit(uow, "placed")
             await uow.commit()
         log.info("order placed", order_id=order.id, total=str(priced.total))
         return answer
@@ -268,6 +272,7 @@ class OrdersService:
             )
             await self.outbox.publish(uow, event, key=row.id)
             result = order_out(row, status=OrderStatus.CANCELLED, updated_at=now)
+            self.funnel.count_on_commit(uow, "cancelled")
             await uow.commit()
         log.info("order cancelled", order_id=order_id, by=principal.user_id)
         return result

@@ -65,6 +65,8 @@ class ServiceContext:
     probes: dict[str, Probe] = field(default_factory=dict)
     #: Which backend serves each concern ("database": "postgresql"...), shown by /readyz.
     backends: dict[str, str] = field(default_factory=dict)
+    #: Run before each /metrics answer, to bring gauges read at scrape time up to date.
+    before_scrape: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def db(self) -> Database:
@@ -165,6 +167,7 @@ def create_service_app(
         app.state.context = context
         app.state.probes = context.probes
         app.state.backends = context.backends
+        app.state.before_scrape = context.before_scrape
         async with AsyncExitStack() as stack:
             if process_tracing.enabled:
                 stack.push_async_callback(closing, send_spans, "spans")

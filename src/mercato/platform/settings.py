@@ -326,6 +326,9 @@ class MessagingSettings(BaseSettings):
     messaging_startup_grace: float = Field(
         5.0, ge=0, description="memory broker: seconds it keeps events for late subscribers"
     )
+    messaging_lag_interval: float = Field(
+        15.0, gt=0, description="seconds between samples of each consumer queue's length (lag)"
+    )
 
 
 class MailSettings(BaseSettings):
