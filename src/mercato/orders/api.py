@@ -11,7 +11,7 @@ from mercato.orders.dependencies import IdempotencyKey, Orders
 from mercato.orders.schemas import OrderOut, OrderPage, PlaceOrder
 from mercato.platform.errors import Forbidden
 from mercato.platform.http import public_url
-from mercato.platform.schemas import NUL_FREE
+from mercato.platform.schemas import MAX_OFFSET, NUL_FREE
 from mercato.platform.security.dependencies import CurrentUser
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -71,7 +71,7 @@ async def list_orders(
     user: CurrentUser,
     orders: Orders,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     everyone: Annotated[bool, Query(alias="all", description="admin: every user's")] = False,
 ) -> OrderPage:
     """The caller's orders, newest first (an admin passes ``all=true`` for everyone's)."""
