@@ -15,17 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from support.processes import SERVICE_PORT_SETTINGS, RunningMercato, mercato_up
-from support.servers import free_port
+from support.processes import RunningMercato, free_ports, mercato_up
 
 pytestmark = pytest.mark.e2e
-
-
-def free_ports() -> dict[str, int]:
-    ports: set[int] = set()
-    while len(ports) < len(SERVICE_PORT_SETTINGS):
-        ports.add(free_port())
-    return dict(zip(SERVICE_PORT_SETTINGS, sorted(ports), strict=True))
 
 
 @pytest.fixture(scope="session")

@@ -14,21 +14,13 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from support.processes import SERVICE_PORT_SETTINGS, RunningMercato, mercato_up
+from support.processes import RunningMercato, free_ports, mercato_up
 from support.production import mercato_up_live, production_env
-from support.servers import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 ADMIN, ADMIN_PASSWORD = "prodadmin", "Pr0d-Admin-Pass"
 BACKENDS = ("auth", "users", "products", "orders")
-
-
-def free_ports() -> dict[str, int]:
-    ports: set[int] = set()
-    while len(ports) < len(SERVICE_PORT_SETTINGS):
-        ports.add(free_port())
-    return dict(zip(SERVICE_PORT_SETTINGS, sorted(ports), strict=True))
 
 
 @pytest.fixture(scope="module")

@@ -48,10 +48,10 @@ import pytest
 
 from support.orders_flow import FLOW_ENV, Shopper, admin_token, create_product, sign_up
 from support.postgres_node import PostgresNode
-from support.processes import SERVICE_PORT_SETTINGS, RunningMercato, mercato_up
+from support.processes import RunningMercato, free_ports, mercato_up
 from support.rabbit_node import RabbitNode
 from support.redis_node import RedisNode
-from support.servers import free_port, started
+from support.servers import started
 
 pytestmark = [pytest.mark.anyio, pytest.mark.fault, pytest.mark.timeout(420)]
 
@@ -89,13 +89,6 @@ def private_postgres() -> Iterator[PostgresNode]:
 def private_redis() -> Iterator[RedisNode]:
     with started(RedisNode()) as node:
         yield node
-
-
-def free_ports() -> dict[str, int]:
-    ports: set[int] = set()
-    while len(ports) < len(SERVICE_PORT_SETTINGS):
-        ports.add(free_port())
-    return dict(zip(SERVICE_PORT_SETTINGS, sorted(ports), strict=True))
 
 
 def shop_env(database_url: str, **extra: str) -> dict[str, str]:

@@ -25,6 +25,16 @@ SERVICE_PORT_SETTINGS = {
 }
 
 
+def free_ports() -> dict[str, int]:
+    """A free port for each process of `mercato up`, by service."""
+    from support.servers import free_port
+
+    ports: set[int] = set()
+    while len(ports) < len(SERVICE_PORT_SETTINGS):
+        ports.add(free_port())
+    return dict(zip(SERVICE_PORT_SETTINGS, sorted(ports), strict=True))
+
+
 @dataclass
 class RunningMercato:
     """A `mercato up` process: where each service listens and where its log goes."""

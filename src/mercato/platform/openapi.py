@@ -1,13 +1,13 @@
 """The error answers of every operation, written into a service's OpenAPI document.
 
 Every error a service answers is problem+json (:mod:`mercato.platform.errors`), and some
-of them can come from any operation: a malformed or oversized body (400, 413), a missing or
-bad token on a protected one (401), a dependency outage (503). Routes document only their
-own answers, so :func:`document_problems` completes the document in one place: each error
-response gets the ``application/problem+json`` body it really has (``Problem``, or
-``ValidationProblem`` with ``errors`` for a 422), FastAPI's ``application/json``
-``HTTPValidationError`` disappears, and the answers the platform adds are listed.
-:func:`install_problem_docs` hooks it into a FastAPI app's ``openapi()``.
+of them can come from any operation: a malformed or oversized body (400, 413), a missing
+or bad token on a protected one (401), headers too large (431), a dependency outage (503).
+Routes document only their own answers, so :func:`document_problems` completes the
+document in one place: each error response gets the ``application/problem+json`` body it
+really has (``Problem``, or ``ValidationProblem`` with ``errors`` for a 422), FastAPI's
+``application/json`` ``HTTPValidationError`` disappears, and the answers the platform
+adds are listed. :func:`install_problem_docs` hooks it into a FastAPI app's ``openapi()``.
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ SECURED_ANSWERS: Final[dict[str, dict[str, Any]]] = {
 }
 #: What the platform may answer to any operation.
 ANY_ANSWERS: Final[dict[str, dict[str, Any]]] = {
+    "431": {"description": "The request line and headers are larger than the limit."},
     "503": {
         "description": "A dependency is unavailable; try again shortly.",
         "headers": {"Retry-After": _RETRY_AFTER},

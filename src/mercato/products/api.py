@@ -51,7 +51,7 @@ QueryIds = Annotated[
     Query(
         min_length=1,
         max_length=MAX_IDS_TEXT,
-        pattern=IDS_TEXT,
+        json_schema_extra={"pattern": IDS_TEXT},  # product_ids() refuses the rest, saying why
         description=f"Exactly these products: up to {MAX_IDS} comma-separated ids. Unless"
         " `limit` is given, the page holds all of them.",
     ),

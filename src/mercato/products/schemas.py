@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final
@@ -56,21 +57,25 @@ MAX_ID_LENGTH: Final = 64
 MAX_IDS_TEXT: Final = MAX_IDS * (MAX_ID_LENGTH + 1) - 1
 
 
-#: The ``ids`` text the schema allows: 1 to 100 ids of 1 to 64 characters, no comma or NUL.
-IDS_TEXT: Final = (
-    rf"^[^,\x00]{{1,{MAX_ID_LENGTH}}}(?:,[^,\x00]{{1,{MAX_ID_LENGTH}}}){{0,{MAX_IDS - 1}}}$"
-)
+#: The characters of an id in ``ids``: those a URL carries as they are (a UUID has no
+#: other), so that the longest valid list stays within the request-line limit.
+ID_CHARACTERS: Final = re.compile(r"[A-Za-z0-9._~-]+")
+#: The ``ids`` text the schema documents, which :func:`product_ids` takes.
+_ONE_ID: Final = rf"[A-Za-z0-9._~-]{{1,{MAX_ID_LENGTH}}}"
+IDS_TEXT: Final = rf"^{_ONE_ID}(?:,{_ONE_ID}){{0,{MAX_IDS - 1}}}$"
 
 
 def product_ids(text: str) -> frozenset[str]:
     """The distinct ids of an ``ids`` query parameter (``a,b,c``; a repeated id counts
-    once); ValueError when there are more than :data:`MAX_IDS` or one is empty or longer
-    than :data:`MAX_ID_LENGTH`."""
+    once); ValueError when there are more than :data:`MAX_IDS`, or one is empty, longer
+    than :data:`MAX_ID_LENGTH` or has a character outside :data:`ID_CHARACTERS`."""
     ids = text.split(",")
     if len(ids) > MAX_IDS:
         raise ValueError(f"at most {MAX_IDS} ids")
     if not all(0 < len(one) <= MAX_ID_LENGTH for one in ids):
         raise ValueError(f"comma-separated ids of 1 to {MAX_ID_LENGTH} characters, none empty")
+    if not all(ID_CHARACTERS.fullmatch(one) for one in ids):
+        raise ValueError("ids of letters, digits and `.`, `_`, `~`, `-` only")
     return frozenset(ids)
 
 
