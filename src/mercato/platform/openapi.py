@@ -97,6 +97,10 @@ ANY_ANSWERS: Final[dict[str, dict[str, Any]]] = {
 }
 
 
+#: Every answer the platform adds, whatever the operation (the reference lists them once).
+SHARED_ANSWERS: Final = (BODY_ANSWERS, PARAMETER_ANSWERS, SECURED_ANSWERS, ANY_ANSWERS)
+
+
 def operations(document: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """Every operation object of ``document``."""
     for item in document.get("paths", {}).values():
