@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import email_validator
 from pydantic import BaseModel, EmailStr, Field, ValidationInfo, field_validator
@@ -28,24 +28,33 @@ Email = Annotated[
         description="An e-mail address; special-use domains (`.test`, `.local`...) are refused.",
     ),
 ]
-#: A username as registration takes it (the schema carries the rule).
+
+
+def ruled(length: tuple[int, int], pattern: str, rule: str) -> Any:
+    """The field of a text that a domain rule checks (the validators below say why a value
+    is refused): its length, and the rule as the schema's ``pattern`` and description."""
+    low, high = length
+    return Field(
+        min_length=low, max_length=high, json_schema_extra={"pattern": pattern}, description=rule
+    )
+
+
+#: A username as registration takes it.
 Username = Annotated[
     Text,
-    Field(
-        min_length=domain.USERNAME_MIN,
-        max_length=domain.USERNAME_MAX,
-        json_schema_extra={"pattern": domain.USERNAME_PATTERN},
-        description="Letters (A-Z, a-z) and digits only.",
+    ruled(
+        (domain.USERNAME_MIN, domain.USERNAME_MAX),
+        domain.USERNAME_PATTERN,
+        "Letters (A-Z, a-z) and digits only.",
     ),
 ]
-#: A password being chosen: the schema carries the rule but the list of common passwords.
+#: A password being chosen: the schema carries the whole rule but the common passwords.
 NewPassword = Annotated[
     Text,
-    Field(
-        min_length=domain.PASSWORD_MIN,
-        max_length=domain.PASSWORD_MAX,
-        json_schema_extra={"pattern": domain.PASSWORD_PATTERN},
-        description=f"{domain.PASSWORD_RULE[0].upper()}{domain.PASSWORD_RULE[1:]}.",
+    ruled(
+        (domain.PASSWORD_MIN, domain.PASSWORD_MAX),
+        domain.PASSWORD_PATTERN,
+        f"{domain.PASSWORD_RULE[0].upper()}{domain.PASSWORD_RULE[1:]}.",
     ),
 ]
 
