@@ -27,8 +27,8 @@ from support.processes import RunningMercato
 
 pytestmark = pytest.mark.e2e
 
-#: Examples per operation and stateful runs: enough to reach every response class of every
-#: operation in `make test`; `make security` does a hundred and more.
+#: Examples per operation and mode, and stateful runs: a quick pass for `make test` (about a
+#: minute); `make security` generates a hundred per operation and phase.
 FAST_EXAMPLES = 10
 FAST_RUNS = 5
 #: The schemas with links between operations (auth and users have none: nothing they answer
@@ -88,7 +88,7 @@ def test_chained_operations_hold_to_the_schema(
 ) -> None:
     loaded = load(fuzzed, target)
 
-    class Chained(loaded.as_state_machine()):  # type: ignore[misc]
+    class Chained(loaded.as_state_machine()):
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
             return {"headers": bearer}
 
