@@ -12,7 +12,7 @@ from mercato.orders.domain import OrderStatus
 from mercato.orders.schemas import OrderOut, OrderPage, PlaceOrder
 from mercato.platform.errors import Forbidden
 from mercato.platform.http import public_url
-from mercato.platform.schemas import NUL_FREE
+from mercato.platform.schemas import MAX_OFFSET, NUL_FREE
 from mercato.platform.security.dependencies import CurrentUser
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -72,7 +72,7 @@ async def list_orders(
     user: CurrentUser,
     orders: Orders,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     everyone: Annotated[bool, Query(alias="all", description="admin: every user's")] = False,
     status: Annotated[
         OrderStatus | None, Query(description="only the orders in this status")

@@ -131,7 +131,8 @@ class OrdersService:
                     continue
                 if row.fingerprint != fingerprint:
                     raise UnprocessableEntity(
-                        "This Idempotency-Key was already used with a different request body."
+                        "This Idempotency-Key was already used with a different request body.",
+                        loc=("header", "Idempotency-Key"),
                     )
                 if row.status == DONE:
                     assert row.response_status is not None
@@ -172,7 +173,7 @@ class OrdersService:
         try:
             return price_order([(i.product_id, i.quantity) for i in request.items], products)
         except InvalidOrder as exc:
-            raise UnprocessableEntity(str(exc)) from None
+            raise UnprocessableEntity(str(exc), loc=("body", "items")) from None
 
     async def _create(self, user_id: str, request: PlaceOrder, *, key_row: int | None) -> Answer:
         priced = await self._price(request)  # before any transaction: nothing is held open

@@ -4,6 +4,7 @@ Everything with a connection (database engine, cache client, broker, HTTP client
 in the lifespan and closed there; nothing is created at import time. A service adds its
 routes and its own start-up steps (``hooks``) and gets, for free: problem+json errors, the
 request-id middleware with access log and metrics, the request-header limit (431),
+an OpenAPI document that names them (:mod:`mercato.platform.openapi`),
 ``/healthz``, ``/readyz`` (503 while the schema is behind the migrations) and ``/metrics``
 (for ``METRICS_ALLOWED_NETWORKS`` only), in every profile; with tracing on, spans of its
 requests and statements (:mod:`~mercato.platform.telemetry`); with ``SENTRY_DSN``, reports of
@@ -38,6 +39,7 @@ from mercato.platform.observability import (
     ProbeFailed,
     health_router,
 )
+from mercato.platform.openapi import install_problem_docs
 from mercato.platform.security.tokens import TokenVerifier, token_verifier
 from mercato.platform.settings import SharedSettings
 from mercato.platform.shutdown import bounded
@@ -220,6 +222,7 @@ def create_service_app(
         telemetry=service_tracing.fastapi_config(),
     )
     install_error_handlers(app, expose_internals=settings.environment == "development")
+    install_problem_docs(app)
     access = metrics_access(settings, believe_internal_proxies=believe_internal_proxies)
     app.include_router(health_router(service, registry, access))
     for router in routers:
