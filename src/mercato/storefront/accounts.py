@@ -53,7 +53,7 @@ class Problems:
         to their fields (the others in the summary), a 409 next to the field it names, a
         429 with its ``Retry-After``."""
         if answer.status == 422:
-            errors = {name: _readable(msg) for name, msg in answer.field_errors().items()}
+            errors = answer.field_errors()
             fields = {name: msg for name, msg in errors.items() if name in shown}
             others = [msg for name, msg in errors.items() if name not in shown]
             return cls(fields, " ".join(others) or CHECK_FIELDS)
@@ -82,12 +82,6 @@ async def refused(
         status=problems.status,
         headers=problems.headers,
     )
-
-
-def _readable(message: str) -> str:
-    """Pydantic's ``Value error, password needs a digit`` as ``Password needs a digit``."""
-    message = message.removeprefix("Value error, ")
-    return message[:1].upper() + message[1:]
 
 
 def age_of(value: str) -> int | None:
