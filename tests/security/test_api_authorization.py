@@ -26,6 +26,8 @@ FOREIGN_IDS = 200
 #: Fields a client must never set: each is refused (422) in every write body.
 PRIVILEGED = {"roles": ["admin"], "is_admin": True, "status": "confirmed", "total": "0.01"}
 #: Names a response must never carry, whatever its schema says.
+#: The members of a problem (API.md, "Errors"): no stack trace, SQL or host rides along.
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "request_id", "errors"}
 NEVER_SHOWN = {"password", "password_hash", "hashed_password", "is_active", "is_admin"}
 
 
@@ -188,6 +190,12 @@ def test_answers_carry_only_documented_fields(schema: dict[str, Any], secrets_se
         ]
         # A literal path (/users/me) wins over a template (/users/{user_id}).
         matches.sort(key=lambda op: op.path.count("{"))
+        if answer.media_type == "application/problem+json":
+            extra_members = set(answer.body or {}) - PROBLEM_FIELDS
+            if extra_members:
+                problems.append(f"{answer.method} {answer.path} {answer.status}: {extra_members}")
+            checked += 1
+            continue
         if not matches or answer.body is None:
             continue
         documented = matches[0].spec["responses"].get(str(answer.status))

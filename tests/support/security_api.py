@@ -33,6 +33,7 @@ class Answer:
     method: str
     path: str
     status: int
+    media_type: str
     body: Any
 
 
@@ -48,15 +49,14 @@ class Seen:
         self.secrets.update(value for value in values if value)
 
     def record(self, response: httpx.Response) -> None:
-        if response.headers.get("content-type", "").split(";")[0] not in {
-            "application/json",
-            "application/problem+json",
-        }:
+        media_type = response.headers.get("content-type", "").split(";")[0]
+        if media_type not in {"application/json", "application/problem+json"}:
             return
         response.read()
         body = response.json() if response.content else None
+        request = response.request
         self.answers.append(
-            Answer(response.request.method, response.request.url.path, response.status_code, body)
+            Answer(request.method, request.url.path, response.status_code, media_type, body)
         )
 
 
