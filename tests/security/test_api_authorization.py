@@ -26,7 +26,7 @@ FOREIGN_IDS = 200
 #: Fields a client must never set: each is refused (422) in every write body.
 PRIVILEGED = {"roles": ["admin"], "is_admin": True, "status": "confirmed", "total": "0.01"}
 #: Names a response must never carry, whatever its schema says.
-#: The members of a problem (API.md, "Errors"): no stack trace, SQL or host rides along.
+#: The members of a problem (docs/api.md, conventions): no stack trace, SQL or host rides along.
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "request_id", "errors"}
 NEVER_SHOWN = {"password", "password_hash", "hashed_password", "is_active", "is_admin"}
 

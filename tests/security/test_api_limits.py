@@ -11,7 +11,7 @@ from support.security_api import API, Seen, client, registration, unique_name
 
 from .conftest import API_LIMIT
 
-#: The contract's login limits (API.md), at their defaults on the ``limited`` instance.
+#: The login limits of the contract (docs/api.md), at their defaults on the ``limited`` instance.
 PER_USERNAME, PER_ADDRESS = 5, 30
 #: Whatever address a client claims, the gateway is not behind a trusted proxy.
 SPOOFED = ("198.51.100.7", "127.0.0.1", "10.0.0.1, 198.51.100.8")
