@@ -5,6 +5,7 @@ of 2023). The limit checks run on the ``limited`` instance (default login limits
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from support.processes import RunningMercato
 from support.security_api import API, Seen, client, registration, unique_name
@@ -26,27 +27,39 @@ def assert_limited(answer: httpx.Response) -> None:
     assert answer.headers["content-type"] == "application/problem+json"
 
 
+#: Where a login is sent, and from which loopback addresses (one budget each): through the
+#: gateway, and straight at the auth service, which believes X-Forwarded-For only from its
+#: own gateway's address.
+LOGIN_ROUTES = {
+    "gateway": ("gateway", f"{API}/auth/login", "127.0.0.2", "127.0.0.5"),
+    "auth-service": ("auth", "/auth/login", "127.0.0.6", "127.0.0.7"),
+}
+
+
+@pytest.mark.parametrize("route", LOGIN_ROUTES)
 def test_brute_force_the_sixth_login_for_one_username_is_429(
-    limited: RunningMercato, secrets_seen: Seen
+    limited: RunningMercato, secrets_seen: Seen, route: str
 ) -> None:
-    with client(limited.base_url, secrets_seen, source="127.0.0.2") as http:
-        body = registration()
-        secrets_seen.add(body["password"])
-        assert http.post(f"{API}/auth/register", json=body).status_code == 201
+    service, path, source, elsewhere = LOGIN_ROUTES[route]
+    body = registration()
+    secrets_seen.add(body["password"])
+    with client(limited.base_url, secrets_seen, source=source) as gateway:
+        assert gateway.post(f"{API}/auth/register", json=body).status_code == 201
+    with client(limited.url(service), secrets_seen, source=source) as http:
         guess = {"username": body["username"], "password": "Wrong1Password"}
         secrets_seen.add(guess["password"])
         for _ in range(PER_USERNAME):
-            assert http.post(f"{API}/auth/login", json=guess).status_code == 401
-        assert_limited(http.post(f"{API}/auth/login", json=guess))
+            assert http.post(path, json=guess).status_code == 401
+        assert_limited(http.post(path, json=guess))
         # Even the right password waits now, and a claimed address does not reset it.
         right = {"username": body["username"], "password": body["password"]}
-        assert_limited(http.post(f"{API}/auth/login", json=right))
+        assert_limited(http.post(path, json=right))
         for spoofed in SPOOFED:
             headers = {"X-Forwarded-For": spoofed, "X-Real-IP": spoofed.split(",")[0]}
-            assert_limited(http.post(f"{API}/auth/login", json=right, headers=headers))
+            assert_limited(http.post(path, json=right, headers=headers))
     # Another address is not locked out by this one's failures (no account lock-out DoS).
-    with client(limited.base_url, secrets_seen, source="127.0.0.5") as other:
-        assert other.post(f"{API}/auth/login", json=right).status_code == 200
+    with client(limited.url(service), secrets_seen, source=elsewhere) as other:
+        assert other.post(path, json=right).status_code == 200
 
 
 def test_credential_stuffing_the_31st_username_from_one_address_is_429(
