@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from support.processes import RunningMercato, free_ports, mercato_up
-from support.security_api import API, Account, Seen, client, log_in, sign_up
+from support.security_api import API, Account, Seen, client, log_in, sign_up, unique_name
 
 ADMIN, ADMIN_PASSWORD = "secadmin", "Adm1nSecuritySuite"
 #: The API limit of the ``limited`` instance, per client address.
@@ -159,8 +159,6 @@ def customer(new_customer: Callable[[], Account]) -> Account:
 @pytest.fixture
 def product(http: httpx.Client, admin: Account) -> dict[str, Any]:
     """A product of its own for the test, created by the administrator."""
-    from support.security_api import unique_name
-
     body = {"sku": unique_name("SKU"), "name": unique_name("Widget"), "price": "9.99", "stock": 5}
     created = http.post(f"{API}/products", json=body, headers=admin.headers)
     assert created.status_code == 201, created.text
