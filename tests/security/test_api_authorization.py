@@ -66,9 +66,19 @@ def test_bola_foreign_order_and_profile_ids_are_404_and_change_nothing(
         assert [answer.status_code for answer in attempts] == [404, 404, 404], [
             answer.text for answer in attempts
         ]
-    # In a body: an order placed "for" another user is still the attacker's own.
-    body = {"items": [{"product_id": product["id"], "quantity": 1}], "user_id": owners[0].id}
-    assert http.post(f"{API}/orders", json=body, headers=attacker.headers).status_code == 422
+        # In a body: an order "for" another user, a profile change "of" another user.
+        line = {"product_id": product["id"], "quantity": 1}
+        attempts = [
+            http.post(
+                f"{API}/orders",
+                json={"items": [line], "user_id": user_id},
+                headers=attacker.headers,
+            ),
+            http.patch(
+                f"{API}/users/me", json={"id": user_id, "full_name": "X"}, headers=attacker.headers
+            ),
+        ]
+        assert [answer.status_code for answer in attempts] == [422, 422]
     after = {
         owner.id: (
             http.get(f"{API}/orders/{orders[owner.id]['id']}", headers=owner.headers).json(),
@@ -79,6 +89,7 @@ def test_bola_foreign_order_and_profile_ids_are_404_and_change_nothing(
     assert after == before
     mine = http.get(f"{API}/orders", headers=attacker.headers).json()
     assert mine["total"] == 0
+    assert http.get(f"{API}/users/me", headers=attacker.headers).json()["full_name"] != "X"
 
 
 def test_every_admin_operation_of_the_schema_is_403_to_a_customer(
