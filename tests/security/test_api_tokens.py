@@ -52,6 +52,17 @@ def forgeries(key: SigningKey, user: Account, admin: Account) -> dict[str, str]:
         "foreign-key-real-kid": forge_token(
             claims(user.id), key=ed25519.Ed25519PrivateKey.generate(), headers={"kid": key.kid}
         ),
+        # Keys named by the token itself (ASVS 9.1.3): never fetched, never believed.
+        "embedded-jwk": forge_token(
+            claims(user.id),
+            key=stranger.private_key,
+            headers={"kid": key.kid, "jwk": stranger.public_jwk()},
+        ),
+        "jku": forge_token(
+            claims(user.id),
+            key=stranger.private_key,
+            headers={"kid": stranger.kid, "jku": "https://evil.example/jwks.json"},
+        ),
         "wrong-aud": forge_token(claims(user.id, aud="another-service"), **real),
         "wrong-iss": forge_token(claims(user.id, iss="https://evil.example"), **real),
         "expired": forge_token(
