@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from support.processes import RunningMercato
 from support.security_api import (
     API,
     Account,
@@ -40,7 +41,10 @@ def place_order(http: httpx.Client, buyer: Account, product: dict[str, Any]) -> 
 
 
 def test_bola_foreign_order_and_profile_ids_are_404_and_change_nothing(
-    http: httpx.Client, new_customer: Callable[[], Account], product: dict[str, Any]
+    http: httpx.Client,
+    mercato: RunningMercato,
+    new_customer: Callable[[], Account],
+    product: dict[str, Any],
 ) -> None:
     owners = [new_customer() for _ in range(4)]
     orders = {owner.id: place_order(http, owner, product) for owner in owners}
@@ -79,6 +83,15 @@ def test_bola_foreign_order_and_profile_ids_are_404_and_change_nothing(
             ),
         ]
         assert [answer.status_code for answer in attempts] == [422, 422]
+    # Straight at the services, past the gateway: the same answers.
+    for owner in owners:
+        direct = [
+            http.get(
+                f"{mercato.url('orders')}/orders/{orders[owner.id]['id']}", headers=attacker.headers
+            ),
+            http.get(f"{mercato.url('users')}/users/{owner.id}", headers=attacker.headers),
+        ]
+        assert [answer.status_code for answer in direct] == [404, 404]
     after = {
         owner.id: (
             http.get(f"{API}/orders/{orders[owner.id]['id']}", headers=owner.headers).json(),
@@ -93,7 +106,11 @@ def test_bola_foreign_order_and_profile_ids_are_404_and_change_nothing(
 
 
 def test_every_admin_operation_of_the_schema_is_403_to_a_customer(
-    http: httpx.Client, schema: dict[str, Any], customer: Account, product: dict[str, Any]
+    http: httpx.Client,
+    mercato: RunningMercato,
+    schema: dict[str, Any],
+    customer: Account,
+    product: dict[str, Any],
 ) -> None:
     admin_ops = [op for op in operations(schema) if op.admin_only]
     # The schema marks them (AdminUser's scope); the count guards the derivation itself.
@@ -103,10 +120,14 @@ def test_every_admin_operation_of_the_schema_is_403_to_a_customer(
     }
     for op in admin_ops:
         body = {"name": "x"} if op.method in {"POST", "PATCH", "PUT"} else None
-        answer = http.request(
-            op.method, op.url(product_id=product["id"]), json=body, headers=customer.headers
-        )
-        assert answer.status_code == 403, (op.method, op.path, answer.text)
+        url = op.url(product_id=product["id"])
+        # Through the gateway, and straight at the service that serves it (/api/v1/<s>/...
+        # is <s>:/<s>/...): the service decides, not the gateway.
+        service = url.removeprefix(f"{API}/").split("/")[0]
+        direct = f"{mercato.url(service)}{url.removeprefix(API)}"
+        for target in (url, direct):
+            answer = http.request(op.method, target, json=body, headers=customer.headers)
+            assert answer.status_code == 403, (op.method, target, answer.text)
         assert "403" in op.spec["responses"], f"{op.method} {op.path} does not document 403"
     # Parameters documented as admin-only: the same refusal.
     for op in operations(schema):
