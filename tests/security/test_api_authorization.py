@@ -18,6 +18,7 @@ from support.security_api import (
     operations,
     path_pattern,
     registration,
+    resolve,
     settled,
     undocumented_fields,
     unique_name,
@@ -178,6 +179,40 @@ def test_mass_assignment_is_refused_in_every_write_body(
     for order in ({"items": [line], field: value}, {"items": [{**line, field: value}]}):
         assert http.post(f"{API}/orders", json=order, headers=customer.headers).status_code == 422
     assert http.get(f"{API}/orders", headers=customer.headers).json()["total"] == 0
+
+
+def open_objects(schema: dict[str, Any], node: dict[str, Any], where: str) -> list[str]:
+    """The object schemas under ``node`` that would take a field they do not name."""
+    node = dict(resolve(schema, node))
+    found = []
+    if node.get("type") == "object" or "properties" in node:
+        if node.get("additionalProperties") is not False:
+            found.append(where)
+        for name, child in node.get("properties", {}).items():
+            found += open_objects(schema, child, f"{where}.{name}")
+    if "items" in node:
+        found += open_objects(schema, node["items"], f"{where}[]")
+    for choice in node.get("anyOf", []) + node.get("oneOf", []):
+        found += open_objects(schema, choice, where)
+    return found
+
+
+def test_every_json_request_body_of_the_schema_refuses_unknown_fields(
+    schema: dict[str, Any],
+) -> None:
+    """The rule behind the mass-assignment check, for every write the schema lists (a new
+    endpoint included): each JSON body object, nested ones too, is closed."""
+    bodies = [
+        (op, media["schema"])
+        for op in operations(schema)
+        for name, media in op.spec.get("requestBody", {}).get("content", {}).items()
+        if name == "application/json"
+    ]
+    assert len(bodies) >= 5
+    open_ = [
+        path for op, body in bodies for path in open_objects(schema, body, f"{op.method} {op.path}")
+    ]
+    assert not open_, open_
 
 
 def test_reads_show_no_hash_and_no_internal_flag(
