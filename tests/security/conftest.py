@@ -14,7 +14,9 @@ Two instances start together at the beginning of the session:
 Every client comes from :func:`support.security_api.client`: the fixtures below share one
 :class:`~support.security_api.Seen` (``secrets_seen``) that collects every password and
 token handed out and every JSON answer received; the checks that read it (secrets in logs,
-undocumented fields) run after every other test of the session.
+undocumented fields) run after every other test of the session. A module that starts an
+instance of its own joins the log check with ``secrets_seen.instances.append(running)``, and
+adds every password and token it uses with ``secrets_seen.add(...)``.
 """
 
 from __future__ import annotations
