@@ -32,6 +32,7 @@ test: install ## the whole test suite (real-server tests skip without the server
 	$(BIN)/pytest -m "not fault and not deploy" tests/unit tests/service tests/deploy
 	$(BIN)/pytest -m "not fault and not deploy" tests/integration
 	$(BIN)/pytest -m "not fault and not deploy" tests/e2e
+	$(BIN)/pytest -m "not fault and not deploy" tests/security
 
 test-fault: install ## fault tests: kill and restart private server instances
 	$(BIN)/pytest -m fault

@@ -43,6 +43,8 @@ async def test_a_forged_token_is_refused_before_it_reaches_a_service(kind: str) 
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["www-authenticate"].startswith("Bearer")
+    # Why it was refused is logged, never told: a forger learns nothing to refine the next try.
+    assert set(response.json()) == {"type", "title", "status", "detail", "request_id"}
     assert standin.received == []
 
 

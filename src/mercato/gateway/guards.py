@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+import structlog
 from starlette.types import Scope
 
 from mercato.gateway.proxy import Headers
@@ -30,6 +31,8 @@ from mercato.platform.security.tokens import (
     Principal,
     TokenVerifier,
 )
+
+security_log = structlog.stdlib.get_logger("mercato.security")
 
 _AUTHORIZATION: Final = b"authorization"
 _BEARER: Final = b"bearer "
@@ -138,7 +141,16 @@ class AccessGuard:
         try:
             principal = await self.verifier.verify(token)
         except InvalidToken as exc:
-            raise InvalidAccessToken("The access token is not valid.", reason=exc.reason) from None
+            # The reason is for the log only, as in every service: told to the client, it
+            # would guide a forger ("expired" means the signature passed).
+            security_log.warning(
+                "security.bad_token",
+                outcome="refused",
+                reason=exc.reason,
+                client=self.trusted.client_address(scope),
+                path=scope["path"],
+            )
+            raise InvalidAccessToken("The access token is not valid.") from None
         except KeysUnavailable:
             raise ServiceUnavailable(
                 "Access tokens cannot be checked right now; try again shortly."
