@@ -10,13 +10,14 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from http.cookies import Morsel, SimpleCookie
 from typing import Any, Final
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from support.processes import RunningMercato
-from support.storefront import ADMIN, ADMIN_PASSWORD
+from support.storefront import ADMIN, ADMIN_PASSWORD, csrf_token
 
 #: The one origin the development instance allows (CORS_ORIGINS).
 ALLOWED_ORIGIN: Final = "https://shop.example"
@@ -63,6 +64,38 @@ def create_product(running: RunningMercato, token: str, **fields: Any) -> dict[s
     assert answer.status_code == 201, answer.text
     product: dict[str, Any] = answer.json()
     return product
+
+
+# --- sessions ---------------------------------------------------------------------------
+
+
+def set_cookies(answer: httpx.Response) -> dict[str, Morsel[str]]:
+    """The cookies ``answer`` sets, by name, with their attributes."""
+    jar: SimpleCookie = SimpleCookie()
+    for header in answer.headers.get_list("set-cookie"):
+        jar.load(header)
+    return dict(jar)
+
+
+def session_cookie(answer: httpx.Response) -> str:
+    """The ``name=value`` of the one cookie ``answer`` sets (the session's)."""
+    ((name, morsel),) = set_cookies(answer).items()
+    return f"{name}={morsel.value}"
+
+
+async def sign_in_by_hand(client: httpx.AsyncClient, username: str, password: str) -> str:
+    """Sign in where the session cookie is ``Secure`` (outside development) over plain
+    HTTP, which no cookie jar sends back: the cookie goes by hand. The signed-in session's
+    ``Cookie`` header."""
+    page = await client.get("/login")
+    anonymous = session_cookie(page)
+    answer = await client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": csrf_token(page.text)},
+        headers={"Cookie": anonymous},
+    )
+    assert answer.status_code == 303, answer.text
+    return session_cookie(answer)
 
 
 # --- the crawler ----------------------------------------------------------------------
