@@ -1,0 +1,127 @@
+"""CSRF: every state-changing form the storefront shows (found by crawling it as a visitor
+and as an administrator) is refused with 403, and changes nothing, when it comes without
+a token, with a forged one, with another session's, or from a browser with no session at
+all (ASVS V3 web frontend: cross-site request forgery; V7 session management)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from support.processes import RunningMercato
+from support.security_web import Form, admin_token, crawl
+from support.storefront import ADMIN, ADMIN_PASSWORD, Browser, csrf_token
+
+pytest_plugins = ["support.security_web_plugin"]
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+FORM = "application/x-www-form-urlencoded"
+TOKENS = ("missing", "forged", "another session's", "no session")
+#: What a form's empty fields are filled with: values that would succeed, so that a form
+#: that wrongly accepted the post would visibly act (sign in, create, change).
+FILL = {
+    "username": ADMIN,
+    "password": ADMIN_PASSWORD,
+    "current_password": ADMIN_PASSWORD,
+    "new_password": "Csrf-Changed-Pass-1",
+    "email": "csrf@example.com",
+    "full_name": "Csrf Victim",
+    "age": "30",
+    "quantity": "1",
+    "name": "Csrf product",
+    "price": "1.00",
+    "stock": "1",
+    "category": "general",
+    "description": "made by a forged form",
+}
+
+
+def filled(form: Form) -> dict[str, str]:
+    data = {name: value or FILL.get(name, "x") for name, value in form.fields.items()}
+    data.pop("csrf_token", None)
+    if "sku" in data:
+        data["sku"] = f"CSRF-{uuid.uuid4().hex[:8]}"
+    return data
+
+
+async def forged_post(
+    running: RunningMercato, browser: Browser, form: Form, token: str
+) -> httpx.Response:
+    data = filled(form)
+    if token == "forged":
+        data["csrf_token"] = "ImZvcmdlZCI.ZzZzZw.forged-signature"
+    elif token == "another session's":
+        async with Browser(running.base_url) as other:
+            data["csrf_token"] = csrf_token((await other.get("/login")).text)
+    # URL-encoded as a browser sends a form, even an empty one (httpx sends no body for {}).
+    body, headers = urlencode(data), {"Content-Type": FORM}
+    if token == "no session":
+        async with httpx.AsyncClient(base_url=running.base_url, timeout=30) as stranger:
+            return await stranger.post(form.action, content=body, headers=headers)
+    return await browser.http.post(form.action, content=body, headers=headers)
+
+
+def state(running: RunningMercato, token: str) -> Mapping[str, object]:
+    """What a forged form could change, as the API shows it."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=f"{running.base_url}/api/v1", timeout=30) as api:
+        products = api.get("/products", params={"limit": 100, "sort": "created_at"}).json()
+        orders = api.get("/orders", params={"all": "true"}, headers=headers).json()
+        profile = api.get("/users/me", headers=headers).json()
+    return {"products": products, "orders": orders["total"], "profile": profile}
+
+
+async def refusals(running: RunningMercato, browser: Browser, forms: list[Form]) -> dict[str, str]:
+    """Each (form, token) whose forged post was not a 403 that left the session alone."""
+    wrong = {}
+    for form in forms:
+        for token in TOKENS:
+            cookies_before = dict(browser.http.cookies)
+            answer = await forged_post(running, browser, form, token)
+            problems = []
+            if answer.status_code != 403:
+                problems.append(f"status {answer.status_code}")
+            if "location" in answer.headers or "set-cookie" in answer.headers:
+                problems.append("it redirected or set a cookie")
+            if dict(browser.http.cookies) != cookies_before:
+                problems.append("the session changed")
+            if problems:
+                wrong[f"{form.action} ({token}, shown on {form.page})"] = ", ".join(problems)
+    return wrong
+
+
+async def test_a_visitors_forms_refuse_a_post_without_this_sessions_token(
+    web_shop: RunningMercato,
+) -> None:
+    token = admin_token(web_shop)
+    before = state(web_shop, token)
+    async with Browser(web_shop.base_url) as visitor:
+        forms = (await crawl(visitor.http, ["/", "/login"])).post_forms()
+
+        wrong = await refusals(web_shop, visitor, forms)
+
+        assert ADMIN not in (await visitor.get("/")).text  # the forged sign-ins did not sign in
+    assert "/login" in {form.action for form in forms}
+    assert wrong == {}
+    assert state(web_shop, token) == before
+
+
+async def test_an_administrators_forms_refuse_a_post_without_this_sessions_token(
+    web_shop: RunningMercato,
+) -> None:
+    token = admin_token(web_shop)
+    before = state(web_shop, token)
+    async with Browser(web_shop.base_url) as admin:
+        await admin.sign_in(ADMIN, ADMIN_PASSWORD)
+        forms = (await crawl(admin.http, ["/", "/admin/products"])).post_forms()
+
+        wrong = await refusals(web_shop, admin, forms)
+
+        assert ADMIN in (await admin.get("/")).text  # the forged sign-out did not sign out
+    assert "/logout" in {form.action for form in forms}
+    assert wrong == {}
+    assert state(web_shop, token) == before
