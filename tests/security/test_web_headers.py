@@ -17,6 +17,8 @@ from support.security_web import (
     admin_token,
     crawl,
     header_problems,
+    internal_ports,
+    leaks,
     operations,
     sign_in_by_hand,
 )
@@ -152,7 +154,7 @@ def unready(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMercato
         yield running
 
 
-def test_server_errors_carry_the_headers_too(unready: RunningMercato) -> None:
+def test_server_errors_carry_the_headers_and_show_no_internals(unready: RunningMercato) -> None:
     with httpx.Client(base_url=unready.base_url, timeout=30) as client:
         answers = {
             "GET /readyz": client.get("/readyz"),
@@ -166,3 +168,5 @@ def test_server_errors_carry_the_headers_too(unready: RunningMercato) -> None:
     assert answers["GET /readyz"].status_code == 503
     assert 5 in status_classes(answers)
     assert problems_of(answers, hsts=True) == {}
+    internal = internal_ports(unready)
+    assert {name: leaks(a, internal) for name, a in answers.items() if leaks(a, internal)} == {}
