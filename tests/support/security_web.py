@@ -246,7 +246,7 @@ def csp_directives(policy: str) -> dict[str, list[str]]:
 
 def csp_problems(policy: str) -> list[str]:
     """What makes a Content-Security-Policy weaker than the storefront's promise: scripts
-    from this origin only (no inline or eval), no plug-ins, never framed."""
+    from this origin only (no inline or eval), no plug-ins, no ``<base>``, never framed."""
     directives = csp_directives(policy)
     problems = [word for word in ("'unsafe-inline'", "'unsafe-eval'", "*") if word in policy]
     default = directives.get("default-src", [])
@@ -257,6 +257,8 @@ def csp_problems(policy: str) -> list[str]:
         problems.append("object-src is not 'none'")
     if directives.get("frame-ancestors") != ["'none'"]:
         problems.append("frame-ancestors is not 'none'")
+    if directives.get("base-uri") != ["'none'"]:  # no fallback to default-src (ASVS 3.4.3)
+        problems.append("base-uri is not 'none'")
     return problems
 
 
@@ -273,6 +275,9 @@ def header_problems(answer: httpx.Response, *, hsts: bool) -> list[str]:
         problems.append("no Content-Security-Policy")
     else:
         problems += csp_problems(headers["content-security-policy"])
+    kind = headers.get("content-type", "")
+    if kind.startswith("text/") and "charset=" not in kind.lower():
+        problems.append(f"Content-Type {kind} names no charset")
     if headers.get("referrer-policy") not in SAFE_REFERRER_POLICIES:
         problems.append(f"Referrer-Policy {headers.get('referrer-policy')!r}")
     if re.search(r"\d", headers.get("server", "")) or "x-powered-by" in headers:
