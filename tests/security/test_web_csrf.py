@@ -125,3 +125,20 @@ async def test_an_administrators_forms_refuse_a_post_without_this_sessions_token
     assert "/logout" in {form.action for form in forms}
     assert wrong == {}
     assert state(web_shop, token) == before
+
+
+async def test_no_state_changing_form_acts_on_a_get(web_shop: RunningMercato) -> None:
+    """An ``<img src>`` on another site sends a GET with the cookie (SameSite=Lax lets a
+    top-level GET through): no form's action may act on one (ASVS V3.5.3)."""
+    token = admin_token(web_shop)
+    before = state(web_shop, token)
+    async with Browser(web_shop.base_url) as admin:
+        await admin.sign_in(ADMIN, ADMIN_PASSWORD)
+        forms = (await crawl(admin.http, ["/", "/admin/products"])).post_forms()
+
+        answers = {form.action: await admin.get(form.action, params=filled(form)) for form in forms}
+
+        assert ADMIN in (await admin.get("/")).text  # GET /logout did not sign out
+    assert "/logout" in answers
+    assert answers["/logout"].status_code == 405
+    assert state(web_shop, token) == before
