@@ -5,6 +5,8 @@ cookie setup)."""
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 
@@ -96,3 +98,32 @@ async def test_signing_out_kills_the_session(web_production: RunningMercato) -> 
         "Max-Age=0" in out.headers["set-cookie"] or "expires=" in out.headers["set-cookie"].lower()
     )
     assert ADMIN not in replayed.text
+
+
+async def test_no_password_cookie_or_csrf_token_of_the_storefront_reaches_the_log(
+    web_shop: RunningMercato,
+) -> None:
+    wrong_password = f"Wrong-{uuid.uuid4().hex}-9"
+    async with httpx.AsyncClient(base_url=web_shop.base_url, timeout=30) as client:
+        page = await client.get("/login")
+        token = csrf_token(page.text)
+        await client.post(
+            "/login", data={"username": ADMIN, "password": wrong_password, "csrf_token": token}
+        )
+        await client.post("/login", data={"username": ADMIN, "password": wrong_password})  # 403
+        signed_in = await client.post(
+            "/login", data={"username": ADMIN, "password": ADMIN_PASSWORD, "csrf_token": token}
+        )
+        marker = uuid.uuid4().hex
+        await client.get("/", headers={"X-Request-ID": marker})
+    secrets = {
+        "the wrong password": wrong_password,
+        "the password": ADMIN_PASSWORD,
+        "the anonymous session": session_cookie(page).partition("=")[2],
+        "the signed-in session": session_cookie(signed_in).partition("=")[2],
+        "the CSRF token": token,
+    }
+
+    assert web_shop.log_lines_with(marker, services={"gateway"})  # the log has caught up
+    log = web_shop.log()
+    assert [name for name, secret in secrets.items() if secret in log] == []
