@@ -75,6 +75,15 @@ def state(running: RunningMercato, token: str) -> Mapping[str, object]:
     return {"products": products, "orders": orders["total"], "profile": profile}
 
 
+def refused(answer: httpx.Response, token: str) -> bool:
+    """403 and no redirect; or, for a stranger without a session at a form that needs a
+    signed-in user, the way to the sign-in page (which comes before the token check)."""
+    if answer.status_code == 403:
+        return "location" not in answer.headers
+    location = answer.headers.get("location", "")
+    return token == "no session" and answer.status_code == 303 and location.startswith("/login")
+
+
 async def refusals(running: RunningMercato, browser: Browser, forms: list[Form]) -> dict[str, str]:
     """Each (form, token) whose forged post was not a 403 that left the session alone."""
     wrong = {}
@@ -83,10 +92,10 @@ async def refusals(running: RunningMercato, browser: Browser, forms: list[Form])
             cookies_before = dict(browser.http.cookies)
             answer = await forged_post(running, browser, form, token)
             problems = []
-            if answer.status_code != 403:
-                problems.append(f"status {answer.status_code}")
-            if "location" in answer.headers or "set-cookie" in answer.headers:
-                problems.append("it redirected or set a cookie")
+            if not refused(answer, token):
+                problems.append(f"status {answer.status_code} {answer.headers.get('location')}")
+            if "set-cookie" in answer.headers:
+                problems.append("it set a cookie")
             if dict(browser.http.cookies) != cookies_before:
                 problems.append("the session changed")
             if problems:
