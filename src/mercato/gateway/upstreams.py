@@ -32,6 +32,15 @@ def route_table(settings: Settings) -> dict[str, list[str]]:
     }
 
 
+def pool_keepalive(server_keep_alive: float) -> float:
+    """Seconds the gateway keeps an idle connection to a service: half of what the service
+    keeps it (``KEEP_ALIVE_TIMEOUT``), so the gateway always drops it first. Kept longer
+    (it was 60 s against the services' 5 s), a request could be written on a connection the
+    service was closing at that instant: a disconnect, which a POST is not retried after,
+    so a 502 (one of fifty concurrent buyers in the security suite's race check)."""
+    return server_keep_alive / 2
+
+
 class Instance:
     """One base URL of a service, with the breaker that decides whether it gets calls."""
 
@@ -108,15 +117,6 @@ class Upstream:
 
     async def close(self) -> None:
         await self.session.close()
-
-
-def pool_keepalive(server_keep_alive: float) -> float:
-    """Seconds the gateway keeps an idle connection to a service: half of what the service
-    keeps it (``KEEP_ALIVE_TIMEOUT``), so the gateway always drops it first. Kept longer
-    (it was 60 s against the services' 5 s), a request could be written on a connection the
-    service was closing at that instant: a disconnect, which a POST is not retried after,
-    so a 502 (one of fifty concurrent buyers in the security suite's race check)."""
-    return server_keep_alive / 2
 
 
 def build_upstreams(table: Mapping[str, list[str]], settings: Settings) -> dict[str, Upstream]:
