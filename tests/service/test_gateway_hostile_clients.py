@@ -1,6 +1,7 @@
 """The gateway under uvicorn as `mercato up` runs it, against hostile clients on raw sockets:
 huge headers (431 before they are read), slow headers and bodies (408), idle connections
-(closed), too many connections (503), and two Host headers (400)."""
+(closed), too many connections (503), two Host headers (400), and what the HTTP parser
+refuses (400, or 501 for an unknown method), each a problem with the security headers."""
 
 from __future__ import annotations
 
@@ -202,4 +203,31 @@ async def test_two_host_headers_are_400_with_a_request_id() -> None:
     status, headers, body = parse(answer)
     assert status == 400
     assert json.loads(body)["request_id"] == headers["x-request-id"]
+    assert standin.received == []
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"TRACK / HTTP/1.1\r\nHost: gateway.test\r\n\r\n", 501),
+        (b"GET / HTTP/1.1\r\nHost: gateway.test\r\nBad Header: x\r\n\r\n", 400),
+        (b"GET / HTTP/9\r\n\r\n", 400),
+    ],
+    ids=["unknown-method", "malformed-header", "malformed-version"],
+)
+async def test_what_the_parser_refuses_is_a_problem_with_the_security_headers(
+    head: bytes, status: int
+) -> None:
+    async with gateway() as (port, standin):
+        reader, writer = await connect(port)
+        writer.write(head)
+        answer = await read_to_end(reader)
+        writer.close()
+    got, headers, body = parse(answer)
+    assert got == status
+    assert headers["content-type"] == "application/problem+json"
+    assert json.loads(body)["status"] == status
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
     assert standin.received == []

@@ -74,7 +74,7 @@ class GatewaySettings(BaseSettings):
     auth_offload: bool = Field(True, description="verify bearer tokens at the gateway")
     content_security_policy: str = Field(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'",
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
         description="on every gateway answer that sets none (pages with a nonce set their own)",
     )
     referrer_policy: str = Field(

@@ -9,16 +9,20 @@
   request (408, or a closed connection once an answer has started): slow-header and
   slow-body clients (slowloris) are cut off. A new connection that sends nothing is held to
   the same deadline; an idle kept-alive one to ``KEEP_ALIVE_TIMEOUT`` (uvicorn's). Past
-  ``MAX_CONNECTIONS`` open connections a request gets 503 problem+json.
+  ``MAX_CONNECTIONS`` open connections a request gets 503 problem+json. A request its parser
+  cannot read is 400 problem+json, and one with a method it does not know (``TRACK``) 501,
+  both with the security headers (uvicorn's own answer is plain text without them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from http import HTTPStatus
 from typing import Any, Final
 
+import httptools
 import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -41,7 +45,7 @@ _LINE_OVERHEAD: Final = 4
 RAW_ANSWER_HEADERS: Final[Headers] = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"content-security-policy", b"default-src 'none'; base-uri 'none'; frame-ancestors 'none'"),
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
 ]
@@ -180,6 +184,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         headers.append((b"retry-after", b"1"))
         await send({"type": "http.response.start", "status": 503, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def send_400_response(self, msg: str) -> None:
+        """What uvicorn calls (inside its ``except HttpParserError``) for a request the parser
+        refused: a problem+json with the security headers instead of its bare plain text,
+        and 501 for a method the parser does not know (RFC 9110 15.6.2), not 400."""
+        if isinstance(sys.exception(), httptools.HttpParserInvalidMethodError):
+            self._answer_and_close(501, "This method is not implemented.", "method-not-implemented")
+            return
+        self._answer_and_close(400, "The request is not valid HTTP.", "malformed-request")
 
     # -- the request deadline ------------------------------------------------------------
 

@@ -12,6 +12,7 @@ token. Errors are raised (:class:`PageError`, :class:`SignInRequired`,
 from __future__ import annotations
 
 import asyncio
+import re
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -291,9 +292,20 @@ AdminVisit = Annotated[Visit, Depends(administrator)]
 CheckedForm = Annotated[FormData, Depends(checked_form)]
 
 
+#: What a local path to go to never holds: a backslash (browsers read it as ``/``), a space
+#: or a control character (browsers drop tabs and newlines, so ``/\t/evil`` is ``//evil``).
+_NOT_IN_NEXT: Final = re.compile(r"[\\\x00-\x20\x7f]")
+
+
 def safe_next(value: object, default: str = "/") -> str:
-    """A local path to go to after signing in: never another site (``//evil``, ``/\\evil``)."""
-    if isinstance(value, str) and value.startswith("/") and not value.startswith(("//", "/\\")):
+    """A local path to go to after signing in: never another site (``//evil``, ``/\\evil``,
+    ``/\\t/evil``), nor anything a browser would read as one."""
+    if (
+        isinstance(value, str)
+        and value.startswith("/")
+        and not value.startswith("//")
+        and not _NOT_IN_NEXT.search(value)
+    ):
         return value
     return default
 

@@ -91,3 +91,18 @@ async def test_a_retry_avoids_the_instance_that_just_failed() -> None:
         assert second is not first
     finally:
         await upstream.close()
+
+
+@pytest.mark.parametrize("keep_alive", [2, 5, 75])
+async def test_the_gateway_drops_an_idle_connection_before_the_service_would(
+    keep_alive: int,
+) -> None:
+    settings = load_settings(env_file=None, environment="testing", keep_alive_timeout=keep_alive)
+    upstreams = build_upstreams({"orders": ["http://127.0.0.1:9002"]}, settings)
+    try:
+        connector = upstreams["orders"].session.connector
+        assert connector is not None
+        # aiohttp has no public accessor for it.
+        assert 0 < connector._keepalive_timeout < keep_alive  # type: ignore[attr-defined]
+    finally:
+        await upstreams["orders"].close()
