@@ -149,6 +149,16 @@ class ShopApi:
         product: dict[str, Any] = answer.json()
         return product
 
+    def order(self, token: str, product_id: str, quantity: int) -> dict[str, Any]:
+        answer = self.http.post(
+            "/orders",
+            json={"items": [{"product_id": product_id, "quantity": quantity}]},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert answer.status_code == 201, answer.text
+        order: dict[str, Any] = answer.json()
+        return order
+
 
 def mailed_link(mail_dir: Path, address: str, *, within: float = 10) -> str:
     """The reset link of the last mail to ``address`` in the outbox, once it is there."""

@@ -1,0 +1,47 @@
+"""The checks every screenshot goes through find what they are meant to find."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page
+
+from support.browser import usability_problems
+
+pytestmark = pytest.mark.browser
+
+GOOD = """<!doctype html><meta name="viewport" content="width=device-width">
+<h1>Shop</h1><h2>Lamps</h2><h3>Desk lamp</h3><h2>Cups</h2>
+<form><label for="q">Search</label><input id="q"><input type="hidden" name="t">
+<label>Note <textarea></textarea></label><button>Go</button><input type="submit"></form>"""
+
+
+@pytest.fixture
+def blank(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 375, "height": 800})
+    yield context.new_page()
+    context.close()
+
+
+def test_a_page_without_problems_has_none(blank: Page) -> None:
+    blank.set_content(GOOD)
+
+    assert usability_problems(blank) == []
+
+
+@pytest.mark.parametrize(
+    ("html", "problem"),
+    [
+        ('<h1>Shop</h1><div style="width: 600px">wide</div>', "in a 375px window"),
+        ('<h1>Shop</h1><input name="q" placeholder="Search">', "a field without a label"),
+        ("<h1>Shop</h1><select><option>1</option></select>", "a field without a label"),
+        ("<h1>Shop</h1><h1>Again</h1>", "2 h1 headings"),
+        ("<h2>Lamps</h2>", "0 h1 headings"),
+        ("<h1>Shop</h1><h3>Desk lamp</h3>", 'h3 "Desk lamp" comes after h1'),
+    ],
+)
+def test_each_problem_is_found(blank: Page, html: str, problem: str) -> None:
+    blank.set_content(f'<!doctype html><meta name="viewport" content="width=device-width">{html}')
+
+    assert any(problem in found for found in usability_problems(blank))
