@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from support.browser import CATEGORY, ShopApi, shoot, sign_in
+from support.browser import ShopApi, shoot, sign_in
 from support.storefront import ADMIN, ADMIN_PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -34,7 +34,7 @@ def test_an_administrator_adds_edits_and_deletes_a_product(admin_page: Page) -> 
     page.get_by_label("Name").fill(name)
     page.get_by_label("Price").fill("0")
     page.get_by_label("Stock").fill("3")
-    page.get_by_label("Category").fill(CATEGORY)
+    page.get_by_label("Category").fill("kitchenware")
     page.get_by_label("Description").fill("Steel, 1.5 l.")
     page.get_by_role("button", name="Add product").click()
 
