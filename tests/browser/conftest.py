@@ -52,7 +52,13 @@ _FAILED = pytest.StashKey[bool]()
 
 @pytest.fixture(scope="session")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMercato]:
-    env = {"MERCATO_ADMIN_USERNAME": ADMIN, "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    env = {
+        "MERCATO_ADMIN_USERNAME": ADMIN,
+        "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        # Every test signs in from 127.0.0.1, some more than once; the limit itself is
+        # proven by the auth service's tests.
+        "RATE_LIMIT_LOGIN_ADDRESS": "600/minute",
+    }
     with mercato_up(tmp_path_factory.mktemp("shop"), free_ports(), env=env) as running:
         yield running
 
