@@ -25,7 +25,7 @@ def admin_page(page: Page) -> Page:
 def test_an_administrator_adds_edits_and_deletes_a_product(admin_page: Page) -> None:
     page = admin_page
     name = f"Kettle {uuid.uuid4().hex[:6]}"
-    page.get_by_role("link", name="Admin").click()
+    page.get_by_role("link", name="Admin", exact=True).click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Products")
     shoot(page, "admin-products")
 

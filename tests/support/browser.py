@@ -100,7 +100,9 @@ def sign_in(page: Page, username: str, password: str) -> None:
 
 def signed_in_as(page: Page, username: str) -> Any:
     """The header's link to the account of ``username`` (there when they are signed in)."""
-    return page.get_by_role("navigation", name="Account").get_by_role("link", name=username)
+    return page.get_by_role("navigation", name="Account").get_by_role(
+        "link", name=username, exact=True
+    )
 
 
 def sign_out(page: Page) -> None:
