@@ -82,10 +82,11 @@ def shoot(page: Page, name: str) -> list[Path]:
     shots = []
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": 800})
-        assert usability_problems(page) == [], f"{page.url} at {width} px"
         shot = ARTIFACTS / f"{name}-{width}.png"
-        page.screenshot(path=shot, full_page=True)
+        page.screenshot(path=shot, full_page=True)  # first: it shows what the check finds
         shots.append(shot)
+        problems = usability_problems(page)
+        assert not problems, f"{page.url} at {width} px: " + "; ".join(problems)
     page.set_viewport_size({"width": WIDTHS[-1], "height": 800})
     return shots
 
