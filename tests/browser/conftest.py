@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 from playwright.sync_api import (
     Browser,
-    ConsoleMessage,
-    Dialog,
     Page,
     Playwright,
     expect,
@@ -31,6 +29,7 @@ from support.browser import (
     MARKUP_NAME,
     Customer,
     ShopApi,
+    watch,
 )
 from support.processes import RunningMercato, free_ports, mercato_up
 from support.servers import missing
@@ -131,19 +130,7 @@ def page(request: pytest.FixtureRequest, browser: Browser, shop: RunningMercato)
     context = browser.new_context(base_url=shop.base_url, viewport={"width": 1280, "height": 800})
     context.set_default_timeout(10_000)
     tab = context.new_page()
-    troubles: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error" and "Content Security Policy" in message.text:
-            troubles.append(f"{tab.url}: {message.text}")
-
-    def on_dialog(dialog: Dialog) -> None:
-        troubles.append(f"{tab.url}: a {dialog.type} dialog: {dialog.message}")
-        dialog.dismiss()
-
-    tab.on("console", on_console)
-    tab.on("dialog", on_dialog)
-    tab.on("pageerror", lambda error: troubles.append(f"{tab.url}: {error}"))
+    troubles = watch(tab)
     yield tab
     if request.node.stash.get(_FAILED, False):
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The checks every screenshot goes through find what they are meant to find."""
+"""The checks every page of the browser tests goes through find what they look for."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page
 
-from support.browser import usability_problems
+from support.browser import usability_problems, watch
 
 pytestmark = pytest.mark.browser
 
@@ -45,3 +45,35 @@ def test_each_problem_is_found(blank: Page, html: str, problem: str) -> None:
     blank.set_content(f'<!doctype html><meta name="viewport" content="width=device-width">{html}')
 
     assert any(problem in found for found in usability_problems(blank))
+
+
+@pytest.mark.parametrize(
+    ("html", "trouble"),
+    [
+        (
+            "<meta http-equiv='Content-Security-Policy' content=\"script-src 'self'\">"
+            "<script>document.title = 'ran'</script>",
+            "Content Security Policy",
+        ),
+        ("<img src=x onerror=\"alert('markup ran')\">", "a alert dialog: markup ran"),
+        ("<script>undefinedFunction()</script>", "undefinedFunction is not defined"),
+    ],
+)
+def test_what_goes_wrong_in_a_page_is_seen(blank: Page, html: str, trouble: str) -> None:
+    troubles = watch(blank)
+
+    blank.set_content(html)
+
+    for _ in range(100):  # console messages and dialogs arrive as events: wait for one
+        if troubles:
+            break
+        blank.wait_for_timeout(50)
+    assert any(trouble in found for found in troubles), troubles
+
+
+def test_a_quiet_page_has_no_troubles(blank: Page) -> None:
+    troubles = watch(blank)
+
+    blank.set_content(GOOD)
+
+    assert troubles == []

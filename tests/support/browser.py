@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import ConsoleMessage, Dialog, Page, expect
 
 from support.storefront import PASSWORD
 
@@ -73,6 +73,26 @@ _PROBLEMS = """() => {
 def usability_problems(page: Page) -> list[str]:
     problems: list[str] = page.evaluate(_PROBLEMS)
     return problems
+
+
+def watch(page: Page) -> list[str]:
+    """What goes wrong in ``page`` from now on, as it happens: a breach of the CSP (an
+    inline script or style), an uncaught script error, a dialog (markup run as script
+    would open one; it is dismissed)."""
+    troubles: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            troubles.append(f"{page.url}: {message.text}")
+
+    def on_dialog(dialog: Dialog) -> None:
+        troubles.append(f"{page.url}: a {dialog.type} dialog: {dialog.message}")
+        dialog.dismiss()
+
+    page.on("console", on_console)
+    page.on("dialog", on_dialog)
+    page.on("pageerror", lambda error: troubles.append(f"{page.url}: {error}"))
+    return troubles
 
 
 def shoot(page: Page, name: str) -> list[Path]:
