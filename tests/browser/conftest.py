@@ -29,6 +29,7 @@ from support.browser import (
     MARKUP_NAME,
     Customer,
     ShopApi,
+    Watch,
     watch,
 )
 from support.processes import RunningMercato, free_ports, mercato_up
@@ -47,6 +48,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 _FAILED = pytest.StashKey[bool]()
+WATCHED = pytest.StashKey[Watch]()
 
 
 @pytest.fixture(scope="session")
@@ -125,18 +127,24 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 @pytest.fixture
 def page(request: pytest.FixtureRequest, browser: Browser, shop: RunningMercato) -> Iterator[Page]:
     """A tab in a fresh context (no cookies) on the shop. The test fails if a page of it
-    breaks the CSP, throws, or opens a dialog (markup run as script would); a failing test
-    leaves a screenshot of where it was."""
+    breaks the CSP, throws, or opens an alert (markup run as script would); a failing test
+    leaves a screenshot of where it was. Its questions are in ``asked``."""
     context = browser.new_context(base_url=shop.base_url, viewport={"width": 1280, "height": 800})
     context.set_default_timeout(10_000)
     tab = context.new_page()
-    troubles = watch(tab)
+    seen = request.node.stash[WATCHED] = watch(tab)
     yield tab
     if request.node.stash.get(_FAILED, False):
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         tab.screenshot(path=ARTIFACTS / f"failed-{request.node.name}.png", full_page=True)
     context.close()
-    assert troubles == []
+    assert seen.troubles == []
+
+
+@pytest.fixture
+def asked(request: pytest.FixtureRequest, page: Page) -> list[str]:
+    """The questions (``confirm``) the test's pages asked, each answered yes."""
+    return request.node.stash[WATCHED].asked
 
 
 @pytest.fixture

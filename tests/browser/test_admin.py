@@ -22,7 +22,9 @@ def admin_page(page: Page) -> Page:
     return page
 
 
-def test_an_administrator_adds_edits_and_deletes_a_product(admin_page: Page) -> None:
+def test_an_administrator_adds_edits_and_deletes_a_product(
+    admin_page: Page, asked: list[str]
+) -> None:
     page = admin_page
     name = f"Kettle {uuid.uuid4().hex[:6]}"
     page.get_by_role("link", name="Admin", exact=True).click()
@@ -65,6 +67,7 @@ def test_an_administrator_adds_edits_and_deletes_a_product(admin_page: Page) -> 
     page.go_back()
     page.get_by_role("button", name=f"Delete {name}").click()
     expect(page.get_by_role("status")).to_have_text("The product was deleted.")
+    assert [question for question in asked if name in question]  # asked first, said yes
     expect(page.get_by_role("link", name=name, exact=True)).to_have_count(0)
     assert page.goto(product_url).status == 404  # type: ignore[union-attr]
 

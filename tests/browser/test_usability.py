@@ -60,20 +60,31 @@ def test_each_problem_is_found(blank: Page, html: str, problem: str) -> None:
     ],
 )
 def test_what_goes_wrong_in_a_page_is_seen(blank: Page, html: str, trouble: str) -> None:
-    troubles = watch(blank)
+    seen = watch(blank)
 
     blank.set_content(html)
 
     for _ in range(100):  # console messages and dialogs arrive as events: wait for one
-        if troubles:
+        if seen.troubles:
             break
         blank.wait_for_timeout(50)
-    assert any(trouble in found for found in troubles), troubles
+    assert any(trouble in found for found in seen.troubles), seen.troubles
 
 
 def test_a_quiet_page_has_no_troubles(blank: Page) -> None:
-    troubles = watch(blank)
+    seen = watch(blank)
 
     blank.set_content(GOOD)
 
-    assert troubles == []
+    assert seen.troubles == []
+
+
+def test_a_question_is_answered_yes_and_kept(blank: Page) -> None:
+    seen = watch(blank)
+    blank.set_content("<p>?</p>")
+
+    answer = blank.evaluate("() => window.confirm('Delete it?')")
+
+    assert answer is True
+    assert seen.asked == ["Delete it?"]
+    assert seen.troubles == []

@@ -13,7 +13,7 @@ import os
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import policy
 from pathlib import Path
 from typing import Any
@@ -75,24 +75,37 @@ def usability_problems(page: Page) -> list[str]:
     return problems
 
 
-def watch(page: Page) -> list[str]:
-    """What goes wrong in ``page`` from now on, as it happens: a breach of the CSP (an
-    inline script or style), an uncaught script error, a dialog (markup run as script
-    would open one; it is dismissed)."""
-    troubles: list[str] = []
+@dataclass
+class Watch:
+    """What a page did besides showing itself: ``troubles`` are what fails a test (a breach
+    of the CSP, an uncaught script error, an alert, which only markup run as script opens
+    here); ``asked`` are the questions it asked (``confirm``), each answered yes, as the
+    person who clicked would."""
+
+    troubles: list[str] = field(default_factory=list)
+    asked: list[str] = field(default_factory=list)
+
+
+def watch(page: Page) -> Watch:
+    """Watch ``page`` from now on."""
+    seen = Watch()
 
     def on_console(message: ConsoleMessage) -> None:
         if message.type == "error" and "Content Security Policy" in message.text:
-            troubles.append(f"{page.url}: {message.text}")
+            seen.troubles.append(f"{page.url}: {message.text}")
 
     def on_dialog(dialog: Dialog) -> None:
-        troubles.append(f"{page.url}: a {dialog.type} dialog: {dialog.message}")
-        dialog.dismiss()
+        if dialog.type == "confirm":
+            seen.asked.append(dialog.message)
+            dialog.accept()
+        else:
+            seen.troubles.append(f"{page.url}: a {dialog.type} dialog: {dialog.message}")
+            dialog.dismiss()
 
     page.on("console", on_console)
     page.on("dialog", on_dialog)
-    page.on("pageerror", lambda error: troubles.append(f"{page.url}: {error}"))
-    return troubles
+    page.on("pageerror", lambda error: seen.troubles.append(f"{page.url}: {error}"))
+    return seen
 
 
 def shoot(page: Page, name: str) -> list[Path]:
