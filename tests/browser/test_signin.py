@@ -78,24 +78,30 @@ def test_a_wrong_password_is_said_next_to_the_form(page: Page, customer: Custome
     expect(page.get_by_label("Password")).to_have_value("")
 
 
-@pytest.mark.parametrize("action", ["/logout", "/login"])
-def test_a_form_posted_from_another_site_is_refused(
+@pytest.mark.parametrize("action", ["/logout", "/login", "/orders"])
+def test_a_form_posted_from_another_site_is_refused_and_changes_nothing(
     page: Page,
     shop: RunningMercato,
     api: ShopApi,
+    catalogue: dict[str, dict[str, Any]],
     customer: Customer,
     other_site: Callable[[str], str],
     action: str,
 ) -> None:
-    """Another site's page posts a form to the shop while the customer is signed in:
-    signing them out, or signing them in as the attacker. Neither happens."""
+    """Another site's page posts a form to the shop while the customer is signed in, to
+    sign them out, to sign them in as the attacker, or to order in their name."""
     attacker = api.customer()
+    fields = {
+        "username": attacker.username,
+        "password": attacker.password,
+        "product_id": catalogue["Desk lamp"]["id"],
+        "quantity": "1",
+    }
     sign_in(page, customer.username, customer.password)
     evil = other_site(
         f'<form method="post" action="{shop.base_url}{action}">'
-        f'<input name="username" value="{attacker.username}">'
-        f'<input name="password" value="{attacker.password}">'
-        "</form><script>document.forms[0].submit()</script>"
+        + "".join(f'<input name="{name}" value="{value}">' for name, value in fields.items())
+        + "</form><script>document.forms[0].submit()</script>"
     )
 
     with page.expect_response(f"{shop.base_url}{action}") as posted:
@@ -106,6 +112,8 @@ def test_a_form_posted_from_another_site_is_refused(
     page.goto("/")
     expect(signed_in_as(page, customer.username)).to_be_visible()
     expect(signed_in_as(page, attacker.username)).to_have_count(0)
+    token = api.token(customer.username, customer.password)
+    assert api.orders(token)["total"] == 0
 
 
 def cookie_of(page: Page) -> Any:

@@ -195,6 +195,12 @@ class ShopApi:
         order: dict[str, Any] = answer.json()
         return order
 
+    def orders(self, token: str) -> dict[str, Any]:
+        answer = self.http.get("/orders", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.text
+        orders: dict[str, Any] = answer.json()
+        return orders
+
 
 def mailed_link(mail_dir: Path, address: str, *, within: float = 10) -> str:
     """The reset link of the last mail to ``address`` in the outbox, once it is there."""
