@@ -81,12 +81,8 @@ def test_a_wrong_password_is_said_next_to_the_form(page: Page, customer: Custome
 # The browser sends no cookie with another site's POST (SameSite=Lax): the shop sees a
 # visitor without a session, whose form has no token (403) or who must sign in first.
 @pytest.mark.parametrize(
-    ("action", "answer", "heading"),
-    [
-        ("/logout", 403, "Forbidden"),
-        ("/login", 403, "Forbidden"),
-        ("/orders", 303, "Sign in"),
-    ],
+    ("action", "answer"),
+    [("/logout", (403, None)), ("/login", (403, None)), ("/orders", (303, "/login"))],
 )
 def test_a_form_posted_from_another_site_is_refused_and_changes_nothing(
     page: Page,
@@ -96,8 +92,7 @@ def test_a_form_posted_from_another_site_is_refused_and_changes_nothing(
     customer: Customer,
     other_site: Callable[[str], str],
     action: str,
-    answer: int,
-    heading: str,
+    answer: tuple[int, str | None],
 ) -> None:
     """Another site's page posts a form to the shop while the customer is signed in, to
     sign them out, to sign them in as the attacker, or to order in their name."""
@@ -118,8 +113,7 @@ def test_a_form_posted_from_another_site_is_refused_and_changes_nothing(
     with page.expect_response(f"{shop.base_url}{action}") as posted:
         page.goto(evil)
 
-    assert posted.value.status == answer
-    expect(page.get_by_role("heading", level=1)).to_have_text(heading)
+    assert (posted.value.status, posted.value.headers.get("location")) == answer
     page.goto("/")
     expect(signed_in_as(page, customer.username)).to_be_visible()
     expect(signed_in_as(page, attacker.username)).to_have_count(0)
