@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -129,7 +130,28 @@ def page(request: pytest.FixtureRequest, browser: Browser, shop: RunningMercato)
     """A tab in a fresh context (no cookies) on the shop. The test fails if a page of it
     breaks the CSP, throws, or opens an alert (markup run as script would); a failing test
     leaves a screenshot of where it was. Its questions are in ``asked``."""
-    context = browser.new_context(base_url=shop.base_url, viewport={"width": 1280, "height": 800})
+    with _tab(request, browser, shop, javascript=True) as tab:
+        yield tab
+
+
+@pytest.fixture
+def page_without_javascript(
+    request: pytest.FixtureRequest, browser: Browser, shop: RunningMercato
+) -> Iterator[Page]:
+    """As ``page``, in a browser with JavaScript turned off."""
+    with _tab(request, browser, shop, javascript=False) as tab:
+        yield tab
+
+
+@contextmanager
+def _tab(
+    request: pytest.FixtureRequest, browser: Browser, shop: RunningMercato, *, javascript: bool
+) -> Iterator[Page]:
+    context = browser.new_context(
+        base_url=shop.base_url,
+        viewport={"width": 1280, "height": 800},
+        java_script_enabled=javascript,
+    )
     context.set_default_timeout(10_000)
     tab = context.new_page()
     seen = request.node.stash[WATCHED] = watch(tab)
