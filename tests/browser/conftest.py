@@ -164,6 +164,14 @@ def _tab(
 
 
 @pytest.fixture
+def blank(browser: Browser) -> Iterator[Page]:
+    """A tab 375 px wide on no site, for pages a test writes itself."""
+    context = browser.new_context(viewport={"width": 375, "height": 800})
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
 def asked(request: pytest.FixtureRequest, page: Page) -> list[str]:
     """The questions (``confirm``) the test's pages asked, each answered yes."""
     return request.node.stash[WATCHED].asked

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from importlib.resources import files
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Page
 
 from support.browser import usability_problems
 
@@ -15,22 +14,15 @@ pytestmark = pytest.mark.browser
 STYLESHEET = str(files("mercato.storefront") / "static" / "style.css")
 
 
-@pytest.fixture
-def phone(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 375, "height": 800})
-    yield context.new_page()
-    context.close()
-
-
-def test_a_wide_table_scrolls_in_its_box_hidden_text_and_all(phone: Page) -> None:
+def test_a_wide_table_scrolls_in_its_box_hidden_text_and_all(blank: Page) -> None:
     cells = "".join(f"<td>Column {n} with some text</td>" for n in range(8))
-    phone.set_content(
+    blank.set_content(
         '<!doctype html><meta name="viewport" content="width=device-width"><main><h1>Wide</h1>'
         f'<div class="table-wrap"><table><tr>{cells}<td><button>Delete'
         '<span class="visually-hidden"> a product with a long name</span></button></td>'
         "</tr></table></div></main>"
     )
-    phone.add_style_tag(path=STYLESHEET)
+    blank.add_style_tag(path=STYLESHEET)
 
-    assert phone.evaluate("document.querySelector('table').scrollWidth") > 375
-    assert usability_problems(phone) == []
+    assert blank.evaluate("document.querySelector('table').scrollWidth") > 375
+    assert usability_problems(blank) == []

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Page
 
 from support.browser import usability_problems, watch
 
@@ -15,13 +13,6 @@ GOOD = """<!doctype html><meta name="viewport" content="width=device-width">
 <h1>Shop</h1><h2>Lamps</h2><h3>Desk lamp</h3><h2>Cups</h2>
 <form><label for="q">Search</label><input id="q"><input type="hidden" name="t">
 <label>Note <textarea></textarea></label><button>Go</button><input type="submit"></form>"""
-
-
-@pytest.fixture
-def blank(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 375, "height": 800})
-    yield context.new_page()
-    context.close()
 
 
 def test_a_page_without_problems_has_none(blank: Page) -> None:
