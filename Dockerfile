@@ -27,14 +27,15 @@ ENV UV_PROJECT_ENVIRONMENT=/opt/mercato \
     UV_PYTHON_DOWNLOADS=never
 WORKDIR /src
 # The dependencies first, in a layer of their own: rebuilt only when the lock file changes.
+# The image can trace (OTEL_EXPORTER_OTLP_ENDPOINT) and report errors (SENTRY_DSN): the extras.
 COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-project
+    uv sync --frozen --no-dev --extra tracing --extra sentry --no-install-project
 # Then the package itself, installed (not linked) so that /src stays behind in this stage.
 COPY README.md ./
 COPY src ./src
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable
+    uv sync --frozen --no-dev --extra tracing --extra sentry --no-editable
 
 # --- runtime: the slim Python image, the virtualenv, an unprivileged user ----------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -10,7 +10,7 @@ export UV_LINK_MODE := copy
 export UV_PYTHON := $(abspath $(BIN))/python
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-browser test-fault test-deploy lint format typecheck bench clean
+.PHONY: help install run test test-browser test-fault test-deploy security lint format typecheck bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,7 @@ test: install ## the whole test suite (real-server tests skip without the server
 	$(BIN)/pytest -m "not fault and not deploy" tests/unit tests/service tests/deploy
 	$(BIN)/pytest -m "not fault and not deploy" tests/integration
 	$(BIN)/pytest -m "not fault and not deploy" tests/e2e
+	$(BIN)/pytest -m "not fault and not deploy" tests/security
 
 test-browser: install ## the storefront in headless Chromium (needs /usr/bin/chromium); screenshots in tests/browser/artifacts
 	$(BIN)/pytest -m browser tests/browser
@@ -41,6 +42,12 @@ test-fault: install ## fault tests: kill and restart private server instances
 
 test-deploy: install ## the deployment files run for real: nginx, gunicorn, blue-green (needs nginx)
 	$(BIN)/pytest -m deploy
+
+security: install ## static checks (bandit, detect-secrets, pip-audit) and the thorough schema fuzzing
+	$(BIN)/bandit --quiet --recursive src --severity-level medium
+	$(BIN)/python .ci/check_secrets.py
+	$(BIN)/python .ci/audit_dependencies.py
+	cd tests && $(abspath $(BIN))/python -m support.fuzzing
 
 lint: install ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .

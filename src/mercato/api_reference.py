@@ -13,11 +13,19 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from mercato.gateway.openapi import service_part
+from mercato.gateway.openapi import GATEWAY_ANSWERS, service_part
+from mercato.platform.openapi import PROBLEM_SCHEMAS, SHARED_ANSWERS
 from mercato.settings import BACKEND_SERVICES, ServiceName, load_settings
 
 #: Schemas every FastAPI app carries; the conventions section of the prose covers them.
-_FRAMEWORK_SCHEMAS: Final = frozenset({"HTTPValidationError", "ValidationError"})
+_FRAMEWORK_SCHEMAS: Final = frozenset({"HTTPValidationError", "ValidationError", *PROBLEM_SCHEMAS})
+#: The answers every operation may give (problem+json, listed once in the reference's
+#: conventions), by status and description.
+_SHARED: Final = frozenset(
+    (status, answer["description"])
+    for answers in (*SHARED_ANSWERS, GATEWAY_ANSWERS)
+    for status, answer in answers.items()
+)
 _METHODS: Final = ("get", "post", "put", "patch", "delete")
 _DEFAULT_DESCRIPTIONS: Final = frozenset({"Successful Response", "Validation Error"})
 
@@ -75,7 +83,9 @@ def _endpoint_row(method: str, path: str, operation: Mapping[str, Any]) -> str:
         if media != "application/json":
             body += f" ({media})"
     answers = "<br>".join(
-        _answer(status, response) for status, response in operation.get("responses", {}).items()
+        _answer(status, response)
+        for status, response in operation.get("responses", {}).items()
+        if (status, response.get("description")) not in _SHARED
     )
     summary = _cell(operation.get("summary", ""))
     return f"| `{method.upper()} {path}` | {summary} | {who} | {parameters} | {body} | {answers} |"

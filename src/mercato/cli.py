@@ -480,6 +480,21 @@ def create_admin(
     typer.echo(f"{'Created' if created else 'Promoted'} administrator {username} ({user_id})")
 
 
+@app.command()
+def status(
+    config: ConfigOption = None,
+    url: Annotated[
+        list[str] | None, typer.Option(metavar="NAME=URL", help="Also scrape URL as NAME.")
+    ] = None,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between scrapes.")] = 2.0,
+    once: Annotated[bool, typer.Option("--once", help="One frame; exit 1 if one is down.")] = False,
+) -> None:
+    """Show every service's figures, live, from its /metrics."""
+    from mercato.status import run_command
+
+    raise typer.Exit(run_command(_settings(config, check=False), url or [], interval, once))
+
+
 @config_app.command("show")
 def config_show(
     config: ConfigOption = None,

@@ -24,6 +24,7 @@ from mercato.platform.edge import guarded_protocol
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.net import connecting_addresses
 from mercato.platform.shutdown import bounded, time_left, wait_ended
+from mercato.platform.telemetry import Tracing
 from mercato.settings import BACKEND_SERVICES, SERVICES, ServiceName, Settings
 
 if TYPE_CHECKING:  # imported where used: messaging imports prometheus_client (see below)
@@ -46,16 +47,24 @@ def consumer_groups() -> dict[str, tuple[str, ...]]:
     return join_groups(getattr(app_module(s), "CONSUMER_GROUPS", {}) for s in BACKEND_SERVICES)
 
 
-def build_app(service: ServiceName, settings: Settings, *, broker: Broker | None = None) -> FastAPI:
-    """The app of ``service``, wired to the deployment's consumer groups; ``broker`` is the
-    one the services of this process share (memory), else each connects on its own."""
+def build_app(
+    service: ServiceName,
+    settings: Settings,
+    *,
+    broker: Broker | None = None,
+    tracing: Tracing | None = None,
+) -> FastAPI:
+    """The app of ``service``, wired to the deployment's consumer groups; ``broker`` and
+    ``tracing`` are those the services of this process share (memory broker, one span
+    exporter), else each has its own."""
     from mercato.messaging import SharedMessaging
 
     create_app = app_module(service).create_app
     if service == "gateway":  # it has no messaging
-        gateway: FastAPI = create_app(settings)
+        gateway: FastAPI = create_app(settings, tracing=tracing)
         return gateway
-    app: FastAPI = create_app(settings, shared=SharedMessaging(consumer_groups(), broker))
+    shared = SharedMessaging(consumer_groups(), broker)
+    app: FastAPI = create_app(settings, shared=shared, tracing=tracing)
     return app
 
 
@@ -181,10 +190,11 @@ async def run_all(settings: Settings, *, on_ready: Callable[[], None] | None = N
     from mercato.messaging import in_process_broker
 
     broker = in_process_broker(settings)  # memory: one for the five, or they would not meet
+    tracing = Tracing.from_settings(settings)  # one exporter; a service.name each
     servers = {
         service: EmbeddedServer(
             uvicorn_config(
-                build_app(service, settings, broker=broker),
+                build_app(service, settings, broker=broker, tracing=tracing),
                 settings,
                 settings.service_port(service),
             ),
@@ -221,6 +231,10 @@ async def run_all(settings: Settings, *, on_ready: Callable[[], None] | None = N
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if tracing.enabled:
+            await bounded(
+                asyncio.to_thread(tracing.shutdown), within=1.0, what="sending the last spans"
+            )
     if failed:
         log.error("could not start", services=failed)
         return 1

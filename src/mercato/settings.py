@@ -87,7 +87,8 @@ class ServicesSettings(SharedSettings):
         explicit: str | None = getattr(self, f"{service}_url", None)
         if explicit:
             return [url.strip().rstrip("/") for url in explicit.split(",") if url.strip()]
-        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host
+        # Not a bind (bandit B104): a wildcard listen address is reached on loopback.
+        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host  # nosec B104
         if ":" in host:
             host = f"[{host}]"
         return [f"http://{host}:{self.service_port(service)}"]

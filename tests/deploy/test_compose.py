@@ -26,13 +26,16 @@ COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / "deploy" / "compose.env.example"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 SERVERS = ("postgres", "redis", "rabbitmq")
-#: Names the containers read that are not Mercato settings: the servers' own.
+#: Names the containers read that are not Mercato settings: the servers' and Grafana's own.
 SERVER_VARIABLES = {
     "POSTGRES_USER",
     "POSTGRES_DB",
     "POSTGRES_PASSWORD",
     "RABBITMQ_DEFAULT_USER",
     "RABBITMQ_DEFAULT_PASS",
+    "GF_SECURITY_ADMIN_PASSWORD",
+    "GF_USERS_ALLOW_SIGN_UP",
+    "GF_ANALYTICS_REPORTING_ENABLED",
 }
 #: What only the env file may hold: the secrets' names, and URLs with a password.
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASS$|PRIVATE|TOKEN", re.IGNORECASE)
@@ -109,10 +112,11 @@ def test_docker_compose_config_accepts_it(checkout_with_env_file: Path, profile:
     )
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
-    # docker-compose 1.29 lists the services of every profile; Prometheus has its own.
-    expected = {*SERVICES, "worker", "migrate", "nginx", *SERVERS, "prometheus"}
+    # docker-compose 1.29 lists the services of every profile; monitoring has its own.
+    expected = {*SERVICES, "worker", "migrate", "nginx", *SERVERS, "prometheus", "grafana"}
     assert set(resolved["services"]) == expected
-    assert resolved["services"]["prometheus"]["profiles"] == ["monitoring"]
+    for name in ("prometheus", "grafana"):
+        assert resolved["services"][name]["profiles"] == ["monitoring"], name
     # The env file reached every Mercato container.
     for name in mercato_services(resolved["services"]):
         assert "SECRET_KEY" in resolved["services"][name]["environment"], name
@@ -266,11 +270,12 @@ def test_prometheus_scrapes_every_mercato_process_in_the_monitoring_profile(
 ) -> None:
     prometheus = services["prometheus"]
     assert prometheus["profiles"] == ["monitoring"]
-    assert (
-        "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
-        in (prometheus["volumes"])
-    )
+    assert {
+        "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
+        "./deploy/prometheus/rules:/etc/prometheus/rules:ro",  # rule_files: rules/*.yml
+    } <= set(prometheus["volumes"])
     config = yaml.safe_load(PROMETHEUS.read_text())
+    assert config["rule_files"] == ["rules/*.yml"]
     targets = {
         target
         for job in config["scrape_configs"]

@@ -3,17 +3,15 @@ file in DATA_DIR/outbox-mail, reset, then sign in with the new password."""
 
 from __future__ import annotations
 
-import email
-import re
 import uuid
 from collections.abc import AsyncIterator
-from email import policy
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
+from support.mail import mailed_link
 from support.processes import RunningMercato
 from support.waiting import eventually
 
@@ -26,16 +24,6 @@ PASSWORD, NEW_PASSWORD = "Zebra7Crossing", "Giraffe8Walking"
 async def api(mercato: RunningMercato) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=f"{mercato.base_url}/api/v1", timeout=30) as client:
         yield client
-
-
-def mailed_link(mail_dir: Path, address: str) -> str | None:
-    for path in mail_dir.glob("*.eml") if mail_dir.is_dir() else ():
-        message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
-        if address in str(message["To"]):
-            body = message.get_body(("plain",))  # type: ignore[attr-defined]
-            found = re.search(r"http\S+/reset\?token=\S+", body.get_content())
-            return found.group(0) if found else None
-    return None
 
 
 async def test_forgot_mail_reset_and_sign_in_with_the_new_password(

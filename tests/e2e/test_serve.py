@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 
+from support.metrics import metric_value
 from support.processes import answered
 from support.servers import free_port
 
@@ -208,3 +213,50 @@ def read_until_closed(connection: socket.socket) -> bytes:
     while chunk := connection.recv(65536):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def worker_counts(directory: Path, tmp_path: Path) -> list[int]:
+    """The `/healthz` requests each worker counted, read from its own metric file."""
+    counts = []
+    for number, path in enumerate(sorted(directory.glob("counter_*.db"))):
+        alone = tmp_path / f"worker-{number}"
+        alone.mkdir(exist_ok=True)
+        shutil.copy(path, alone / path.name)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(alone))  # type: ignore[no-untyped-call]
+        text = generate_latest(registry).decode()
+        counts.append(int(metric_value(text, "http_requests_total", route="/healthz")))
+    return counts
+
+
+def test_two_workers_sum_their_counters_and_show_each_gauge_once(tmp_path: Path) -> None:
+    port = free_port()
+    env = clean_env(tmp_path, PRODUCTS_PORT=str(port))
+    directory = tmp_path / "var" / "metrics" / "products"
+
+    def both_took_some() -> bool:
+        counts = worker_counts(directory, tmp_path)
+        return len(counts) == 2 and min(counts) > 0
+
+    with serving(tmp_path, "products", port, env) as (url, _), httpx.Client() as client:
+        sent = 0
+        # Until both workers took some (which one accepts a connection is the kernel's call).
+        while sent < 2000 and not both_took_some():
+            for _ in range(20):
+                client.get(f"{url}/healthz", headers={"Connection": "close"})
+            sent += 20
+        per_worker = worker_counts(directory, tmp_path)
+        metrics = client.get(f"{url}/metrics").text
+
+    assert len(per_worker) == 2
+    assert min(per_worker) > 0, per_worker
+    assert metric_value(metrics, "http_requests_total", route="/healthz") == sent
+    assert sum(per_worker) == sent
+    samples = [
+        sample for family in text_string_to_metric_families(metrics) for sample in family.samples
+    ]
+    assert not [s for s in samples if "pid" in s.labels]  # no gauge is split per worker
+    backlog = [s for s in samples if s.name == "messaging_outbox_backlog"]
+    assert [s.labels for s in backlog] == [{"service": "products"}]
+    lag = [s for s in samples if s.name == "messaging_consumer_lag"]
+    assert [s.labels for s in lag] == [{"service": "products", "queue": "products"}]

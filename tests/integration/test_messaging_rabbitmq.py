@@ -8,13 +8,19 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
+import httpx
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client import generate_latest
 
 from mercato.messaging import MESSAGING_MIGRATIONS, OutboxRelay
 from mercato.messaging.brokers import BrokerOptions, BrokerUnavailable
 from mercato.messaging.brokers.rabbitmq import RabbitBroker, dead_letter_queue_name
 from mercato.platform.db import Database
 from mercato.platform.migrations import upgrade
+from mercato.platform.telemetry import Tracing
 from mercato.settings import Settings
 from support.messaging import drain
 from support.messaging_apps import (
@@ -31,7 +37,10 @@ from support.messaging_apps import (
     running,
     unsent_count,
 )
+from support.metrics import metric_value
 from support.waiting import eventually
+
+CLIENT_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -59,6 +68,33 @@ async def test_events_flow_through_rabbitmq_once_each(rabbit_settings: Settings)
         assert await inbox_count(db) == 50
         assert await unsent_count(producer.state.context.db) == 0
         assert sorted(e.data.n for e in behaviour.seen) == list(range(50))
+
+
+async def test_an_event_through_rabbitmq_stays_in_the_trace_of_its_request(
+    rabbit_settings: Settings,
+) -> None:
+    exported = InMemorySpanExporter()
+    tracing = Tracing(SimpleSpanProcessor(exported))
+    producer = producer_app(rabbit_settings, tracing=tracing)
+    consumer = consumer_app(rabbit_settings, Behaviour(), tracing=tracing)
+    async with running(consumer, producer):
+        transport = httpx.ASGITransport(producer)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            traceparent = f"00-{CLIENT_TRACE_ID}-00f067aa0ba902b7-01"
+            answer = await client.post("/things?n=1", headers={"traceparent": traceparent})
+        assert answer.status_code == 200
+        await drain(producer, consumer, within=20)
+    spans = {(s.name, s.kind): s for s in exported.get_finished_spans()}
+    created = spans["create test.thing_happened", SpanKind.PRODUCER]
+    sent = spans["send test.thing_happened", SpanKind.CLIENT]
+    handled = spans["process test.thing_happened", SpanKind.CONSUMER]
+    for span in (created, sent, handled):
+        assert f"{span.context.trace_id:032x}" == CLIENT_TRACE_ID
+        assert (span.attributes or {})["messaging.system"] == "rabbitmq"
+    assert sent.parent is not None
+    assert handled.parent is not None
+    assert sent.parent.span_id == handled.parent.span_id == created.context.span_id
+    assert handled.resource.attributes["service.name"] == "products"
 
 
 async def test_the_whole_path_on_postgresql(rabbit_settings: Settings, postgres_url: str) -> None:
@@ -247,3 +283,21 @@ async def test_a_consumer_stopped_during_an_outage_gives_its_messages_back_to_ra
             await drain(producer, second, within=20)
             assert await effect_count(second.state.context.db) == 3
             assert await dead_letter_count(second.state.context.db) == 0
+
+
+async def test_the_consumer_lag_is_sampled_from_rabbitmq(rabbit_settings: Settings) -> None:
+    settings = rabbit_settings.model_copy(update={"messaging_lag_interval": 0.1})
+    behaviour = Behaviour(block=asyncio.Event())
+    consumer, producer = consumer_app(settings, behaviour), producer_app(settings)
+
+    def lag() -> float:
+        text = generate_latest(consumer.state.context.registry).decode()
+        return metric_value(text, "messaging_consumer_lag", service="products", queue="products")
+
+    async with running(consumer), running(producer):
+        await publish_things(producer.state.context.db, range(5))
+        await eventually(lambda: lag() == 5, within=20)  # held by the blocked handler
+        assert behaviour.block is not None
+        behaviour.block.set()
+        await drain(consumer, within=20)
+        await eventually(lambda: lag() == 0, within=20)

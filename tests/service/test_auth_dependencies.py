@@ -109,6 +109,18 @@ async def test_an_admin_passes(client: httpx.AsyncClient) -> None:
     assert response.json() == {"id": "boss"}
 
 
+async def test_the_schema_names_the_admin_role_of_admin_operations_only(
+    client: httpx.AsyncClient,
+) -> None:
+    """The security suite derives its function-level checks from these scopes."""
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert paths["/admin-only"]["get"]["security"] == [
+        {"bearer": ["admin"]},
+        {"bearerToken": ["admin"]},
+    ]
+    assert paths["/whoami"]["get"]["security"] == [{"bearer": []}, {"bearerToken": []}]
+
+
 async def test_an_unreachable_jwks_answers_503_not_401() -> None:
     import socket
 

@@ -13,10 +13,12 @@ import pytest
 from mercato.auth.app import create_app
 from support.auth import app_client
 from support.auth import test_settings as make_settings
+from support.metrics import metric_value, metric_values
 
 pytestmark = pytest.mark.anyio
 
 PASSWORD = "Tr1ckyHorse"
+SCRAPER = ("10.0.0.5", 40000)  # a private address: /metrics answers it
 WRONG = "Wr0ngPassword"
 
 
@@ -150,3 +152,41 @@ async def test_by_default_no_peer_is_believed_not_even_a_loopback_one(peer: str)
             for n in range(3)
         ]
         assert answers == [401, 401, 429]
+
+
+async def test_login_outcomes_and_refusals_are_counted_by_limit() -> None:
+    settings = make_settings(rate_limit_login="2/minute", rate_limit_password_reset="1/minute")
+    async with app_client(create_app(settings), client=SCRAPER) as client:
+        await client.post(
+            "/auth/register",
+            json={"username": "alice", "email": "alice@example.com", "password": PASSWORD},
+        )
+        assert (await attempt(client, password=PASSWORD)).status_code == 200
+        token = await client.post("/auth/token", data={"username": "alice", "password": WRONG})
+        assert token.status_code == 401  # the OAuth2 form counts as a login too
+        assert (await attempt(client)).status_code == 429
+        forgot = [
+            await client.post("/auth/password/forgot", json={"email": "alice@example.com"})
+            for _ in range(2)
+        ]
+        assert [r.status_code for r in forgot] == [202, 429]
+        metrics = (await client.get("/metrics")).text
+
+    logins = {
+        outcome: metric_value(metrics, "auth_login_attempts_total", outcome=outcome)
+        for outcome in ("success", "failure", "rate_limited")
+    }
+    assert logins == {"success": 1, "failure": 1, "rate_limited": 1}
+    refusals = metric_values(metrics, "rate_limit_refusals_total", service="auth")
+    assert sum(refusals) == 2
+    assert metric_value(metrics, "rate_limit_refusals_total", limit="login") == 1
+    assert metric_value(metrics, "rate_limit_refusals_total", limit="password_reset") == 1
+
+
+async def test_a_limit_storage_outage_is_no_refusal_and_no_login_outcome() -> None:
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    async with app_client(create_app(settings), client=SCRAPER) as client:
+        assert (await attempt(client)).status_code == 503
+        metrics = (await client.get("/metrics")).text
+    assert metric_value(metrics, "rate_limit_refusals_total") == 0
+    assert metric_value(metrics, "auth_login_attempts_total") == 0

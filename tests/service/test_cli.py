@@ -3,6 +3,7 @@ say what is wrong in one line, help that reads well."""
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -171,6 +172,7 @@ class TestHelpAndVersion:
             "migrate",
             "seed",
             "create-admin",
+            "status",
             "api-docs",
             "config",
             "events",
@@ -180,3 +182,20 @@ class TestHelpAndVersion:
         output = invoke("create-admin", "--help").output
 
         assert "role. The password is prompted for" in " ".join(output.split())
+
+
+def test_status_once_with_nothing_running_names_every_service_down_and_exits_1(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for setting in ("PORT", "AUTH_PORT", "USERS_PORT", "PRODUCTS_PORT", "ORDERS_PORT"):
+        monkeypatch.setenv(setting, str(free_port()))
+    result = invoke("status", "--once", "--interval", "0.1")
+    assert result.exit_code == 1, result.output
+    for service in ("gateway", "auth", "users", "products", "orders"):
+        assert re.search(rf"│ {service} +│ DOWN \(ConnectionRefusedError\)", result.output)
+
+
+def test_status_refuses_a_malformed_url_option_in_one_line() -> None:
+    result = invoke("status", "--once", "--url", "nowhere")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "mercato: --url takes NAME=http://host:port, not 'nowhere'"

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.anyio
 
 def breaker_state(metrics: str, upstream: str) -> float:
     for line in metrics.splitlines():
-        if line.startswith("gateway_circuit_breaker_state{") and f'upstream="{upstream}"' in line:
+        if line.startswith("upstream_circuit_state{") and f'upstream="{upstream}"' in line:
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"no breaker gauge for {upstream}")
 

@@ -7,6 +7,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from support.auth import bearer, claims, forge_token, issue_token, unsigned_token
 from support.gateway import gateway_settings, running
+from support.metrics import metric_value
 from support.standin import StandIn, serve
 
 pytestmark = pytest.mark.anyio
@@ -42,6 +43,8 @@ async def test_a_forged_token_is_refused_before_it_reaches_a_service(kind: str) 
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["www-authenticate"].startswith("Bearer")
+    # Why it was refused is logged, never told: a forger learns nothing to refine the next try.
+    assert set(response.json()) == {"type", "title", "status", "detail", "request_id"}
     assert standin.received == []
 
 
@@ -342,3 +345,38 @@ async def test_an_answer_with_its_own_policy_keeps_it() -> None:
     ):
         response = await http.get("/api/v1/products/echo")
     assert response.headers.get_list("content-security-policy") == [own]
+
+
+async def test_every_429_is_counted_under_the_name_of_its_limit() -> None:
+    standin = StandIn()
+    token = bearer(issue_token("user-3"))
+    async with (
+        serve(standin) as upstream,
+        running(
+            gateway_settings(
+                {"auth": upstream.url, "orders": upstream.url},
+                rate_limit_api="1/minute",
+                rate_limit_user="1/minute",
+                rate_limit_routes={"auth": "1/minute"},
+            )
+        ) as (_, http),
+    ):
+        statuses = [
+            (await http.get(path, headers=headers)).status_code
+            for path, headers in [
+                ("/api/v1/orders/echo", {}),
+                ("/api/v1/orders/echo", {}),  # api
+                ("/api/v1/auth/echo", {}),
+                ("/api/v1/auth/echo", {}),  # the route group's
+                ("/api/v1/orders/echo", token),
+                ("/api/v1/orders/echo", token),  # user
+            ]
+        ]
+        metrics = (await http.get("/metrics")).text
+    assert statuses == [200, 429, 200, 429, 200, 429]
+    refused = {
+        limit: metric_value(metrics, "rate_limit_refusals_total", service="gateway", limit=limit)
+        for limit in ("api", "auth", "user")
+    }
+    assert refused == {"api": 1, "auth": 1, "user": 1}
+    assert metric_value(metrics, "rate_limit_refusals_total") == 3

@@ -3,7 +3,9 @@ service on a real port."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -97,7 +99,7 @@ async def test_an_unknown_product_is_422_and_writes_nothing(
         {},
         {"items": [{"product_id": "p", "quantity": True}]},
         {"items": [{"product_id": "p", "quantity": "2"}]},
-        {"items": [{"product_id": "p", "quantity": 2.0}]},
+        {"items": [{"product_id": "p", "quantity": 2.5}]},
         {"items": [{"product_id": "p", "quantity": 1}], "shipping_address": "1 Main St\x00"},
         {"items": [{"product_id": "p\x00", "quantity": 1}]},
         {"items": [{"product_id": 7, "quantity": 1}]},
@@ -204,6 +206,30 @@ async def test_admin_lists_everyones_orders_with_all_true(
     assert refused.status_code == 403
 
 
+async def test_orders_are_filtered_by_status(orders: OrdersHarness, products: ProductsStub) -> None:
+    pending = await _place(orders, products, ALICE)
+    cancelled = await _place(orders, products, BOB)
+    assert (await orders.client.post(f"/orders/{cancelled}/cancel", headers=BOB)).status_code == 200
+
+    def ids(page: dict[str, Any]) -> list[str]:
+        return [order["id"] for order in page["items"]]
+
+    admin = admin_headers()
+    only = (await orders.client.get("/orders?all=true&status=cancelled", headers=admin)).json()
+    assert (ids(only), only["total"]) == ([cancelled], 1)
+    only = (await orders.client.get("/orders?all=true&status=pending", headers=admin)).json()
+    assert (ids(only), only["total"]) == ([pending], 1)
+    none = (await orders.client.get("/orders?status=cancelled", headers=ALICE)).json()
+    assert (ids(none), none["total"]) == ([], 0)  # Bob's cancelled order is not Alice's
+
+
+@pytest.mark.parametrize("status", ["shipped", "PENDING", ""])
+async def test_a_status_outside_the_list_is_422(orders: OrdersHarness, status: str) -> None:
+    response = await orders.client.get(f"/orders?all=true&status={status}", headers=admin_headers())
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["query", "status"]
+
+
 @pytest.mark.parametrize("query", ["limit=0", "limit=101", "offset=-1", "limit=x"])
 async def test_out_of_range_paging_is_422(orders: OrdersHarness, query: str) -> None:
     response = await orders.client.get(f"/orders?{query}", headers=ALICE)
@@ -292,7 +318,12 @@ async def test_products_down_is_a_503_problem_and_writes_nothing(
     breaker = orders.app.state.orders.catalogue.client.breaker
     assert breaker.state.value == "open"
     metrics = (await orders.client.get("/metrics")).text
-    assert 'upstream_circuit_state{service="orders",upstream="products"} 2.0' in metrics
+    assert re.search(
+        r'^upstream_circuit_state\{address="127\.0\.0\.1:\d+",service="orders",'
+        r'upstream="products"\} 2\.0$',
+        metrics,
+        re.MULTILINE,
+    )
     assert await orders.orders() == 0
     assert await orders.outbox() == 0
     await products.start()

@@ -7,14 +7,17 @@ import uuid
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import select
 
 from mercato.messaging import Envelope, Outbox
 from mercato.messaging.tables import outbox
+from mercato.orders.funnel import STATUSES, OrderFunnel
 from mercato.orders.saga import confirm_order, reject_order
 from mercato.products.contracts import ReservedLine, StockRejected, StockReserved
 from support.auth import admin_headers, auth_headers
 from support.messaging import drain
+from support.metrics import metric_value
 from support.orders import OrdersHarness, ProductsStub
 
 pytestmark = pytest.mark.anyio
@@ -163,3 +166,49 @@ async def test_order_placed_carries_the_lines_the_total_and_the_request_id(
         "total": "10.00",
         "currency": "USD",
     }
+
+
+def funnel(metrics: str) -> dict[str, float]:
+    return {s: metric_value(metrics, "orders_total", status=s) for s in STATUSES}
+
+
+async def reply(orders: OrdersHarness, data: StockReserved | StockRejected) -> None:
+    """Products' reply, as the broker carries it to the orders consumer."""
+    async with orders.database.unit_of_work() as uow:
+        await Outbox("products").publish(uow, data, key=data.order_id)
+        await uow.commit()
+    await drain(orders.app)
+
+
+async def test_the_orders_funnel_counts_each_order_once_its_move_committed(
+    orders: OrdersHarness, products: ProductsStub
+) -> None:
+    assert funnel((await orders.client.get("/metrics")).text) == dict.fromkeys(STATUSES, 0)
+    confirmed, rejected_id = await place(orders, products), await place(orders, products)
+    lines = [ReservedLine(product_id="p", quantity=2)]
+    await reply(orders, StockReserved(order_id=confirmed, items=lines))
+    await reply(orders, StockReserved(order_id=confirmed, items=lines))  # repeated: no move
+    await reply(orders, StockRejected(order_id=rejected_id, reason="not enough stock"))
+    cancel = await orders.client.post(f"/orders/{confirmed}/cancel", headers=ALICE)
+    assert cancel.status_code == 200
+    again = await orders.client.post(f"/orders/{rejected_id}/cancel", headers=ALICE)
+    assert again.status_code == 409
+    unknown = {"items": [{"product_id": str(uuid.uuid4()), "quantity": 1}]}
+    assert (await orders.client.post("/orders", json=unknown, headers=ALICE)).status_code == 422
+
+    counted = funnel((await orders.client.get("/metrics")).text)
+    assert counted == {"placed": 2, "confirmed": 1, "rejected": 1, "cancelled": 1}
+
+
+async def test_the_funnel_counts_nothing_for_a_transaction_rolled_back(
+    orders: OrdersHarness,
+) -> None:
+    registry, counting = CollectorRegistry(), OrderFunnel()
+    counting.bind(registry)
+    async with orders.database.unit_of_work() as uow:
+        counting.count_on_commit(uow, "placed")  # left without commit: rolled back
+    async with orders.database.unit_of_work() as uow:
+        counting.count_on_commit(uow, "confirmed")
+        await uow.commit()
+    counted = funnel(generate_latest(registry).decode())
+    assert counted == {"placed": 0, "confirmed": 1, "rejected": 0, "cancelled": 0}

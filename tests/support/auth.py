@@ -147,22 +147,25 @@ async def app_client(
         yield http
 
 
-def hmac_with_public_key_token(claim_values: dict[str, Any] | None = None) -> str:
-    """The algorithm-confusion forgery: HS256 keyed with the test key's *public* PEM."""
+def hmac_with_public_key_token(
+    claim_values: dict[str, Any] | None = None, *, key: SigningKey = TEST_KEY
+) -> str:
+    """The algorithm-confusion forgery: HS256 keyed with ``key``'s *public* PEM (default:
+    the test key's)."""
     import base64
     import hashlib
     import hmac
 
     from cryptography.hazmat.primitives import serialization
 
-    public_pem = TEST_KEY.private_key.public_key().public_bytes(
+    public_pem = key.private_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
     def part(value: bytes) -> bytes:
         return base64.urlsafe_b64encode(value).rstrip(b"=")
 
-    header = part(json.dumps({"alg": "HS256", "typ": TOKEN_TYPE, "kid": TEST_KEY.kid}).encode())
+    header = part(json.dumps({"alg": "HS256", "typ": TOKEN_TYPE, "kid": key.kid}).encode())
     payload = part(json.dumps(claim_values or claims()).encode())
     signature = hmac.new(public_pem, header + b"." + payload, hashlib.sha256).digest()
     return b".".join([header, payload, part(signature)]).decode()

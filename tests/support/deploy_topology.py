@@ -95,8 +95,7 @@ class Nginx:
     def render(self) -> None:
         conf = self.prefix / "conf"
         conf.mkdir(parents=True, exist_ok=True)
-        for name in ("logs", "static"):
-            (self.prefix / name).mkdir(exist_ok=True)
+        (self.prefix / "logs").mkdir(exist_ok=True)
         for source in NGINX_DIR.glob("*.conf"):
             text = source.read_text()
             if LISTEN_LINE in text:

@@ -33,6 +33,7 @@ from mercato.messaging import (
 from mercato.messaging.tables import dead_letters, inbox, outbox
 from mercato.platform.app import ServiceContext, create_service_app
 from mercato.platform.db import Database, UnitOfWork
+from mercato.platform.telemetry import Tracing
 from mercato.settings import ServiceName, Settings, load_settings
 
 
@@ -144,6 +145,7 @@ def producer_app(
     *,
     broker: Broker | None = None,
     groups: ConsumerGroups | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     outbox = Outbox(service)
     return create_service_app(
@@ -153,6 +155,7 @@ def producer_app(
         routers=[producer_router(outbox)],
         migrations=[MESSAGING_MIGRATIONS],
         hooks=[messaging_hook(outbox, shared=SharedMessaging(groups or {}, broker))],
+        tracing=tracing,
     )
 
 
@@ -162,6 +165,7 @@ def consumer_app(
     service: ServiceName = "products",
     *,
     broker: Broker | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     outbox = Outbox(service)
     handlers = consumer_handlers(behaviour, outbox, service)
@@ -172,6 +176,7 @@ def consumer_app(
         routers=[producer_router(outbox)],
         migrations=[MESSAGING_MIGRATIONS],
         hooks=[effects_hook(), messaging_hook(outbox, handlers, SharedMessaging(broker=broker))],
+        tracing=tracing,
     )
 
 

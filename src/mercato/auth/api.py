@@ -119,7 +119,12 @@ async def logout(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/password/forgot", status_code=status.HTTP_202_ACCEPTED, responses=FORGOT_ANSWERS)
+@router.post(
+    "/password/forgot",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_class=Response,  # no body: the schema documents none
+    responses=FORGOT_ANSWERS,
+)
 async def forgot_password(
     body: ForgotPasswordRequest, context: Context, auth: Auth, client: ClientAddress
 ) -> Response:

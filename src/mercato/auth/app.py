@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import get_args
 
 import structlog
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from mercato.auth.api import router
 from mercato.auth.mail import ResetMails
-from mercato.auth.service import Accounts, AuthService
+from mercato.auth.service import Accounts, AuthService, LoginOutcome
 from mercato.messaging import (
     MESSAGING_MIGRATIONS,
     Outbox,
@@ -25,6 +27,7 @@ from mercato.platform.app import (
 )
 from mercato.platform.mail import Mailer, mailer_from_settings
 from mercato.platform.migrations import MigrationHistory, upgrade
+from mercato.platform.observability import MetricFactory, rate_limit_refusals
 from mercato.platform.security.passwords import PasswordHasher
 from mercato.platform.security.ratelimit import RateLimiter
 from mercato.platform.security.tokens import (
@@ -33,6 +36,7 @@ from mercato.platform.security.tokens import (
     token_issuer,
     token_verifier,
 )
+from mercato.platform.telemetry import Tracing
 from mercato.settings import Settings, load_settings
 
 log = structlog.stdlib.get_logger("mercato.auth")
@@ -46,6 +50,19 @@ def password_hasher(settings: Settings) -> PasswordHasher:
         memory_cost=settings.argon2_memory_cost,
         parallelism=settings.argon2_parallelism,
     )
+
+
+def login_attempts(registry: CollectorRegistry) -> Callable[[LoginOutcome], None]:
+    """What counts ``auth_login_attempts_total{outcome}`` (``/auth/login`` and
+    ``/auth/token``); every outcome's series exists from the start, at 0."""
+    attempts = MetricFactory(registry).counter(
+        "auth_login_attempts_total",
+        "Logins by outcome: success, failure (bad credentials), rate_limited (429).",
+        ["outcome"],
+    )
+    for outcome in get_args(LoginOutcome):
+        attempts.labels(outcome)
+    return lambda outcome: attempts.labels(outcome).inc()
 
 
 def build_auth_service(
@@ -64,7 +81,9 @@ def build_auth_service(
             settings.redis_url,
             prefix=settings.rate_limit_prefix,
             fail_closed=settings.rate_limit_fail_closed,
+            on_refused=rate_limit_refusals(context.registry, context.service),
         ),
+        login_attempts=login_attempts(context.registry),
         outbox=outbox,
         mails=ResetMails(mailer),
     )
@@ -116,9 +135,10 @@ def create_app(
     *,
     shared: SharedMessaging | None = None,
     mailer: Mailer | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
-    """The auth service (it consumes nothing); ``shared``: what it shares with the
-    deployment's other services; ``mailer``: a fake a test passes."""
+    """The auth service (it consumes nothing); ``shared`` and ``tracing``: what it shares
+    with the deployment's other services; ``mailer``: a fake a test passes."""
     outbox = Outbox("auth")
     return create_service_app(
         settings or load_settings(),
@@ -131,4 +151,5 @@ def create_app(
             messaging_hook(outbox, shared=shared),
             auth_runtime(outbox, mailer),
         ],
+        tracing=tracing,
     )

@@ -25,7 +25,19 @@ CUSTOMER: Final = "customer"
 ADMIN: Final = "admin"
 DEFAULT_ROLES: Final = (CUSTOMER,)
 
+#: The rules as JSON-schema patterns (ECMA-262 and Python alike, no look-ahead, so that a
+#: schema fuzzer can generate from them): the API refuses exactly what they refuse.
+USERNAME_PATTERN: Final = rf"^[A-Za-z0-9]{{{USERNAME_MIN},{USERNAME_MAX}}}$"
+#: An upper-case letter and a digit, in either order, and no NUL (the length is separate).
+PASSWORD_PATTERN: Final = r"^[^\x00]*(?:[A-Z][^\x00]*[0-9]|[0-9][^\x00]*[A-Z])[^\x00]*$"  # noqa: S105
+PASSWORD_RULE: Final = (
+    f"{PASSWORD_MIN} to {PASSWORD_MAX} characters with at least one upper-case letter (A-Z)"
+    " and one digit (0-9), and not one of the common passwords (whatever the case)"
+)
+
 _USERNAME = re.compile(rf"[A-Za-z0-9]{{{USERNAME_MIN},{USERNAME_MAX}}}")
+_UPPER = re.compile(r"[A-Z]")
+_DIGIT = re.compile(r"[0-9]")
 
 
 def username_problem(username: str) -> str | None:
@@ -52,10 +64,10 @@ def password_problem(password: str) -> str | None:
         return f"must be at least {PASSWORD_MIN} characters"
     if len(password) > PASSWORD_MAX:
         return f"must be at most {PASSWORD_MAX} characters"
-    if not any(char.isupper() for char in password):
-        return "must contain an upper-case letter"
-    if not any(char.isdigit() for char in password):
-        return "must contain a digit"
+    if _UPPER.search(password) is None:
+        return "must contain an upper-case letter (A-Z)"
+    if _DIGIT.search(password) is None:
+        return "must contain a digit (0-9)"
     if password.lower() in common_passwords():
         return "is too common; choose another"
     return None

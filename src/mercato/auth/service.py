@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import structlog
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +25,7 @@ from mercato.messaging import Outbox
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.errors import AppError, Conflict, NotFound, Unauthorized
 from mercato.platform.security.passwords import PasswordHasher
-from mercato.platform.security.ratelimit import RateLimiter
+from mercato.platform.security.ratelimit import RateLimiter, TooManyRequests
 from mercato.platform.security.tokens import TokenIssuer
 from mercato.settings import Settings
 
@@ -35,6 +36,13 @@ BAD_CREDENTIALS = "Invalid username or password."
 BAD_REFRESH = "The refresh token is invalid, expired or revoked."
 BAD_RESET_TOKEN = "The reset link is invalid, used or expired; ask for a new one."  # noqa: S105
 WRONG_CURRENT_PASSWORD = "The current password is wrong."  # noqa: S105
+
+
+LoginOutcome = Literal["success", "failure", "rate_limited"]
+
+
+def _uncounted(_outcome: LoginOutcome) -> None:
+    """No login metrics (a service built without a registry, as in unit tests)."""
 
 
 class InvalidResetToken(AppError):
@@ -90,9 +98,9 @@ class Accounts:
         username_key, email_key = domain.username_key(data.username), domain.email_key(data.email)
         username_taken, email_taken = await users.taken(username_key, email_key)
         if username_taken:
-            raise Conflict("This username is already registered.")
+            raise Conflict("This username is already registered.", field="username")
         if email_taken:
-            raise Conflict("This e-mail address is already registered.")
+            raise Conflict("This e-mail address is already registered.", field="email")
         now = utcnow()
         user = UserRow(
             id=str(uuid.uuid4()),
@@ -164,8 +172,10 @@ class AuthService:
         outbox: Outbox,
         mails: ResetMails,
         clock: Callable[[], datetime] = utcnow,
+        login_attempts: Callable[[LoginOutcome], None] = _uncounted,
     ) -> None:
         self.settings = settings
+        self.login_attempts = login_attempts
         self.hasher = hasher
         self.issuer = issuer
         self.limiter = limiter
@@ -191,15 +201,25 @@ class AuthService:
 
     async def login(self, db: Database, username: str, password: str, *, client: str) -> TokenPair:
         """A token pair for good credentials, under both login limits (429, or 503 when the
-        limit storage is down); the same 401 for any bad credentials."""
-        await self._check_login_limits(username, client)
+        limit storage is down); the same 401 for any bad credentials. Each attempt that got
+        an answer about the credentials or the limit is counted by ``login_attempts``."""
+        try:
+            await self._check_login_limits(username, client)
+        except TooManyRequests:
+            self.login_attempts("rate_limited")
+            raise
         # The slow password check runs in a read-only unit of work, so that it holds no
         # write lock (SQLite); only the new session is written.
         async with db.unit_of_work(read_only=True) as uow:
-            who = await self._authenticate(uow, username, password, client=client)
+            try:
+                who = await self._authenticate(uow, username, password, client=client)
+            except Unauthorized:
+                self.login_attempts("failure")
+                raise
         async with db.unit_of_work() as uow:
             pair = await self._start_session(uow, who, client=client)
             await uow.commit()
+        self.login_attempts("success")
         return pair
 
     async def _check_login_limits(self, username: str, client: str) -> None:
@@ -216,20 +236,20 @@ class AuthService:
         """The login limits, for any check of a password: ``RATE_LIMIT_LOGIN`` per
         ``subject`` and client, ``RATE_LIMIT_LOGIN_ADDRESS`` per client."""
         await self._check_limits(
-            (self.settings.rate_limit_login_address, ("login-address", client)),
-            (self.settings.rate_limit_login, (*subject, client)),
+            ("login_address", self.settings.rate_limit_login_address, ("login-address", client)),
+            ("login", self.settings.rate_limit_login, (*subject, client)),
             refusal=refusal,
             client=client,
             **who,
         )
 
     async def _check_limits(
-        self, *limits: tuple[str, tuple[str, ...]], refusal: str, **who: str | None
+        self, *limits: tuple[str, str, tuple[str, ...]], refusal: str, **who: str | None
     ) -> None:
-        """Count one attempt against each ``(limit, key parts)``; 429 (or 503 when the limit
-        storage is down) with ``refusal`` past any, logged with ``who``."""
-        for limit, parts in limits:
-            result = await self.limiter.hit(limit, *parts)
+        """Count one attempt against each ``(name, limit, key parts)``; 429 (or 503 when the
+        limit storage is down) with ``refusal`` past any, logged with ``who``."""
+        for name, limit, parts in limits:
+            result = await self.limiter.hit(limit, *parts, name=name)
             if not result.allowed:
                 security_log.warning(
                     "security.rate_limited",
@@ -434,8 +454,12 @@ class AuthService:
         """The client's reset limit, and the per-address one for each of ``per_subject``."""
         settings = self.settings
         await self._check_limits(
-            (settings.rate_limit_password_reset_address, ("password-reset-address", client)),
-            *((settings.rate_limit_password_reset, parts) for parts in per_subject),
+            (
+                "password_reset_address",
+                settings.rate_limit_password_reset_address,
+                ("password-reset-address", client),
+            ),
+            *(("password_reset", settings.rate_limit_password_reset, p) for p in per_subject),
             refusal="Too many password-reset requests; try again later.",
             client=client,
         )

@@ -29,8 +29,10 @@ from mercato.gateway.proxy import API_PREFIX, Guard, ServiceProxy
 from mercato.gateway.upstreams import build_upstreams, route_table
 from mercato.platform.app import ServiceContext, create_service_app
 from mercato.platform.net import TrustedProxies
+from mercato.platform.observability import rate_limit_refusals
 from mercato.platform.security.ratelimit import RateLimiter, Strategy
 from mercato.platform.security.tokens import token_verifier
+from mercato.platform.telemetry import Tracing
 from mercato.settings import Settings, load_settings
 from mercato.storefront.app import install_storefront, open_storefront
 
@@ -52,7 +54,8 @@ class GatewayRuntime:
     aggregator: OpenAPIAggregator | None = None
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, tracing: Tracing | None = None) -> FastAPI:
+    """The gateway; ``tracing``: the process's, when it runs beside other services."""
     settings = settings or load_settings()
     runtime = GatewayRuntime()
     trusted = TrustedProxies(settings.trusted_proxies)
@@ -61,7 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def run_gateway(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
         metrics = GatewayMetrics(context.registry)
         async with AsyncExitStack() as stack:
-            upstreams = build_upstreams(route_table(settings), settings)
+            upstreams = build_upstreams(
+                route_table(settings), settings, trace_configs=context.tracing.http_trace_configs()
+            )
             for upstream in upstreams.values():
                 stack.push_async_callback(upstream.close)
             metrics.track(
@@ -69,8 +74,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 for upstream in upstreams.values()
                 for instance in upstream.instances
             )
+            context.before_scrape.append(metrics.refresh_breakers)
             guards: list[Guard] = []
-            verifier = token_verifier(settings) if settings.auth_offload else None
+            verifier = (
+                token_verifier(settings, trace_configs=context.tracing.http_trace_configs())
+                if settings.auth_offload
+                else None
+            )
             if verifier is not None:
                 stack.push_async_callback(verifier.close)
             limiter = None
@@ -80,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     prefix=settings.rate_limit_prefix,
                     strategy=RATE_LIMIT_STRATEGY,
                     fail_closed=settings.rate_limit_fail_closed,
+                    on_refused=rate_limit_refusals(context.registry, "gateway"),
                 )
                 stack.push_async_callback(limiter.close)
                 if limiter.shared:
@@ -129,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         uses_database=False,
         own_openapi=False,  # /openapi.json and /docs are the merged API's (see _add_docs)
         believe_internal_proxies=False,  # the front door: no gateway in front of it
+        tracing=tracing,
         inner_middleware=[
             # Inside the request-id middleware: a preflight or a refused host gets an id.
             Middleware(CorsMiddleware, options=cors_options(settings)),

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+import structlog
 from starlette.types import Scope
 
 from mercato.gateway.proxy import Headers
@@ -30,6 +31,8 @@ from mercato.platform.security.tokens import (
     Principal,
     TokenVerifier,
 )
+
+security_log = structlog.stdlib.get_logger("mercato.security")
 
 _AUTHORIZATION: Final = b"authorization"
 _BEARER: Final = b"bearer "
@@ -104,11 +107,15 @@ class AccessGuard:
         if principal is None:
             result = await self._per_address(scope, service, self.limiter)
         else:
-            result = await self.limiter.hit(self.user_limit, "gateway", "user", principal.user_id)
+            result = await self.limiter.hit(
+                self.user_limit, "gateway", "user", principal.user_id, name="user"
+            )
             route_limit = self.route_limits.get(service)
             if route_limit is not None and result.allowed:
                 address = self.trusted.client_address(scope)
-                per_route = await self.limiter.hit(route_limit, "gateway", service, address)
+                per_route = await self.limiter.hit(
+                    route_limit, "gateway", service, address, name=service
+                )
                 if not per_route.allowed or per_route.remaining < result.remaining:
                     result = per_route
         result.raise_for_refusal()
@@ -120,8 +127,8 @@ class AccessGuard:
         address = self.trusted.client_address(scope)
         route_limit = self.route_limits.get(service)
         if route_limit is None:
-            return await limiter.hit(self.api_limit, "gateway", "api", address)
-        return await limiter.hit(route_limit, "gateway", service, address)
+            return await limiter.hit(self.api_limit, "gateway", "api", address, name="api")
+        return await limiter.hit(route_limit, "gateway", service, address, name=service)
 
     async def _principal(self, scope: Scope) -> Principal | None:
         assert self.verifier is not None
@@ -134,7 +141,16 @@ class AccessGuard:
         try:
             principal = await self.verifier.verify(token)
         except InvalidToken as exc:
-            raise InvalidAccessToken("The access token is not valid.", reason=exc.reason) from None
+            # The reason is for the log only, as in every service: told to the client, it
+            # would guide a forger ("expired" means the signature passed).
+            security_log.warning(
+                "security.bad_token",
+                outcome="refused",
+                reason=exc.reason,
+                client=self.trusted.client_address(scope),
+                path=scope["path"],
+            )
+            raise InvalidAccessToken("The access token is not valid.") from None
         except KeysUnavailable:
             raise ServiceUnavailable(
                 "Access tokens cannot be checked right now; try again shortly."

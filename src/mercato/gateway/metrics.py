@@ -6,19 +6,16 @@ increment per metric.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
-from mercato.platform.observability import MetricFactory
+from mercato.platform.observability import BreakerStates, MetricFactory
 from mercato.platform.resilience import CircuitBreaker
 
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
         new = MetricFactory(registry)
         self._requests = new.counter(
             "gateway_upstream_requests_total",
@@ -37,9 +34,10 @@ class GatewayMetrics:
         )
         self._refused = new.counter(
             "gateway_refused_total",
-            "Requests the gateway answered itself: unauthorized, rate_limited, too_large.",
+            "Requests the gateway answered itself, by problem (unauthorized, rate-limited...).",
             ["reason"],
         )
+        self._breakers = BreakerStates(registry, "gateway")
         self._request_children: dict[tuple[str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
 
@@ -61,24 +59,12 @@ class GatewayMetrics:
         self._refused.labels(reason).inc()
 
     def track(self, breakers: Iterable[CircuitBreaker]) -> None:
-        """Publish the state of ``breakers`` as ``gateway_circuit_breaker_state``."""
-        self._registry.register(BreakerStates(list(breakers)))
+        """Publish the state of ``breakers`` (named ``upstream@host:port``) as
+        ``upstream_circuit_state{service="gateway",upstream,address}``."""
+        for breaker in breakers:
+            upstream, _, address = breaker.name.partition("@")
+            self._breakers.track(upstream, address, breaker)
 
-
-class BreakerStates(Collector):
-    """``gateway_circuit_breaker_state{upstream,instance}``, read at scrape time: an open
-    breaker whose timeout has passed shows half-open even if no call has come since."""
-
-    def __init__(self, breakers: list[CircuitBreaker]) -> None:
-        self.breakers = breakers
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "gateway_circuit_breaker_state",
-            "Circuit breaker of each upstream instance: 0 closed, 1 half-open, 2 open.",
-            labels=["upstream", "instance"],
-        )
-        for breaker in self.breakers:
-            upstream, _, instance = breaker.name.partition("@")
-            family.add_metric([upstream, instance], breaker.state_code)
-        yield family
+    def refresh_breakers(self) -> None:
+        """Before a scrape: breakers past their reset timeout show half-open."""
+        self._breakers.refresh()

@@ -6,7 +6,8 @@ two services define differently is renamed ``<Service><Name>`` in the second. To
 security schemes are moved under ``/api/v1`` too, so the "Authorize" button of ``/docs``
 talks to the auth service through the gateway. Each service's last good schema is kept, so a
 service that is down leaves its paths in place (and is named in ``x-unavailable`` until it
-has answered once).
+has answered once). Every operation also lists what the gateway itself may answer (429,
+502, 503, 504).
 
 ``/docs`` is Swagger UI from ``static/swagger/`` (no CDN, no inline script: the page obeys
 the gateway's Content-Security-Policy).
@@ -31,11 +32,33 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from mercato.gateway.upstreams import Upstream
+from mercato.platform.openapi import add_answers, operations
 
 log = structlog.stdlib.get_logger("mercato.gateway.openapi")
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 API_PREFIX: Final = "/api/v1"
+
+
+def _header(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+#: What the gateway itself may answer to any operation it routes.
+GATEWAY_ANSWERS: Final[dict[str, dict[str, Any]]] = {
+    "429": {
+        "description": "Too many requests (the gateway's limits, per client and per user).",
+        "headers": {
+            "Retry-After": _header("Seconds to wait."),
+            "RateLimit-Limit": _header("Requests allowed in the window."),
+            "RateLimit-Remaining": _header("Requests left in the window."),
+            "RateLimit-Reset": _header("Seconds until the window resets."),
+        },
+    },
+    "502": {"description": "The service did not answer."},
+    "503": {"description": "The service, or a dependency of it, is unavailable."},
+    "504": {"description": "The service answered too slowly."},
+}
 
 
 def _prefixed_token_url(url: str) -> str:
@@ -50,6 +73,8 @@ def service_part(service: str, document: Mapping[str, Any]) -> dict[str, Any]:
         for path, item in document.get("paths", {}).items()
         if path == own or path.startswith(own + "/")
     }
+    for operation in operations({"paths": paths}):
+        add_answers(operation, GATEWAY_ANSWERS)
     components = dict(document.get("components", {}))
     schemes = components.get("securitySchemes", {})
     for scheme in schemes.values():

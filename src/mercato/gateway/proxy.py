@@ -40,6 +40,7 @@ from mercato.platform.errors import AppError, error_problem, problem
 from mercato.platform.net import TrustedProxies
 from mercato.platform.observability import ProbeFailed
 from mercato.platform.resilience import CircuitOpenError, Permit
+from mercato.platform.tracing import name_server_span
 
 log = structlog.stdlib.get_logger("mercato.gateway")
 
@@ -198,7 +199,8 @@ class ServiceProxy:
                 scope, receive, send
             )
             return
-        scope["route"] = self._labels[service]
+        scope["route"] = label = self._labels[service]
+        name_server_span(scope["method"], label.path)
         self.in_flight += 1
         self._idle.clear()
         try:
@@ -324,9 +326,7 @@ class ServiceProxy:
     async def _relay(
         self, send: Send, response: aiohttp.ClientResponse, extra: Headers, head_sent: list[bool]
     ) -> None:
-        headers = _response_headers(response.raw_headers, self._internal)
-        if extra:
-            headers.extend(extra)
+        headers = with_guard_headers(_response_headers(response.raw_headers, self._internal), extra)
         start = {"type": "http.response.start", "status": response.status, "headers": headers}
         length = response.content_length
         if length is not None and length <= _BUFFER_LIMIT:
@@ -498,6 +498,30 @@ def _response_headers(raw: tuple[tuple[bytes, bytes], ...], internal: frozenset[
 
 
 _LOCATIONS: Final = frozenset({b"location", b"content-location"})
+_RATE_LIMIT: Final = frozenset({b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset"})
+
+
+def with_guard_headers(own: Headers, extra: Headers) -> Headers:
+    """An upstream's answer headers ``own`` plus the guards' ``extra``, with one set of
+    ``RateLimit-*``: the tighter limit's (fewer remaining). A service keeps limits of its own
+    (a login's), and two values in one header (``RateLimit-Remaining: 0, 9``) tell a client
+    nothing."""
+    theirs, ours = _remaining(own), _remaining(extra)
+    if theirs is None:
+        return [*own, *extra]
+    if ours is None or theirs <= ours:
+        return [*own, *((k, v) for k, v in extra if k.lower() not in _RATE_LIMIT)]
+    return [*((k, v) for k, v in own if k.lower() not in _RATE_LIMIT), *extra]
+
+
+def _remaining(headers: Headers) -> int | None:
+    for name, value in headers:
+        if name.lower() == b"ratelimit-remaining":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def public_location(value: bytes, internal: frozenset[str]) -> bytes:

@@ -10,7 +10,7 @@ when every instance of a service is open the gateway answers 503 at once.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -55,6 +55,7 @@ class Upstream:
         timeout: aiohttp.ClientTimeout,
         failure_threshold: int,
         reset_timeout: float,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
     ) -> None:
         self.name = name
         self.instances = [
@@ -84,6 +85,7 @@ class Upstream:
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             cookie_jar=aiohttp.DummyCookieJar(),
             raise_for_status=False,
+            trace_configs=list(trace_configs) or None,  # client spans, when tracing is on
         )
 
     def choose(self, exclude: Instance | None = None) -> tuple[Instance, Permit]:
@@ -109,7 +111,12 @@ class Upstream:
         await self.session.close()
 
 
-def build_upstreams(table: Mapping[str, list[str]], settings: Settings) -> dict[str, Upstream]:
+def build_upstreams(
+    table: Mapping[str, list[str]],
+    settings: Settings,
+    *,
+    trace_configs: Sequence[aiohttp.TraceConfig] = (),
+) -> dict[str, Upstream]:
     timeout = aiohttp.ClientTimeout(
         total=None,
         sock_connect=settings.upstream_connect_timeout,
@@ -123,6 +130,7 @@ def build_upstreams(table: Mapping[str, list[str]], settings: Settings) -> dict[
             timeout=timeout,
             failure_threshold=settings.upstream_fail_threshold,
             reset_timeout=settings.upstream_fail_timeout,
+            trace_configs=trace_configs,
         )
         for name, urls in table.items()
     }

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
+from opentelemetry.trace import Tracer
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -46,8 +47,10 @@ from mercato.messaging.envelope import (
 from mercato.messaging.events import EventData
 from mercato.messaging.metrics import MessagingMetrics
 from mercato.messaging.tables import dead_letters, inbox
+from mercato.messaging.tracing import failed, processing
 from mercato.messaging.transient import is_transient
 from mercato.platform.db import Database, UnitOfWork
+from mercato.platform.error_reporting import ErrorReporter
 from mercato.platform.logging import get_logger
 from mercato.platform.middleware import request_id_var
 from mercato.platform.shutdown import pause
@@ -132,9 +135,15 @@ class Consumer:
         retry_backoff_max: float = 30.0,
         pause_backoff_max: float = PAUSE_BACKOFF_MAX,
         prefetch: int = 16,
+        tracer: Tracer | None = None,
+        errors: ErrorReporter | None = None,
     ) -> None:
         self.handlers, self.database, self.broker = handlers, database, broker
         self.service, self.metrics = service, metrics
+        #: A consumer span per delivery (None: tracing off).
+        self.tracer = tracer
+        #: Told of every handler failure that is retried or dead-lettered (None: off).
+        self.errors = errors
         self.max_attempts = max_attempts
         self.retry_backoff, self.retry_backoff_max = retry_backoff, retry_backoff_max
         self.pause_backoff_max = pause_backoff_max
@@ -211,12 +220,15 @@ class Consumer:
         trace_token = traceparent_var.set(raw.traceparent)
         started = time.perf_counter()
         try:
-            with structlog.contextvars.bound_contextvars(
-                request_id=raw.request_id,
-                traceparent=raw.traceparent,
-                event_id=raw.id,
-                event_type=raw.type,
-                consumer=self.group,
+            with (
+                processing(self.tracer, raw, self.group, self.broker.name, delivery.attempt),
+                structlog.contextvars.bound_contextvars(
+                    request_id=raw.request_id,
+                    traceparent=raw.traceparent,
+                    event_id=raw.id,
+                    event_type=raw.type,
+                    consumer=self.group,
+                ),
             ):
                 await self._handle_typed(delivery, envelope, route)
         finally:
@@ -354,7 +366,19 @@ class Consumer:
 
     async def _failed(self, delivery: Delivery, envelope: Envelope[Any], exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {exc}"
-        if delivery.attempt >= self.max_attempts:
+        giving_up = delivery.attempt >= self.max_attempts
+        failed(exc)
+        if self.errors is not None:
+            self.errors.capture(
+                exc,
+                level="error" if giving_up else "warning",
+                event_type=envelope.type,
+                event_id=envelope.id,
+                consumer=self.group,
+                attempt=delivery.attempt,
+                outcome="dead_letter" if giving_up else "retry",
+            )
+        if giving_up:
             log.error("handler failed; dead-lettering", attempt=delivery.attempt, error=reason)
             raw = RawEnvelope.model_validate_json(delivery.body)
             await self._dead_letter(delivery, raw, reason)
@@ -383,7 +407,11 @@ class Consumer:
         await delivery.dead_letter(reason)
         log.warning("event dead-lettered", event_type=event_type, reason=reason)
         if self.metrics is not None:
-            self.metrics.dead_lettered.labels(self.service, self.group, event_type).inc()
+            # A type no handler knows came from outside the deployment's code: one label
+            # for all of them, so a stray publisher cannot mint label values.
+            known = raw is None or self.handlers.route(event_type) is not None
+            label = event_type if known else "<unhandled>"
+            self.metrics.dead_lettered.labels(self.service, self.group, label).inc()
 
     async def _record_dead_letter(
         self, delivery: Delivery, raw: RawEnvelope | None, reason: str

@@ -16,13 +16,18 @@ _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, MessagingMetrics] = (
 class MessagingMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         new = MetricFactory(registry)
+        # Every worker of a service samples the same outbox table: the largest sample counts.
         self.outbox_backlog = new.gauge(
-            "messaging_outbox_backlog", "Outbox rows committed but not yet sent.", ["service"]
+            "messaging_outbox_backlog",
+            "Outbox rows committed but not yet sent.",
+            ["service"],
+            multiprocess_mode="livemax",
         )
         self.outbox_oldest_age = new.gauge(
             "messaging_outbox_oldest_age_seconds",
             "Age of the oldest unsent outbox row (0 when none).",
             ["service"],
+            multiprocess_mode="livemax",
         )
         self.published = new.counter(
             "messaging_events_published_total",
@@ -54,6 +59,14 @@ class MessagingMetrics:
             "1 while a consumer group waits for an unavailable dependency (database, cache, "
             "broker, upstream): its messages wait, none is dead-lettered.",
             ["service", "consumer"],
+            multiprocess_mode="livemax",
+        )
+        self.consumer_lag = new.gauge(
+            "messaging_consumer_lag",
+            "Messages of a consumer group's queue not yet settled (waiting, retrying or in "
+            "flight), sampled every MESSAGING_LAG_INTERVAL seconds.",
+            ["service", "queue"],
+            multiprocess_mode="livemax",
         )
         self.handler_latency = new.histogram(
             "messaging_handler_duration_seconds",

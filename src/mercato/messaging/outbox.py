@@ -20,17 +20,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, cast
 
+from opentelemetry.trace import Tracer
 from sqlalchemy import delete, func, insert, select, update
 
 from mercato.messaging.brokers import Broker, BrokerUnavailable, OutgoingMessage, Settled
-from mercato.messaging.envelope import Envelope, traceparent_var
+from mercato.messaging.envelope import Envelope
 from mercato.messaging.events import EventData
 from mercato.messaging.metrics import MessagingMetrics
 from mercato.messaging.tables import inbox, outbox
+from mercato.messaging.tracing import MESSAGE_ID, creating, sending
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.logging import get_logger
 from mercato.platform.middleware import request_id_var
 from mercato.platform.shutdown import bounded, pause, time_left, wait_ended
+from mercato.platform.tracing import current_traceparent
 
 log = get_logger("mercato.messaging.outbox")
 
@@ -51,16 +54,22 @@ class Outbox:
         """Announce ``event`` with the transaction of ``uow``: it is sent after
         ``uow.commit()`` and never if the transaction rolls back. ``key`` keeps one
         aggregate's events in order (Kafka partition). Returns the envelope, with
-        ``source`` and ``request_id`` filled."""
+        ``source``, ``request_id`` and ``traceparent`` (with tracing on, its create span's)
+        filled."""
         envelope_type: type[Envelope[Any]] = cast(Any, Envelope)[type(event)]
-        envelope = envelope_type(
-            type=event.event_type,
-            source=self.source,
-            request_id=request_id_var.get(),
-            traceparent=traceparent_var.get(),
-            data=event,
-        )
-        await uow.session.execute(insert(outbox).values(**_row(envelope, key)))
+        relay = self.relay
+        tracer = relay.tracer if relay is not None else None
+        with creating(tracer, event.event_type, relay.broker.name if relay else "") as span:
+            envelope = envelope_type(
+                type=event.event_type,
+                source=self.source,
+                request_id=request_id_var.get(),
+                traceparent=current_traceparent(),
+                data=event,
+            )
+            if span is not None:
+                span.set_attribute(MESSAGE_ID, envelope.id)
+            await uow.session.execute(insert(outbox).values(**_row(envelope, key)))
         uow.after_commit(self._wake_relay)
         return envelope
 
@@ -139,9 +148,12 @@ class OutboxRelay:
         retention: float = 7 * 86_400.0,
         inbox_retention: float = 30 * 86_400.0,
         max_backoff: float = 5.0,
+        tracer: Tracer | None = None,
     ) -> None:
         self.database, self.broker, self.service = database, broker, service
         self.metrics = metrics
+        #: Spans of what it sends, and of what its outbox publishes (None: tracing off).
+        self.tracer = tracer
         self.batch_size, self.poll_interval = batch_size, poll_interval
         self.retention, self.max_backoff = retention, max_backoff
         self.inbox_retention = inbox_retention
@@ -317,7 +329,8 @@ class OutboxRelay:
 
     async def _publish(self, messages: Sequence[OutgoingMessage]) -> None:
         try:
-            await self.broker.publish(messages, self.sent_when.on_settled)
+            with sending(self.tracer, messages, self.broker.name):
+                await self.broker.publish(messages, self.sent_when.on_settled)
         except BrokerUnavailable:
             raise
         except Exception as exc:  # any client error means "not confirmed"

@@ -26,9 +26,11 @@ from mercato.platform.app import ServiceContext
 from mercato.platform.logging import get_logger
 from mercato.platform.migrations import MigrationHistory
 from mercato.platform.settings import SharedSettings
-from mercato.platform.shutdown import time_left
+from mercato.platform.shutdown import pause, time_left, wait_ended
 
 log = get_logger("mercato.messaging")
+#: The instrumentation scope of the event spans.
+TRACER = "mercato.messaging"
 
 #: The last send of the outbox gets at least this long, even when the consumers took all of
 #: GRACEFUL_TIMEOUT (what it does not send is sent by the next start).
@@ -133,6 +135,28 @@ class MessagingRuntime:
             backlog += await consumer.pending()
         return backlog
 
+    async def sample_lag(self, metrics: MessagingMetrics) -> None:
+        """Set ``messaging_consumer_lag`` of each group to what its queue holds unsettled
+        (the memory broker's queue, RabbitMQ's message counts, Kafka's end offsets minus
+        the committed ones); a group the broker cannot tell about keeps its last sample."""
+        for consumer in self.consumers:
+            try:
+                lag = await consumer.pending()
+            except Exception as exc:  # the broker is away: the paused gauge says so
+                log.debug(
+                    "consumer lag not sampled", group=consumer.group, error=type(exc).__name__
+                )
+                continue
+            metrics.consumer_lag.labels(self.service, consumer.group).set(lag)
+
+    async def sample_lag_until(
+        self, stop: asyncio.Event, metrics: MessagingMetrics, interval: float
+    ) -> None:
+        """:meth:`sample_lag` every ``interval`` seconds until ``stop`` is set."""
+        while not stop.is_set():
+            await self.sample_lag(metrics)
+            await pause(interval, stop)
+
 
 def build_consumer(context: ServiceContext, handlers: Handlers, broker: Broker) -> Consumer:
     """The one way a service's consumer group is built: the settings' attempts, backoffs
@@ -149,6 +173,8 @@ def build_consumer(context: ServiceContext, handlers: Handlers, broker: Broker) 
         retry_backoff_max=settings.messaging_retry_backoff_max,
         pause_backoff_max=min(settings.messaging_retry_backoff_max, PAUSE_BACKOFF_MAX),
         prefetch=settings.messaging_prefetch,
+        tracer=context.tracing.tracer(TRACER),
+        errors=context.errors,
     )
 
 
@@ -178,14 +204,21 @@ async def run_messaging(
         poll_interval=settings.outbox_poll_interval,
         retention=settings.outbox_retention,
         inbox_retention=settings.inbox_retention,
+        tracer=context.tracing.tracer(TRACER),
     )
     consumer = None if handlers is None else build_consumer(context, handlers, broker)
     runtime = MessagingRuntime(service, broker, relay, outbox, consumer)
+    stop_sampling = asyncio.Event()
+    sampling: asyncio.Task[None] | None = None
     try:
         if consumer is not None:
             await consumer.start()
         outbox.relay = relay  # a commit that published wakes it
         await relay.start()
+        sampling = asyncio.create_task(
+            runtime.sample_lag_until(stop_sampling, metrics, settings.messaging_lag_interval),
+            name=f"consumer-lag-{service}",
+        )
         log.info(
             "messaging started",
             service=service,
@@ -197,6 +230,9 @@ async def run_messaging(
         # Drain: stop taking messages, finish those in flight, flush the outbox, disconnect;
         # the first two share GRACEFUL_TIMEOUT, and every step is bounded.
         deadline = asyncio.get_running_loop().time() + settings.graceful_timeout
+        stop_sampling.set()
+        if sampling is not None:
+            await wait_ended([sampling], within=1.0, what=f"sampling the {service} consumer lag")
         if consumer is not None:
             await consumer.stop(settings.graceful_timeout)
         outbox.relay = None

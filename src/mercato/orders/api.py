@@ -8,10 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 
 from mercato.orders.dependencies import IdempotencyKey, Orders
+from mercato.orders.domain import OrderStatus
 from mercato.orders.schemas import OrderOut, OrderPage, PlaceOrder
 from mercato.platform.errors import Forbidden
 from mercato.platform.http import public_url
-from mercato.platform.schemas import NUL_FREE
+from mercato.platform.schemas import MAX_OFFSET, NUL_FREE
 from mercato.platform.security.dependencies import CurrentUser
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -71,13 +72,17 @@ async def list_orders(
     user: CurrentUser,
     orders: Orders,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     everyone: Annotated[bool, Query(alias="all", description="admin: every user's")] = False,
+    status: Annotated[
+        OrderStatus | None, Query(description="only the orders in this status")
+    ] = None,
 ) -> OrderPage:
-    """The caller's orders, newest first (an admin passes ``all=true`` for everyone's)."""
+    """The caller's orders, newest first (an admin passes ``all=true`` for everyone's),
+    optionally only those in one ``status``."""
     if everyone and not user.is_admin:
         raise Forbidden("Only an administrator may list every user's orders.")
-    return await orders.page(user, everyone=everyone, limit=limit, offset=offset)
+    return await orders.page(user, everyone=everyone, status=status, limit=limit, offset=offset)
 
 
 @router.get(

@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import structlog
 from fastapi import FastAPI
-from prometheus_client import Gauge
 
 from mercato.auth.contracts import UserRegistered
 from mercato.messaging import (
@@ -24,6 +24,7 @@ from mercato.messaging import (
 from mercato.orders.api import router
 from mercato.orders.catalogue import Catalogue, ProductsCatalogue
 from mercato.orders.contracts import OrderConfirmed, OrderRejected
+from mercato.orders.funnel import OrderFunnel
 from mercato.orders.idempotency import IdempotencyPolicy
 from mercato.orders.notifications import MailSender, notification_handlers
 from mercato.orders.saga import saga_handlers
@@ -36,8 +37,10 @@ from mercato.platform.http import (
 )
 from mercato.platform.mail import Mailer, mailer_from_settings
 from mercato.platform.migrations import MigrationHistory
+from mercato.platform.observability import BreakerStates
 from mercato.platform.resilience import BreakerState, CircuitBreaker
 from mercato.platform.shutdown import pause, time_left, wait_ended
+from mercato.platform.telemetry import Tracing
 from mercato.products.contracts import StockRejected, StockReserved
 from mercato.settings import Settings, load_settings
 
@@ -68,21 +71,26 @@ def client_policy(settings: Settings) -> ClientPolicy:
     )
 
 
-def orders_runtime(outbox: Outbox, catalogue: Catalogue | None = None) -> LifespanHook:
+def orders_runtime(
+    outbox: Outbox, funnel: OrderFunnel, catalogue: Catalogue | None = None
+) -> LifespanHook:
     """Start-up of the orders service: the products client (unless a ``catalogue`` is given,
-    as tests do), the use cases (announcing through ``outbox``), and the periodic pruning
-    of expired idempotency keys."""
+    as tests do), the use cases (announcing through ``outbox``, counting in ``funnel``),
+    and the periodic pruning of expired idempotency keys."""
 
     @asynccontextmanager
     async def run(app: FastAPI, context: ServiceContext) -> AsyncIterator[None]:
         settings = Settings.of(context.settings)
+        upstreams = {"products": settings.service_url("products")}
         clients = ServiceClients(
-            {"products": settings.service_url("products")},
+            upstreams,
             policy=client_policy(settings),
             pool_size=settings.service_call_pool_size,
+            trace_configs=context.tracing.http_trace_configs(),
         )
         async with open_service_clients(clients):
-            _export_breakers(context, clients.breakers)
+            _export_breakers(context, clients.breakers, upstreams)
+            funnel.bind(context.registry)
             service = OrdersService(
                 context.db,
                 catalogue or ProductsCatalogue(clients["products"]),
@@ -91,6 +99,7 @@ def orders_runtime(outbox: Outbox, catalogue: Catalogue | None = None) -> Lifesp
                     ttl=timedelta(seconds=settings.idempotency_key_ttl),
                     lock_timeout=timedelta(seconds=settings.idempotency_lock_timeout),
                 ),
+                funnel=funnel,
             )
             app.state.orders = service
             stop_pruning = asyncio.Event()
@@ -122,24 +131,19 @@ async def _prune_until(stop: asyncio.Event, service: OrdersService, interval: fl
         await pause(interval, stop)
 
 
-def _export_breakers(context: ServiceContext, breakers: dict[str, CircuitBreaker]) -> None:
-    gauge = Gauge(
-        "upstream_circuit_state",
-        "State of the circuit breaker of each upstream: 0 closed, 1 half-open, 2 open.",
-        ["service", "upstream"],
-        registry=context.registry,
-    )
+def _export_breakers(
+    context: ServiceContext, breakers: dict[str, CircuitBreaker], urls: dict[str, str]
+) -> None:
+    """``upstream_circuit_state`` of each upstream's breaker; a change is logged too."""
+    states = BreakerStates(context.registry, context.service)
     for name, breaker in breakers.items():
-        child = gauge.labels(context.service, name)
-        child.set(breaker.state_code)
+        states.track(name, urlsplit(urls[name]).netloc, breaker)
+        breaker.add_listener(_log_change)
+    context.before_scrape.append(states.refresh)
 
-        def changed(
-            b: CircuitBreaker, old: BreakerState, new: BreakerState, child: Gauge = child
-        ) -> None:
-            child.set(b.state_code)
-            log.warning("circuit breaker changed", upstream=b.name, old=old.value, new=new.value)
 
-        breaker.add_listener(changed)
+def _log_change(breaker: CircuitBreaker, old: BreakerState, new: BreakerState) -> None:
+    log.warning("circuit breaker changed", upstream=breaker.name, old=old.value, new=new.value)
 
 
 def notifications_beside_saga(settings: Settings, mailer: Mailer | None = None) -> LifespanHook:
@@ -181,15 +185,17 @@ def create_app(
     catalogue: Catalogue | None = None,
     mailer: Mailer | None = None,
     shared: SharedMessaging | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
-    """The orders service (``catalogue`` and ``mailer``: fakes a test passes); ``shared``:
-    what it shares with the deployment's other services."""
+    """The orders service (``catalogue`` and ``mailer``: fakes a test passes); ``shared``
+    and ``tracing``: what it shares with the deployment's other services."""
     settings = settings or load_settings()
     shared = shared or SharedMessaging(CONSUMER_GROUPS)
     outbox = Outbox("orders")
+    funnel = OrderFunnel()
     hooks: list[LifespanHook] = [
-        orders_runtime(outbox, catalogue),
-        messaging_hook(outbox, saga_handlers(outbox), shared),
+        orders_runtime(outbox, funnel, catalogue),
+        messaging_hook(outbox, saga_handlers(outbox, funnel), shared),
     ]
     if settings.notifications_in_process:
         hooks.append(notifications_beside_saga(settings, mailer))
@@ -201,11 +207,15 @@ def create_app(
         routers=[router],
         migrations=MIGRATIONS,
         hooks=hooks,
+        tracing=tracing,
     )
 
 
 def create_worker_app(
-    settings: Settings | None = None, *, shared: SharedMessaging | None = None
+    settings: Settings | None = None,
+    *,
+    shared: SharedMessaging | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """The notification worker on its own (``mercato worker``): no orders routes, only
     ``/healthz``, ``/readyz`` and ``/metrics`` beside the consumer (and the relay of the
@@ -221,4 +231,5 @@ def create_worker_app(
             messaging_hook(Outbox("orders"), shared=shared or SharedMessaging(CONSUMER_GROUPS)),
             notifications_beside_saga(settings),
         ],
+        tracing=tracing,
     )

@@ -32,14 +32,23 @@ class OrderRepository(Repository[OrderRow]):
         return (await self.session.execute(statement)).scalar_one_or_none()
 
     async def page(
-        self, *, user_id: str | None, limit: int, offset: int
+        self,
+        *,
+        user_id: str | None,
+        status: OrderStatus | None = None,
+        limit: int,
+        offset: int,
     ) -> tuple[list[OrderRow], int]:
-        """One page of orders, newest first: the user's, or everyone's when ``user_id`` is None."""
+        """One page of orders, newest first: the user's, or everyone's when ``user_id`` is
+        None; only those in ``status`` when given."""
         query = select(OrderRow)
         count = select(func.count()).select_from(OrderRow)
         if user_id is not None:
             query = query.where(OrderRow.user_id == user_id)
             count = count.where(OrderRow.user_id == user_id)
+        if status is not None:
+            query = query.where(OrderRow.status == status.value)
+            count = count.where(OrderRow.status == status.value)
         query = (
             query.options(selectinload(OrderRow.lines))
             .order_by(OrderRow.created_at.desc(), OrderRow.id)

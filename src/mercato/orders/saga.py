@@ -11,6 +11,7 @@ import structlog
 from mercato.messaging import Envelope, Handlers, Outbox
 from mercato.orders.contracts import OrderConfirmed, OrderRejected
 from mercato.orders.domain import OrderStatus, allowed_from
+from mercato.orders.funnel import OrderFunnel
 from mercato.orders.repository import OrderRepository
 from mercato.platform.db import UnitOfWork
 from mercato.products.contracts import StockRejected, StockReserved
@@ -18,33 +19,46 @@ from mercato.products.contracts import StockRejected, StockReserved
 log = structlog.stdlib.get_logger("mercato.orders")
 
 
-def saga_handlers(outbox: Outbox) -> Handlers:
+def saga_handlers(outbox: Outbox, funnel: OrderFunnel | None = None) -> Handlers:
     """The orders service's consumer group: the replies of products to ``order.placed``,
-    announcing the outcome through ``outbox``."""
+    announcing the outcome through ``outbox`` and counting it in ``funnel``."""
     handlers = Handlers("orders")
 
     @handlers.on(StockReserved)
     async def on_stock_reserved(event: Envelope[StockReserved], uow: UnitOfWork) -> None:
-        await confirm_order(event, uow, outbox)
+        await confirm_order(event, uow, outbox, funnel)
 
     @handlers.on(StockRejected)
     async def on_stock_rejected(event: Envelope[StockRejected], uow: UnitOfWork) -> None:
-        await reject_order(event, uow, outbox)
+        await reject_order(event, uow, outbox, funnel)
 
     return handlers
 
 
-async def confirm_order(event: Envelope[StockReserved], uow: UnitOfWork, outbox: Outbox) -> None:
+async def confirm_order(
+    event: Envelope[StockReserved],
+    uow: UnitOfWork,
+    outbox: Outbox,
+    funnel: OrderFunnel | None = None,
+) -> None:
     """``stock.reserved``: a pending order becomes ``confirmed`` (``order.confirmed``)."""
-    await _settle(uow, outbox, event.data.order_id, OrderStatus.CONFIRMED, event_id=event.id)
+    await _settle(
+        uow, outbox, funnel, event.data.order_id, OrderStatus.CONFIRMED, event_id=event.id
+    )
 
 
-async def reject_order(event: Envelope[StockRejected], uow: UnitOfWork, outbox: Outbox) -> None:
+async def reject_order(
+    event: Envelope[StockRejected],
+    uow: UnitOfWork,
+    outbox: Outbox,
+    funnel: OrderFunnel | None = None,
+) -> None:
     """``stock.rejected``: a pending order becomes ``rejected`` with the reason
     (``order.rejected``)."""
     await _settle(
         uow,
         outbox,
+        funnel,
         event.data.order_id,
         OrderStatus.REJECTED,
         event_id=event.id,
@@ -55,6 +69,7 @@ async def reject_order(event: Envelope[StockRejected], uow: UnitOfWork, outbox: 
 async def _settle(
     uow: UnitOfWork,
     outbox: Outbox,
+    funnel: OrderFunnel | None,
     order_id: str,
     to: OrderStatus,
     *,
@@ -91,4 +106,6 @@ async def _settle(
             OrderRejected(order_id=order_id, user_id=row.user_id, reason=reason or "rejected"),
             key=order_id,
         )
+    if funnel is not None:
+        funnel.count_on_commit(uow, "confirmed" if to is OrderStatus.CONFIRMED else "rejected")
     log.info("order settled", order_id=order_id, status=to.value)

@@ -15,7 +15,7 @@ from mercato.orders.domain import (
     OrderStatus,
     ensure_distinct,
 )
-from mercato.platform.schemas import StrictModel, Text
+from mercato.platform.schemas import Integral, StrictModel, Text
 
 if TYPE_CHECKING:
     from mercato.orders.models import OrderRow
@@ -26,7 +26,7 @@ MoneyStr = Annotated[Decimal, PlainSerializer(lambda v: f"{v:.2f}", return_type=
 
 class OrderItemIn(StrictModel):
     product_id: Text = Field(min_length=1, max_length=64)
-    quantity: int = Field(ge=1, le=MAX_QUANTITY)
+    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY), Integral]
 
 
 class PlaceOrder(StrictModel):

@@ -25,6 +25,7 @@ from mercato.orders.domain import (
     next_status,
     price_order,
 )
+from mercato.orders.funnel import OrderFunnel
 from mercato.orders.idempotency import (
     Answer,
     IdempotencyPolicy,
@@ -64,11 +65,13 @@ class OrdersService:
         *,
         policy: IdempotencyPolicy | None = None,
         clock: Clock = utc_now,
+        funnel: OrderFunnel | None = None,
     ) -> None:
         self.database = database
         self.catalogue = catalogue
         self.outbox = outbox
         self.policy = policy or IdempotencyPolicy()
+        self.funnel = funnel or OrderFunnel()
         self.clock = clock
         self._unreleased = UnreleasedKeys()
 
@@ -128,7 +131,8 @@ class OrdersService:
                     continue
                 if row.fingerprint != fingerprint:
                     raise UnprocessableEntity(
-                        "This Idempotency-Key was already used with a different request body."
+                        "This Idempotency-Key was already used with a different request body.",
+                        loc=("header", "Idempotency-Key"),
                     )
                 if row.status == DONE:
                     assert row.response_status is not None
@@ -169,7 +173,7 @@ class OrdersService:
         try:
             return price_order([(i.product_id, i.quantity) for i in request.items], products)
         except InvalidOrder as exc:
-            raise UnprocessableEntity(str(exc)) from None
+            raise UnprocessableEntity(str(exc), loc=("body", "items")) from None
 
     async def _create(self, user_id: str, request: PlaceOrder, *, key_row: int | None) -> Answer:
         priced = await self._price(request)  # before any transaction: nothing is held open
@@ -211,6 +215,7 @@ class OrdersService:
             if key_row is not None:
                 keys = IdempotencyRepository(uow.session)
                 await keys.complete(key_row, status=201, body=answer.body, order_id=order.id)
+            self.funnel.count_on_commit(uow, "placed")
             await uow.commit()
         log.info("order placed", order_id=order.id, total=str(priced.total))
         return answer
@@ -225,11 +230,20 @@ class OrdersService:
             return order_out(row)
 
     async def page(
-        self, principal: Principal, *, everyone: bool, limit: int, offset: int
+        self,
+        principal: Principal,
+        *,
+        everyone: bool,
+        status: OrderStatus | None = None,
+        limit: int,
+        offset: int,
     ) -> OrderPage:
         async with self.database.unit_of_work(read_only=True) as uow:
             rows, total = await OrderRepository(uow.session).page(
-                user_id=None if everyone else principal.user_id, limit=limit, offset=offset
+                user_id=None if everyone else principal.user_id,
+                status=status,
+                limit=limit,
+                offset=offset,
             )
             return OrderPage(
                 items=[order_out(row) for row in rows], total=total, limit=limit, offset=offset
@@ -259,6 +273,7 @@ class OrdersService:
             )
             await self.outbox.publish(uow, event, key=row.id)
             result = order_out(row, status=OrderStatus.CANCELLED, updated_at=now)
+            self.funnel.count_on_commit(uow, "cancelled")
             await uow.commit()
         log.info("order cancelled", order_id=order_id, by=principal.user_id)
         return result

@@ -4,12 +4,16 @@ Everything with a connection (database engine, cache client, broker, HTTP client
 in the lifespan and closed there; nothing is created at import time. A service adds its
 routes and its own start-up steps (``hooks``) and gets, for free: problem+json errors, the
 request-id middleware with access log and metrics, the request-header limit (431),
+an OpenAPI document that names them (:mod:`mercato.platform.openapi`),
 ``/healthz``, ``/readyz`` (503 while the schema is behind the migrations) and ``/metrics``
-(for ``METRICS_ALLOWED_NETWORKS`` only), in every profile.
+(for ``METRICS_ALLOWED_NETWORKS`` only), in every profile; with tracing on, spans of its
+requests and statements (:mod:`~mercato.platform.telemetry`); with ``SENTRY_DSN``, reports of
+its unhandled errors (:mod:`~mercato.platform.error_reporting`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,6 +27,7 @@ from starlette.middleware import Middleware
 from mercato.platform.cache import Cache, create_cache
 from mercato.platform.db import Database
 from mercato.platform.edge import HeaderLimitMiddleware
+from mercato.platform.error_reporting import ErrorReporter
 from mercato.platform.errors import install_error_handlers
 from mercato.platform.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from mercato.platform.migrations import Heads, MigrationHistory, unapplied, upgrade
@@ -34,9 +39,11 @@ from mercato.platform.observability import (
     ProbeFailed,
     health_router,
 )
+from mercato.platform.openapi import install_problem_docs
 from mercato.platform.security.tokens import TokenVerifier, token_verifier
 from mercato.platform.settings import SharedSettings
 from mercato.platform.shutdown import bounded
+from mercato.platform.telemetry import ServiceTracing, Tracing
 from mercato.platform.tracing import TraceContextMiddleware
 
 log = structlog.stdlib.get_logger("mercato.app")
@@ -49,6 +56,10 @@ class ServiceContext:
     service: str
     settings: SharedSettings
     registry: CollectorRegistry
+    #: Spans of this service (a no-op when tracing is off): HTTP sessions, messaging.
+    tracing: ServiceTracing
+    #: Reports failures to Sentry; None when error reporting is off.
+    errors: ErrorReporter | None = None
     database: Database | None = None
     cache: Cache | None = None
     #: Verifies bearer access tokens (``CurrentUser``, ``AdminUser``).
@@ -56,6 +67,8 @@ class ServiceContext:
     probes: dict[str, Probe] = field(default_factory=dict)
     #: Which backend serves each concern ("database": "postgresql"...), shown by /readyz.
     backends: dict[str, str] = field(default_factory=dict)
+    #: Run before each /metrics answer, to bring gauges read at scrape time up to date.
+    before_scrape: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def db(self) -> Database:
@@ -115,14 +128,28 @@ def create_service_app(
     inner_middleware: Sequence[Middleware] = (),
     believe_internal_proxies: bool = True,
     innermost_middleware: Sequence[Middleware] = (),
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """One service's app. ``own_openapi=False`` leaves out FastAPI's ``/openapi.json`` and
     ``/docs`` (the gateway serves merged ones); ``inner_middleware`` runs inside the
     request-id middleware (outermost first), so that its answers carry the request id;
     ``believe_internal_proxies=False`` (the front door) believes only ``TRUSTED_PROXIES``
     about a scraping client's address.
-    ``innermost_middleware`` runs inside all of the platform's, next to the routes."""
+    ``innermost_middleware`` runs inside all of the platform's, next to the routes.
+    ``tracing`` is the process's (whoever runs several services shares one); without it
+    the service makes its own from the settings. Its spans are sent when it stops."""
     registry = CollectorRegistry(auto_describe=True)
+    process_tracing = Tracing.from_settings(settings) if tracing is None else tracing
+    service_tracing = process_tracing.service(service)
+    errors = ErrorReporter.from_settings(settings, service)
+
+    async def send_spans() -> None:
+        # A flush, not a shutdown: the processor may be shared, or the app started again.
+        await asyncio.to_thread(process_tracing.flush, settings.graceful_timeout)
+
+    async def flush_errors() -> None:
+        assert errors is not None
+        await errors.flush(settings.graceful_timeout)
 
     async def closing(close: Callable[[], Awaitable[None]], what: str) -> None:
         # Bounded: under `mercato serve` nothing above this lifespan has a deadline.
@@ -132,13 +159,26 @@ def create_service_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        context = ServiceContext(service=service, settings=settings, registry=registry)
+        context = ServiceContext(
+            service=service,
+            settings=settings,
+            registry=registry,
+            tracing=service_tracing,
+            errors=errors,
+        )
         app.state.context = context
         app.state.probes = context.probes
         app.state.backends = context.backends
+        app.state.before_scrape = context.before_scrape
         async with AsyncExitStack() as stack:
+            if process_tracing.enabled:
+                stack.push_async_callback(closing, send_spans, "spans")
+            if errors is not None:
+                errors.start()
+                stack.push_async_callback(closing, flush_errors, "error reports")
             if uses_database:
                 context.database = open_database(settings, service)
+                service_tracing.instrument_engine(context.database.engine)
                 stack.push_async_callback(closing, context.database.dispose, "database")
                 if settings.auto_migrate:
                     await upgrade(context.database, list(migrations))
@@ -155,7 +195,9 @@ def create_service_app(
             )
             stack.push_async_callback(closing, context.cache.close, "cache")
             context.probes["cache"] = context.cache.ping
-            context.tokens = token_verifier(settings)
+            context.tokens = token_verifier(
+                settings, trace_configs=service_tracing.http_trace_configs()
+            )
             stack.push_async_callback(closing, context.tokens.close, "token verifier")
             context.backends["cache"] = "redis" if settings.redis_url else "memory"
             for hook in hooks:
@@ -176,8 +218,11 @@ def create_service_app(
         debug=False,
         # Starlette keeps these innermost: add_middleware below puts each one outside them.
         middleware=list(innermost_middleware),
+        # Server spans, named by route template, outside all middleware; off: none at all.
+        telemetry=service_tracing.fastapi_config(),
     )
     install_error_handlers(app, expose_internals=settings.environment == "development")
+    install_problem_docs(app)
     access = metrics_access(settings, believe_internal_proxies=believe_internal_proxies)
     app.include_router(health_router(service, registry, access))
     for router in routers:
@@ -193,6 +238,7 @@ def create_service_app(
         metrics=HttpMetrics(registry, service),
         log_requests=settings.access_log,
         expose_errors=settings.environment == "development",
+        report_error=None if errors is None else errors.capture,
     )
     app.add_middleware(TraceContextMiddleware)  # outermost: events carry the traceparent
     return app

@@ -31,6 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.stdlib.get_logger("mercato.errors")
@@ -68,7 +69,21 @@ class Forbidden(AppError):
 
 
 class UnprocessableEntity(AppError):
+    """422 with ``errors`` as API.md has every 422 carry: the given ones, or one naming
+    ``loc`` (the part of the request at fault) with the detail as its message."""
+
     status, title, slug = 422, "Unprocessable Content", "validation-error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        loc: Sequence[str | int] = ("body",),
+        errors: Sequence[Mapping[str, Any]] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail, **extra)
+        self.extra["errors"] = list(errors or [{"loc": list(loc), "msg": self.detail}])
 
 
 #: What a 503 names as unavailable: a class of dependency, never its address.
@@ -174,6 +189,22 @@ def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     return [{"loc": list(err.get("loc", ())), "msg": str(err.get("msg", ""))} for err in errors]
 
 
+_METHODS: Final = ("get", "put", "post", "delete", "patch")
+
+
+def allowed_methods(request: Request, allow: str) -> str:
+    """The ``Allow`` of a 405: every method the app's OpenAPI document gives the request's
+    path, added to ``allow`` (Starlette's, which names only the methods of the first route
+    at that path, while FastAPI makes one route per method)."""
+    methods = {method.strip().upper() for method in allow.split(",") if method.strip()}
+    for template, item in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(request.url.path):
+            methods.update(method.upper() for method in _METHODS if method in item)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI, *, expose_internals: bool) -> None:
     """Render every error of ``app`` as problem+json."""
 
@@ -183,11 +214,14 @@ def install_error_handlers(app: FastAPI, *, expose_internals: bool) -> None:
 
     async def http_error(request: Request, exc: Exception) -> ProblemResponse:
         assert isinstance(exc, StarletteHTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request, headers.get("Allow", ""))
         return problem(
             exc.status_code,
             detail=str(exc.detail) if exc.detail else None,
             request_id=_request_id(request),
-            headers=exc.headers,
+            headers=headers,
         )
 
     async def invalid_request(request: Request, exc: Exception) -> ProblemResponse:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -181,16 +181,21 @@ class ServiceClients:
         *,
         policy: ClientPolicy | None = None,
         pool_size: int = 100,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
     ) -> None:
         self.upstreams = dict(upstreams)
         self.policy = policy or ClientPolicy()
         self.pool_size = pool_size
+        #: The client spans (``ServiceTracing.http_trace_configs``); none when tracing is off.
+        self.trace_configs = list(trace_configs)
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[str, ServiceClient] = {}
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=self.pool_size)
-        self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        self._session = aiohttp.ClientSession(
+            connector=connector, raise_for_status=False, trace_configs=self.trace_configs or None
+        )
         self._clients = {
             name: ServiceClient(name, url, session=self._session, policy=self.policy)
             for name, url in self.upstreams.items()

@@ -7,7 +7,8 @@ same way. Production writes JSON lines; development gets one readable line per e
 
 Request-scoped fields (``request_id``, and ``service`` when several services share a
 process under ``mercato up``) are bound with :func:`structlog.contextvars.bind_contextvars`
-by the request middleware and appear on every line written while that request runs.
+by the request middleware and appear on every line written while that request runs; with
+tracing on, so do the ``trace_id`` and ``span_id`` of the current span.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final, Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, ExcInfo, Processor, WrappedLogger
+
+from mercato.platform.tracing import add_trace_ids
 
 __all__ = [
     "REDACTED",
@@ -33,6 +36,8 @@ __all__ = [
     "check_rotation",
     "configure_logging",
     "get_logger",
+    "is_sensitive_key",
+    "redact",
     "reset_logging",
 ]
 
@@ -187,31 +192,47 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.stdlib.get_logger(name)
 
 
-def _redact(value: object, depth: int) -> object:
+def redact(
+    value: object,
+    *,
+    sensitive: Callable[[object], bool] | None = None,
+    text: Callable[[str], str] | None = None,
+    depth: int = 1,
+) -> object:
     """A copy of ``value`` with the values of sensitive keys replaced by ``[REDACTED]``.
 
-    A key is sensitive when its lower-cased name (with ``-`` read as ``_``) contains one of
-    :data:`SENSITIVE_KEY_PARTS`. Mappings come back as dicts, lists as lists and tuples as
-    tuples, walked at any depth; a ``(name, value)`` pair such as a raw header counts as a
-    key and its value. Anything else is returned unchanged; ``value`` is never modified.
+    A key is sensitive when ``sensitive(key)`` says so, by default when its lower-cased
+    name (with ``-`` read as ``_``) contains one of :data:`SENSITIVE_KEY_PARTS`. Mappings
+    come back as dicts, lists as lists and tuples as tuples, walked at any depth; a
+    ``(name, value)`` pair such as a raw header counts as a key and its value. Strings go
+    through ``text`` when given; anything else is returned unchanged; ``value`` is never
+    modified.
     """
     if depth > _MAX_REDACT_DEPTH:
         return _TOO_DEEP
+    hidden = sensitive or is_sensitive_key
     if isinstance(value, Mapping):
         return {
-            key: REDACTED if _is_sensitive_key(key) else _redact(item, depth + 1)
+            key: REDACTED
+            if hidden(key)
+            else redact(item, sensitive=sensitive, text=text, depth=depth + 1)
             for key, item in value.items()
         }
     if isinstance(value, list):
-        return [_redact(item, depth + 1) for item in value]
+        return [redact(item, sensitive=sensitive, text=text, depth=depth + 1) for item in value]
     if isinstance(value, tuple):
-        if len(value) == 2 and _is_sensitive_key(value[0]):
+        if len(value) == 2 and hidden(value[0]):
             return (value[0], REDACTED)
-        return tuple(_redact(item, depth + 1) for item in value)
+        return tuple(
+            redact(item, sensitive=sensitive, text=text, depth=depth + 1) for item in value
+        )
+    if text is not None and isinstance(value, str):
+        return text(value)
     return value
 
 
-def _is_sensitive_key(key: object) -> bool:
+def is_sensitive_key(key: object) -> bool:
+    """Whether a value under ``key`` (str, bytes) is never shown (:data:`SENSITIVE_KEY_PARTS`)."""
     if isinstance(key, bytes):
         key = key.decode("latin-1")
     return isinstance(key, str) and _is_sensitive_name(key)
@@ -225,7 +246,7 @@ def _is_sensitive_name(name: str) -> bool:
 
 def _redact_event(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return {
-        key: REDACTED if _is_sensitive_key(key) else _redact(value, 1)
+        key: REDACTED if is_sensitive_key(key) else redact(value)
         for key, value in event_dict.items()
     }
 
@@ -241,9 +262,10 @@ def _parse_level(level: str) -> int:
 
 
 def _call_time_processors() -> list[Processor]:
-    """Processors that must see the moment of the log call: context, level, time."""
+    """Processors that must see the moment of the log call: context, trace, level, time."""
     return [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),

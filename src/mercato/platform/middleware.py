@@ -4,7 +4,8 @@
 when it is sane, else a new one), binds it and the service name to every log line, returns
 it on the response, writes one access-log line, records the request metrics, and turns an
 unhandled exception into a problem+json 500 (503 for a dependency outage) that carries
-the same id. :class:`BodyLimitMiddleware` refuses a request body over the service's limit.
+the same id (and reports it, when error reporting is on). :class:`BodyLimitMiddleware`
+refuses a request body over the service's limit.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Final
 
@@ -68,12 +70,15 @@ class RequestContextMiddleware:
         metrics: HttpMetrics | None = None,
         log_requests: bool = True,
         expose_errors: bool = False,
+        report_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.app = app
         self.service = service
         self.metrics = metrics
         self.log_requests = log_requests
         self.expose_errors = expose_errors
+        #: Told of every unhandled exception that is not an outage (Sentry, when on).
+        self.report_error = report_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,6 +119,8 @@ class RequestContextMiddleware:
                 return
             if outage_of(exc) is None:
                 error_log.exception("unhandled error", method=scope["method"], path=scope["path"])
+                if self.report_error is not None:
+                    self.report_error(exc)
             if started:
                 raise
             response = unhandled_error(exc, request_id=request_id, expose=self.expose_errors)

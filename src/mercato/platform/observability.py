@@ -14,7 +14,7 @@ import asyncio
 import ipaddress
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
 from mercato.platform.net import TrustedProxies
+from mercato.platform.resilience import CircuitBreaker
 
 #: A readiness check: returns normally when the dependency answers, raises otherwise.
 Probe = Callable[[], Awaitable[Any]]
@@ -44,10 +45,17 @@ class ProbeFailed(Exception):
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+#: How a gauge's values from several gunicorn workers merge on ``/metrics`` (prometheus-client
+#: multiprocess mode): ``livemax`` for a figure every worker samples from the same source (a
+#: table, a queue) or a state where the worst worker counts; ``livesum`` for a share each
+#: worker holds. The ``live`` modes drop the values of workers that died.
+MultiprocessMode = Literal["livemax", "livesum", "livemin", "liveall", "livemostrecent"]
+
 
 class MetricFactory:
     """Declares metrics in one registry, each with its name, help text and label names;
-    every latency histogram has the same :data:`LATENCY_BUCKETS`."""
+    every latency histogram has the same :data:`LATENCY_BUCKETS`, every gauge says how the
+    workers' values merge under gunicorn."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -55,8 +63,21 @@ class MetricFactory:
     def counter(self, name: str, documentation: str, labels: Sequence[str]) -> Counter:
         return Counter(name, documentation, labels, registry=self.registry)
 
-    def gauge(self, name: str, documentation: str, labels: Sequence[str]) -> Gauge:
-        return Gauge(name, documentation, labels, registry=self.registry)
+    def gauge(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        *,
+        multiprocess_mode: MultiprocessMode,
+    ) -> Gauge:
+        return Gauge(
+            name,
+            documentation,
+            labels,
+            registry=self.registry,
+            multiprocess_mode=multiprocess_mode,
+        )
 
     def histogram(self, name: str, documentation: str, labels: Sequence[str]) -> Histogram:
         """A latency histogram, in seconds."""
@@ -96,6 +117,46 @@ class HttpMetrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+
+def rate_limit_refusals(registry: CollectorRegistry, service: str) -> Callable[[str], None]:
+    """A :class:`~mercato.platform.security.ratelimit.RateLimiter` ``on_refused`` that counts
+    ``rate_limit_refusals_total{service,limit}``: every 429 a limit answered."""
+    refusals = MetricFactory(registry).counter(
+        "rate_limit_refusals_total",
+        "Requests refused with 429 by a rate limit, by limit name.",
+        ["service", "limit"],
+    )
+    return lambda limit: refusals.labels(service, limit).inc()
+
+
+class BreakerStates:
+    """``upstream_circuit_state{service,upstream,address}`` (0 closed, 1 half-open, 2 open),
+    the one gauge of every caller's circuit breakers (one per upstream, or per instance of
+    an upstream where a caller balances over several). Set on every transition, and again by
+    :meth:`refresh` before a scrape, so that an open breaker whose timeout has passed shows
+    half-open even if no call came since. Under gunicorn the worst worker's state shows."""
+
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        self.service = service
+        self._gauge = MetricFactory(registry).gauge(
+            "upstream_circuit_state",
+            "Circuit breaker of each upstream (and instance address): "
+            "0 closed, 1 half-open, 2 open.",
+            ["service", "upstream", "address"],
+            multiprocess_mode="livemax",
+        )
+        self._breakers: list[CircuitBreaker] = []
+
+    def track(self, upstream: str, address: str, breaker: CircuitBreaker) -> None:
+        child = self._gauge.labels(self.service, upstream, address)
+        child.set(breaker.state_code)
+        breaker.add_listener(lambda changed, _old, _new: child.set(changed.state_code))
+        self._breakers.append(breaker)
+
+    def refresh(self) -> None:
+        for breaker in self._breakers:
+            _ = breaker.state  # an open breaker past its timeout turns half-open (listener)
 
 
 def metrics_payload(registry: CollectorRegistry) -> bytes:
@@ -159,7 +220,8 @@ class MetricsAccess:
 
 def health_router(service: str, registry: CollectorRegistry, access: MetricsAccess) -> APIRouter:
     """``/healthz``, ``/readyz`` and ``/metrics``; readiness runs ``app.state.probes``,
-    metrics answer only whom ``access`` allows (404 to anyone else)."""
+    metrics answer only whom ``access`` allows (404 to anyone else), after running
+    ``app.state.before_scrape`` (gauges read at scrape time)."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz", summary="Liveness: the process is up")
@@ -179,6 +241,8 @@ def health_router(service: str, registry: CollectorRegistry, access: MetricsAcce
     async def metrics(request: Request) -> Response:
         if not access.allows(request.scope):
             raise HTTPException(404)  # the same answer as a path that does not exist
+        for refresh in getattr(request.app.state, "before_scrape", ()):
+            refresh()
         return Response(metrics_payload(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router

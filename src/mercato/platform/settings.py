@@ -326,6 +326,9 @@ class MessagingSettings(BaseSettings):
     messaging_startup_grace: float = Field(
         5.0, ge=0, description="memory broker: seconds it keeps events for late subscribers"
     )
+    messaging_lag_interval: float = Field(
+        15.0, gt=0, description="seconds between samples of each consumer queue's length (lag)"
+    )
 
 
 class MailSettings(BaseSettings):
@@ -383,10 +386,48 @@ class SecuritySettings(BaseSettings):
     )
 
 
+class ObservabilitySettings(BaseSettings):
+    """Tracing (OpenTelemetry; the SDK reads the other OTEL_* variables itself) and error
+    reporting (Sentry); see README, "Tracing and error reporting"."""
+
+    otel_exporter_otlp_endpoint: Annotated[
+        BlankIsUnset, server_url("http", "https", example="http://collector:4318")
+    ] = Field(None, description="OTLP/HTTP collector (/v1/traces is added); set: tracing on")
+    otel_exporter_otlp_traces_endpoint: Annotated[
+        BlankIsUnset, server_url("http", "https", example="http://collector:4318/v1/traces")
+    ] = Field(None, description="the whole OTLP/HTTP URL for spans, instead of the above")
+    otel_exporter_otlp_protocol: Literal["http/protobuf"] = Field(
+        "http/protobuf", description="only http/protobuf is installed"
+    )
+    otel_traces_exporter: Literal["otlp", "console", "none"] | None = Field(
+        None, description="otlp (the default with an endpoint), console (stdout) or none"
+    )
+    otel_sdk_disabled: bool = Field(False, description="true: tracing off whatever is set")
+    sentry_dsn: Annotated[
+        BlankIsUnset, server_url("http", "https", example="https://key@sentry.example.com/1")
+    ] = Field(None, description="report unhandled errors and failed events to Sentry")
+    sentry_environment: str | None = Field(None, description="Sentry's environment (ENVIRONMENT)")
+    sentry_traces_sample_rate: float = Field(
+        0.0, ge=0, le=1, description="share of requests Sentry also traces (0: errors only)"
+    )
+
+    @property
+    def traces_exporter(self) -> Literal["otlp", "console"] | None:
+        """The exporter tracing uses; None when tracing is off."""
+        chosen = self.otel_traces_exporter
+        if self.otel_sdk_disabled or chosen == "none":
+            return None
+        if chosen is None:
+            named = self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint
+            return "otlp" if named else None
+        return chosen
+
+
 # --- what every service shares ------------------------------------------------------------
 
 
 class SharedSettings(
+    ObservabilitySettings,
     SecuritySettings,
     MailSettings,
     MessagingSettings,

@@ -36,7 +36,8 @@ SettingsT = TypeVar("SettingsT", bound=SharedSettings)
 
 CONFIG_SECTION: Final = "mercato"
 MASK: Final = "********"
-_SECRET_NAME_PARTS: Final = ("secret", "password", "token", "private_key")
+#: ``dsn``: a Sentry DSN's key lets whoever holds it file reports into the project.
+_SECRET_NAME_PARTS: Final = ("secret", "password", "token", "private_key", "dsn")
 
 # --- the config file source -------------------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -10,16 +9,18 @@ from fastapi.exceptions import RequestValidationError
 
 from mercato.platform.app import Context
 from mercato.platform.http import public_url
-from mercato.platform.schemas import NUL_FREE
+from mercato.platform.schemas import MAX_OFFSET, NUL_FREE
 from mercato.platform.security.dependencies import AdminUser
 from mercato.products import service
 from mercato.products.caching import Representation
 from mercato.products.dependencies import Catalogue, ProductsOutbox
-from mercato.products.domain import MAX_PRICE, ProductSort
+from mercato.products.domain import ProductSort
 from mercato.products.repository import ProductFilter
 from mercato.products.schemas import (
+    IDS_TEXT,
     MAX_IDS,
     MAX_IDS_TEXT,
+    Price,
     ProductCreate,
     ProductOut,
     ProductPage,
@@ -44,13 +45,13 @@ LOCATION: dict[str, Any] = {
     "description": "The new product's public URL, `/api/v1/products/{id}`.",
     "schema": {"type": "string"},
 }
-QueryPrice = Annotated[Decimal | None, Query(gt=0, le=MAX_PRICE, max_digits=12, decimal_places=2)]
+QueryPrice = Annotated[Price | None, Query()]
 QueryIds = Annotated[
     str | None,
     Query(
         min_length=1,
         max_length=MAX_IDS_TEXT,
-        pattern=NUL_FREE,
+        json_schema_extra={"pattern": IDS_TEXT},  # product_ids() refuses the rest, saying why
         description=f"Exactly these products: up to {MAX_IDS} comma-separated ids. Unless"
         " `limit` is given, the page holds all of them.",
     ),
@@ -93,7 +94,7 @@ async def list_products(
             description=f"Page size: {DEFAULT_LIMIT}, or with `ids` the number of ids.",
         ),
     ] = None,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Response:
     wanted = _parse_ids(ids)
     where = ProductFilter(

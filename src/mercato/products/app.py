@@ -23,6 +23,7 @@ from mercato.platform.app import LifespanHook, ServiceContext, create_service_ap
 from mercato.platform.cache import MemoryCache, create_cache
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.shutdown import pause, wait_ended
+from mercato.platform.telemetry import Tracing
 from mercato.products.api import router
 from mercato.products.caching import INVALIDATION_CHANNEL, CatalogueCache
 from mercato.products.demo import demo_catalogue
@@ -146,9 +147,13 @@ def catalogue_hook(catalogue: CatalogueCache, outbox: Outbox) -> LifespanHook:
 
 
 def create_app(
-    settings: Settings | None = None, *, shared: SharedMessaging | None = None
+    settings: Settings | None = None,
+    *,
+    shared: SharedMessaging | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
-    """The products service; ``shared``: what it shares with the deployment's others."""
+    """The products service; ``shared`` and ``tracing``: what it shares with the
+    deployment's others."""
     settings = settings or load_settings()
     outbox = Outbox("products")
     catalogue = CatalogueCache(
@@ -171,6 +176,7 @@ def create_app(
                 shared or SharedMessaging(CONSUMER_GROUPS),
             ),
         ],
+        tracing=tracing,
     )
     app.state.catalogue = catalogue
     app.state.outbox = outbox

@@ -9,6 +9,7 @@ request's id and the client's address (``X-Forwarded-For``), so the services' ow
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -52,13 +53,31 @@ class ApiAnswer:
         return ""
 
     def field_errors(self) -> dict[str, str]:
-        """A 422's ``errors`` by field name (the last part of ``loc``), first message wins."""
+        """A 422's ``errors`` by field name, first message wins, worded for a person
+        (``Value error, needs a digit`` -> ``Needs a digit``)."""
         errors: dict[str, str] = {}
         if isinstance(self.body, dict):
             for error in self.body.get("errors") or ():
-                loc = error.get("loc") or ["body"]
-                errors.setdefault(str(loc[-1]), str(error.get("msg", "is not valid")))
+                message = str(error.get("msg") or "is not valid").removeprefix("Value error, ")
+                errors.setdefault(
+                    field_of(error.get("loc") or []), message[:1].upper() + message[1:]
+                )
         return errors
+
+
+#: What pydantic puts in a ``loc`` after the field: the branch of a union (``none``,
+#: ``function-after[...]``), never a field name of the API.
+_UNION_BRANCH: Final = re.compile(r"none|.*[\[\-].*")
+
+
+def field_of(loc: list[Any]) -> str:
+    """The form field an error's ``loc`` names: its last name that is neither the part of
+    the request (``body``), an index (``items.0.quantity`` -> ``quantity``) nor a union's
+    branch (``price.function-after[...]`` -> ``price``)."""
+    names = [
+        part for part in loc[1:] if isinstance(part, str) and not _UNION_BRANCH.fullmatch(part)
+    ]
+    return names[-1] if names else str(loc[-1]) if loc else "body"
 
 
 class ApiClient:

@@ -14,14 +14,23 @@ from mercato.gateway.upstreams import Upstream
 from mercato.platform.cache import create_cache
 from mercato.platform.net import TrustedProxies
 from mercato.settings import Settings
-from mercato.storefront import catalogue, signin
+from mercato.storefront import (
+    accounts,
+    admin,
+    admin_orders,
+    catalogue,
+    orders,
+    passwords,
+    shop,
+    signin,
+)
 from mercato.storefront.api import ApiClient
 from mercato.storefront.csrf import CsrfTokens
 from mercato.storefront.sessions import SessionStore
 from mercato.storefront.web import CookiePolicy, Storefront, install_page_errors
 
 #: Each page module has a ``router``; together they are the storefront of API.md.
-PAGES = (catalogue, signin)
+PAGES = (catalogue, signin, accounts, passwords, shop, orders, admin, admin_orders)
 
 
 def install_storefront(app: FastAPI) -> None:

@@ -1,13 +1,21 @@
-"""The catalogue: ``GET /``, paged, filtered by category."""
+"""The catalogue: ``GET /``, paged, filtered by category; and ``GET /search?q=``, the same
+list narrowed to the products whose name or description holds ``q``."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from mercato.storefront.web import AnyVisit, Pager, render
+from mercato.storefront.api import ApiAnswer, ApiUnavailable
+from mercato.storefront.web import AnyVisit, Pager, Visit, render
 
 router = APIRouter()
+
+
+async def product_list(visit: Visit, pager: Pager, **where: str) -> ApiAnswer:
+    """One page of products, by name, filtered by ``where`` (the API's query parameters)."""
+    params: dict[str, str | int] = {"limit": pager.size, "offset": pager.offset, "sort": "name"}
+    return await visit.call("GET", "/products", params={**params, **where})
 
 
 @router.get("/")
@@ -15,10 +23,7 @@ async def catalogue(
     visit: AnyVisit, page: str | None = None, category: str | None = None
 ) -> Response:
     pager = Pager.of(page, visit.storefront.page_size)
-    params: dict[str, str | int] = {"limit": pager.size, "offset": pager.offset, "sort": "name"}
-    if category:
-        params["category"] = category
-    answer = await visit.call("GET", "/products", params=params)
+    answer = await product_list(visit, pager, **({"category": category} if category else {}))
     if not answer.ok:  # a category outside what the API accepts: no such products
         items, total = [], 0
     else:
@@ -27,4 +32,29 @@ async def catalogue(
         visit,
         "catalogue.html",
         {"products": items, "pager": pager.with_total(total), "category": category or ""},
+    )
+
+
+@router.get("/search")
+async def search(visit: AnyVisit, q: str = "", page: str | None = None) -> Response:
+    pager = Pager.of(page, visit.storefront.page_size)
+    terms = q.strip()
+    context = {"q": q, "terms": terms, "products": [], "pager": pager}
+    if not terms:  # nothing asked yet: the page says what to do
+        return await render(visit, "search.html", context)
+    answer = await product_list(visit, pager, q=terms)
+    if answer.status == 422:  # too long, or a character the API refuses
+        reason = answer.field_errors().get("q") or answer.detail
+        error = f"These search terms cannot be searched for: {reason}."
+        return await render(visit, "search.html", {**context, "error": error}, status=422)
+    if not answer.ok:
+        raise ApiUnavailable("products")
+    return await render(
+        visit,
+        "search.html",
+        {
+            **context,
+            "products": answer.body["items"],
+            "pager": pager.with_total(answer.body["total"]),
+        },
     )

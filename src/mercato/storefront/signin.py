@@ -12,11 +12,12 @@ import structlog
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from mercato.storefront.api import ApiUnavailable
+from mercato.storefront.api import ApiAnswer, ApiUnavailable
 from mercato.storefront.sessions import SignedIn
 from mercato.storefront.web import (
     AnyVisit,
     CheckedForm,
+    Visit,
     redirect,
     render,
     safe_next,
@@ -34,30 +35,39 @@ async def login_page(visit: AnyVisit, next: str | None = None) -> Response:
     return await render(visit, "login.html", {"next": safe_next(next), "username": ""})
 
 
+async def start_session(visit: Visit, username: str, password: str) -> ApiAnswer:
+    """Log in at the auth service and, when it accepts, sign ``visit`` in as that user (a
+    new session holding the tokens); the login's answer either way."""
+    answer = await visit.call(
+        "POST", "/auth/login", json_body={"username": username, "password": password}
+    )
+    if not answer.ok:
+        return answer
+    tokens = answer.body
+    me = await visit.storefront.api.call(
+        visit.request, "GET", "/auth/me", token=tokens["access_token"]
+    )
+    if not me.ok:
+        raise ApiUnavailable("auth")
+    visit.sign_in(
+        SignedIn(
+            user_id=me.body["id"],
+            username=me.body["username"],
+            roles=tuple(me.body["roles"]),
+            access_token=tokens["access_token"],
+            refresh_token=tokens["refresh_token"],
+            access_expires_at=time.time() + float(tokens["expires_in"]),
+        )
+    )
+    return answer
+
+
 @router.post("/login")
 async def login(visit: AnyVisit, form: CheckedForm) -> Response:
     username, password = text(form, "username"), text(form, "password")
     next_path = safe_next(text(form, "next"))
-    answer = await visit.call(
-        "POST", "/auth/login", json_body={"username": username, "password": password}
-    )
+    answer = await start_session(visit, username, password)
     if answer.ok:
-        tokens = answer.body
-        me = await visit.storefront.api.call(
-            visit.request, "GET", "/auth/me", token=tokens["access_token"]
-        )
-        if not me.ok:
-            raise ApiUnavailable("auth")
-        visit.sign_in(
-            SignedIn(
-                user_id=me.body["id"],
-                username=me.body["username"],
-                roles=tuple(me.body["roles"]),
-                access_token=tokens["access_token"],
-                refresh_token=tokens["refresh_token"],
-                access_expires_at=time.time() + float(tokens["expires_in"]),
-            )
-        )
         return await redirect(visit, next_path)
     headers = {}
     if answer.status == 429:

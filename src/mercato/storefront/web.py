@@ -16,12 +16,12 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from fastapi import Depends, FastAPI
 from jinja2 import Environment, PackageLoader, select_autoescape
 from redis.exceptions import RedisError
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
@@ -39,6 +39,11 @@ TEMPLATES: Final = Jinja2Templates(
         lstrip_blocks=True,
     )
 )
+
+#: The largest form body a page accepts, and its most fields (the admin's product form is
+#: the largest: a description of a few KiB).
+MAX_FORM_BYTES: Final = 64 * 1024
+MAX_FORM_FIELDS: Final = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,8 +244,11 @@ async def administrator(visit: Annotated[Visit, Depends(signed_in)]) -> Visit:
 
 
 async def checked_form(visit: Annotated[Visit, Depends(current_visit)]) -> FormData:
-    """The posted form, if it carries this session's CSRF token; else 403, nothing done."""
-    form = await visit.request.form()
+    """The posted form, if it carries this session's CSRF token; else 403, nothing done.
+
+    Every storefront form is URL-encoded and small: another body type answers 415, a body
+    over :data:`MAX_FORM_BYTES` 413, before anything is parsed."""
+    form = await read_form(visit.request)
     if not visit.storefront.csrf.valid(form.get(CSRF_FIELD), visit.session):
         raise PageError(
             403,
@@ -248,6 +256,32 @@ async def checked_form(visit: Annotated[Visit, Depends(current_visit)]) -> FormD
             "This form has expired or did not come from this site. Reload the page and try again.",
         )
     return form
+
+
+async def read_form(request: Request) -> FormData:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in {"application/x-www-form-urlencoded", ""}:  # "": an empty POST
+        raise PageError(415, "Unsupported form", "Forms are sent URL-encoded.")
+    length = request.headers.get("content-length", "")
+    if length.isdecimal() and int(length) > MAX_FORM_BYTES:
+        raise PageError(413, "Form too large", f"A form holds at most {MAX_FORM_BYTES} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise PageError(413, "Form too large", f"A form holds at most {MAX_FORM_BYTES} bytes.")
+    try:
+        fields: list[tuple[str, str | UploadFile]] = list(
+            parse_qsl(
+                body.decode(),
+                keep_blank_values=True,
+                max_num_fields=MAX_FORM_FIELDS,
+                errors="strict",
+            )
+        )
+    except (UnicodeDecodeError, ValueError) as malformed:
+        raise PageError(400, "Malformed form", "The form could not be read.") from malformed
+    return FormData(fields)
 
 
 #: What a route takes: the visit, a signed-in visit, an administrator's, a CSRF-checked form.
@@ -290,7 +324,7 @@ async def redirect(visit: Visit, to: str) -> Response:
 def install_page_errors(app: FastAPI) -> None:
     """Render the storefront's errors as pages (the API's stay problem+json)."""
 
-    async def visit_of(request: Request) -> Visit:
+    def visit_of(request: Request) -> Visit:
         visit = getattr(request.state, "visit", None)
         if isinstance(visit, Visit):
             return visit
@@ -299,7 +333,7 @@ def install_page_errors(app: FastAPI) -> None:
     async def page_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PageError)
         return await render(
-            await visit_of(request),
+            visit_of(request),
             "error.html",
             {"title": exc.title, "message": exc.message},
             status=exc.status,
@@ -308,7 +342,7 @@ def install_page_errors(app: FastAPI) -> None:
     async def sign_in_required(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SignInRequired)
         target = "/login" if exc.next_path == "/" else f"/login?next={quote(exc.next_path)}"
-        return RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
+        return await visit_of(request).finish(RedirectResponse(target, status_code=303))
 
     async def unavailable(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiUnavailable)

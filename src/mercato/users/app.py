@@ -12,6 +12,7 @@ from mercato.messaging import (
 )
 from mercato.platform.app import create_service_app
 from mercato.platform.migrations import MigrationHistory
+from mercato.platform.telemetry import Tracing
 from mercato.settings import Settings, load_settings
 from mercato.users.api import router
 from mercato.users.service import handlers
@@ -22,9 +23,13 @@ CONSUMER_GROUPS: ConsumerGroups = {"users": (UserRegistered.event_type,)}
 
 
 def create_app(
-    settings: Settings | None = None, *, shared: SharedMessaging | None = None
+    settings: Settings | None = None,
+    *,
+    shared: SharedMessaging | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
-    """The users service; ``shared``: what it shares with the deployment's other services."""
+    """The users service; ``shared`` and ``tracing``: what it shares with the deployment's
+    other services."""
     return create_service_app(
         settings or load_settings(),
         "users",
@@ -35,4 +40,5 @@ def create_app(
         hooks=[
             messaging_hook(Outbox("users"), handlers, shared or SharedMessaging(CONSUMER_GROUPS))
         ],
+        tracing=tracing,
     )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mercato.platform.schemas import StrictModel, Text
+from mercato.platform.schemas import Integral, StrictModel, Text
 from mercato.users import domain
 
 
@@ -25,7 +26,7 @@ class ProfilePatch(StrictModel):
     """Only ``full_name`` and ``age``; anything else is refused (422)."""
 
     full_name: Text | None = Field(None, max_length=domain.FULL_NAME_MAX)
-    age: int | None = Field(None, ge=domain.AGE_MIN, le=domain.AGE_MAX)
+    age: Annotated[int, Field(ge=domain.AGE_MIN, le=domain.AGE_MAX), Integral] | None = None
 
 
 class ProfilePage(BaseModel):

@@ -67,3 +67,22 @@ async def test_a_form_without_this_sessions_token_is_refused(
     assert answer.status_code == 403
     assert "location" not in answer.headers
     assert ADMIN not in (await browser.get("/")).text
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status"),
+    [
+        ("multipart/form-data; boundary=x", b"--x--", 415),
+        ("application/x-www-form-urlencoded", b"a=" + b"x" * 70_000, 413),
+        ("application/x-www-form-urlencoded", b"username=%ff%fe", 400),
+    ],
+)
+async def test_a_form_that_is_not_a_small_urlencoded_one_is_refused_unread(
+    browser: Browser, content_type: str, body: bytes, status: int
+) -> None:
+    await browser.get("/login")
+
+    answer = await browser.http.post("/login", content=body, headers={"content-type": content_type})
+
+    assert answer.status_code == status
+    assert answer.headers["content-type"].startswith("text/html")

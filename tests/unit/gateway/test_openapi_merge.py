@@ -61,3 +61,23 @@ def test_token_urls_move_under_the_api_prefix() -> None:
         "tokenUrl": "/api/v1/auth/token",
         "refreshUrl": "/api/v1/auth/refresh",
     }
+
+
+def test_every_operation_lists_what_the_gateway_itself_may_answer() -> None:
+    document = {
+        "paths": {
+            "/products": {"get": {"responses": {"200": {"description": "A page"}}}},
+            "/products/{id}": {"delete": {"responses": {"503": {"description": "Own words"}}}},
+        }
+    }
+    paths = service_part("products", document)["paths"]
+    listed, deleted = paths["/api/v1/products"]["get"], paths["/api/v1/products/{id}"]["delete"]
+    assert {"200", "429", "502", "503", "504"} == set(listed["responses"])
+    limited = listed["responses"]["429"]
+    assert {"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} == set(
+        limited["headers"]
+    )
+    assert limited["content"] == {
+        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+    }
+    assert deleted["responses"]["503"]["description"] == "Own words"  # the service's own kept

@@ -399,3 +399,24 @@ def test_alembic_context_lines_only_at_debug(
     assert lines[-1]["event"] == "Running upgrade  -> 0001_auth, Accounts."
     assert lines[-1]["level"] == "info"
     assert {line["level"] for line in lines[:-1]} <= {"debug"}
+
+
+def test_lines_written_inside_a_span_carry_its_trace_and_span_ids(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    configure_logging(service="orders", fmt="json")
+    log = get_logger("mercato.orders")
+    with TracerProvider().get_tracer("test").start_as_current_span("place order") as span:
+        log.info("order placed")
+        logging.getLogger("mercato.legacy").warning("stdlib inside the span")
+    log.info("after the span")
+
+    inside_a, inside_b, after = json_lines(capsys.readouterr().err)
+    context = span.get_span_context()
+    for line in (inside_a, inside_b):
+        assert line["trace_id"] == f"{context.trace_id:032x}"
+        assert line["span_id"] == f"{context.span_id:016x}"
+    assert "trace_id" not in after
+    assert "span_id" not in after

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.anyio
 async def test_hits_past_the_limit_are_refused_with_the_headers_of_a_429() -> None:
     limiter = RateLimiter()
     try:
-        results = [await limiter.hit("3/minute", "login", "alice") for _ in range(4)]
+        results = [await limiter.hit("3/minute", "login", "alice", name="login") for _ in range(4)]
     finally:
         await limiter.close()
     assert [r.allowed for r in results] == [True, True, True, False]
@@ -33,9 +33,9 @@ async def test_hits_past_the_limit_are_refused_with_the_headers_of_a_429() -> No
 async def test_keys_are_counted_separately() -> None:
     limiter = RateLimiter()
     try:
-        await limiter.hit("1/minute", "login", "alice")
-        assert not (await limiter.hit("1/minute", "login", "alice")).allowed
-        assert (await limiter.hit("1/minute", "login", "bob")).allowed
+        await limiter.hit("1/minute", "login", "alice", name="login")
+        assert not (await limiter.hit("1/minute", "login", "alice", name="login")).allowed
+        assert (await limiter.hit("1/minute", "login", "bob", name="login")).allowed
     finally:
         await limiter.close()
 
@@ -69,7 +69,7 @@ async def test_a_storage_outage_refuses_or_allows_as_configured(
     limiter = RateLimiter(fail_closed=fail_closed)
     limiter.strategy = BrokenStrategy()  # type: ignore[assignment]
     with capture_logs() as logs:
-        result = await limiter.hit("5/minute", "login", "alice")
+        result = await limiter.hit("5/minute", "login", "alice", name="login")
     assert result.unavailable
     assert result.allowed is allowed
     assert [(entry["log_level"], entry["outcome"]) for entry in logs] == [

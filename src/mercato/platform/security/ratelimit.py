@@ -1,15 +1,17 @@
 """Rate limits on the ``limits`` library, shared by every instance when Redis is configured.
 
-``await limiter.hit("5/minute", "login", username, address)`` consumes one unit and answers a
-:class:`RateLimitResult` that carries everything a 429 needs (``Retry-After`` and the
-``RateLimit-*`` headers). When the storage is down, ``fail_closed=True`` refuses (the result
-says ``unavailable``, callers answer 503) instead of letting every request through.
+``await limiter.hit("5/minute", "login", username, address, name="login")`` consumes one unit
+and answers a :class:`RateLimitResult` that carries everything a 429 needs (``Retry-After``
+and the ``RateLimit-*`` headers). When the storage is down, ``fail_closed=True`` refuses (the
+result says ``unavailable``, callers answer 503) instead of letting every request through.
+Every refusal is reported to ``on_refused`` with the limit's ``name`` (a metric's label).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final, Literal
@@ -117,16 +119,20 @@ class RateLimiter:
         strategy: Strategy = "moving-window",
         fail_closed: bool = True,
         timeout: float = 1.0,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.storage = _storage(redis_url, prefix, timeout)
+        self.on_refused = on_refused
         self.strategy = _STRATEGIES[strategy](self.storage)
         self.fail_closed = fail_closed
         self.shared = bool(redis_url)
 
     async def hit(
-        self, limit: str | RateLimitItem, *key_parts: str, cost: int = 1
+        self, limit: str | RateLimitItem, *key_parts: str, name: str, cost: int = 1
     ) -> RateLimitResult:
-        """Consume ``cost`` units of ``limit`` for the key made of ``key_parts``."""
+        """Consume ``cost`` units of ``limit`` (called ``name``: ``api``, ``login``...) for
+        the key made of ``key_parts``; a refusal (not an unavailable storage) is reported to
+        ``on_refused``."""
         item = parse_limit(limit) if isinstance(limit, str) else limit
         try:
             allowed = await self.strategy.hit(item, *key_parts, cost=cost)
@@ -144,6 +150,8 @@ class RateLimiter:
                 reset=time.time() + UNAVAILABLE_RETRY_AFTER,
                 unavailable=True,
             )
+        if not allowed and self.on_refused is not None:
+            self.on_refused(name)
         return RateLimitResult(
             allowed=allowed,
             limit=item.amount,

@@ -174,6 +174,8 @@ class JwksKeys:
     min_refetch_interval: float = 10.0
     timeout: float = 3.0
     clock: Callable[[], float] = time.monotonic
+    #: Client spans of the fetches, when tracing is on.
+    trace_configs: Sequence[aiohttp.TraceConfig] = ()
     fetches: int = field(default=0, init=False)
     _keys: dict[str, jwt.PyJWK] = field(default_factory=dict, init=False, repr=False)
     _fetched_at: float | None = field(default=None, init=False, repr=False)
@@ -212,7 +214,10 @@ class JwksKeys:
 
     async def _fetch(self) -> list[dict[str, Any]]:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                trace_configs=list(self.trace_configs) or None,
+            )
         self.fetches += 1
         async with self._session.get(self.url) as response:
             response.raise_for_status()
@@ -372,9 +377,15 @@ def jwks_url(settings: SharedSettings) -> str:
     return settings.token_keys_url()
 
 
-def token_verifier(settings: SharedSettings, keys: KeySource | None = None) -> TokenVerifier:
+def token_verifier(
+    settings: SharedSettings,
+    keys: KeySource | None = None,
+    *,
+    trace_configs: Sequence[aiohttp.TraceConfig] = (),
+) -> TokenVerifier:
     """The verifier a service uses: ``keys`` if given; else ``JWT_PUBLIC_KEYS``; else the
-    public halves of ``JWT_PRIVATE_KEYS`` when set; else the auth service's JWKS."""
+    public halves of ``JWT_PRIVATE_KEYS`` when set; else the auth service's JWKS (fetched
+    with ``trace_configs``)."""
     if keys is None:
         if settings.jwt_public_keys:
             keys = StaticKeys(parse_public_keys(settings.jwt_public_keys))
@@ -387,6 +398,7 @@ def token_verifier(settings: SharedSettings, keys: KeySource | None = None) -> T
                 jwks_url(settings),
                 ttl=settings.jwks_cache_ttl,
                 min_refetch_interval=settings.jwks_min_refetch_interval,
+                trace_configs=trace_configs,
             )
     return TokenVerifier(
         keys,
