@@ -15,7 +15,8 @@ from support.storefront import PASSWORD
 
 pytestmark = pytest.mark.browser
 
-NEW_PASSWORD = "Giraffe-Walking-8"
+#: The password a test changes to, or resets to.
+REPLACEMENT = "Giraffe-Walking-8"
 
 
 def test_signing_up_shows_an_error_next_to_its_field_then_signs_in(page: Page) -> None:
@@ -64,19 +65,19 @@ def test_changing_the_password_needs_the_current_one(page: Page, customer: Custo
     sign_in(page, customer.username, customer.password)
     page.goto("/account")
     page.get_by_label("Current password").fill("Not-The-Password-1")
-    page.get_by_label("New password").fill(NEW_PASSWORD)
+    page.get_by_label("New password").fill(REPLACEMENT)
     page.get_by_role("button", name="Change password").click()
 
     expect(page.get_by_label("Current password")).to_have_attribute("aria-invalid", "true")
 
     page.get_by_label("Current password").fill(customer.password)
-    page.get_by_label("New password").fill(NEW_PASSWORD)
+    page.get_by_label("New password").fill(REPLACEMENT)
     page.get_by_role("button", name="Change password").click()
 
     expect(page.get_by_role("status")).to_be_visible()
     sign_out(page)
     refused(page, customer.username, customer.password)
-    sign_in(page, customer.username, NEW_PASSWORD)
+    sign_in(page, customer.username, REPLACEMENT)
 
 
 def test_a_forgotten_password_is_reset_through_the_mailed_link_once(
@@ -91,12 +92,12 @@ def test_a_forgotten_password_is_reset_through_the_mailed_link_once(
     link = mailed_link(shop.data_dir / "outbox-mail", customer.email)
     page.goto(link)
     expect(page.get_by_role("heading", level=1)).to_have_text("Choose a new password")
-    page.get_by_label("New password").fill(NEW_PASSWORD)
+    page.get_by_label("New password").fill(REPLACEMENT)
     page.get_by_role("button", name="Set the password").click()
 
     expect(page.get_by_role("status")).to_be_visible()
     refused(page, customer.username, customer.password)
-    sign_in(page, customer.username, NEW_PASSWORD)
+    sign_in(page, customer.username, REPLACEMENT)
     page.goto(link)  # a second time
     page.get_by_label("New password").fill("Another-Horse-9")
     page.get_by_role("button", name="Set the password").click()
