@@ -35,7 +35,7 @@ from support.browser import (
 )
 from support.processes import RunningMercato, free_ports, mercato_up
 from support.servers import missing
-from support.storefront import ADMIN, ADMIN_PASSWORD
+from support.storefront import ADMIN, ADMIN_PASSWORD, SHOP_ENV
 
 expect.set_options(timeout=10_000)
 
@@ -54,14 +54,7 @@ WATCHED = pytest.StashKey[Watch]()
 
 @pytest.fixture(scope="session")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMercato]:
-    env = {
-        "MERCATO_ADMIN_USERNAME": ADMIN,
-        "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        # Every test signs in from 127.0.0.1, some more than once; the limit itself is
-        # proven by the auth service's tests.
-        "RATE_LIMIT_LOGIN_ADDRESS": "600/minute",
-    }
-    with mercato_up(tmp_path_factory.mktemp("shop"), free_ports(), env=env) as running:
+    with mercato_up(tmp_path_factory.mktemp("shop"), free_ports(), env=SHOP_ENV) as running:
         yield running
 
 
