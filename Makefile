@@ -10,7 +10,7 @@ export UV_LINK_MODE := copy
 export UV_PYTHON := $(abspath $(BIN))/python
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fault test-deploy security lint format typecheck bench clean
+.PHONY: help install run test test-browser test-fault test-deploy security lint format typecheck bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test: install ## the whole test suite (real-server tests skip without the server
 	$(BIN)/pytest -m "not fault and not deploy" tests/integration
 	$(BIN)/pytest -m "not fault and not deploy" tests/e2e
 	$(BIN)/pytest -m "not fault and not deploy" tests/security
+
+test-browser: install ## the storefront in headless Chromium (needs /usr/bin/chromium); screenshots in tests/browser/artifacts
+	$(BIN)/pytest -m browser tests/browser
 
 test-fault: install ## fault tests: kill and restart private server instances
 	$(BIN)/pytest -m fault

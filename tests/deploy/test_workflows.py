@@ -225,3 +225,18 @@ def test_the_deploy_stops_when_the_migration_fails(tmp_path: Path) -> None:
     code, calls = _deploy_against_a_fake_cluster(tmp_path, "Failed")
     assert code == 1
     assert not any("rollout" in call for call in calls)
+
+
+def test_ci_runs_the_browser_tests_on_debians_chromium_and_keeps_the_screenshots() -> None:
+    browser = workflow("ci.yml")["jobs"]["browser"]
+    assert "bookworm" in browser["container"]["image"]  # Ubuntu's chromium is a snap
+    commands = runs(browser)
+    assert "apt-get install" in commands
+    assert "chromium" in commands
+    assert "make test-browser" in commands
+    assert "playwright install" not in commands  # never a downloaded browser
+    uploads = [
+        s for s in steps(browser) if s.get("uses", "").startswith("actions/upload-artifact@")
+    ]
+    assert uploads[0]["with"]["path"].rstrip("/") == "tests/browser/artifacts"
+    assert "make test-browser" in (ROOT / ".ci" / "run").read_text()

@@ -18,6 +18,16 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 #: The administrator every storefront test run bootstraps (MERCATO_ADMIN_*).
 ADMIN, ADMIN_PASSWORD = "shopadmin", "Shop-Admin-Pass-42"
 PASSWORD = "Correct-Horse-9"
+#: The environment of the `mercato up` the storefront's HTTP and browser tests share: the
+#: administrator, and limits that let every test sign in afresh, all from one client
+#: address (127.0.0.1), within a minute (the limits themselves are the auth tests' matter).
+SHOP_ENV = {
+    "MERCATO_ADMIN_USERNAME": ADMIN,
+    "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    "RATE_LIMIT_LOGIN": "1000/minute",
+    "RATE_LIMIT_LOGIN_ADDRESS": "100000/minute",
+    "RATE_LIMIT_PASSWORD_RESET_ADDRESS": "10000/minute",
+}
 
 
 def csrf_token(html: str) -> str:

@@ -8,23 +8,14 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from support.processes import RunningMercato, free_ports, mercato_up
-from support.storefront import ADMIN, ADMIN_PASSWORD, Browser, Stockroom
+from support.storefront import ADMIN, ADMIN_PASSWORD, SHOP_ENV, Browser, Stockroom
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="session")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMercato]:
-    env = {
-        "MERCATO_ADMIN_USERNAME": ADMIN,
-        "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        # Every test signs in afresh, all from one client address (127.0.0.1), and every
-        # sign-up signs in: past the login and reset limits within a minute.
-        "RATE_LIMIT_LOGIN": "1000/minute",
-        "RATE_LIMIT_LOGIN_ADDRESS": "100000/minute",
-        "RATE_LIMIT_PASSWORD_RESET_ADDRESS": "10000/minute",
-    }
-    with mercato_up(tmp_path_factory.mktemp("shop"), free_ports(), env=env) as running:
+    with mercato_up(tmp_path_factory.mktemp("shop"), free_ports(), env=SHOP_ENV) as running:
         yield running
 
 
