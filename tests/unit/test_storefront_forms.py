@@ -42,7 +42,7 @@ def test_a_422_puts_each_error_next_to_its_field() -> None:
 
     assert problems.fields == {
         "password": "Password needs a digit",
-        "username": "String should have at least 3 characters",
+        "username": "Must have at least 3 characters",
     }
     assert (problems.alert, problems.status) == (CHECK_FIELDS, 422)
 

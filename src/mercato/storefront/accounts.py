@@ -156,7 +156,7 @@ async def account_page(visit: SignedInVisit) -> Response:
 
 
 @router.post("/account")
-async def update_account(visit: SignedInVisit, form: CheckedForm) -> Response:
+async def update_account(form: CheckedForm, visit: SignedInVisit) -> Response:
     values = stripped(form, *PROFILE_FIELDS)
     try:
         age = age_of(values["age"])
@@ -175,7 +175,7 @@ async def update_account(visit: SignedInVisit, form: CheckedForm) -> Response:
 
 
 @router.post("/account/password")
-async def change_password(visit: SignedInVisit, form: CheckedForm) -> Response:
+async def change_password(form: CheckedForm, visit: SignedInVisit) -> Response:
     body = {name: text(form, name) for name in PASSWORD_FIELDS}
     answer = await visit.call("POST", "/auth/password/change", json_body=body)
     if answer.ok:

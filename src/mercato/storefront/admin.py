@@ -66,7 +66,7 @@ async def new_product(visit: AdminVisit) -> Response:
 
 
 @router.post("")
-async def create_product(visit: AdminVisit, form: CheckedForm) -> Response:
+async def create_product(form: CheckedForm, visit: AdminVisit) -> Response:
     values = _values(form, FIELDS)
     body, errors = api_body(values, [n for n in FIELDS if values[n] or n not in DEFAULTED])
     if errors:
@@ -92,7 +92,7 @@ async def edit_product(visit: AdminVisit, product_id: str) -> Response:
 
 
 @router.post("/{product_id}")
-async def update_product(visit: AdminVisit, product_id: str, form: CheckedForm) -> Response:
+async def update_product(form: CheckedForm, visit: AdminVisit, product_id: str) -> Response:
     path = _api_path(product_id)
     values = _values(form, EDITABLE)
     shown = _values(form, EDITABLE, prefix="shown_")
@@ -115,7 +115,7 @@ async def update_product(visit: AdminVisit, product_id: str, form: CheckedForm) 
 
 
 @router.post("/{product_id}/delete")
-async def delete_product(visit: AdminVisit, product_id: str, _form: CheckedForm) -> Response:
+async def delete_product(_form: CheckedForm, visit: AdminVisit, product_id: str) -> Response:
     answer = await visit.call("DELETE", _api_path(product_id))
     if answer.status == 404:  # a second click, or another administrator was quicker
         visit.flash("That product had already been deleted.")

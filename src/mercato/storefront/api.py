@@ -59,11 +59,16 @@ class ApiAnswer:
         if isinstance(self.body, dict):
             for error in self.body.get("errors") or ():
                 message = str(error.get("msg") or "is not valid").removeprefix("Value error, ")
+                message = _PYDANTIC_SUBJECT.sub("Must ", message)
                 errors.setdefault(
                     field_of(error.get("loc") or []), message[:1].upper() + message[1:]
                 )
         return errors
 
+
+#: How pydantic begins a message, which a person reads better as an instruction
+#: (``String should have at least 8 characters`` -> ``Must have at least 8 characters``).
+_PYDANTIC_SUBJECT: Final = re.compile(r"^(?:String|Input|Value) should ")
 
 #: What pydantic puts in a ``loc`` after the field: the branch of a union (``none``,
 #: ``function-after[...]``), never a field name of the API.

@@ -72,7 +72,7 @@ def _shown(order: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.post("/orders")
-async def place_order(visit: SignedInVisit, form: CheckedForm) -> Response:
+async def place_order(form: CheckedForm, visit: SignedInVisit) -> Response:
     product_id = text(form, "product_id")
     quantity = text(form, "quantity").strip()
     address = text(form, "shipping_address").strip()
@@ -91,7 +91,7 @@ async def place_order(visit: SignedInVisit, form: CheckedForm) -> Response:
         "POST", "/orders", json_body=body, headers={"Idempotency-Key": key} if key else None
     )
     if answer.status == 201:
-        visit.flash("Your order was placed. It is pending until its stock is reserved.")
+        visit.flash("Your order was placed; its status below changes once its stock is reserved.")
         return await redirect(visit, "/orders")
     if answer.status == 409:  # the same form sent twice: the first is still being placed
         visit.flash("Your order is being placed.")
@@ -118,7 +118,7 @@ async def place_order(visit: SignedInVisit, form: CheckedForm) -> Response:
 
 
 @router.post("/orders/{order_id}/cancel")
-async def cancel_order(visit: SignedInVisit, _form: CheckedForm, order_id: str) -> Response:
+async def cancel_order(_form: CheckedForm, visit: SignedInVisit, order_id: str) -> Response:
     answer = await visit.call("POST", f"/orders/{path_id(order_id, 'Order not found')}/cancel")
     if answer.ok:
         visit.flash("Your order was cancelled.")

@@ -286,6 +286,8 @@ async def read_form(request: Request) -> FormData:
 
 
 #: What a route takes: the visit, a signed-in visit, an administrator's, a CSRF-checked form.
+#: A POST lists its ``CheckedForm`` first, so that a form without this session's token is
+#: refused (403) before anything else is decided, a visitor's included.
 AnyVisit = Annotated[Visit, Depends(current_visit)]
 SignedInVisit = Annotated[Visit, Depends(signed_in)]
 AdminVisit = Annotated[Visit, Depends(administrator)]

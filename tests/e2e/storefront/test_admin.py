@@ -97,13 +97,19 @@ async def test_a_visitor_is_sent_to_sign_in_from_every_admin_page(
     category = unique("t")
     posted = {"sku": unique("SKU-"), "name": "Visitor's", "price": "1.00", "category": category}
 
+    token = csrf_token((await browser.get("/login")).text)  # a visitor's own session
     for method, path in admin_routes():
         url = filled(path, product["id"])
-        answer = await browser.http.request(method, url, data=posted if method == "POST" else None)
-
-        assert answer.status_code == 303, (method, url)
-        expected = f"/login?next={quote(url)}" if method == "GET" else "/login"
-        assert answer.headers["location"] == expected, (method, url)
+        if method == "GET":
+            answer = await browser.http.get(url)
+            assert answer.status_code == 303, url
+            assert answer.headers["location"] == f"/login?next={quote(url)}", url
+            continue
+        # Without this session's token a POST is refused before anything else is decided.
+        forged = await browser.http.post(url, data=posted)
+        assert (forged.status_code, forged.headers.get("location")) == (403, None), url
+        answer = await browser.http.post(url, data={**posted, "csrf_token": token})
+        assert (answer.status_code, answer.headers.get("location")) == (303, "/login"), url
 
     assert (await product_of(browser.http, product["id"])).json() == product
     assert await in_category(browser.http, category) == []

@@ -72,7 +72,7 @@ async def test_an_order_placed_is_listed_and_becomes_confirmed(
     assert answer.status_code == 303
     assert answer.headers["location"] == "/orders"
     page = await shopper.get("/orders")
-    assert "Your order was placed." in page.text
+    assert "Your order was placed;" in page.text
     [(order_id, status)] = statuses(page.text).items()
     assert status in {"pending", "confirmed"}
     assert "&lt;b&gt;Lamp&lt;/b&gt;" in page.text
@@ -80,7 +80,7 @@ async def test_an_order_placed_is_listed_and_becomes_confirmed(
     assert "1 &lt;i&gt;Main&lt;/i&gt; Street" in page.text
     assert f'action="/orders/{order_id}/cancel"' in page.text
     assert await settled(shopper, order_id) == "confirmed"
-    assert "Your order was placed." not in (await shopper.get("/orders")).text  # shown once
+    assert "Your order was placed;" not in (await shopper.get("/orders")).text  # shown once
 
 
 async def test_the_status_script_is_loaded_while_an_order_is_pending(
