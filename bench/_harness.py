@@ -130,9 +130,12 @@ class Target:
         if self.threshold is None:
             return {**result, "value": value, "passed": None, "by": None}
         passed = value >= self.threshold if self.op == ">=" else value <= self.threshold
+        if self.threshold == 0:  # "nothing lost": how far, in the metric's own units
+            by = value if self.op == ">=" else -value
+            return {**result, "value": value, "passed": passed, "by": by, "absolute": True}
         # How far from the threshold, as a share of it: +0.25 is 25 % better, -0.4 40 % short.
         by = (value / self.threshold - 1) if self.op == ">=" else (1 - value / self.threshold)
-        return {**result, "value": value, "passed": passed, "by": by}
+        return {**result, "value": value, "passed": passed, "by": by, "absolute": False}
 
 
 def fmt_duration(seconds: float) -> str:

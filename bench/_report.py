@@ -47,6 +47,8 @@ def cell(found: dict[str, float]) -> str:
 def verdict(target: dict[str, Any]) -> str:
     if target["passed"] is None:
         return "n/a" if target["value"] is None or target["threshold"] is not None else "info"
+    if target.get("absolute"):
+        return "**pass**" if target["passed"] else f"**MISS** by {number(abs(target['by']))}"
     share = abs(target["by"]) * 100
     if target["passed"]:
         return f"**pass** (+{share:.0f} % margin)"
