@@ -37,7 +37,7 @@ class Config:
     seconds: float = 5.0  # one wrk measurement
     warmup_seconds: float = 2.0
     pin: bool = True
-    workdir: Path = Path("/tmp")
+    workdir: Path = Path()  # each scenario gets a fresh directory under the run's own
 
     @classmethod
     def for_run(cls, *, quick: bool, pin: bool, workdir: Path) -> Config:

@@ -102,7 +102,7 @@ def banner(results: dict[str, Any]) -> list[str]:
             f"{found['cores']} cores; other processes competed for the cores, so absolute "
             "figures and ratios are noisy."
         )
-    return [*lines, ""] if lines else []
+    return [*"\n>\n".join(lines).splitlines(), ""] if lines else []
 
 
 def render(results: dict[str, Any], profile: str, charts: dict[str, str]) -> str:
@@ -128,8 +128,8 @@ def render(results: dict[str, Any], profile: str, charts: dict[str, str]) -> str
             else "Nothing pinned (taskset or a second core missing): figures are noisier"
         )
         + f"; a warm-up of {method['warmup_seconds']:g} s per variant, a fixed concurrency per "
-        f"scenario, {method['rounds']} interleaved round(s) of {method['seconds_per_measurement']:g}"
-        " s (round 1 of every variant, then round 2, ...). Figures are medians with their "
+        f"scenario, {method['rounds']} interleaved round(s) of "
+        f"{method['seconds_per_measurement']:g} s (round 1 of every variant, then round 2, ...). Figures are medians with their "
         "min-max over the rounds.",
         "",
         "## Targets",
