@@ -129,8 +129,8 @@ def render(results: dict[str, Any], profile: str, charts: dict[str, str]) -> str
         )
         + f"; a warm-up of {method['warmup_seconds']:g} s per variant, a fixed concurrency per "
         f"scenario, {method['rounds']} interleaved round(s) of "
-        f"{method['seconds_per_measurement']:g} s (round 1 of every variant, then round 2, ...). Figures are medians with their "
-        "min-max over the rounds.",
+        f"{method['seconds_per_measurement']:g} s (round 1 of every variant, then round 2, "
+        "...). Figures are medians with their min-max over the rounds.",
         "",
         "## Targets",
         "",

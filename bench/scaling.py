@@ -1,7 +1,7 @@
 """Scenario 7, scaling: the gateway and the products service each under gunicorn
-(``deploy/gunicorn.conf.py``, as `mercato serve SERVICE --workers N` runs it) with 1 and with 2 workers, loaded through the gateway
-with a cached ``GET /api/v1/products/{id}``. Nothing is pinned: the workers and wrk share the
-machine's cores, as a small deployment would.
+(``deploy/gunicorn.conf.py``, as `mercato serve SERVICE --workers N` runs it) with 1 and with
+2 workers, loaded through the gateway with a cached ``GET /api/v1/products/{id}``. Nothing
+is pinned: the workers and wrk share the machine's cores, as a small deployment would.
 """
 
 from __future__ import annotations

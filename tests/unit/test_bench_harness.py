@@ -5,16 +5,11 @@ REPORT.md rendered from a canned results JSON."""
 from __future__ import annotations
 
 import io
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `bench` lives at the root
-
-from bench._harness import Progress, Sample, Target, interleave, summarize  # noqa: E402
-from bench._report import render  # noqa: E402
+from bench._harness import Progress, Sample, Target, interleave, summarize
+from bench._report import render
 
 
 def test_rounds_interleave_every_variant_before_the_next_round() -> None:
