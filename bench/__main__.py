@@ -22,21 +22,11 @@ from types import ModuleType
 from typing import Any
 
 from bench._harness import Config, Progress, fmt_duration, summarize
+from bench._report import SCENARIOS, write_report
 from bench._servers import can_pin
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-#: In the issue's order (issue 16).
-SCENARIOS = (
-    "peer",
-    "front_door",
-    "catalogue",
-    "orders",
-    "events",
-    "login_storm",
-    "scaling",
-    "memory",
-)
 KEY_LIBRARIES = (
     "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "sqlalchemy",
     "asyncpg", "redis", "aio-pika", "aiokafka", "aiohttp", "gunicorn", "pyjwt", "sqlmodel",
@@ -124,8 +114,6 @@ def main(argv: list[str]) -> int:
     if shutil.which("wrk") is None:
         print("wrk is needed: `make bench` installs it (apt-get install -y wrk)")
         return 2
-    from bench._report import write_report
-
     pin = can_pin()
     load_start = os.getloadavg()
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -170,7 +158,7 @@ def main(argv: list[str]) -> int:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{started_at.replace(':', '')}.json"
     path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    report = write_report(results, path)
+    report = write_report(results, complete=set(chosen) == set(SCENARIOS))
     print(f"results: {path.relative_to(HERE.parent)}; report: {report.relative_to(HERE.parent)}")
     failed = [entry["name"] for entry in scenarios if entry["error"]]
     if failed:

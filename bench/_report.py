@@ -15,6 +15,17 @@ HERE = Path(__file__).resolve().parent
 REPORT = HERE / "REPORT.md"
 PROFILE = HERE / "PROFILE.md"
 CHARTS = HERE / "charts"
+#: Every scenario, in the issue's order (issue 16): a run of all of them makes REPORT.md.
+SCENARIOS = (
+    "peer",
+    "front_door",
+    "catalogue",
+    "orders",
+    "events",
+    "login_storm",
+    "scaling",
+    "memory",
+)
 
 #: Metrics shown in the tables, in this order, with their headings; others follow as named.
 HEADINGS = {
@@ -177,7 +188,7 @@ def render(results: dict[str, Any], profile: str, charts: dict[str, str]) -> str
         "```sh",
         "make bench                      # every scenario, the full method (under 15 min)",
         "make bench QUICK=1              # 1 round, short measurements (about 2 min idle)",
-        ".venv/bin/python -m bench front_door orders   # some scenarios only",
+        ".venv/bin/python -m bench front_door orders   # some only: bench/results/<time>.md",
         ".venv/bin/python -m bench._report             # re-render this file from the newest JSON",
         "```",
         "",
@@ -220,13 +231,20 @@ def draw_charts(results: dict[str, Any], directory: Path) -> dict[str, str]:
     return drawn
 
 
-def write_report(results: dict[str, Any], source: Path | None = None) -> Path:
+def write_report(results: dict[str, Any], *, complete: bool = True) -> Path:
+    """bench/REPORT.md and bench/charts/ from a run of every scenario; a run of some only
+    goes to bench/results/<timestamp>.md (no charts), leaving the report of the last
+    complete run as it is."""
+    profile = PROFILE.read_text(encoding="utf-8") if PROFILE.exists() else ""
+    if not complete:
+        path = HERE / "results" / f"{results['run']['started_at'].replace(':', '')}.md"
+        path.write_text(render(results, profile, {}), encoding="utf-8")
+        return path
     try:
         charts = draw_charts(results, CHARTS)
     except ImportError:
         print("matplotlib is missing (the bench dependency group): no charts")
         charts = {}
-    profile = PROFILE.read_text(encoding="utf-8") if PROFILE.exists() else ""
     REPORT.write_text(render(results, profile, charts), encoding="utf-8")
     return REPORT
 
@@ -236,7 +254,9 @@ def main(argv: list[str]) -> int:
     if not paths:
         print("no results yet: run `make bench`")
         return 1
-    print(f"report from {paths[-1]}: {write_report(json.loads(paths[-1].read_text()))}")
+    results = json.loads(paths[-1].read_text())
+    complete = set(results["run"]["scenarios"]) >= set(SCENARIOS)
+    print(f"report from {paths[-1]}: {write_report(results, complete=complete)}")
     return 0
 
 

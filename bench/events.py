@@ -56,7 +56,7 @@ TARGETS = [
 
 def counts(config: Config) -> tuple[int, int]:
     """(events per throughput measurement, latency probes)."""
-    return config.scaled(2000, 300), config.scaled(200, 40)
+    return config.scaled(1000, 300), config.scaled(200, 40)
 
 
 def estimate(config: Config) -> float:

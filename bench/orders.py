@@ -95,7 +95,7 @@ TARGETS = [
 
 def counts(config: Config) -> tuple[int, int]:
     """(orders under load, idle orders) per measurement."""
-    return config.scaled(300, 40), config.scaled(20, 5)
+    return config.scaled(200, 40), config.scaled(20, 5)
 
 
 def estimate(config: Config) -> float:

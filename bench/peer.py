@@ -16,7 +16,7 @@ from contextlib import ExitStack
 
 from bench._harness import Config, Endpoint, Progress, Sample, Target, http_seconds, measure_http
 from bench._servers import Servers, bearer, free_port, wait_until_answers
-from bench._stack import mercato, scratch_database, seed, servers_answer
+from bench._stack import mercato, mercato_pids, scratch_database, seed, servers_answer
 
 TITLE = "Against a peer stack: authenticated GET of one's own order vs FastAPI + SQLModel"
 CONCURRENCY = 50
@@ -74,16 +74,17 @@ def run(config: Config, progress: Progress) -> list[Sample]:
         import httpx
 
         peer_token = token_for(OWNER, secret)
+        pids = tuple(mercato_pids(up))  # its CPU time: every service's, as in the peer's
         item = httpx.get(f"http://127.0.0.1:{port}/items", headers=bearer(peer_token)).json()[0]
         endpoints = {
             "peer": Endpoint(
                 f"http://127.0.0.1:{port}/items/{item['id']}", bearer(peer_token), pids=(peer.pid,)
             ),
             "gateway": Endpoint(
-                f"{up.base_url}/api/v1/orders/{seeded.order_id}", bearer(seeded.token)
+                f"{up.base_url}/api/v1/orders/{seeded.order_id}", bearer(seeded.token), pids
             ),
             "direct": Endpoint(
-                f"{up.url('orders')}/orders/{seeded.order_id}", bearer(seeded.token)
+                f"{up.url('orders')}/orders/{seeded.order_id}", bearer(seeded.token), pids
             ),
         }
         for name, endpoint in endpoints.items():

@@ -25,7 +25,10 @@ NOTES = [
     "Why the speed-up stays under 2x: the machine has two cores and wrk needs a good share "
     "of one, while each request crosses two processes (gateway, then products), so two "
     "workers per service add parallelism only where a core is idle; a multi-core host "
-    "would scale further. The speed-up is the share of the second core the workers can use."
+    "would scale further. The speed-up is the share of the second core the workers can use.",
+    "`deploy/gunicorn.conf.py` as deployed, except worker recycling (`max_requests` 1000), "
+    "turned off: at these rates it restarts a worker every second or so, and a lone worker's "
+    "restart pauses the service (a first QUICK run measured 0 requests/s with 1 worker).",
 ]
 
 
@@ -46,7 +49,10 @@ def start(servers: Servers, workers: int, pem: str) -> Endpoint:
     }
     products_port, gateway_port = free_port(), free_port()
     products_base = f"http://127.0.0.1:{products_port}"
+    # Worker recycling off: at these rates max_requests (1000) would restart a worker every
+    # second or so, and with one worker each restart is a pause of the whole service.
     gunicorn = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"]
+    gunicorn += ["--max-requests", "0"]
     common["WEB_CONCURRENCY"] = str(workers)
     products = servers.spawn(
         [*gunicorn, 'mercato.gunicorn_app:asgi_app("products")'],
