@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -231,8 +231,8 @@ def measure_http(
     for number, variant in interleave(list(endpoints), config.rounds):
         endpoint = endpoints[variant]
         progress.step(f"round {number}/{config.rounds} {variant}")
-        context = (during or {}).get(variant)
-        if context is None:
+        context = (during or {}).get(variant, nullcontext)
+        with context() as extra:
             run = wrk(
                 endpoint.url,
                 config.seconds,
@@ -241,17 +241,8 @@ def measure_http(
                 headers=endpoint.headers,
                 pids=endpoint.pids,
             )
-        else:
-            with context() as extra:
-                run = wrk(
-                    endpoint.url,
-                    config.seconds,
-                    pin,
-                    connections,
-                    headers=endpoint.headers,
-                    pids=endpoint.pids,
-                )
-            run = {**run, **(extra() if callable(extra) else {})}
+        if callable(extra):  # what the other load measured meanwhile
+            run = {**run, **extra()}
         samples.append(Sample(variant, number, run))
         progress.step(
             f"round {number}/{config.rounds} {variant}: {run['rps']:.0f} rps, "
@@ -259,10 +250,6 @@ def measure_http(
             advance=True,
         )
     return samples
-
-
-def http_steps(config: Config, variants: int) -> int:
-    return variants * config.rounds
 
 
 def http_seconds(config: Config, variants: int) -> float:
