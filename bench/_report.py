@@ -50,7 +50,7 @@ def number(value: float | None) -> str:
 
 
 def cell(found: dict[str, float]) -> str:
-    if found["n"] > 1:
+    if found["n"] > 1 and found["min"] != found["max"]:
         return f"{number(found['median'])} ({number(found['min'])}-{number(found['max'])})"
     return number(found["median"])
 
@@ -187,7 +187,7 @@ def render(results: dict[str, Any], profile: str, charts: dict[str, str]) -> str
         "",
         "```sh",
         "make bench                      # every scenario, the full method (under 15 min)",
-        "make bench QUICK=1              # 1 round, short measurements (about 2 min idle)",
+        "make bench QUICK=1              # 1 round, short measurements (a few minutes)",
         ".venv/bin/python -m bench front_door orders   # some only: bench/results/<time>.md",
         ".venv/bin/python -m bench._report             # re-render this file from the newest JSON",
         "```",
