@@ -250,7 +250,9 @@ def write_report(results: dict[str, Any], *, complete: bool = True) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    paths = [Path(argv[0])] if argv else sorted((HERE / "results").glob("*.json"))
+    paths = (
+        [Path(argv[0])] if argv else sorted((HERE / "results").glob("[0-9]*T*Z.json"))
+    )  # not orders_fault.json
     if not paths:
         print("no results yet: run `make bench`")
         return 1

@@ -96,7 +96,7 @@ def variants_count() -> int:
 
 
 def estimate(config: Config) -> float:
-    return 20 + http_seconds(shortened(config), variants_count())
+    return 45 + http_seconds(shortened(config), variants_count())  # 6 services start
 
 
 def products_env(workdir: Path, database: str, cache: str, url: str | None) -> dict[str, str]:

@@ -61,7 +61,7 @@ def counts(config: Config) -> tuple[int, int]:
 
 def estimate(config: Config) -> float:
     events, probes = counts(config)
-    return 25 + 3 * config.rounds * (events / 300 + probes * (GAP + 0.01))
+    return 10 + 3 * config.rounds * (events / 300 + probes * (GAP + 0.01))
 
 
 class Recorder:

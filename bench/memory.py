@@ -59,7 +59,7 @@ def orders_per_cycle(config: Config) -> int:
 
 def estimate(config: Config) -> float:
     per_cycle = 2 * config.seconds + orders_per_cycle(config) / 25 + 2 * SETTLE + 2
-    return 25 + cycles(config) * per_cycle
+    return 15 + cycles(config) * per_cycle
 
 
 def run(config: Config, progress: Progress) -> list[Sample]:

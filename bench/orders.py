@@ -101,7 +101,7 @@ def counts(config: Config) -> tuple[int, int]:
 def estimate(config: Config) -> float:
     orders, idle = counts(config)
     # start-up of two `mercato up`, then about 25 orders/s under load and 20/s idle today.
-    return 60 + 4 * config.rounds * (orders / 25 + idle / 20 + 2)
+    return 30 + 4 * config.rounds * (orders / 25 + idle / 20 + 2)
 
 
 def seconds_between(order: dict[str, Any]) -> float:

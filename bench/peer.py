@@ -45,7 +45,7 @@ TARGETS = [
 
 
 def estimate(config: Config) -> float:
-    return 45 + http_seconds(config, len(VARIANTS))
+    return 25 + http_seconds(config, len(VARIANTS))
 
 
 def run(config: Config, progress: Progress) -> list[Sample]:
