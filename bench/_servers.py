@@ -18,6 +18,7 @@ Servers run on ``SERVER_CORE`` and the load generator on ``LOAD_CORE`` (``taskse
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -111,25 +112,32 @@ class Servers:
         return self.spawn(command, env, name or factory.split(":")[-1])
 
     def spawn(self, command: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-        """Start ``command`` with ``env`` over this environment, in the repository root."""
+        """Start ``command`` with ``env`` over this environment, in the repository root, in
+        a process group of its own (gunicorn's workers, nginx's worker: stopped with it)."""
         log = (self.workdir / f"{name}.log").open("wb")
         process = subprocess.Popen(
-            command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            command,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
         )
         self.processes.append(process)
         return process
 
     def stop(self) -> None:
         """SIGINT to every process still running (front servers first), then wait for each
-        (15 s, then SIGKILL)."""
+        (15 s), then SIGKILL to whatever is left of its process group."""
         for process in reversed(self.processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
         for process in self.processes:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)  # a worker its master left behind
+            process.wait()
 
 
 # --- keys, seeding, nginx --------------------------------------------------------------
