@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from bench._harness import Config, Progress, fmt_duration, summarize
-from bench._report import SCENARIOS, write_report
+from bench._report import SCENARIOS, is_complete, write_report
 from bench._servers import can_pin
 
 HERE = Path(__file__).resolve().parent
@@ -158,7 +158,7 @@ def main(argv: list[str]) -> int:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{started_at.replace(':', '')}.json"
     path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    report = write_report(results, complete=set(chosen) == set(SCENARIOS))
+    report = write_report(results, complete=is_complete(results))
     print(f"results: {path.relative_to(HERE.parent)}; report: {report.relative_to(HERE.parent)}")
     failed = [entry["name"] for entry in scenarios if entry["error"]]
     if failed:

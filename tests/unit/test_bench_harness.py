@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from bench._harness import Progress, Sample, Target, interleave, summarize
-from bench._report import render
+from bench._report import SCENARIOS, is_complete, render
 
 
 def test_rounds_interleave_every_variant_before_the_next_round() -> None:
@@ -175,3 +175,10 @@ def test_a_quick_run_on_a_loaded_machine_says_so_at_the_top() -> None:
     assert "**QUICK run**" in head
     assert "**Loaded machine**: load average 6.50" in head
     assert "(bench/PROFILE.md is empty)" in text
+
+
+def test_only_a_run_of_every_scenario_makes_the_report() -> None:
+    partial = canned_results(quick=False, load=0.1)
+    assert not is_complete(partial)
+    partial["run"]["scenarios"] = list(SCENARIOS)
+    assert is_complete(partial)
