@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from bench._harness import Config, Progress, fmt_duration, summarize
-from bench._report import SCENARIOS, is_complete, write_report
+from bench._report import EXTRA_SCENARIOS, SCENARIOS, is_complete, write_report
 from bench._servers import can_pin
 
 HERE = Path(__file__).resolve().parent
@@ -109,8 +109,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", default=_truthy(os.environ.get("QUICK")))
     args = parser.parse_args(argv)
     chosen = args.scenarios or list(SCENARIOS)
-    if unknown := sorted(set(chosen) - set(SCENARIOS)):
-        parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    known = (*SCENARIOS, *EXTRA_SCENARIOS)
+    if unknown := sorted(set(chosen) - set(known)):
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(known)}")
     if shutil.which("wrk") is None:
         print("wrk is needed: `make bench` installs it (apt-get install -y wrk)")
         return 2

@@ -1,9 +1,18 @@
-"""``constant_app`` (``uvicorn --factory``): raw ASGI answering one pre-serialized product,
-the Python limit of the front door (scenario 2)."""
+"""Apps the HTTP scenarios serve besides the real ones (``uvicorn --factory``).
+
+- ``constant_app``: raw ASGI answering one pre-serialized product: the Python limit of the
+  front door (scenario 2);
+- ``aiohttp_proxy`` / ``httpx_proxy``: the same minimal raw-ASGI reverse proxy on the two
+  HTTP clients, to choose the gateway's client by measurement (``bench.http_clients``,
+  docs/adr/0003); their upstream is ``BENCH_UPSTREAM`` (a base URL).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -44,3 +53,76 @@ async def _constant(scope: Scope, receive: Receive, send: Send) -> None:
 
 def constant_app() -> Any:
     return _constant
+
+
+_DROP = frozenset({b"host", b"connection", b"keep-alive", b"transfer-encoding", b"content-length"})
+
+
+def aiohttp_proxy() -> Any:
+    import aiohttp
+
+    upstream = os.environ["BENCH_UPSTREAM"]
+    state: dict[str, aiohttp.ClientSession] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            message = await receive()
+            state["session"] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100), auto_decompress=False
+            )
+            await send({"type": "lifespan.startup.complete"})
+            message = await receive()
+            await state["session"].close()
+            await send({"type": "lifespan.shutdown.complete"})
+            del message
+            return
+        headers = [(k.decode(), v.decode()) for k, v in scope["headers"] if k not in _DROP]
+        path = scope["raw_path"].decode()[len("/api/v1") :]
+        async with state["session"].request(
+            scope["method"], upstream + path, headers=headers
+        ) as response:
+            body = await response.read()
+            out = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in _DROP]
+            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def httpx_proxy() -> Any:
+    import httpx
+
+    upstream = os.environ["BENCH_UPSTREAM"]
+
+    @asynccontextmanager
+    async def client() -> AsyncIterator[httpx.AsyncClient]:
+        async with httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)
+        ) as http:
+            yield http
+
+    state: dict[str, Any] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            state["cm"] = client()
+            state["http"] = await state["cm"].__aenter__()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await state["cm"].__aexit__(None, None, None)
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        http: httpx.AsyncClient = state["http"]
+        headers = [(k, v) for k, v in scope["headers"] if k not in _DROP]
+        path = scope["raw_path"].decode()[len("/api/v1") :]
+        response = await http.request(scope["method"], upstream + path, headers=headers)
+        out = [
+            (k.lower(), v)
+            for k, v in response.headers.raw
+            if k.lower() not in _DROP and k.lower() != b"content-encoding"
+        ]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": out})
+        await send({"type": "http.response.body", "body": response.content})
+
+    return app

@@ -26,6 +26,8 @@ SCENARIOS = (
     "scaling",
     "memory",
 )
+#: Run only when named (``python -m bench http_clients``): not part of ``make bench``.
+EXTRA_SCENARIOS = ("http_clients",)
 
 #: Metrics shown in the tables, in this order, with their headings; others follow as named.
 HEADINGS = {
