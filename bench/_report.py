@@ -188,7 +188,7 @@ def render(results: dict[str, Any], profile: str, charts: dict[str, str]) -> str
         "## Commands",
         "",
         "```sh",
-        "make bench                      # every scenario, the full method (about 13 min)",
+        "make bench                      # every scenario, the full method (about 12 min)",
         "make bench QUICK=1              # 1 round, short measurements (a few minutes)",
         ".venv/bin/python -m bench front_door orders   # some only: bench/results/<time>.md",
         ".venv/bin/python -m bench._report             # re-render this file from the newest JSON",
