@@ -58,8 +58,11 @@ format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install ## benchmarks; results land in bench/results/
-	$(BIN)/python -m bench
+bench: install ## every benchmark scenario -> bench/REPORT.md (QUICK=1: a 2-minute check)
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y --no-install-recommends wrk nginx; }
+	$(BIN)/python -m bench $(if $(filter-out 0 false no,$(QUICK)),--quick)
 
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) var .mypy_cache .ruff_cache

@@ -1,5 +1,6 @@
-"""Benchmarks: load and latency scenarios, each printing ratios, not only absolute times.
+"""Benchmarks of issue 16: eight scenarios (``bench/<name>.py``) measured with one method
+(``bench/_harness.py``), reported by ``bench/_report.py``.
 
-Run all with `make bench` (``python -m bench``), one with ``python -m bench.<name>``.
-Results land in ``bench/results/<name>.json``.
+``make bench`` (``python -m bench``) runs them all and writes ``bench/results/<timestamp>.json``,
+``bench/REPORT.md`` and ``bench/charts/``; ``python -m bench [--quick] NAME ...`` runs some.
 """

@@ -1,12 +1,10 @@
-"""Apps the gateway benchmark serves besides the real ones (``uvicorn --factory``).
+"""Apps the HTTP scenarios serve besides the real ones (``uvicorn --factory``).
 
-- ``constant_app``: raw ASGI answering one pre-serialized product: the Python limit.
-- ``standin_products``: FastAPI answering a 10-field model, used only when the real products
-  service cannot be seeded (the result then says so).
+- ``constant_app``: raw ASGI answering one pre-serialized product: the Python limit of the
+  front door (scenario 2);
 - ``aiohttp_proxy`` / ``httpx_proxy``: the same minimal raw-ASGI reverse proxy on the two
-  HTTP clients, to choose the gateway's client by measurement (docs/adr).
-
-The upstream of the proxies is ``BENCH_UPSTREAM`` (a base URL).
+  HTTP clients, to choose the gateway's client by measurement (``bench.http_clients``,
+  docs/adr/0003); their upstream is ``BENCH_UPSTREAM`` (a base URL).
 """
 
 from __future__ import annotations
@@ -15,11 +13,8 @@ import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from decimal import Decimal
 from typing import Any
 
-from fastapi import FastAPI
-from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 PRODUCT: dict[str, Any] = {
@@ -58,30 +53,6 @@ async def _constant(scope: Scope, receive: Receive, send: Send) -> None:
 
 def constant_app() -> Any:
     return _constant
-
-
-class Product(BaseModel):
-    id: str
-    sku: str
-    name: str
-    description: str
-    price: Decimal
-    currency: str
-    category: str
-    stock: int
-    created_at: str
-    updated_at: str
-
-
-def standin_products() -> FastAPI:
-    app = FastAPI()
-    product = Product(**PRODUCT)
-
-    @app.get("/products/{product_id}", response_model=Product)
-    async def get_product(product_id: str) -> Product:
-        return product
-
-    return app
 
 
 _DROP = frozenset({b"host", b"connection", b"keep-alive", b"transfer-encoding", b"content-length"})

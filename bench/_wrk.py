@@ -1,30 +1,14 @@
-"""Loading one URL with wrk (1 thread, ``CONNECTIONS`` connections) and reading its report."""
+"""Loading one URL with wrk (1 thread, a scenario's fixed connections) and reading its report."""
 
 from __future__ import annotations
 
 import os
 import re
 import subprocess
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bench._servers import LOAD_CORE, pinned
-
-CONNECTIONS = 50
-
-
-@dataclass
-class Run:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    requests: int = 0
-    #: The server process's own CPU time per request (user + system): unlike requests per
-    #: second, it barely moves when other processes compete for the cores.
-    cpu_us_per_request: float | None = None
-
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -59,14 +43,16 @@ def wrk(
     url: str,
     seconds: float,
     pin: bool,
+    connections: int,
     *,
     headers: Mapping[str, str] | None = None,
-    pid: int | None = None,
-) -> Run:
-    """Load ``url`` for ``seconds`` (whole, at least 1) sending ``headers``; with ``pid``, also
-    measure that server process's CPU time per request."""
-    before = cpu_seconds(pid) if pid else None
-    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--latency"]
+    pids: Sequence[int] = (),
+) -> dict[str, float]:
+    """Load ``url`` for ``seconds`` (whole, at least 1) with ``connections`` connections
+    sending ``headers``: rps, p50_ms, p99_ms, errors, requests and, with ``pids``, the CPU
+    time those server processes spent per request (cpu_us)."""
+    before = [cpu_seconds(pid) for pid in pids]
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
     output = subprocess.run(
@@ -78,17 +64,15 @@ def wrk(
     if found := re.search(r"Socket errors:.*?timeout (\d+)", output):
         errors += int(found.group(1))
     requests = int(_found(r"(\d+) requests in", output))
-    after = cpu_seconds(pid) if pid else None
-    cpu = (
-        round((after - before) / requests * 1e6, 1)
-        if before is not None and after is not None and requests
-        else None
-    )
-    return Run(
-        rps=float(_found(r"Requests/sec:\s+([\d.]+)", output)),
-        p50_ms=_ms(_found(r"\s50%\s+(\S+)", output)),
-        p99_ms=_ms(_found(r"\s99%\s+(\S+)", output)),
-        errors=errors,
-        requests=requests,
-        cpu_us_per_request=cpu,
-    )
+    result = {
+        "rps": float(_found(r"Requests/sec:\s+([\d.]+)", output)),
+        "p50_ms": _ms(_found(r"\s50%\s+(\S+)", output)),
+        "p99_ms": _ms(_found(r"\s99%\s+(\S+)", output)),
+        "errors": float(errors),
+        "requests": float(requests),
+    }
+    after = [cpu_seconds(pid) for pid in pids]
+    if pids and requests and None not in before and None not in after:
+        spent = sum(a for a in after if a is not None) - sum(b for b in before if b is not None)
+        result["cpu_us"] = round(spent / requests * 1e6, 1)
+    return result

@@ -148,7 +148,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
         ],
         innermost_middleware=[
             # Inside every other middleware, so the proxied path gets them all; measured
-            # (bench.gateway --profile), it does not need FastAPI's exception layer or router.
+            # (python -m bench._profile), it does not need FastAPI's exception layer or router.
             Middleware(
                 ApiDispatchMiddleware,
                 api=ProxyEndpoint(lambda: runtime.proxy),
