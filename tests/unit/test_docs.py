@@ -1,9 +1,10 @@
 """The documentation tells the truth: the API reference is what the code serves, links lead
 to files of this repository, the README's examples reach real endpoints, every port a
-process opens is listed."""
+process opens is listed, every test docs/security.md names exists."""
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 from pathlib import Path
@@ -19,6 +20,10 @@ DOCUMENTS = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 PROBES = frozenset({"healthz", "readyz", "metrics"})
 API_EXAMPLE = re.compile(r"/api/v1/[^\]\s\"'`)<>]+")
+SECURITY_DOC = ROOT / "docs" / "security.md"
+#: ``tests/x/test_y.py`` or ``tests/x/test_y.py::test_z`` (``::Class::test_z`` too); a
+#: parametrized test is named without its ``[...]``.
+TEST_REFERENCE = re.compile(r"\b(tests/[\w/]+\.py)(?:::(\w+(?:::\w+)*))?")
 
 
 def without_generated_blocks(text: str) -> str:
@@ -96,3 +101,46 @@ def test_the_readme_lists_every_port_a_process_opens() -> None:
         assert re.search(rf"^\| [^|]*{name}[^|]* \| {port} \|", table, re.MULTILINE), (
             f"{name} ({port}) is not in README's table of ports"
         )
+
+
+def security_doc_references() -> list[tuple[str, str]]:
+    """Each ``(file, test name)`` docs/security.md names; the name is empty for a file."""
+    return TEST_REFERENCE.findall(SECURITY_DOC.read_text())
+
+
+def defines(path: Path, name: str) -> bool:
+    """Whether the test file at ``path`` defines ``name`` (``Class::test`` for a method)."""
+    body = ast.parse(path.read_text()).body
+    for part in name.split("::"):
+        found = [
+            node
+            for node in body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and node.name == part
+        ]
+        if not found:
+            return False
+        body = found[0].body if isinstance(found[0], ast.ClassDef) else []
+    return True
+
+
+def test_every_test_the_security_page_names_exists() -> None:
+    references = security_doc_references()
+    missing = sorted(
+        f"{file}::{name}" if name else file
+        for file, name in set(references)
+        if not (ROOT / file).is_file() or (name and not defines(ROOT / file, name))
+    )
+
+    assert len([name for _, name in references if name]) >= 50
+    assert missing == [], "docs/security.md names tests that do not exist"
+
+
+def test_the_security_page_names_every_security_test_file() -> None:
+    named = {file for file, _ in security_doc_references()}
+    files = {
+        str(path.relative_to(ROOT)) for path in (ROOT / "tests" / "security").glob("test_*.py")
+    }
+
+    assert files, "no test file under tests/security"
+    assert sorted(files - named) == [], "docs/security.md does not name these security tests"
