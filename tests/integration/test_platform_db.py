@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -168,36 +169,36 @@ async def _terminate_pooled_connections(postgres_url: str) -> None:
         await killer.close()
 
 
-@pytest.mark.integration
-async def test_a_connection_dropped_while_idle_is_replaced_before_use(postgres_url: str) -> None:
-    db = Database(postgres_url, schema="shop", ping_after_idle=0.05)
+@asynccontextmanager
+async def pooled_database(postgres_url: str, *, ping_after_idle: float) -> AsyncIterator[Database]:
+    """A database with the test tables, one read done (a connection back in the pool)."""
+    db = Database(postgres_url, schema="shop", ping_after_idle=ping_after_idle)
     try:
         async with db.engine.begin() as connection:
             await db.ensure_schema(connection)
             await connection.run_sync(Base.metadata.create_all)
         assert await count(db) == 0
+        yield db
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.integration
+async def test_a_connection_dropped_while_idle_is_replaced_before_use(postgres_url: str) -> None:
+    async with pooled_database(postgres_url, ping_after_idle=0.05) as db:
         await _terminate_pooled_connections(postgres_url)
         await asyncio.sleep(0.1)  # idle past ping_after_idle: pinged, found dead, replaced
 
         assert await count(db) == 0
-    finally:
-        await db.dispose()
 
 
 @pytest.mark.integration
 async def test_a_recently_used_connection_is_not_pinged(postgres_url: str) -> None:
     """The other side of the same rule: within ``ping_after_idle`` a checkout costs no ping
     (so a connection dropped that recently fails its one request, and is replaced)."""
-    db = Database(postgres_url, schema="shop", ping_after_idle=3600)
-    try:
-        async with db.engine.begin() as connection:
-            await db.ensure_schema(connection)
-            await connection.run_sync(Base.metadata.create_all)
-        assert await count(db) == 0
+    async with pooled_database(postgres_url, ping_after_idle=3600) as db:
         await _terminate_pooled_connections(postgres_url)
 
         with pytest.raises(DBAPIError):
             await count(db)
         assert await count(db) == 0  # the disconnect invalidated the pool
-    finally:
-        await db.dispose()

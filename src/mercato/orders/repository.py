@@ -23,9 +23,7 @@ DONE = "done"
 
 #: Built once: the hottest read of the context, constructed and cache-keyed per call otherwise.
 _ORDER_WITH_LINES = (
-    select(OrderRow)
-    .where(OrderRow.id == bindparam("order_id"))
-    .options(joinedload(OrderRow.lines))
+    select(OrderRow).where(OrderRow.id == bindparam("order_id")).options(joinedload(OrderRow.lines))
 )
 
 
