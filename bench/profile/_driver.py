@@ -87,7 +87,9 @@ async def measure(app: Asgi, scope: Scope, options: argparse.Namespace) -> None:
     await measure_calls(one, options)
 
 
-async def measure_calls(call_once: Callable[[], Awaitable[None]], options: argparse.Namespace) -> None:
+async def measure_calls(
+    call_once: Callable[[], Awaitable[None]], options: argparse.Namespace
+) -> None:
     """:func:`measure` for any awaitable operation: ``call_once`` is one request."""
     for _ in range(options.warmup):
         await call_once()
@@ -103,6 +105,4 @@ async def measure_calls(call_once: Callable[[], Awaitable[None]], options: argpa
         stats.sort_stats("cumulative").print_stats(45)
         stats.sort_stats("tottime").print_stats(30)
     elapsed = time.perf_counter() - started
-    print(
-        f"{options.requests} requests, {elapsed / options.requests * 1e6:.0f} us each (wall)"
-    )
+    print(f"{options.requests} requests, {elapsed / options.requests * 1e6:.0f} us each (wall)")
