@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import ForeignKey, String, func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mercato.platform.db import Database, new_metadata
@@ -150,3 +151,54 @@ async def test_postgres_keeps_each_service_in_its_own_schema(postgres_url: str) 
     finally:
         await orders.dispose()
         await users.dispose()
+
+
+async def _terminate_pooled_connections(postgres_url: str) -> None:
+    """End, server-side, every connection of the database but this one (a restart, as a
+    pooled connection sees it)."""
+    import asyncpg
+
+    dsn = postgres_url.replace("+asyncpg", "")
+    killer = await asyncpg.connect(dsn)
+    try:
+        await killer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await killer.close()
+
+
+@asynccontextmanager
+async def pooled_database(postgres_url: str, *, ping_after_idle: float) -> AsyncIterator[Database]:
+    """A database with the test tables, one read done (a connection back in the pool)."""
+    db = Database(postgres_url, schema="shop", ping_after_idle=ping_after_idle)
+    try:
+        async with db.engine.begin() as connection:
+            await db.ensure_schema(connection)
+            await connection.run_sync(Base.metadata.create_all)
+        assert await count(db) == 0
+        yield db
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.integration
+async def test_a_connection_dropped_while_idle_is_replaced_before_use(postgres_url: str) -> None:
+    async with pooled_database(postgres_url, ping_after_idle=0.05) as db:
+        await _terminate_pooled_connections(postgres_url)
+        await asyncio.sleep(0.1)  # idle past ping_after_idle: pinged, found dead, replaced
+
+        assert await count(db) == 0
+
+
+@pytest.mark.integration
+async def test_a_recently_used_connection_is_not_pinged(postgres_url: str) -> None:
+    """The other side of the same rule: within ``ping_after_idle`` a checkout costs no ping
+    (so a connection dropped that recently fails its one request, and is replaced)."""
+    async with pooled_database(postgres_url, ping_after_idle=3600) as db:
+        await _terminate_pooled_connections(postgres_url)
+
+        with pytest.raises(DBAPIError):
+            await count(db)
+        assert await count(db) == 0  # the disconnect invalidated the pool

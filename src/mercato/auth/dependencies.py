@@ -11,12 +11,12 @@ from mercato.platform.app import Context
 from mercato.platform.security.dependencies import client_address
 
 
-def get_auth_service(request: Request) -> AuthService:
+async def get_auth_service(request: Request) -> AuthService:
     service: AuthService = request.app.state.auth_service
     return service
 
 
-def get_client_address(request: Request, context: Context) -> str:
+async def get_client_address(request: Request, context: Context) -> str:
     return client_address(request, context.settings)
 
 

@@ -9,8 +9,11 @@ from fastapi import Depends, Header, Request
 from mercato.orders.service import OrdersService
 
 
-def orders_service(request: Request) -> OrdersService:
-    """The service the lifespan built (see :func:`mercato.orders.app.orders_runtime`)."""
+async def orders_service(request: Request) -> OrdersService:
+    """The service the lifespan built (see :func:`mercato.orders.app.orders_runtime`).
+
+    async on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, a thread
+    hop on every request that costs more than the lookup."""
     service: OrdersService = request.app.state.orders
     return service
 

@@ -9,6 +9,7 @@ when the URL says so, each service in its own schema (``search_path``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Final, Self
 
 from sqlalchemy import DateTime, Dialect, MetaData, event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -37,6 +39,9 @@ NAMING_CONVENTION: Final[dict[str, str]] = {
 }
 
 _READ_ONLY: Final = "mercato_read_only"
+_RETURNED_AT: Final = "mercato_returned_at"
+#: A pooled PostgreSQL connection idle for longer than this (seconds) is pinged before use.
+PING_AFTER_IDLE: Final = 1.0
 AfterCommit = Callable[[], Awaitable[None] | None]
 
 
@@ -71,7 +76,15 @@ def new_metadata() -> MetaData:
 class Database:
     """The engine and session factory of one service's database."""
 
-    def __init__(self, url: str | URL, *, schema: str | None = None, **engine_options: Any) -> None:
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        schema: str | None = None,
+        ping_after_idle: float = PING_AFTER_IDLE,
+        **engine_options: Any,
+    ) -> None:
+        self.ping_after_idle = ping_after_idle
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.is_postgres = self.url.get_backend_name() == "postgresql"
@@ -91,8 +104,9 @@ class Database:
         if self.is_postgres and self.schema:
             server_settings = {"search_path": self.schema, "application_name": "mercato"}
             options.setdefault("connect_args", {}).setdefault("server_settings", server_settings)
-        options.setdefault("pool_pre_ping", True)
-        return create_async_engine(self.url, **options)
+        engine = create_async_engine(self.url, **options)
+        _ping_idle_connections(engine, self.ping_after_idle)
+        return engine
 
     def _create_sqlite_engine(self, options: dict[str, Any]) -> AsyncEngine:
         options.pop("pool_size", None)
@@ -146,6 +160,33 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _ping_idle_connections(engine: AsyncEngine, idle_after: float) -> None:
+    """Ping a pooled connection before use only when it sat idle for ``idle_after`` seconds.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout, and asyncpg's ping is three round
+    trips (BEGIN, ``;``, ROLLBACK): more than the primary-key read it guards. A connection
+    back in the pool within the last second is alive but for a server restart in that second;
+    its request then fails as any request does during an outage (503), and the disconnect
+    invalidates the whole pool, so the next checkouts get fresh connections."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get(_RETURNED_AT)
+        if returned is None or time.monotonic() - returned < idle_after:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                raise DisconnectionError from exc  # the pool replaces it and checks out again
+            raise
 
 
 class UnitOfWork:

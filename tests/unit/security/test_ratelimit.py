@@ -6,13 +6,22 @@ import pytest
 from structlog.testing import capture_logs
 
 from mercato.platform.errors import ServiceUnavailable
-from mercato.platform.security.ratelimit import RateLimiter, RateLimitResult, TooManyRequests
+from mercato.platform.security.ratelimit import (
+    RateLimiter,
+    RateLimitResult,
+    Strategy,
+    TooManyRequests,
+    parse_limit,
+)
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_hits_past_the_limit_are_refused_with_the_headers_of_a_429() -> None:
-    limiter = RateLimiter()
+@pytest.mark.parametrize("strategy", ["moving-window", "fixed-window", "sliding-window-counter"])
+async def test_hits_past_the_limit_are_refused_with_the_headers_of_a_429(
+    strategy: Strategy,
+) -> None:
+    limiter = RateLimiter(strategy=strategy)
     try:
         results = [await limiter.hit("3/minute", "login", "alice", name="login") for _ in range(4)]
     finally:
@@ -28,6 +37,22 @@ async def test_hits_past_the_limit_are_refused_with_the_headers_of_a_429() -> No
     with pytest.raises(TooManyRequests) as caught:
         refused.raise_for_refusal()
     assert caught.value.headers["Retry-After"] == headers["Retry-After"]
+
+
+async def test_a_fixed_window_hit_answers_what_limits_own_strategy_answers() -> None:
+    """The fixed window's two-call hit (platform/security/ratelimit.py) against limits'
+    hit then get_window_stats, on the same storage: the same verdicts, counts and reset."""
+    limiter = RateLimiter(strategy="fixed-window")
+    try:
+        item = parse_limit("3/minute")
+        for _ in range(5):
+            ours = await limiter.hit(item, "api", "alice")
+            allowed = await limiter.strategy.hit(item, "api", "bob")
+            stats = await limiter.strategy.get_window_stats(item, "api", "bob")
+            assert (ours.allowed, ours.remaining) == (allowed, stats.remaining)
+            assert abs(ours.reset - stats.reset_time) < 1
+    finally:
+        await limiter.close()
 
 
 async def test_keys_are_counted_separately() -> None:

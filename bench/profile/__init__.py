@@ -1,0 +1,1 @@
+"""Profiling drivers: a fixed number of requests driven in-process, for instruction counts."""
