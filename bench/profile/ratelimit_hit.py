@@ -29,7 +29,9 @@ async def main() -> None:
     try:
 
         async def hit() -> None:
-            if not (await limiter.hit("1000000/minute", "gateway", "user", "alice")).allowed:
+            if not (
+                await limiter.hit("1000000/minute", "gateway", "user", "alice", name="user")
+            ).allowed:
                 raise SystemExit("refused")
 
         await measure_calls(hit, options)

@@ -46,7 +46,7 @@ async def test_a_fixed_window_hit_answers_what_limits_own_strategy_answers() -> 
     try:
         item = parse_limit("3/minute")
         for _ in range(5):
-            ours = await limiter.hit(item, "api", "alice")
+            ours = await limiter.hit(item, "api", "alice", name="api")
             allowed = await limiter.strategy.hit(item, "api", "bob")
             stats = await limiter.strategy.get_window_stats(item, "api", "bob")
             assert (ours.allowed, ours.remaining) == (allowed, stats.remaining)
