@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -89,13 +90,24 @@ def request_count(metrics: str, service: str) -> int:
 def test_two_workers_answer_and_metrics_count_every_request(tmp_path: Path) -> None:
     port = free_port()
     env = clean_env(tmp_path, PRODUCTS_PORT=str(port))
+    files = tmp_path / "var" / "metrics" / "products"
+    sent = 0
     with serving(tmp_path, "products", port, env) as (url, log_path), httpx.Client() as client:
-        for _ in range(30):
-            assert client.get(f"{url}/healthz", headers={"Connection": "close"}).status_code == 200
+
+        def probe(_: int) -> int:
+            with httpx.Client() as own:  # a connection each: any worker may accept it
+                return own.get(f"{url}/healthz", headers={"Connection": "close"}).status_code
+
+        # Which worker accepts a connection is the kernel's choice: send batches of
+        # concurrent requests until both have answered some (each then has its own file).
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            while sent == 0 or (len(list(files.glob("counter_*.db"))) < 2 and sent < 400):
+                assert set(pool.map(probe, range(20))) == {200}
+                sent += 20
         metrics = client.get(f"{url}/metrics").text
 
-    assert request_count(metrics, "products") == 30
-    assert len(list((tmp_path / "var" / "metrics" / "products").glob("counter_*.db"))) == 2
+    assert len(list(files.glob("counter_*.db"))) == 2
+    assert request_count(metrics, "products") == sent  # both workers' requests, summed
     log = log_path.read_text()
     assert "Bad file descriptor" not in log
     lines = [json.loads(line) for line in log.splitlines()]  # every line structured
