@@ -254,7 +254,8 @@ async def test_an_unknown_product_is_a_404_page(admin: Browser) -> None:
     for path in (
         "/admin/products/no-such-id/edit",
         "/admin/products/%2E%2E/edit",
-        "/admin/products/a%00b/edit",
+        # A control character (nginx itself refuses a NUL with 400 before the page sees it).
+        "/admin/products/a%01b/edit",
     ):
         answer = await admin.get(path)
         assert answer.status_code == 404, path
