@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -132,5 +133,9 @@ def test_the_request_id_passes_nginx_both_ways(topology: RunningTopology) -> Non
     assert answer.headers["x-request-id"] == request_id
     assert topology.log_lines_with(request_id, services={"gateway", "products"})
     assert topology.nginx is not None
-    access_log = (topology.nginx.prefix / "logs" / "access.log").read_text()
-    assert f"request_id={request_id}" in access_log
+    access_log = topology.nginx.prefix / "logs" / "access.log"
+    # nginx writes the line as it finishes the request, which may be after the client read it.
+    deadline = time.monotonic() + 10
+    while f"request_id={request_id}" not in access_log.read_text():
+        assert time.monotonic() < deadline, access_log.read_text()[-2000:]
+        time.sleep(0.1)
