@@ -19,6 +19,7 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from mercato.storefront.api import ApiAnswer
+from mercato.storefront.catalogue import listed_products
 from mercato.storefront.web import (
     AdminVisit,
     CheckedForm,
@@ -44,19 +45,13 @@ _INVALID: Final = "Fix the fields marked below."
 @router.get("")
 async def products(visit: AdminVisit, page: str | None = None, q: str | None = None) -> Response:
     pager = Pager.of(page, visit.storefront.page_size)
-    params: dict[str, str | int] = {"limit": pager.size, "offset": pager.offset}
-    if q:
-        params["q"] = q
-    answer = await visit.call("GET", "/products", params=params)
-    if not answer.ok:  # a search text the API refuses (too long, NUL): nothing matches it
-        items, total = [], 0
-    else:
-        items, total = answer.body["items"], answer.body["total"]
+    # The API's own order (newest first); a search text it refuses matches nothing.
+    items, pager = await listed_products(visit, pager, sort=None, **({"q": q} if q else {}))
     return await render(
         visit,
         "admin/products.html",
         # not "q": base.html would fill the site's search box with it
-        {"products": items, "pager": pager.with_total(total), "search": q or ""},
+        {"products": items, "pager": pager, "search": q or ""},
     )
 
 

@@ -3,6 +3,8 @@ list narrowed to the products whose name or description holds ``q``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from starlette.responses import Response
 
@@ -12,10 +14,26 @@ from mercato.storefront.web import AnyVisit, Pager, Visit, render
 router = APIRouter()
 
 
-async def product_list(visit: Visit, pager: Pager, **where: str) -> ApiAnswer:
-    """One page of products, by name, filtered by ``where`` (the API's query parameters)."""
-    params: dict[str, str | int] = {"limit": pager.size, "offset": pager.offset, "sort": "name"}
+async def product_list(
+    visit: Visit, pager: Pager, *, sort: str | None = "name", **where: str
+) -> ApiAnswer:
+    """One page of products in ``sort`` order (``None``: the API's own, newest first),
+    filtered by ``where`` (the API's query parameters)."""
+    params: dict[str, str | int] = {"limit": pager.size, "offset": pager.offset}
+    if sort is not None:
+        params["sort"] = sort
     return await visit.call("GET", "/products", params={**params, **where})
+
+
+async def listed_products(
+    visit: Visit, pager: Pager, *, sort: str | None = "name", **where: str
+) -> tuple[list[dict[str, Any]], Pager]:
+    """One page of products and ``pager`` with their total; a filter the API refuses (a
+    category or search text outside what it accepts) matches nothing."""
+    answer = await product_list(visit, pager, sort=sort, **where)
+    if not answer.ok:
+        return [], pager.with_total(0)
+    return answer.body["items"], pager.with_total(answer.body["total"])
 
 
 @router.get("/")
@@ -23,15 +41,11 @@ async def catalogue(
     visit: AnyVisit, page: str | None = None, category: str | None = None
 ) -> Response:
     pager = Pager.of(page, visit.storefront.page_size)
-    answer = await product_list(visit, pager, **({"category": category} if category else {}))
-    if not answer.ok:  # a category outside what the API accepts: no such products
-        items, total = [], 0
-    else:
-        items, total = answer.body["items"], answer.body["total"]
+    items, pager = await listed_products(
+        visit, pager, **({"category": category} if category else {})
+    )
     return await render(
-        visit,
-        "catalogue.html",
-        {"products": items, "pager": pager.with_total(total), "category": category or ""},
+        visit, "catalogue.html", {"products": items, "pager": pager, "category": category or ""}
     )
 
 
