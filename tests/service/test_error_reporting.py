@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import threading
 import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +26,7 @@ from support.messaging_apps import (
     producer_app,
     running,
 )
+from support.servers import serving_in_thread
 from support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
@@ -85,15 +85,12 @@ class Ingest:
 @pytest.fixture
 def ingest() -> Iterator[Ingest]:
     ingest = Ingest()
-    thread = threading.Thread(target=ingest.server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield ingest
-    finally:
-        sentry_sdk.get_client().close(timeout=2)
-        sentry_sdk.get_global_scope().set_client(None)
-        ingest.server.shutdown()
-        ingest.server.server_close()
+    with serving_in_thread(ingest.server):
+        try:
+            yield ingest
+        finally:
+            sentry_sdk.get_client().close(timeout=2)
+            sentry_sdk.get_global_scope().set_client(None)
 
 
 def failing_router() -> APIRouter:

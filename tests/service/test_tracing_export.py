@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -15,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from mercato.platform.app import create_service_app
 from support.messaging_apps import messaging_settings
+from support.servers import serving_in_thread
 
 pytestmark = pytest.mark.anyio
 
@@ -56,13 +56,8 @@ class Collector:
 @pytest.fixture
 def collector() -> Iterator[Collector]:
     collector = Collector()
-    thread = threading.Thread(target=collector.server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(collector.server):
         yield collector
-    finally:
-        collector.server.shutdown()
-        collector.server.server_close()
 
 
 async def test_spans_are_exported_to_the_collector_the_settings_name(

@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import ThreadingHTTPServer
 from typing import NoReturn, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -108,3 +110,14 @@ def fresh_postgres_database(server_url: str, *, prefix: str = "mercato_test") ->
         yield parts._replace(scheme="postgresql+asyncpg", path=f"/{name}").geturl()
     finally:
         run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def serving_in_thread(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
+    """``server`` answering from a daemon thread until the block ends, then closed."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
