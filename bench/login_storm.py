@@ -1,7 +1,8 @@
 """Scenario 6, login storm isolation: the p99 of cached product reads through the gateway of
 ``mercato up`` (embedded), alone, then while 10 clients log in continuously with the
-production Argon2id parameters (time cost 2, 19 MiB). Hashing runs in a worker thread, never
-on the event loop; the reads must barely notice.
+production Argon2id parameters (time cost 2, 19 MiB). Hashing runs in the hasher's own
+threads at a lower priority (``nice`` +10), never on the event loop; the reads must barely
+notice.
 
 Every process of ``mercato up`` is on the servers' core: the hashing competes with the reads
 for that one core, which is the harsh case (a deployment gives auth its own). The login

@@ -99,8 +99,12 @@ async def create_admin(
     try:
         if settings.auto_migrate:
             await upgrade(database, MIGRATIONS)
-        accounts = Accounts(password_hasher(settings), Outbox("auth"))
-        user, created = await accounts.ensure_admin(database, username, password, email=email)
+        hasher = password_hasher(settings)
+        try:
+            accounts = Accounts(hasher, Outbox("auth"))
+            user, created = await accounts.ensure_admin(database, username, password, email=email)
+        finally:
+            hasher.close()
         return user.id, created
     finally:
         await database.dispose()
@@ -124,6 +128,7 @@ def auth_runtime(outbox: Outbox, mailer: Mailer | None = None) -> LifespanHook:
         finally:
             await service.mails.close(within=settings.graceful_timeout)
             await service.limiter.close()
+            service.hasher.close()
             if context.tokens is not None:
                 await context.tokens.close()
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+
 import pytest
 
-from mercato.platform.security.passwords import PasswordHasher
+from mercato.platform.security.passwords import HASHING_NICENESS, PasswordHasher
 
 pytestmark = pytest.mark.anyio
 
@@ -49,3 +53,23 @@ async def test_a_hash_with_old_parameters_is_upgraded_on_a_successful_check() ->
 
 async def test_an_unrecognised_hash_is_a_failure_not_a_crash() -> None:
     assert not (await PasswordHasher(**CHEAP).verify("x", "plaintext")).ok
+
+
+async def test_hashing_runs_in_the_hashers_own_threads_below_the_loops_priority() -> None:
+    hasher = PasswordHasher(**CHEAP)
+    seen: list[tuple[str, int]] = []
+    original = hasher._hash.hash
+
+    def spy(password: str) -> str:
+        seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, 0)))
+        return original(password)
+
+    hasher._hash.hash = spy  # type: ignore[method-assign]
+    try:
+        await hasher.hash("Zebra7Crossing")
+    finally:
+        hasher.close()
+    [(thread, niceness)] = seen
+    assert thread.startswith("argon2")
+    if sys.platform == "linux":  # per-thread priority; the loop's own thread is untouched
+        assert niceness == os.getpriority(os.PRIO_PROCESS, 0) + HASHING_NICENESS
