@@ -275,8 +275,8 @@ async def reserve_stock(
     """Reserve every line of ``order``, or none, and announce which.
 
     Each line is one conditional update (``stock >= quantity``) evaluated by the database
-    against the latest committed row, inside a savepoint: the first line that cannot be
-    covered rolls every line back. Returns True (``stock.reserved``), False
+    against the latest committed row; with several lines, inside a savepoint: the first line
+    that cannot be covered rolls every line back. Returns True (``stock.reserved``), False
     (``stock.rejected`` with the short lines) or None when this order was decided before
     (a redelivery, or a cancellation that arrived first): then nothing is published.
     """
@@ -294,14 +294,8 @@ async def reserve_stock(
         return False
     products = ProductRepository(uow.session)
     lines = merge_lines(Line(item.product_id, item.quantity) for item in order.items)
-    reserved = True
-    savepoint = await uow.session.begin_nested()
-    for line in lines:
-        if not await products.take_stock(line, now):
-            reserved = False
-            break
+    reserved = await _take_all(uow, products, lines, now)
     if reserved:
-        await savepoint.commit()
         await reservations.record(order.order_id, ReservationStatus.RESERVED, lines, now)
         event: StockReserved | StockRejected = StockReserved(
             order_id=order.order_id,
@@ -309,7 +303,6 @@ async def reserve_stock(
         )
         _after_commit_invalidate(uow, cache, [line.product_id for line in lines])
     else:
-        await savepoint.rollback()
         levels = await products.stock_levels(line.product_id for line in lines)
         # Stock may come back between the failed update and this read: name that line anyway.
         short = shortfalls(lines, levels) or [
@@ -331,6 +324,23 @@ async def reserve_stock(
         lines=len(lines),
     )
     return reserved
+
+
+async def _take_all(
+    uow: UnitOfWork, products: ProductRepository, lines: Sequence[Line], now: datetime
+) -> bool:
+    """Take the stock of every line, or of none. One line is one conditional update, which
+    changes nothing when it fails; several are taken in a savepoint, rolled back at the
+    first line that cannot be covered (two round trips more, so only when needed)."""
+    if len(lines) == 1:
+        return await products.take_stock(lines[0], now)
+    savepoint = await uow.session.begin_nested()
+    for line in lines:
+        if not await products.take_stock(line, now):
+            await savepoint.rollback()
+            return False
+    await savepoint.commit()
+    return True
 
 
 async def release_stock(
