@@ -256,16 +256,6 @@ class NotificationRepository:
         )
         return (await self.session.execute(statement)).scalar_one_or_none() is not None
 
-    async def due(self, now: datetime, *, limit: int) -> list[str]:
-        """The event ids of unsent notifications due by ``now``, oldest due first."""
-        statement = (
-            select(NotificationRow.event_id)
-            .where(NotificationRow.sent_at.is_(None), NotificationRow.due_at <= now)
-            .order_by(NotificationRow.due_at)
-            .limit(limit)
-        )
-        return list((await self.session.execute(statement)).scalars())
-
     async def next_due(self) -> datetime | None:
         """When the earliest unsent notification is due; None when all are sent."""
         statement = select(func.min(NotificationRow.due_at)).where(
@@ -274,29 +264,50 @@ class NotificationRepository:
         value: datetime | None = (await self.session.execute(statement)).scalar_one()
         return value
 
-    async def claim(
-        self, event_id: str, *, now: datetime, until: datetime
-    ) -> tuple[bytes, int] | None:
-        """Hold an unsent, due notification until ``until`` and count the attempt; returns
-        its message and attempt number, or None if it was sent or claimed meanwhile."""
+    async def claim_due(
+        self, now: datetime, *, until: datetime, limit: int
+    ) -> list[tuple[str, bytes, int]]:
+        """Hold at most ``limit`` unsent notifications due by ``now`` (the oldest due are
+        taken first) until ``until`` and count the attempt; returns each one's event id, message and
+        attempt number. One statement for the batch; the compare-and-set on ``due_at`` and
+        ``sent_at`` is re-checked on each row, so a notification another sender claimed or
+        sent meanwhile is not taken."""
+        due = (
+            select(NotificationRow.event_id)
+            .where(NotificationRow.sent_at.is_(None), NotificationRow.due_at <= now)
+            .order_by(NotificationRow.due_at)
+            .limit(limit)
+            .scalar_subquery()
+        )
         statement = (
             update(NotificationRow)
             .where(
-                NotificationRow.event_id == event_id,
+                NotificationRow.event_id.in_(due),
                 NotificationRow.sent_at.is_(None),
                 NotificationRow.due_at <= now,
             )
             .values(due_at=until, attempts=NotificationRow.attempts + 1)
-            .returning(NotificationRow.message, NotificationRow.attempts)
+            .returning(NotificationRow.event_id, NotificationRow.message, NotificationRow.attempts)
             .execution_options(synchronize_session=False)
         )
-        row = (await self.session.execute(statement)).one_or_none()
-        return None if row is None else (bytes(row[0]), int(row[1]))
+        rows = (await self.session.execute(statement)).all()
+        return [(str(row[0]), bytes(row[1]), int(row[2])) for row in rows]
 
-    async def sent(self, event_id: str, *, now: datetime) -> None:
+    async def release(self, event_ids: Collection[str], *, now: datetime) -> None:
+        """Give back claimed, unsent notifications (due now, the attempt not counted)."""
         statement = (
             update(NotificationRow)
-            .where(NotificationRow.event_id == event_id)
+            .where(NotificationRow.event_id.in_(list(event_ids)), NotificationRow.sent_at.is_(None))
+            .values(due_at=now, attempts=NotificationRow.attempts - 1)
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(statement)
+
+    async def sent(self, *event_ids: str, now: datetime) -> None:
+        """Mark the notifications of ``event_ids`` sent (one statement for all)."""
+        statement = (
+            update(NotificationRow)
+            .where(NotificationRow.event_id.in_(event_ids))
             .values(sent_at=now, last_error=None)
             .execution_options(synchronize_session=False)
         )
