@@ -9,13 +9,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
 from mercato.orders.domain import OrderStatus
-from mercato.orders.models import IdempotencyKeyRow, NotificationRow, OrderRow, RecipientRow
+from mercato.orders.models import (
+    IdempotencyKeyRow,
+    NotificationRow,
+    OrderLineRow,
+    OrderRow,
+    RecipientRow,
+)
 from mercato.platform.repository import Repository
 
 IN_FLIGHT = "in_flight"
@@ -28,8 +34,50 @@ _ORDER_WITH_LINES = (
 )
 
 
+def _settle(**values: Any) -> Any:
+    return (
+        update(OrderRow)
+        .where(
+            OrderRow.id == bindparam("order_id"),
+            OrderRow.status.in_(bindparam("from_", expanding=True)),
+        )
+        .values(status=bindparam("to"), updated_at=bindparam("now"), **values)
+        .returning(OrderRow.user_id, OrderRow.total, OrderRow.currency)
+        .execution_options(synchronize_session=False)
+    )
+
+
+#: Built once (each order is settled): see _ORDER_WITH_LINES.
+_SETTLE = _settle()
+_SETTLE_WITH_REASON = _settle(reason=bindparam("reason"))
+
+
+#: Core inserts on the tables (a placement's two statements): the ORM's flush of an order
+#: and its lines costs more than executing them.
+_ORDERS: Table = OrderRow.__table__  # type: ignore[assignment]
+_INSERT_ORDER = insert(_ORDERS)
+_ORDER_COLUMNS = tuple(column.key for column in _ORDERS.columns)
+_INSERT_LINES = insert(OrderLineRow.__table__)  # type: ignore[arg-type]
+_LINE_COLUMNS = ("position", "product_id", "name", "quantity", "unit_price")
+
+
 class OrderRepository(Repository[OrderRow]):
     model = OrderRow
+
+    async def add_placed(self, order: OrderRow) -> None:
+        """Insert a new order and its lines: two statements built once, without the ORM's
+        flush (the row object stays out of the session, as the caller's answer)."""
+        await self.session.execute(
+            _INSERT_ORDER, {name: getattr(order, name) for name in _ORDER_COLUMNS}
+        )
+        if order.lines:
+            await self.session.execute(
+                _INSERT_LINES,
+                [
+                    {"order_id": order.id, **{name: getattr(line, name) for name in _LINE_COLUMNS}}
+                    for line in order.lines
+                ],
+            )
 
     async def get(self, order_id: str) -> OrderRow | None:
         """The order with its lines loaded, in one query (a join: one round trip, where
@@ -101,17 +149,15 @@ class OrderRepository(Repository[OrderRow]):
         """:meth:`move`, answering what the saga announces of the order (its owner, total
         and currency) from the same statement (``RETURNING``), so that settling an order is
         one round trip, not a read and a write; None if it was not moved."""
-        values: dict[str, Any] = {"status": to.value, "updated_at": now}
-        if reason is not None:
-            values["reason"] = reason
-        statement = (
-            update(OrderRow)
-            .where(OrderRow.id == order_id, OrderRow.status.in_([s.value for s in from_]))
-            .values(**values)
-            .returning(OrderRow.user_id, OrderRow.total, OrderRow.currency)
-            .execution_options(synchronize_session=False)
-        )
-        row = (await self.session.execute(statement)).one_or_none()
+        params = {
+            "order_id": order_id,
+            "from_": [s.value for s in from_],
+            "to": to.value,
+            "now": now,
+            "reason": reason,
+        }
+        statement = _SETTLE if reason is None else _SETTLE_WITH_REASON
+        row = (await self.session.execute(statement, params)).one_or_none()
         return None if row is None else SettledOrder(row.user_id, row.total, row.currency)
 
     async def status_of(self, order_id: str) -> str | None:
@@ -134,6 +180,41 @@ def _insert_for(session: AsyncSession) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
+def _claim_key(insert: Any) -> Any:
+    return (
+        insert(IdempotencyKeyRow)
+        .values(
+            user_id=bindparam("user_id"),
+            key=bindparam("key"),
+            fingerprint=bindparam("fingerprint"),
+            status=IN_FLIGHT,
+            created_at=bindparam("now"),
+            locked_at=bindparam("now"),
+            expires_at=bindparam("expires_at"),
+        )
+        .on_conflict_do_nothing(index_elements=["user_id", "key"])
+        .returning(IdempotencyKeyRow.id)
+    )
+
+
+#: Built once per dialect (each placement claims a key): building and cache-keying an
+#: INSERT with its values costs more than executing it.
+_CLAIM_KEY = {"postgresql": _claim_key(postgresql.insert), "sqlite": _claim_key(sqlite.insert)}
+
+
+_COMPLETE_KEY = (
+    update(IdempotencyKeyRow)
+    .where(IdempotencyKeyRow.id == bindparam("row_id"))
+    .values(
+        status=DONE,
+        response_status=bindparam("answer_status"),
+        response_body=bindparam("answer_body"),
+        order_id=bindparam("answer_order_id"),
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
 class IdempotencyRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -150,22 +231,15 @@ class IdempotencyRepository:
         """Insert the key as in flight and return its row id; None if the user already has
         it. The unique constraint on (user_id, key) decides, so concurrent claims have
         exactly one winner on every database and in every process."""
-        values = {
+        params = {
             "user_id": user_id,
             "key": key,
             "fingerprint": fingerprint,
-            "status": IN_FLIGHT,
-            "created_at": now,
-            "locked_at": now,
+            "now": now,
             "expires_at": expires_at,
         }
-        statement = (
-            _insert_for(self.session)(IdempotencyKeyRow)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["user_id", "key"])
-            .returning(IdempotencyKeyRow.id)
-        )
-        row_id = (await self.session.execute(statement)).scalar_one_or_none()
+        statement = _CLAIM_KEY[self.session.get_bind().dialect.name]
+        row_id = (await self.session.execute(statement, params)).scalar_one_or_none()
         return None if row_id is None else int(row_id)
 
     async def get(self, *, user_id: str, key: str) -> IdempotencyKeyRow | None:
@@ -192,13 +266,13 @@ class IdempotencyRepository:
 
     async def complete(self, row_id: int, *, status: int, body: str, order_id: str | None) -> None:
         """Record the answer every later retry with this key gets."""
-        statement = (
-            update(IdempotencyKeyRow)
-            .where(IdempotencyKeyRow.id == row_id)
-            .values(status=DONE, response_status=status, response_body=body, order_id=order_id)
-            .execution_options(synchronize_session=False)
-        )
-        await self.session.execute(statement)
+        params = {
+            "row_id": row_id,
+            "answer_status": status,
+            "answer_body": body,
+            "answer_order_id": order_id,
+        }
+        await self.session.execute(_COMPLETE_KEY, params)
 
     async def release(self, row_id: int) -> None:
         """Forget an in-flight key whose request failed without effect, so a retry can run."""
@@ -232,6 +306,29 @@ class RecipientRepository(Repository[RecipientRow]):
         await self.session.execute(statement)
 
 
+def _add_notification(insert: Any) -> Any:
+    return (
+        insert(NotificationRow)
+        .values(
+            event_id=bindparam("event_id"),
+            user_id=bindparam("user_id"),
+            message=bindparam("message"),
+            created_at=bindparam("now"),
+            due_at=bindparam("now"),
+            attempts=0,
+        )
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(NotificationRow.event_id)
+    )
+
+
+#: Built once per dialect (a notification per confirmed order), as _CLAIM_KEY.
+_ADD_NOTIFICATION = {
+    "postgresql": _add_notification(postgresql.insert),
+    "sqlite": _add_notification(sqlite.insert),
+}
+
+
 class NotificationRepository:
     """The notifications decided and not yet sent. A sender claims one (compare-and-set on
     ``due_at``) before it mails, so two senders never mail the same row at once."""
@@ -241,20 +338,9 @@ class NotificationRepository:
 
     async def add(self, *, event_id: str, user_id: str, message: bytes, now: datetime) -> bool:
         """Record the notification of ``event_id``; False if that event already has one."""
-        statement = (
-            _insert_for(self.session)(NotificationRow)
-            .values(
-                event_id=event_id,
-                user_id=user_id,
-                message=message,
-                created_at=now,
-                due_at=now,
-                attempts=0,
-            )
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(NotificationRow.event_id)
-        )
-        return (await self.session.execute(statement)).scalar_one_or_none() is not None
+        params = {"event_id": event_id, "user_id": user_id, "message": message, "now": now}
+        statement = _ADD_NOTIFICATION[self.session.get_bind().dialect.name]
+        return (await self.session.execute(statement, params)).scalar_one_or_none() is not None
 
     async def next_due(self) -> datetime | None:
         """When the earliest unsent notification is due; None when all are sent."""

@@ -201,7 +201,7 @@ class OrdersService:
         )
         answer = Answer(201, order_out(order).model_dump_json())
         async with self.database.unit_of_work() as uow:
-            OrderRepository(uow.session).add(order)
+            await OrderRepository(uow.session).add_placed(order)
             event = OrderPlaced(
                 order_id=order.id,
                 user_id=user_id,

@@ -294,8 +294,9 @@ async def reserve_stock(
         return False
     products = ProductRepository(uow.session)
     lines = merge_lines(Line(item.product_id, item.quantity) for item in order.items)
-    reserved = await _take_all(uow, products, lines, now)
-    if reserved:
+    short_line = await _take_all(uow, products, lines, now)
+    reserved = short_line is None
+    if short_line is None:
         await reservations.record(order.order_id, ReservationStatus.RESERVED, lines, now)
         event: StockReserved | StockRejected = StockReserved(
             order_id=order.order_id,
@@ -306,7 +307,9 @@ async def reserve_stock(
         levels = await products.stock_levels(line.product_id for line in lines)
         # Stock may come back between the failed update and this read: name that line anyway.
         short = shortfalls(lines, levels) or [
-            Shortfall(line.product_id, line.quantity, levels.get(line.product_id, 0))
+            Shortfall(
+                short_line.product_id, short_line.quantity, levels.get(short_line.product_id, 0)
+            )
         ]
         await reservations.record(order.order_id, ReservationStatus.REJECTED, (), now)
         event = StockRejected(
@@ -328,19 +331,20 @@ async def reserve_stock(
 
 async def _take_all(
     uow: UnitOfWork, products: ProductRepository, lines: Sequence[Line], now: datetime
-) -> bool:
-    """Take the stock of every line, or of none. One line is one conditional update, which
-    changes nothing when it fails; several are taken in a savepoint, rolled back at the
-    first line that cannot be covered (two round trips more, so only when needed)."""
+) -> Line | None:
+    """Take the stock of every line, or of none: None when taken, else the first line that
+    could not be covered. One line is one conditional update, which changes nothing when it
+    fails; several are taken in a savepoint, rolled back at the first line that cannot be
+    covered (two round trips more, so only when needed)."""
     if len(lines) == 1:
-        return await products.take_stock(lines[0], now)
+        return None if await products.take_stock(lines[0], now) else lines[0]
     savepoint = await uow.session.begin_nested()
     for line in lines:
         if not await products.take_stock(line, now):
             await savepoint.rollback()
-            return False
+            return line
     await savepoint.commit()
-    return True
+    return None
 
 
 async def release_stock(
