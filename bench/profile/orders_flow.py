@@ -1,18 +1,22 @@
 """Orders end to end, in-process: the whole of ``mercato up`` (gateway, four services, their
-relays and consumers, one event loop) serving in this process's main thread, a load thread
+relays and consumers, one event loop) serving in this process, a load process (forked)
 placing orders through the gateway as ``bench/orders.py`` does, and counts per order.
 
-    PYTHONPATH=tests .venv/bin/python -m bench.profile.orders_flow --servers -n 200
+    PYTHONPATH=tests .venv/bin/python -m bench.profile.orders_flow --servers -n 300
     PYTHONPATH=tests .venv/bin/python -m bench.profile.orders_flow --servers --cprofile
     PYTHONPATH=tests .venv/bin/python -m bench.profile.orders_flow --servers --products 1
+    PATH=...py-spy...:$PATH PYTHONPATH=tests .venv/bin/python -m bench.profile.orders_flow \
+        --servers --py-spy /tmp/samples.txt      # raw stacks of the measured orders
 
-Counted over the measured orders (after ``--warmup`` orders placed and settled), divided by
-their number: the server side's CPU time (the process's, less the load thread's), HTTP
-requests each app served, SQL statements and transactions per database (SQLAlchemy engine
-events), and under ``--cprofile`` the server thread's Python calls. ``--poll bench`` settles
-the orders as the bench does (every pending order's ``GET /orders/{id}`` through the
-gateway every 50 ms; counted with the rest); ``--poll db`` (default) reads the orders
-table directly, so that the counts are the saga's own.
+Counted over the measured orders (after ``--warmup`` orders placed and settled, until their
+confirmation mails are sent), divided by their number: this process's CPU time
+(getrusage; the load is another process), HTTP requests each app served, SQL statements
+and transactions per database (SQLAlchemy engine events), and under ``--cprofile`` the
+server thread's Python calls. ``--poll db`` (default) waits by reading the orders table
+directly, so that the counts are the saga's own; ``--poll pending`` as ``bench/orders.py``
+does (the shoppers' pending orders listed through the gateway every 0.1 s), ``--poll
+bench`` as it did (every pending order's ``GET /orders/{id}`` every 50 ms); their requests
+are counted with the rest.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from bench._stack import servers_env
+from bench.orders import none_pending, orders_of
 from support.orders_flow import (
     FLOW_ENV,
     admin_token,
@@ -66,7 +71,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--products", type=int, default=10, help="spread over (1: one hot)")
     parser.add_argument("--servers", action="store_true", help="PostgreSQL, Redis, RabbitMQ")
-    parser.add_argument("--poll", choices=["db", "bench"], default="db")
+    parser.add_argument("--poll", choices=["db", "bench", "pending"], default="db")
     parser.add_argument("--idle", type=int, default=0, help="orders one at a time, after")
     parser.add_argument("--cprofile", action="store_true")
     parser.add_argument("--statements", type=int, default=40, help="top statements shown")
@@ -225,8 +230,11 @@ class Load:
             return shopper, placed.order_id
 
         owned = await asyncio.gather(*(one(i) for i in range(count)))
-        if self.options.poll == "bench":
+        if self.options.poll == "bench":  # as bench/orders.py did: GET /orders/{id} each
             await wait_settled(client, owned, within=300)
+        elif self.options.poll == "pending":  # as bench/orders.py does
+            await none_pending(client, shoppers, within=300)
+            await orders_of(client, list(owned))
         else:
             await self._settled_in_db([order_id for _, order_id in owned])
         return [order_id for _, order_id in owned]
