@@ -34,7 +34,7 @@ _ORDER_WITH_LINES = (
 )
 
 
-def _settle(**values: Any) -> Any:
+def _move(**values: Any) -> Any:
     return (
         update(OrderRow)
         .where(
@@ -48,8 +48,8 @@ def _settle(**values: Any) -> Any:
 
 
 #: Built once (each order is settled): see _ORDER_WITH_LINES.
-_SETTLE = _settle()
-_SETTLE_WITH_REASON = _settle(reason=bindparam("reason"))
+_MOVE = _move()
+_MOVE_WITH_REASON = _move(reason=bindparam("reason"))
 
 
 #: Core inserts on the tables (a placement's two statements): the ORM's flush of an order
@@ -121,34 +121,12 @@ class OrderRepository(Repository[OrderRow]):
         to: OrderStatus,
         now: datetime,
         reason: str | None = None,
-    ) -> bool:
+    ) -> MovedOrder | None:
         """Set ``to`` if the order is still in one of ``from_`` (the domain's
-        ``allowed_from(to)``); False if it was not (it moved on meanwhile, or does not exist).
-        The check and the write are one statement."""
-        values: dict[str, Any] = {"status": to.value, "updated_at": now}
-        if reason is not None:
-            values["reason"] = reason
-        statement = (
-            update(OrderRow)
-            .where(OrderRow.id == order_id, OrderRow.status.in_([s.value for s in from_]))
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        result: Any = await self.session.execute(statement)
-        return bool(result.rowcount == 1)
-
-    async def settle(
-        self,
-        order_id: str,
-        *,
-        from_: Collection[OrderStatus],
-        to: OrderStatus,
-        now: datetime,
-        reason: str | None = None,
-    ) -> SettledOrder | None:
-        """:meth:`move`, answering what the saga announces of the order (its owner, total
-        and currency) from the same statement (``RETURNING``), so that settling an order is
-        one round trip, not a read and a write; None if it was not moved."""
+        ``allowed_from(to)``) and answer what the events announce of it (owner, total,
+        currency); None if it was not (it moved on meanwhile, or does not exist). The check,
+        the write and the answer are one statement (``RETURNING``): settling an order is
+        one round trip, not a read and a write."""
         params = {
             "order_id": order_id,
             "from_": [s.value for s in from_],
@@ -156,9 +134,9 @@ class OrderRepository(Repository[OrderRow]):
             "now": now,
             "reason": reason,
         }
-        statement = _SETTLE if reason is None else _SETTLE_WITH_REASON
+        statement = _MOVE if reason is None else _MOVE_WITH_REASON
         row = (await self.session.execute(statement, params)).one_or_none()
-        return None if row is None else SettledOrder(row.user_id, row.total, row.currency)
+        return None if row is None else MovedOrder(row.user_id, row.total, row.currency)
 
     async def status_of(self, order_id: str) -> str | None:
         """The order's status; None if there is no such order."""
@@ -166,8 +144,8 @@ class OrderRepository(Repository[OrderRow]):
         return (await self.session.execute(statement)).scalar_one_or_none()
 
 
-class SettledOrder(NamedTuple):
-    """What :meth:`OrderRepository.settle` answers of the order it moved."""
+class MovedOrder(NamedTuple):
+    """What :meth:`OrderRepository.move` answers of the order it moved."""
 
     user_id: str
     total: Decimal

@@ -79,7 +79,7 @@ async def _settle(
     orders = OrderRepository(uow.session)
     now = datetime.now(UTC)
     # One statement moves the order and answers what the event needs of it.
-    row = await orders.settle(order_id, from_=allowed_from(to), to=to, now=now, reason=reason)
+    row = await orders.move(order_id, from_=allowed_from(to), to=to, now=now, reason=reason)
     if row is None:
         status = await orders.status_of(order_id)  # rare: say why nothing moved
         if status is None:

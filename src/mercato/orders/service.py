@@ -264,7 +264,7 @@ class OrdersService:
                 to = next_status(OrderStatus(row.status), OrderStatus.CANCELLED)
             except InvalidTransition as exc:
                 raise Conflict(f"The order can no longer be cancelled: {exc}.") from None
-            if not await orders.move(order_id, from_=allowed_from(to), to=to, now=now):
+            if await orders.move(order_id, from_=allowed_from(to), to=to, now=now) is None:
                 raise Conflict("The order changed meanwhile and can no longer be cancelled.")
             event = OrderCancelled(
                 order_id=row.id,
