@@ -8,12 +8,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.platform.repository import Repository
-from mercato.products.domain import LIKE_ESCAPE, Line, ProductSort, contains_pattern
+from mercato.products.domain import (
+    LIKE_ESCAPE,
+    Line,
+    ProductSort,
+    ReservationStatus,
+    contains_pattern,
+)
 from mercato.products.models import ProductRow, ReservationLineRow, ReservationRow
 
 _SORT_COLUMNS = {
@@ -77,6 +83,15 @@ _RECORD_RESERVATION = insert(ReservationRow).values(
     updated_at=bindparam("now"),
 )
 _RECORD_LINES = insert(ReservationLineRow)
+_REJECT_RESERVATION = (
+    update(ReservationRow)
+    .where(ReservationRow.order_id == bindparam("rejected_order_id"))
+    .values(status=bindparam("new_status"), updated_at=bindparam("now"))
+    .execution_options(synchronize_session=False)
+)
+_FORGET_LINES = delete(ReservationLineRow).where(
+    ReservationLineRow.order_id == bindparam("order_id")
+)
 
 
 class ProductRepository(Repository[ProductRow]):
@@ -181,6 +196,15 @@ class ReservationRepository:
                     for line in lines
                 ],
             )
+
+    async def reject(self, order_id: str, now: datetime) -> None:
+        """Turn the order's reservation, recorded in this transaction, into a rejection
+        (without lines): its stock could not be taken."""
+        await self.session.execute(
+            _REJECT_RESERVATION,
+            {"rejected_order_id": order_id, "new_status": ReservationStatus.REJECTED, "now": now},
+        )
+        await self.session.execute(_FORGET_LINES, {"order_id": order_id})
 
     async def transition(self, order_id: str, old: str, new: str, now: datetime) -> bool:
         """Move the reservation from ``old`` to ``new``; only one concurrent caller wins."""

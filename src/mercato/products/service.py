@@ -294,10 +294,13 @@ async def reserve_stock(
         return False
     products = ProductRepository(uow.session)
     lines = merge_lines(Line(item.product_id, item.quantity) for item in order.items)
+    # The reservation is written before the stock is taken: from the take (which locks the
+    # product rows) to the commit only the event and the inbox row remain to be written, so
+    # the orders of a hot product queue on its row for as short as can be.
+    await reservations.record(order.order_id, ReservationStatus.RESERVED, lines, now)
     short_line = await _take_all(uow, products, lines, now)
     reserved = short_line is None
     if short_line is None:
-        await reservations.record(order.order_id, ReservationStatus.RESERVED, lines, now)
         event: StockReserved | StockRejected = StockReserved(
             order_id=order.order_id,
             items=[ReservedLine(product_id=li.product_id, quantity=li.quantity) for li in lines],
@@ -311,7 +314,7 @@ async def reserve_stock(
                 short_line.product_id, short_line.quantity, levels.get(short_line.product_id, 0)
             )
         ]
-        await reservations.record(order.order_id, ReservationStatus.REJECTED, (), now)
+        await reservations.reject(order.order_id, now)
         event = StockRejected(
             order_id=order.order_id,
             reason=INSUFFICIENT_STOCK,
