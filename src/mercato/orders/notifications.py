@@ -33,12 +33,12 @@ from mercato.messaging import Envelope, Handlers
 from mercato.orders.contracts import OrderConfirmed, OrderRejected
 from mercato.orders.repository import NotificationRepository, RecipientRepository
 from mercato.orders.service import (
-    claim_notification,
-    due_notifications,
+    claim_due_notifications,
     next_notification_due,
     notification_failed,
-    notification_sent,
+    notifications_sent,
     prune_sent_notifications,
+    release_notifications,
 )
 from mercato.platform.db import Database, UnitOfWork
 from mercato.platform.mail import Mailer, compose
@@ -114,11 +114,29 @@ class MailSender:
             await pause(delay, self._wake)
 
     async def send_due(self, database: Database) -> float:
-        """Mail the notifications that are due; return how long until the next one is."""
-        for event_id in await due_notifications(database, datetime.now(UTC), limit=BATCH):
-            if self._stopping.is_set():
-                break
-            await self._send(database, event_id)
+        """Mail the notifications that are due; return how long until the next one is.
+
+        A batch is claimed in one transaction and those mailed are marked sent in one more
+        (a crash between the two mails them again after the lease, as at least once
+        allows); those left when the sender stops are given back at once."""
+        claimed = await claim_due_notifications(
+            database, now=datetime.now(UTC), lease=CLAIM_LEASE, limit=BATCH
+        )
+        sent: list[tuple[str, int]] = []
+        try:
+            for index, (event_id, data, attempt) in enumerate(claimed):
+                if self._stopping.is_set():
+                    left = [event_id for event_id, _, _ in claimed[index:]]
+                    await release_notifications(database, left, now=datetime.now(UTC))
+                    break
+                if await self._send(database, event_id, data, attempt):
+                    sent.append((event_id, attempt))
+        finally:
+            if sent:
+                ids = [event_id for event_id, _ in sent]
+                await notifications_sent(database, ids, now=datetime.now(UTC))
+        for event_id, attempt in sent:
+            log.info("notification sent", event_id=event_id, attempt=attempt)
         next_due = await next_notification_due(database)
         if next_due is None:
             return self.sweep_interval
@@ -130,13 +148,9 @@ class MailSender:
         sent_before = datetime.now(UTC) - timedelta(seconds=self.retention)
         return await prune_sent_notifications(database, sent_before=sent_before)
 
-    async def _send(self, database: Database, event_id: str) -> None:
-        claimed = await claim_notification(
-            database, event_id, now=datetime.now(UTC), lease=CLAIM_LEASE
-        )
-        if claimed is None:
-            return  # sent or claimed by another sender meanwhile
-        data, attempt = claimed
+    async def _send(self, database: Database, event_id: str, data: bytes, attempt: int) -> bool:
+        """Mail one claimed notification: True once mailed; a failure is recorded (due
+        again after a capped backoff) and answers False."""
         message = BytesParser(policy=policy.default).parsebytes(data)
         try:
             await self.mailer.send(message, name=event_id)
@@ -152,9 +166,8 @@ class MailSender:
                 delay=delay,
                 error=error,
             )
-            return
-        await notification_sent(database, event_id, now=datetime.now(UTC))
-        log.info("notification sent", event_id=event_id, attempt=attempt)
+            return False
+        return True
 
 
 def notification_handlers(outgoing: MailSender, *, sender: str) -> Handlers:

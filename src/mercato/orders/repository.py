@@ -6,15 +6,22 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any
+from decimal import Decimal
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
 from mercato.orders.domain import OrderStatus
-from mercato.orders.models import IdempotencyKeyRow, NotificationRow, OrderRow, RecipientRow
+from mercato.orders.models import (
+    IdempotencyKeyRow,
+    NotificationRow,
+    OrderLineRow,
+    OrderRow,
+    RecipientRow,
+)
 from mercato.platform.repository import Repository
 
 IN_FLIGHT = "in_flight"
@@ -27,8 +34,50 @@ _ORDER_WITH_LINES = (
 )
 
 
+def _move(**values: Any) -> Any:
+    return (
+        update(OrderRow)
+        .where(
+            OrderRow.id == bindparam("order_id"),
+            OrderRow.status.in_(bindparam("from_", expanding=True)),
+        )
+        .values(status=bindparam("to"), updated_at=bindparam("now"), **values)
+        .returning(OrderRow.user_id, OrderRow.total, OrderRow.currency)
+        .execution_options(synchronize_session=False)
+    )
+
+
+#: Built once (each order is settled): see _ORDER_WITH_LINES.
+_MOVE = _move()
+_MOVE_WITH_REASON = _move(reason=bindparam("reason"))
+
+
+#: Core inserts on the tables (a placement's two statements): the ORM's flush of an order
+#: and its lines costs more than executing them.
+_ORDERS: Table = OrderRow.__table__  # type: ignore[assignment]
+_INSERT_ORDER = insert(_ORDERS)
+_ORDER_COLUMNS = tuple(column.key for column in _ORDERS.columns)
+_INSERT_LINES = insert(OrderLineRow.__table__)  # type: ignore[arg-type]
+_LINE_COLUMNS = ("position", "product_id", "name", "quantity", "unit_price")
+
+
 class OrderRepository(Repository[OrderRow]):
     model = OrderRow
+
+    async def add_placed(self, order: OrderRow) -> None:
+        """Insert a new order and its lines: two statements built once, without the ORM's
+        flush (the row object stays out of the session, as the caller's answer)."""
+        await self.session.execute(
+            _INSERT_ORDER, {name: getattr(order, name) for name in _ORDER_COLUMNS}
+        )
+        if order.lines:
+            await self.session.execute(
+                _INSERT_LINES,
+                [
+                    {"order_id": order.id, **{name: getattr(line, name) for name in _LINE_COLUMNS}}
+                    for line in order.lines
+                ],
+            )
 
     async def get(self, order_id: str) -> OrderRow | None:
         """The order with its lines loaded, in one query (a join: one round trip, where
@@ -72,27 +121,76 @@ class OrderRepository(Repository[OrderRow]):
         to: OrderStatus,
         now: datetime,
         reason: str | None = None,
-    ) -> bool:
+    ) -> MovedOrder | None:
         """Set ``to`` if the order is still in one of ``from_`` (the domain's
-        ``allowed_from(to)``); False if it was not (it moved on meanwhile, or does not exist).
-        The check and the write are one statement."""
-        values: dict[str, Any] = {"status": to.value, "updated_at": now}
-        if reason is not None:
-            values["reason"] = reason
-        statement = (
-            update(OrderRow)
-            .where(OrderRow.id == order_id, OrderRow.status.in_([s.value for s in from_]))
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        result: Any = await self.session.execute(statement)
-        return bool(result.rowcount == 1)
+        ``allowed_from(to)``) and answer what the events announce of it (owner, total,
+        currency); None if it was not (it moved on meanwhile, or does not exist). The check,
+        the write and the answer are one statement (``RETURNING``): settling an order is
+        one round trip, not a read and a write."""
+        params = {
+            "order_id": order_id,
+            "from_": [s.value for s in from_],
+            "to": to.value,
+            "now": now,
+            "reason": reason,
+        }
+        statement = _MOVE if reason is None else _MOVE_WITH_REASON
+        row = (await self.session.execute(statement, params)).one_or_none()
+        return None if row is None else MovedOrder(row.user_id, row.total, row.currency)
+
+    async def status_of(self, order_id: str) -> str | None:
+        """The order's status; None if there is no such order."""
+        statement = select(OrderRow.status).where(OrderRow.id == order_id)
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+
+class MovedOrder(NamedTuple):
+    """What :meth:`OrderRepository.move` answers of the order it moved."""
+
+    user_id: str
+    total: Decimal
+    currency: str
 
 
 def _insert_for(session: AsyncSession) -> Any:
     """The dialect's INSERT, which knows ``ON CONFLICT`` (PostgreSQL and SQLite alike)."""
     dialect = session.get_bind().dialect.name
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def _claim_key(insert: Any) -> Any:
+    return (
+        insert(IdempotencyKeyRow)
+        .values(
+            user_id=bindparam("user_id"),
+            key=bindparam("key"),
+            fingerprint=bindparam("fingerprint"),
+            status=IN_FLIGHT,
+            created_at=bindparam("now"),
+            locked_at=bindparam("now"),
+            expires_at=bindparam("expires_at"),
+        )
+        .on_conflict_do_nothing(index_elements=["user_id", "key"])
+        .returning(IdempotencyKeyRow.id)
+    )
+
+
+#: Built once per dialect (each placement claims a key): building and cache-keying an
+#: INSERT with its values costs more than executing it.
+_CLAIM_KEY = {"postgresql": _claim_key(postgresql.insert), "sqlite": _claim_key(sqlite.insert)}
+
+
+_COMPLETE_KEY = (
+    update(IdempotencyKeyRow)
+    .where(IdempotencyKeyRow.id == bindparam("row_id"))
+    .values(
+        status=DONE,
+        response_status=bindparam("answer_status"),
+        response_body=bindparam("answer_body"),
+        order_id=bindparam("answer_order_id"),
+    )
+    .execution_options(synchronize_session=False)
+)
 
 
 class IdempotencyRepository:
@@ -111,22 +209,15 @@ class IdempotencyRepository:
         """Insert the key as in flight and return its row id; None if the user already has
         it. The unique constraint on (user_id, key) decides, so concurrent claims have
         exactly one winner on every database and in every process."""
-        values = {
+        params = {
             "user_id": user_id,
             "key": key,
             "fingerprint": fingerprint,
-            "status": IN_FLIGHT,
-            "created_at": now,
-            "locked_at": now,
+            "now": now,
             "expires_at": expires_at,
         }
-        statement = (
-            _insert_for(self.session)(IdempotencyKeyRow)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["user_id", "key"])
-            .returning(IdempotencyKeyRow.id)
-        )
-        row_id = (await self.session.execute(statement)).scalar_one_or_none()
+        statement = _CLAIM_KEY[self.session.get_bind().dialect.name]
+        row_id = (await self.session.execute(statement, params)).scalar_one_or_none()
         return None if row_id is None else int(row_id)
 
     async def get(self, *, user_id: str, key: str) -> IdempotencyKeyRow | None:
@@ -153,13 +244,13 @@ class IdempotencyRepository:
 
     async def complete(self, row_id: int, *, status: int, body: str, order_id: str | None) -> None:
         """Record the answer every later retry with this key gets."""
-        statement = (
-            update(IdempotencyKeyRow)
-            .where(IdempotencyKeyRow.id == row_id)
-            .values(status=DONE, response_status=status, response_body=body, order_id=order_id)
-            .execution_options(synchronize_session=False)
-        )
-        await self.session.execute(statement)
+        params = {
+            "row_id": row_id,
+            "answer_status": status,
+            "answer_body": body,
+            "answer_order_id": order_id,
+        }
+        await self.session.execute(_COMPLETE_KEY, params)
 
     async def release(self, row_id: int) -> None:
         """Forget an in-flight key whose request failed without effect, so a retry can run."""
@@ -193,6 +284,29 @@ class RecipientRepository(Repository[RecipientRow]):
         await self.session.execute(statement)
 
 
+def _add_notification(insert: Any) -> Any:
+    return (
+        insert(NotificationRow)
+        .values(
+            event_id=bindparam("event_id"),
+            user_id=bindparam("user_id"),
+            message=bindparam("message"),
+            created_at=bindparam("now"),
+            due_at=bindparam("now"),
+            attempts=0,
+        )
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(NotificationRow.event_id)
+    )
+
+
+#: Built once per dialect (a notification per confirmed order), as _CLAIM_KEY.
+_ADD_NOTIFICATION = {
+    "postgresql": _add_notification(postgresql.insert),
+    "sqlite": _add_notification(sqlite.insert),
+}
+
+
 class NotificationRepository:
     """The notifications decided and not yet sent. A sender claims one (compare-and-set on
     ``due_at``) before it mails, so two senders never mail the same row at once."""
@@ -202,30 +316,9 @@ class NotificationRepository:
 
     async def add(self, *, event_id: str, user_id: str, message: bytes, now: datetime) -> bool:
         """Record the notification of ``event_id``; False if that event already has one."""
-        statement = (
-            _insert_for(self.session)(NotificationRow)
-            .values(
-                event_id=event_id,
-                user_id=user_id,
-                message=message,
-                created_at=now,
-                due_at=now,
-                attempts=0,
-            )
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(NotificationRow.event_id)
-        )
-        return (await self.session.execute(statement)).scalar_one_or_none() is not None
-
-    async def due(self, now: datetime, *, limit: int) -> list[str]:
-        """The event ids of unsent notifications due by ``now``, oldest due first."""
-        statement = (
-            select(NotificationRow.event_id)
-            .where(NotificationRow.sent_at.is_(None), NotificationRow.due_at <= now)
-            .order_by(NotificationRow.due_at)
-            .limit(limit)
-        )
-        return list((await self.session.execute(statement)).scalars())
+        params = {"event_id": event_id, "user_id": user_id, "message": message, "now": now}
+        statement = _ADD_NOTIFICATION[self.session.get_bind().dialect.name]
+        return (await self.session.execute(statement, params)).scalar_one_or_none() is not None
 
     async def next_due(self) -> datetime | None:
         """When the earliest unsent notification is due; None when all are sent."""
@@ -235,29 +328,50 @@ class NotificationRepository:
         value: datetime | None = (await self.session.execute(statement)).scalar_one()
         return value
 
-    async def claim(
-        self, event_id: str, *, now: datetime, until: datetime
-    ) -> tuple[bytes, int] | None:
-        """Hold an unsent, due notification until ``until`` and count the attempt; returns
-        its message and attempt number, or None if it was sent or claimed meanwhile."""
+    async def claim_due(
+        self, now: datetime, *, until: datetime, limit: int
+    ) -> list[tuple[str, bytes, int]]:
+        """Hold at most ``limit`` unsent notifications due by ``now`` (the oldest due are
+        taken first) until ``until`` and count the attempt; returns each one's event id, message and
+        attempt number. One statement for the batch; the compare-and-set on ``due_at`` and
+        ``sent_at`` is re-checked on each row, so a notification another sender claimed or
+        sent meanwhile is not taken."""
+        due = (
+            select(NotificationRow.event_id)
+            .where(NotificationRow.sent_at.is_(None), NotificationRow.due_at <= now)
+            .order_by(NotificationRow.due_at)
+            .limit(limit)
+            .scalar_subquery()
+        )
         statement = (
             update(NotificationRow)
             .where(
-                NotificationRow.event_id == event_id,
+                NotificationRow.event_id.in_(due),
                 NotificationRow.sent_at.is_(None),
                 NotificationRow.due_at <= now,
             )
             .values(due_at=until, attempts=NotificationRow.attempts + 1)
-            .returning(NotificationRow.message, NotificationRow.attempts)
+            .returning(NotificationRow.event_id, NotificationRow.message, NotificationRow.attempts)
             .execution_options(synchronize_session=False)
         )
-        row = (await self.session.execute(statement)).one_or_none()
-        return None if row is None else (bytes(row[0]), int(row[1]))
+        rows = (await self.session.execute(statement)).all()
+        return [(str(row[0]), bytes(row[1]), int(row[2])) for row in rows]
 
-    async def sent(self, event_id: str, *, now: datetime) -> None:
+    async def release(self, event_ids: Collection[str], *, now: datetime) -> None:
+        """Give back claimed, unsent notifications (due now, the attempt not counted)."""
         statement = (
             update(NotificationRow)
-            .where(NotificationRow.event_id == event_id)
+            .where(NotificationRow.event_id.in_(list(event_ids)), NotificationRow.sent_at.is_(None))
+            .values(due_at=now, attempts=NotificationRow.attempts - 1)
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(statement)
+
+    async def sent(self, *event_ids: str, now: datetime) -> None:
+        """Mark the notifications of ``event_ids`` sent (one statement for all)."""
+        statement = (
+            update(NotificationRow)
+            .where(NotificationRow.event_id.in_(event_ids))
             .values(sent_at=now, last_error=None)
             .execution_options(synchronize_session=False)
         )

@@ -77,17 +77,19 @@ async def _settle(
     reason: str | None = None,
 ) -> None:
     orders = OrderRepository(uow.session)
-    row = await orders.get(order_id)
-    if row is None:
-        log.warning("saga event for an unknown order", order_id=order_id, event_id=event_id)
-        return
     now = datetime.now(UTC)
-    moved = await orders.move(order_id, from_=allowed_from(to), to=to, now=now, reason=reason)
-    if not moved:  # a late or repeated reply: the order is past pending; leave it be
+    # One statement moves the order and answers what the event needs of it.
+    row = await orders.move(order_id, from_=allowed_from(to), to=to, now=now, reason=reason)
+    if row is None:
+        status = await orders.status_of(order_id)  # rare: say why nothing moved
+        if status is None:
+            log.warning("saga event for an unknown order", order_id=order_id, event_id=event_id)
+            return
+        # a late or repeated reply: the order is past pending; leave it be
         log.info(
             "saga event ignored",
             order_id=order_id,
-            status=row.status,
+            status=status,
             wanted=to.value,
             event_id=event_id,
         )

@@ -201,7 +201,7 @@ class OrdersService:
         )
         answer = Answer(201, order_out(order).model_dump_json())
         async with self.database.unit_of_work() as uow:
-            OrderRepository(uow.session).add(order)
+            await OrderRepository(uow.session).add_placed(order)
             event = OrderPlaced(
                 order_id=order.id,
                 user_id=user_id,
@@ -264,7 +264,7 @@ class OrdersService:
                 to = next_status(OrderStatus(row.status), OrderStatus.CANCELLED)
             except InvalidTransition as exc:
                 raise Conflict(f"The order can no longer be cancelled: {exc}.") from None
-            if not await orders.move(order_id, from_=allowed_from(to), to=to, now=now):
+            if await orders.move(order_id, from_=allowed_from(to), to=to, now=now) is None:
                 raise Conflict("The order changed meanwhile and can no longer be cancelled.")
             event = OrderCancelled(
                 order_id=row.id,
@@ -301,29 +301,31 @@ def _may_see(principal: Principal, row: OrderRow) -> bool:
 # these are the transactions of the MailSender that mails it after that commit.
 
 
-async def due_notifications(database: Database, now: datetime, *, limit: int) -> list[str]:
-    """The event ids of at most ``limit`` unsent notifications due by ``now``, oldest first."""
-    async with database.unit_of_work(read_only=True) as uow:
-        return await NotificationRepository(uow.session).due(now, limit=limit)
-
-
 async def next_notification_due(database: Database) -> datetime | None:
     """When the earliest unsent notification is due; None when all are sent."""
     async with database.unit_of_work(read_only=True) as uow:
         return await NotificationRepository(uow.session).next_due()
 
 
-async def claim_notification(
-    database: Database, event_id: str, *, now: datetime, lease: timedelta
-) -> tuple[bytes, int] | None:
-    """Hold the notification of ``event_id`` for ``lease`` to mail it: its message and attempt
-    number, or None if it was sent or claimed by another sender meanwhile."""
+async def claim_due_notifications(
+    database: Database, *, now: datetime, lease: timedelta, limit: int
+) -> list[tuple[str, bytes, int]]:
+    """Hold at most ``limit`` notifications due by ``now`` for ``lease`` to mail them, in
+    one transaction: each one's event id, message and attempt number. Those sent or claimed
+    by another sender meanwhile are not among them."""
     async with database.unit_of_work() as uow:
-        claimed = await NotificationRepository(uow.session).claim(
-            event_id, now=now, until=now + lease
+        claimed = await NotificationRepository(uow.session).claim_due(
+            now, until=now + lease, limit=limit
         )
         await uow.commit()
     return claimed
+
+
+async def release_notifications(database: Database, event_ids: list[str], *, now: datetime) -> None:
+    """Give back notifications claimed and not mailed (the sender stops): due again now."""
+    async with database.unit_of_work() as uow:
+        await NotificationRepository(uow.session).release(event_ids, now=now)
+        await uow.commit()
 
 
 async def notification_failed(
@@ -335,10 +337,10 @@ async def notification_failed(
         await uow.commit()
 
 
-async def notification_sent(database: Database, event_id: str, *, now: datetime) -> None:
-    """Mark the notification of ``event_id`` sent (it is not mailed again)."""
+async def notifications_sent(database: Database, event_ids: list[str], *, now: datetime) -> None:
+    """Mark the notifications of ``event_ids`` sent (they are not mailed again)."""
     async with database.unit_of_work() as uow:
-        await NotificationRepository(uow.session).sent(event_id, now=now)
+        await NotificationRepository(uow.session).sent(*event_ids, now=now)
         await uow.commit()
 
 

@@ -8,12 +8,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.platform.repository import Repository
-from mercato.products.domain import LIKE_ESCAPE, Line, ProductSort, contains_pattern
+from mercato.products.domain import (
+    LIKE_ESCAPE,
+    Line,
+    ProductSort,
+    ReservationStatus,
+    contains_pattern,
+)
 from mercato.products.models import ProductRow, ReservationLineRow, ReservationRow
 
 _SORT_COLUMNS = {
@@ -55,6 +61,39 @@ class ProductFilter:
         return found
 
 
+# The saga's statements, built once: a DML statement with its values costs more to build
+# and cache-key than to execute (about 180 us per call, where a round trip is less).
+_TAKE_STOCK = (
+    update(ProductRow)
+    .where(ProductRow.id == bindparam("product_id"), ProductRow.stock >= bindparam("quantity"))
+    .values(
+        stock=ProductRow.stock - bindparam("quantity"),
+        version=ProductRow.version + 1,
+        updated_at=bindparam("now"),
+    )
+    .execution_options(synchronize_session=False)
+)
+_RESERVATION_STATUS = select(ReservationRow.status).where(
+    ReservationRow.order_id == bindparam("order_id")
+)
+_RECORD_RESERVATION = insert(ReservationRow).values(
+    order_id=bindparam("order_id"),
+    status=bindparam("status"),
+    created_at=bindparam("now"),
+    updated_at=bindparam("now"),
+)
+_RECORD_LINES = insert(ReservationLineRow)
+_REJECT_RESERVATION = (
+    update(ReservationRow)
+    .where(ReservationRow.order_id == bindparam("rejected_order_id"))
+    .values(status=bindparam("new_status"), updated_at=bindparam("now"))
+    .execution_options(synchronize_session=False)
+)
+_FORGET_LINES = delete(ReservationLineRow).where(
+    ReservationLineRow.order_id == bindparam("order_id")
+)
+
+
 class ProductRepository(Repository[ProductRow]):
     model = ProductRow
 
@@ -94,6 +133,10 @@ class ProductRepository(Repository[ProductRow]):
             .offset(offset)
         )
         rows = (await self.session.execute(statement)).scalars().all()
+        if len(rows) < limit and (rows or not offset):
+            # A page that is not full and not past the end is the last one: the count is
+            # known without asking (an order's ``ids=`` read is always such a page).
+            return rows, offset + len(rows)
         total = (
             await self.session.execute(select(func.count(ProductRow.id)).where(*conditions))
         ).scalar_one()
@@ -104,17 +147,8 @@ class ProductRepository(Repository[ProductRow]):
     async def take_stock(self, line: Line, now: datetime) -> bool:
         """Decrement the stock of one product by ``line.quantity`` if, and only if, that
         much is left; the condition is evaluated by the database against the latest row."""
-        statement = (
-            update(ProductRow)
-            .where(ProductRow.id == line.product_id, ProductRow.stock >= line.quantity)
-            .values(
-                stock=ProductRow.stock - line.quantity,
-                version=ProductRow.version + 1,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        result: CursorResult[Any] = await self.session.execute(statement)  # type: ignore[assignment]
+        params = {"product_id": line.product_id, "quantity": line.quantity, "now": now}
+        result: CursorResult[Any] = await self.session.execute(_TAKE_STOCK, params)  # type: ignore[assignment]
         return result.rowcount == 1
 
     async def put_back_stock(self, line: Line, now: datetime) -> bool:
@@ -144,26 +178,33 @@ class ReservationRepository:
         self.session = session
 
     async def status_of(self, order_id: str) -> str | None:
-        statement = select(ReservationRow.status).where(ReservationRow.order_id == order_id)
-        return (await self.session.execute(statement)).scalar_one_or_none()
+        result = await self.session.execute(_RESERVATION_STATUS, {"order_id": order_id})
+        return result.scalar_one_or_none()
 
     async def record(
         self, order_id: str, status: str, lines: Sequence[Line], now: datetime
     ) -> None:
         """Insert the order's reservation; a second one for the same order violates the key."""
         await self.session.execute(
-            insert(ReservationRow).values(
-                order_id=order_id, status=status, created_at=now, updated_at=now
-            )
+            _RECORD_RESERVATION, {"order_id": order_id, "status": status, "now": now}
         )
         if lines:
             await self.session.execute(
-                insert(ReservationLineRow),
+                _RECORD_LINES,
                 [
                     {"order_id": order_id, "product_id": line.product_id, "quantity": line.quantity}
                     for line in lines
                 ],
             )
+
+    async def reject(self, order_id: str, now: datetime) -> None:
+        """Turn the order's reservation, recorded in this transaction, into a rejection
+        (without lines): its stock could not be taken."""
+        await self.session.execute(
+            _REJECT_RESERVATION,
+            {"rejected_order_id": order_id, "new_status": ReservationStatus.REJECTED, "now": now},
+        )
+        await self.session.execute(_FORGET_LINES, {"order_id": order_id})
 
     async def transition(self, order_id: str, old: str, new: str, now: datetime) -> bool:
         """Move the reservation from ``old`` to ``new``; only one concurrent caller wins."""

@@ -275,8 +275,8 @@ async def reserve_stock(
     """Reserve every line of ``order``, or none, and announce which.
 
     Each line is one conditional update (``stock >= quantity``) evaluated by the database
-    against the latest committed row, inside a savepoint: the first line that cannot be
-    covered rolls every line back. Returns True (``stock.reserved``), False
+    against the latest committed row; with several lines, inside a savepoint: the first line
+    that cannot be covered rolls every line back. Returns True (``stock.reserved``), False
     (``stock.rejected`` with the short lines) or None when this order was decided before
     (a redelivery, or a cancellation that arrived first): then nothing is published.
     """
@@ -294,28 +294,27 @@ async def reserve_stock(
         return False
     products = ProductRepository(uow.session)
     lines = merge_lines(Line(item.product_id, item.quantity) for item in order.items)
-    reserved = True
-    savepoint = await uow.session.begin_nested()
-    for line in lines:
-        if not await products.take_stock(line, now):
-            reserved = False
-            break
-    if reserved:
-        await savepoint.commit()
-        await reservations.record(order.order_id, ReservationStatus.RESERVED, lines, now)
+    # The reservation is written before the stock is taken: from the take (which locks the
+    # product rows) to the commit only the event and the inbox row remain to be written, so
+    # the orders of a hot product queue on its row for as short as can be.
+    await reservations.record(order.order_id, ReservationStatus.RESERVED, lines, now)
+    short_line = await _take_all(uow, products, lines, now)
+    reserved = short_line is None
+    if short_line is None:
         event: StockReserved | StockRejected = StockReserved(
             order_id=order.order_id,
             items=[ReservedLine(product_id=li.product_id, quantity=li.quantity) for li in lines],
         )
         _after_commit_invalidate(uow, cache, [line.product_id for line in lines])
     else:
-        await savepoint.rollback()
         levels = await products.stock_levels(line.product_id for line in lines)
         # Stock may come back between the failed update and this read: name that line anyway.
         short = shortfalls(lines, levels) or [
-            Shortfall(line.product_id, line.quantity, levels.get(line.product_id, 0))
+            Shortfall(
+                short_line.product_id, short_line.quantity, levels.get(short_line.product_id, 0)
+            )
         ]
-        await reservations.record(order.order_id, ReservationStatus.REJECTED, (), now)
+        await reservations.reject(order.order_id, now)
         event = StockRejected(
             order_id=order.order_id,
             reason=INSUFFICIENT_STOCK,
@@ -331,6 +330,24 @@ async def reserve_stock(
         lines=len(lines),
     )
     return reserved
+
+
+async def _take_all(
+    uow: UnitOfWork, products: ProductRepository, lines: Sequence[Line], now: datetime
+) -> Line | None:
+    """Take the stock of every line, or of none: None when taken, else the first line that
+    could not be covered. One line is one conditional update, which changes nothing when it
+    fails; several are taken in a savepoint, rolled back at the first line that cannot be
+    covered (two round trips more, so only when needed)."""
+    if len(lines) == 1:
+        return None if await products.take_stock(lines[0], now) else lines[0]
+    savepoint = await uow.session.begin_nested()
+    for line in lines:
+        if not await products.take_stock(line, now):
+            await savepoint.rollback()
+            return line
+    await savepoint.commit()
+    return None
 
 
 async def release_stock(
