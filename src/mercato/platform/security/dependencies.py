@@ -12,17 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import structlog
 from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
+from fastapi.encoders import jsonable_encoder
+from fastapi.security import HTTPBearer, OAuth2PasswordBearer
 
-from mercato.platform.app import Context
 from mercato.platform.errors import Forbidden, ServiceUnavailable, Unauthorized
 from mercato.platform.net import TrustedProxies
 from mercato.platform.security.tokens import InvalidToken, KeysUnavailable, Principal
 from mercato.platform.settings import SharedSettings
+
+if TYPE_CHECKING:
+    from mercato.platform.app import ServiceContext
 
 security_log = structlog.stdlib.get_logger("mercato.security")
 
@@ -38,12 +41,33 @@ bearer_scheme = OAuth2PasswordBearer(
     auto_error=False,
 )
 #: The same header, declared a second way so that ``/docs`` also takes a pasted token
-#: (a service's own ``/docs`` has no token endpoint of its own).
+#: (a service's own ``/docs`` has no token endpoint of its own). Only in the document
+#: (:func:`document_pasted_token`): as a dependency FastAPI would resolve it again on every
+#: request, for a value nothing reads.
 pasted_bearer = HTTPBearer(
     scheme_name="bearerToken",
     description="Paste an access token.",
     auto_error=False,
 )
+
+
+def document_pasted_token(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` (changed in place and returned) with ``bearerToken`` beside every
+    ``bearer`` security requirement, with the same scopes, and among the schemes."""
+    name, bearer = pasted_bearer.scheme_name, bearer_scheme.scheme_name
+    secured = False
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            requirements = operation.get("security") if isinstance(operation, dict) else None
+            for index, requirement in enumerate(requirements or ()):
+                if bearer in requirement:
+                    requirements.insert(index + 1, {name: requirement[bearer]})
+                    secured = True
+                    break
+    if secured:
+        schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes[name] = jsonable_encoder(pasted_bearer.model, by_alias=True, exclude_none=True)
+    return document
 
 
 @lru_cache(maxsize=16)
@@ -59,11 +83,11 @@ def client_address(request: Request, settings: SharedSettings) -> str:
 
 
 async def current_principal(
-    request: Request,
-    context: Context,
-    token: Annotated[str | None, Depends(bearer_scheme)],
-    _pasted: Annotated[HTTPAuthorizationCredentials | None, Depends(pasted_bearer)],
+    request: Request, token: Annotated[str | None, Depends(bearer_scheme)]
 ) -> Principal:
+    # The context read here, not as a ``Context`` dependency: each dependency is one more
+    # round of FastAPI's solving on every authenticated request, for one attribute.
+    context: ServiceContext = request.app.state.context
     if context.tokens is None:
         raise RuntimeError(f"the {context.service} service has no token verifier")
     if not token:
