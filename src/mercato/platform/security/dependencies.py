@@ -59,7 +59,9 @@ def document_pasted_token(document: dict[str, Any]) -> dict[str, Any]:
     for item in document.get("paths", {}).values():
         for operation in item.values():
             requirements = operation.get("security") if isinstance(operation, dict) else None
-            for index, requirement in enumerate(requirements or ()):
+            if not requirements:
+                continue
+            for index, requirement in enumerate(requirements):
                 if bearer in requirement:
                     requirements.insert(index + 1, {name: requirement[bearer]})
                     secured = True
