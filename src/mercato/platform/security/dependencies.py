@@ -18,6 +18,7 @@ import structlog
 from fastapi import Depends, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.security import HTTPBearer, OAuth2PasswordBearer
+from fastapi.security.base import SecurityBase
 
 from mercato.platform.errors import Forbidden, ServiceUnavailable, Unauthorized
 from mercato.platform.net import TrustedProxies
@@ -84,11 +85,24 @@ def client_address(request: Request, settings: SharedSettings) -> str:
     return _proxies(networks).client_address(request.scope)
 
 
-async def current_principal(
-    request: Request, token: Annotated[str | None, Depends(bearer_scheme)]
-) -> Principal:
-    # The context read here, not as a ``Context`` dependency: each dependency is one more
-    # round of FastAPI's solving on every authenticated request, for one attribute.
+class BearerPrincipal(SecurityBase):
+    """The ``bearer`` scheme as the dependency itself: the principal of the request's
+    verified bearer token (OpenAPI shows the scheme, with an ``AdminUser``'s scopes).
+
+    Each dependency is one more round of FastAPI's solving on every authenticated request;
+    a function depending on the scheme would be two, and a ``Context`` dependency three."""
+
+    def __init__(self, scheme: OAuth2PasswordBearer) -> None:
+        self.scheme = scheme
+        self.model = scheme.model
+        self.scheme_name = scheme.scheme_name
+
+    async def __call__(self, request: Request) -> Principal:
+        return await current_principal(request, await self.scheme(request))
+
+
+async def current_principal(request: Request, token: str | None) -> Principal:
+    """The principal ``token`` (the request's bearer token, if any) names; 401 if none."""
     context: ServiceContext = request.app.state.context
     if context.tokens is None:
         raise RuntimeError(f"the {context.service} service has no token verifier")
@@ -113,7 +127,7 @@ async def current_principal(
     return principal
 
 
-CurrentUser = Annotated[Principal, Depends(current_principal)]
+CurrentUser = Annotated[Principal, Depends(BearerPrincipal(bearer_scheme))]
 
 
 def require_role(role: str) -> Callable[[Principal], Awaitable[Principal]]:
