@@ -140,3 +140,17 @@ async def test_an_unreachable_jwks_answers_503_not_401() -> None:
         response = await client.get("/whoami", headers=auth_headers("user-7"))
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_docs_take_a_pasted_token_beside_the_password_flow(
+    client: httpx.AsyncClient,
+) -> None:
+    """``bearerToken`` is only in the document (no second dependency to solve per request)."""
+    schemes = (await client.get("/openapi.json")).json()["components"]["securitySchemes"]
+    assert list(schemes) == ["bearer", "bearerToken"]
+    assert schemes["bearer"]["type"] == "oauth2"
+    assert schemes["bearerToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Paste an access token.",
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,6 +19,8 @@ from mercato.orders.domain import (
 from mercato.platform.schemas import Integral, StrictModel, Text
 
 if TYPE_CHECKING:
+    from sqlalchemy import Row
+
     from mercato.orders.models import OrderRow
 
 #: Money on the wire: a decimal string with two places ("19.99").
@@ -98,3 +101,33 @@ def order_out(row: OrderRow, **changes: Any) -> OrderOut:
     }
     values.update(changes)
     return OrderOut(**values)
+
+
+def order_view_out(rows: Sequence[Row[Any]]) -> OrderOut:
+    """The API's view of an order read as columns (``OrderRepository.view``: the order's
+    columns on each of its lines' rows); validated once, lines included."""
+    first = rows[0]
+    return OrderOut.model_validate(
+        {
+            "id": first.id,
+            "user_id": first.user_id,
+            "status": first.status,
+            "reason": first.reason,
+            "items": [
+                {
+                    "product_id": row.product_id,
+                    "name": row.name,
+                    "quantity": row.quantity,
+                    "unit_price": row.unit_price,
+                    "line_total": (row.unit_price * row.quantity).quantize(CENT),
+                }
+                for row in rows
+                if row.product_id is not None  # the outer join's row of an order without lines
+            ],
+            "total": first.total,
+            "currency": first.currency,
+            "shipping_address": first.shipping_address,
+            "created_at": first.created_at,
+            "updated_at": first.updated_at,
+        }
+    )

@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -42,10 +43,19 @@ from mercato.orders.repository import (
     NotificationRepository,
     OrderRepository,
 )
-from mercato.orders.schemas import OrderOut, OrderPage, PlaceOrder, order_out
+from mercato.orders.schemas import (
+    OrderOut,
+    OrderPage,
+    PlaceOrder,
+    order_out,
+    order_view_out,
+)
 from mercato.platform.db import Database
 from mercato.platform.errors import AppError, Conflict, NotFound, UnprocessableEntity
 from mercato.platform.security.tokens import Principal
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
 
 log = structlog.stdlib.get_logger("mercato.orders")
 
@@ -224,10 +234,10 @@ class OrdersService:
 
     async def get(self, principal: Principal, order_id: str) -> OrderOut:
         async with self.database.unit_of_work(read_only=True) as uow:
-            row = await OrderRepository(uow.session).get(order_id)
-            if row is None or not _may_see(principal, row):
-                raise NotFound("No such order.")
-            return order_out(row)
+            rows = await OrderRepository(uow.session).view(order_id)
+        if not rows or not _may_see(principal, rows[0]):
+            raise NotFound("No such order.")
+        return order_view_out(rows)
 
     async def page(
         self,
@@ -292,7 +302,7 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
-def _may_see(principal: Principal, row: OrderRow) -> bool:
+def _may_see(principal: Principal, row: OrderRow | Row[Any]) -> bool:
     return principal.is_admin or row.user_id == principal.user_id
 
 

@@ -40,6 +40,7 @@ from mercato.platform.observability import (
     health_router,
 )
 from mercato.platform.openapi import install_problem_docs
+from mercato.platform.security.dependencies import document_pasted_token
 from mercato.platform.security.tokens import TokenVerifier, token_verifier
 from mercato.platform.settings import SharedSettings
 from mercato.platform.shutdown import bounded
@@ -222,7 +223,7 @@ def create_service_app(
         telemetry=service_tracing.fastapi_config(),
     )
     install_error_handlers(app, expose_internals=settings.environment == "development")
-    install_problem_docs(app)
+    install_problem_docs(app, document_pasted_token)
     access = metrics_access(settings, believe_internal_proxies=believe_internal_proxies)
     app.include_router(health_router(service, registry, access))
     for router in routers:

@@ -140,7 +140,9 @@ class Database:
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
         """A new unit of work; ``read_only`` lets SQLite readers run beside a writer."""
-        return UnitOfWork(self._read_sessions if read_only else self._sessions, self._serial)
+        if read_only:
+            return UnitOfWork(self._read_sessions, self._serial, read_only=True)
+        return UnitOfWork(self._sessions, self._serial)
 
     def connect(self) -> Any:
         """A raw connection context, for schema management and health checks."""
@@ -199,10 +201,15 @@ class UnitOfWork:
     """
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], serial: asyncio.Lock | None = None
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        serial: asyncio.Lock | None = None,
+        *,
+        read_only: bool = False,
     ) -> None:
         self._sessions = sessions
         self._serial = serial
+        self._read_only = read_only
         self._session: AsyncSession | None = None
         self._after_commit: list[AfterCommit] = []
 
@@ -227,7 +234,11 @@ class UnitOfWork:
     ) -> None:
         session = self.session
         try:
-            await session.rollback()  # a no-op after commit(); undoes anything uncommitted
+            # A no-op after commit(); undoes anything uncommitted. A read-only unit skips it:
+            # close() below ends its transaction the same way (the connection rolls back as
+            # it is released), without a second pass through the session's state machine.
+            if not self._read_only:
+                await session.rollback()
         finally:
             await session.close()
             self._session = None

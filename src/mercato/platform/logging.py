@@ -244,9 +244,19 @@ def _is_sensitive_name(name: str) -> bool:
     return any(part in normalised for part in _NORMALISED_PARTS)
 
 
+#: Values with nothing inside to redact: :func:`redact` would hand them back unchanged.
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+
+
 def _redact_event(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # Every line passes here (the access log on every request): a str key and a scalar
+    # value take the direct way, the same answer as is_sensitive_key() and redact().
     return {
-        key: REDACTED if is_sensitive_key(key) else redact(value)
+        key: REDACTED
+        if (_is_sensitive_name(key) if key.__class__ is str else is_sensitive_key(key))
+        else value
+        if value.__class__ in _SCALARS
+        else redact(value)
         for key, value in event_dict.items()
     }
 

@@ -12,7 +12,7 @@ adds are listed. :func:`install_problem_docs` hooks it into a FastAPI app's ``op
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 from fastapi import FastAPI
@@ -146,13 +146,19 @@ def document_problems(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def install_problem_docs(app: FastAPI) -> None:
-    """Make ``app.openapi()`` answer its document with every error answer documented."""
+def install_problem_docs(
+    app: FastAPI, *completions: Callable[[dict[str, Any]], dict[str, Any]]
+) -> None:
+    """Make ``app.openapi()`` answer its document with every error answer documented,
+    then completed by each of ``completions`` (in place, returning the document)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_problems(build())
+            document = document_problems(build())
+            for complete in completions:
+                document = complete(document)
+            app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

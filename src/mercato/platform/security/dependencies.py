@@ -12,17 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import structlog
 from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
+from fastapi.encoders import jsonable_encoder
+from fastapi.security import HTTPBearer, OAuth2PasswordBearer
+from fastapi.security.base import SecurityBase
 
-from mercato.platform.app import Context
 from mercato.platform.errors import Forbidden, ServiceUnavailable, Unauthorized
 from mercato.platform.net import TrustedProxies
 from mercato.platform.security.tokens import InvalidToken, KeysUnavailable, Principal
 from mercato.platform.settings import SharedSettings
+
+if TYPE_CHECKING:
+    from mercato.platform.app import ServiceContext
 
 security_log = structlog.stdlib.get_logger("mercato.security")
 
@@ -38,12 +42,35 @@ bearer_scheme = OAuth2PasswordBearer(
     auto_error=False,
 )
 #: The same header, declared a second way so that ``/docs`` also takes a pasted token
-#: (a service's own ``/docs`` has no token endpoint of its own).
+#: (a service's own ``/docs`` has no token endpoint of its own). Only in the document
+#: (:func:`document_pasted_token`): as a dependency FastAPI would resolve it again on every
+#: request, for a value nothing reads.
 pasted_bearer = HTTPBearer(
     scheme_name="bearerToken",
     description="Paste an access token.",
     auto_error=False,
 )
+
+
+def document_pasted_token(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` (changed in place and returned) with ``bearerToken`` beside every
+    ``bearer`` security requirement, with the same scopes, and among the schemes."""
+    name, bearer = pasted_bearer.scheme_name, bearer_scheme.scheme_name
+    secured = False
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            requirements = operation.get("security") if isinstance(operation, dict) else None
+            if not requirements:
+                continue
+            for index, requirement in enumerate(requirements):
+                if bearer in requirement:
+                    requirements.insert(index + 1, {name: requirement[bearer]})
+                    secured = True
+                    break
+    if secured:
+        schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes[name] = jsonable_encoder(pasted_bearer.model, by_alias=True, exclude_none=True)
+    return document
 
 
 @lru_cache(maxsize=16)
@@ -58,12 +85,25 @@ def client_address(request: Request, settings: SharedSettings) -> str:
     return _proxies(networks).client_address(request.scope)
 
 
-async def current_principal(
-    request: Request,
-    context: Context,
-    token: Annotated[str | None, Depends(bearer_scheme)],
-    _pasted: Annotated[HTTPAuthorizationCredentials | None, Depends(pasted_bearer)],
-) -> Principal:
+class BearerPrincipal(SecurityBase):
+    """The ``bearer`` scheme as the dependency itself: the principal of the request's
+    verified bearer token (OpenAPI shows the scheme, with an ``AdminUser``'s scopes).
+
+    Each dependency is one more round of FastAPI's solving on every authenticated request;
+    a function depending on the scheme would be two, and a ``Context`` dependency three."""
+
+    def __init__(self, scheme: OAuth2PasswordBearer) -> None:
+        self.scheme = scheme
+        self.model = scheme.model
+        self.scheme_name = scheme.scheme_name
+
+    async def __call__(self, request: Request) -> Principal:
+        return await current_principal(request, await self.scheme(request))
+
+
+async def current_principal(request: Request, token: str | None) -> Principal:
+    """The principal ``token`` (the request's bearer token, if any) names; 401 if none."""
+    context: ServiceContext = request.app.state.context
     if context.tokens is None:
         raise RuntimeError(f"the {context.service} service has no token verifier")
     if not token:
@@ -87,7 +127,7 @@ async def current_principal(
     return principal
 
 
-CurrentUser = Annotated[Principal, Depends(current_principal)]
+CurrentUser = Annotated[Principal, Depends(BearerPrincipal(bearer_scheme))]
 
 
 def require_role(role: str) -> Callable[[Principal], Awaitable[Principal]]:
