@@ -44,7 +44,7 @@ UNAVAILABLE_RETRY_AFTER: Final = 5
 #: A fixed-window hit on Redis in one round trip: limits' own increment (its
 #: ``incr_expire.lua``: ``INCRBY``, and ``EXPIRE`` when this hit created the key) and the
 #: key's ``TTL`` for the window's reset, answered together.
-INCR_EXPIRE_TTL: Final = """
+INCR_EXPIRE_TTL: Final = b"""
 local amount = tonumber(ARGV[2])
 local current = redis.call("incrby", KEYS[1], amount)
 if tonumber(current) == amount then
