@@ -10,7 +10,9 @@ cached answer, headers included), a child process callgrind does not follow. The
 carries a valid bearer token (auth offload, then the per-user limit), as the front-door
 scenario's does; ``--anonymous`` sends none (the per-address limit). The rate limit counts in
 memory, as in the front-door scenario; ``--redis`` on Redis, as under ``mercato up`` with
-``REDIS_URL``. Logging is as under ``mercato up`` (JSON at INFO, one access line a
+``REDIS_URL``. ``--client-only`` drives the gateway's upstream session alone (one
+``session.request`` and ``read`` a request, as the proxy calls it): the HTTP client's share.
+Logging is as under ``mercato up`` (JSON at INFO, one access line a
 request, to stderr); ``--quiet`` as the front-door scenario runs the gateway (``WARNING``, no
 access log). ``--cprofile`` ends with the calls per request and the round trips per request
 (upstream requests, Redis commands, socket writes).
@@ -18,6 +20,7 @@ access log). ``--cprofile`` ends with the calls per request and the round trips 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import cProfile
@@ -29,10 +32,14 @@ import time
 import uuid
 from collections.abc import Iterator
 
+from yarl import URL
+
 from bench._servers import free_port, wait_until_answers
-from bench.profile._driver import arguments, drive, http_scope
+from bench.profile._driver import arguments, drive, http_scope, measure_calls
 from mercato.gateway.app import create_app
+from mercato.gateway.upstreams import build_upstreams, route_table
 from mercato.platform.logging import configure_logging
+from mercato.settings import Settings
 from support.auth import bearer, issue_token, test_settings
 from support.servers import TEST_REDIS_URL
 
@@ -107,6 +114,7 @@ def _package(file: str) -> str:
 
 async def main() -> None:
     redis, quiet, anonymous = _flag("--redis"), _flag("--quiet"), _flag("--anonymous")
+    client_only = _flag("--client-only")
     options = arguments(__doc__ or "")
     configure_logging(service="gateway", level="WARNING" if quiet else "INFO", fmt="json")
     with upstream() as base:
@@ -123,6 +131,9 @@ async def main() -> None:
         token = {} if anonymous else bearer(issue_token())
         headers = [(k.lower().encode(), v.encode()) for k, v in token.items()]
         scope = http_scope("/api/v1" + PRODUCT_PATH, headers)
+        if client_only:
+            await _client_only(settings, options)
+            return
         async with app.router.lifespan_context(app):
             await drive(app, scope, options.warmup)
             profiler = cProfile.Profile() if options.cprofile else None
@@ -139,6 +150,26 @@ async def main() -> None:
                 per_request(profiler, options.requests)
             elapsed = time.perf_counter() - started
             print(f"{options.requests} requests, {elapsed / options.requests * 1e6:.0f} us each")
+
+
+async def _client_only(settings: Settings, options: argparse.Namespace) -> None:
+    """An upstream session made as the gateway makes its own, without the gateway."""
+    upstream = build_upstreams(route_table(settings), settings)["products"]
+    url = URL(upstream.instances[0].url + PRODUCT_PATH, encoded=True)
+    headers = [("Host", "127.0.0.1"), ("X-Request-ID", uuid.uuid4().hex)]
+
+    async def one() -> None:
+        async with upstream.session.request(
+            "GET", url, headers=headers, allow_redirects=False
+        ) as answer:
+            if answer.status != 200:
+                raise SystemExit(f"expected 200, got {answer.status}")
+            await answer.read()
+
+    try:
+        await measure_calls(one, options)
+    finally:
+        await upstream.close()
 
 
 if __name__ == "__main__":

@@ -121,6 +121,36 @@ def _storage(redis_url: str | None, prefix: str, timeout: float) -> Storage:
     )
 
 
+class _MemoryWindows:
+    """Fixed windows in process memory: per key the count and the instant its window
+    ends, as limits' ``MemoryStorage`` keeps them for this strategy (a key's window starts
+    with its first hit and lasts the limit's expiry). Without what that storage adds to
+    every increment: an ``asyncio.Lock`` per key, and a new task sweeping every key (its
+    cost grows with the number of clients); here the expired keys are dropped at most once
+    a second, during a hit."""
+
+    __slots__ = ("_next_sweep", "_windows")
+
+    def __init__(self) -> None:
+        self._windows: dict[str, list[float]] = {}  # key -> [count, ends at (epoch s)]
+        self._next_sweep = 0.0
+
+    def incr(self, key: str, expiry: int, amount: int) -> tuple[int, float]:
+        """Count ``amount`` hits on ``key``: the window's count after them, and its end."""
+        now = time.time()
+        if now >= self._next_sweep:
+            self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
+            self._next_sweep = now + 1.0
+        window = self._windows.get(key)
+        if window is None or window[1] <= now:
+            window = self._windows[key] = [0, now + expiry]
+        window[0] += amount
+        return int(window[0]), window[1]
+
+    def clear(self, key: str) -> None:
+        self._windows.pop(key, None)
+
+
 class RateLimiter:
     """Counts hits per key in memory or in Redis (``redis_url``)."""
 
@@ -140,6 +170,9 @@ class RateLimiter:
         self.fail_closed = fail_closed
         self.shared = bool(redis_url)
         self._bridge: RedispyBridge | None = None
+        self._windows: _MemoryWindows | None = None
+        if strategy == "fixed-window" and isinstance(self.storage, MemoryStorage):
+            self._windows = _MemoryWindows()
         self._incr_expire_ttl: Any = None
         if isinstance(self.storage, RedisStorage) and isinstance(
             self.storage.bridge, RedispyBridge
@@ -187,7 +220,9 @@ class RateLimiter:
         and the expiry are one script (:data:`INCR_EXPIRE_TTL`), one round trip instead of
         limits' three. The gateway pays this on every proxied request."""
         key = item.key_for(*key_parts)
-        if self._bridge is not None:
+        if self._windows is not None:
+            count, reset = self._windows.incr(key, item.get_expiry(), cost)
+        elif self._bridge is not None:
             count, ttl = await self._incr_expire_ttl(
                 keys=[self._bridge.prefixed_key(key)], args=[item.get_expiry(), cost]
             )
@@ -199,6 +234,8 @@ class RateLimiter:
 
     async def clear(self, limit: str | RateLimitItem, *key_parts: str) -> None:
         item = parse_limit(limit) if isinstance(limit, str) else limit
+        if self._windows is not None:
+            self._windows.clear(item.key_for(*key_parts))
         await self.strategy.clear(item, *key_parts)
 
     async def ping(self) -> None:
