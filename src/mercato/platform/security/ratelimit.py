@@ -89,6 +89,11 @@ class RateLimitResult:
             headers["Retry-After"] = str(self.retry_after)
         return headers
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """:meth:`headers` as raw ASGI pairs (names lowercased), as a proxy adds them to
+        an answer on every request."""
+        return [(name.lower().encode(), value.encode()) for name, value in self.headers().items()]
+
     def raise_for_refusal(self, detail: str = "Too many requests; try again later.") -> None:
         """Raise 429 (limit reached) or 503 (storage down, failing closed) when refused."""
         if self.allowed:
