@@ -96,19 +96,14 @@ async def test_a_fixed_window_hit_on_redis_answers_what_limits_own_strategy_answ
     """The one-round-trip hit (platform/security/ratelimit.py's script) against limits'
     hit then get_window_stats on the same Redis: the same verdicts, counts and reset, and
     the key expires with the window."""
-    from mercato.platform.security.ratelimit import RateLimiter, parse_limit
+    from mercato.platform.security.ratelimit import RateLimiter
+    from support.ratelimits import assert_fixed_window_matches_limits
 
     limiter = RateLimiter(redis_url, prefix=redis_prefix, strategy="fixed-window")
     client = redis.Redis.from_url(redis_url)
     try:
-        item = parse_limit("3/minute")
-        for _ in range(5):
-            ours = await limiter.hit(item, "api", "alice", name="api")
-            allowed = await limiter.strategy.hit(item, "api", "bob")
-            stats = await limiter.strategy.get_window_stats(item, "api", "bob")
-            assert (ours.allowed, ours.remaining) == (allowed, stats.remaining)
-            assert abs(ours.reset - stats.reset_time) < 1.5
-        ttl = await client.ttl(f"{redis_prefix}:{item.key_for('api', 'alice')}")
+        key = await assert_fixed_window_matches_limits(limiter, slack=1.5)
+        ttl = await client.ttl(f"{redis_prefix}:{key}")
         assert 0 < ttl <= 60
     finally:
         await client.aclose()

@@ -13,6 +13,7 @@ from mercato.platform.security.ratelimit import (
     TooManyRequests,
     parse_limit,
 )
+from support.ratelimits import assert_fixed_window_matches_limits
 
 pytestmark = pytest.mark.anyio
 
@@ -45,13 +46,7 @@ async def test_a_fixed_window_hit_answers_what_limits_own_strategy_answers() -> 
     reset."""
     limiter = RateLimiter(strategy="fixed-window")
     try:
-        item = parse_limit("3/minute")
-        for _ in range(5):
-            ours = await limiter.hit(item, "api", "alice", name="api")
-            allowed = await limiter.strategy.hit(item, "api", "bob")
-            stats = await limiter.strategy.get_window_stats(item, "api", "bob")
-            assert (ours.allowed, ours.remaining) == (allowed, stats.remaining)
-            assert abs(ours.reset - stats.reset_time) < 1
+        await assert_fixed_window_matches_limits(limiter)
     finally:
         await limiter.close()
 
