@@ -406,7 +406,9 @@ class ServiceProxy:
         own ``X-Forwarded-*`` and ``X-Request-ID``."""
         headers: list[tuple[str, str]] = []
         listed: set[bytes] | None = None
-        proto = forwarded_host = host = None
+        proto: str | None = None
+        forwarded_host: str | None = None
+        host: str | None = None
         for name, value in raw:
             if name in _REQUEST_DROP:
                 if name == b"connection":
@@ -426,8 +428,8 @@ class ServiceProxy:
             proto = forwarded_host = None
         headers.append(("X-Forwarded-For", self.trusted.forwarded_for(scope)))
         headers.append(("X-Forwarded-Proto", proto or scope.get("scheme", "http")))
-        if forwarded_host or host:
-            headers.append(("X-Forwarded-Host", forwarded_host or host))
+        if public_host := forwarded_host or host:
+            headers.append(("X-Forwarded-Host", public_host))
         if request_id:
             headers.append(("X-Request-ID", request_id))
         return headers
