@@ -28,13 +28,14 @@ import os
 import pstats
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 
 from yarl import URL
 
-from bench._servers import free_port, wait_until_answers
+from bench._servers import free_port
 from bench.profile._driver import arguments, drive, http_scope, measure_calls
 from mercato.gateway.app import create_app
 from mercato.gateway.upstreams import build_upstreams, route_table
@@ -62,16 +63,27 @@ def _flag(name: str) -> bool:
 
 @contextlib.contextmanager
 def upstream() -> Iterator[str]:
-    """The product upstream on uvicorn (uvloop, httptools, as ``mercato serve``)."""
+    """The product upstream on uvicorn (uvloop, httptools, as ``mercato serve``).
+
+    Ready when uvicorn says so on its stderr: a blocking read costs the same few
+    instructions however long it takes to start (polling it over HTTP would not, and that
+    cost would land unevenly in the N and 2N runs)."""
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "--factory", "bench._gateway_apps:product_upstream"]
     command += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
-    command += ["--no-access-log", "--log-level", "warning"]
-    process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": "."})
+    command += ["--no-access-log", "--log-level", "info"]
+    process = subprocess.Popen(
+        command, env={**os.environ, "PYTHONPATH": "."}, stderr=subprocess.PIPE, text=True
+    )
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_answers(f"{base}{PRODUCT_PATH}", process)
-        yield base
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "Application startup complete" in line:
+                break
+        else:
+            raise RuntimeError(f"the upstream exited with {process.wait()}")
+        threading.Thread(target=process.stderr.read, daemon=True).start()  # never blocks it
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(timeout=10)
