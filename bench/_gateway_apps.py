@@ -2,6 +2,10 @@
 
 - ``constant_app``: raw ASGI answering one pre-serialized product: the Python limit of the
   front door (scenario 2);
+- ``product_upstream``: the same product with the headers the products service sends on a
+  cached read (``ETag``, ``Cache-Control``, ``Last-Modified``, its ``X-Request-ID``): the
+  upstream of ``bench/profile/gateway_proxy.py``, out of process, so a profile of the gateway
+  counts the gateway alone;
 - ``aiohttp_proxy`` / ``httpx_proxy``: the same minimal raw-ASGI reverse proxy on the two
   HTTP clients, to choose the gateway's client by measurement (``bench.http_clients``,
   docs/adr/0003); their upstream is ``BENCH_UPSTREAM`` (a base URL).
@@ -53,6 +57,28 @@ async def _constant(scope: Scope, receive: Receive, send: Send) -> None:
 
 def constant_app() -> Any:
     return _constant
+
+
+_PRODUCT_HEADERS = [
+    *_HEADERS,
+    (b"etag", b'"3f2a9c0e1b7d4c55"'),
+    (b"cache-control", b"public, max-age=60"),
+    (b"last-modified", b"Mon, 30 Nov 2026 10:00:00 GMT"),
+]
+
+
+async def _product(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    request_id = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"none")
+    headers = [*_PRODUCT_HEADERS, (b"x-request-id", request_id)]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": _BODY})
+
+
+def product_upstream() -> Any:
+    return _product
 
 
 _DROP = frozenset({b"host", b"connection", b"keep-alive", b"transfer-encoding", b"content-length"})

@@ -88,3 +88,47 @@ async def test_limits_fail_closed_with_503_when_redis_is_down(redis_prefix: str)
     assert "retry-after" in response.headers
     assert standin.received == []
     assert ready.status_code == 503
+
+
+async def test_a_fixed_window_hit_on_redis_answers_what_limits_own_strategy_answers(
+    redis_url: str, redis_prefix: str, cleanup: None
+) -> None:
+    """The one-round-trip hit (platform/security/ratelimit.py's script) against limits'
+    hit then get_window_stats on the same Redis: the same verdicts, counts and reset, and
+    the key expires with the window."""
+    from mercato.platform.security.ratelimit import RateLimiter
+    from support.ratelimits import assert_fixed_window_matches_limits
+
+    limiter = RateLimiter(redis_url, prefix=redis_prefix, strategy="fixed-window")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        key = await assert_fixed_window_matches_limits(limiter, slack=1.5)
+        ttl = await client.ttl(f"{redis_prefix}:{key}")
+        assert 0 < ttl <= 60
+    finally:
+        await client.aclose()
+        await limiter.close()
+
+
+async def test_a_fixed_window_hit_is_one_redis_command(
+    redis_url: str, redis_prefix: str, cleanup: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mercato.platform.security.ratelimit import RateLimiter
+
+    limiter = RateLimiter(redis_url, prefix=redis_prefix, strategy="fixed-window")
+    client = limiter.storage.bridge.get_connection()  # type: ignore[attr-defined]
+    sent: list[object] = []
+    execute = client.execute_command
+
+    async def counting(*args: object, **options: object) -> object:
+        sent.append(args[0])
+        return await execute(*args, **options)
+
+    try:
+        await limiter.hit("10/minute", "api", "alice", name="api")  # loads the script
+        monkeypatch.setattr(client, "execute_command", counting)
+        result = await limiter.hit("10/minute", "api", "alice", name="api")
+    finally:
+        await limiter.close()
+    assert sent == ["EVALSHA"]
+    assert (result.allowed, result.remaining) == (True, 8)

@@ -113,6 +113,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
                 retries=settings.upstream_retries,
                 metrics=metrics,
                 guards=guards,
+                name_spans=context.tracing.enabled,
             )
             for name in upstreams:
                 context.probes[name] = partial(proxy.ready, name)

@@ -119,7 +119,7 @@ class AccessGuard:
                 if not per_route.allowed or per_route.remaining < result.remaining:
                     result = per_route
         result.raise_for_refusal()
-        return _raw_headers(result)
+        return result.raw_headers()
 
     async def _per_address(
         self, scope: Scope, service: str, limiter: RateLimiter
@@ -157,10 +157,3 @@ class AccessGuard:
             ) from None
         scope["state"]["principal"] = principal
         return principal
-
-
-def _raw_headers(result: RateLimitResult) -> Headers:
-    return [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in result.headers().items()
-    ]

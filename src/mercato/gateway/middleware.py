@@ -182,19 +182,33 @@ class AllowedHostsMiddleware:
         # __call__, where the API promises a problem+json with the request id, and it has
         # neither the probes' exemption nor the one-Host rule.
         self.check = TrustedHostMiddleware(_accept, allowed_hosts=hosts, www_redirect=False)
+        # Its verdict depends on the Host value alone: asked once per value (a bounded
+        # number of them), not on every request.
+        self.verdicts: dict[bytes | None, bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if sum(1 for name, _ in scope["headers"] if name == _HOST) > 1:
+        host: bytes | None = None
+        hosts = 0
+        for name, value in scope["headers"]:
+            if name == _HOST:
+                host = value
+                hosts += 1
+        if hosts > 1:
             await self._refuse(scope, receive, send, "A request must have one Host header.")
             return
         if scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        await self.check(scope, receive, _discard)
-        if scope.pop(_ACCEPTED, False):
+        allowed = self.verdicts.get(host)
+        if allowed is None:
+            await self.check(scope, receive, _discard)
+            allowed = bool(scope.pop(_ACCEPTED, False))
+            if len(self.verdicts) < _VERDICTS_KEPT:
+                self.verdicts[host] = allowed
+        if allowed:
             await self.app(scope, receive, send)
             return
         await self._refuse(scope, receive, send, "Invalid host header.")
@@ -208,6 +222,8 @@ class AllowedHostsMiddleware:
 
 
 _ACCEPTED: Final = "mercato.host_accepted"
+#: Host values whose verdict is remembered (forged ones beyond it are checked each time).
+_VERDICTS_KEPT: Final = 256
 
 
 async def _accept(scope: Scope, receive: Receive, send: Send) -> None:

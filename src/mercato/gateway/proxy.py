@@ -141,6 +141,7 @@ class ServiceProxy:
         retries: int,
         metrics: GatewayMetrics,
         guards: Sequence[Guard] = (),
+        name_spans: bool = True,
     ) -> None:
         self.upstreams = dict(upstreams)
         self.trusted = trusted_proxies
@@ -148,6 +149,8 @@ class ServiceProxy:
         self.retries = retries
         self.metrics = metrics
         self.guards = list(guards)
+        #: Whether server spans exist to be named after the service (tracing is on).
+        self.name_spans = name_spans
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -200,7 +203,8 @@ class ServiceProxy:
             )
             return
         scope["route"] = label = self._labels[service]
-        name_server_span(scope["method"], label.path)
+        if self.name_spans:
+            name_server_span(scope["method"], label.path)
         self.in_flight += 1
         self._idle.clear()
         try:
@@ -397,18 +401,35 @@ class ServiceProxy:
     def _request_headers(
         self, scope: Scope, raw: Headers, request_id: str | None
     ) -> list[tuple[str, str]]:
-        drop = _REQUEST_DROP
-        if any(name == b"connection" for name, _ in raw):
-            drop = drop | _connection_tokens(raw)
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw if k not in drop]
-        peer = self.trusted.peer(scope)
-        trusted_peer = self.trusted.is_trusted(peer)
-        proto = _first(raw, b"x-forwarded-proto") if trusted_peer else None
-        host = (_first(raw, b"x-forwarded-host") if trusted_peer else None) or _first(raw, b"host")
+        """The headers sent upstream, in one pass over the client's: hop-by-hop and
+        forwarding headers dropped (and the names ``Connection`` lists), then the gateway's
+        own ``X-Forwarded-*`` and ``X-Request-ID``."""
+        headers: list[tuple[str, str]] = []
+        listed: set[bytes] | None = None
+        proto: str | None = None
+        forwarded_host: str | None = None
+        host: str | None = None
+        for name, value in raw:
+            if name in _REQUEST_DROP:
+                if name == b"connection":
+                    listed = (listed or set()) | _connection_tokens(((name, value),))
+                elif name == b"host" and host is None:
+                    host = value.decode("latin-1")
+                elif name == b"x-forwarded-proto" and proto is None:
+                    proto = value.decode("latin-1")
+                elif name == b"x-forwarded-host" and forwarded_host is None:
+                    forwarded_host = value.decode("latin-1")
+                continue
+            headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        if listed:
+            headers = [(k, v) for k, v in headers if k.encode("latin-1") not in listed]
+        trusted_peer = self.trusted.is_trusted(self.trusted.peer(scope))
+        if not trusted_peer:
+            proto = forwarded_host = None
         headers.append(("X-Forwarded-For", self.trusted.forwarded_for(scope)))
         headers.append(("X-Forwarded-Proto", proto or scope.get("scheme", "http")))
-        if host:
-            headers.append(("X-Forwarded-Host", host))
+        if public_host := forwarded_host or host:
+            headers.append(("X-Forwarded-Host", public_host))
         if request_id:
             headers.append(("X-Request-ID", request_id))
         return headers
@@ -478,23 +499,22 @@ def _content_length(headers: Headers) -> int | None:
     return None
 
 
-def _first(headers: Headers, name: bytes) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
 def _response_headers(raw: tuple[tuple[bytes, bytes], ...], internal: frozenset[str]) -> Headers:
-    pairs = [(k.lower(), v) for k, v in raw]
-    drop = _RESPONSE_DROP
-    if any(name == b"connection" for name, _ in pairs):
-        drop = drop | _connection_tokens(pairs)
-    return [
-        (k, public_location(v, internal) if k in _LOCATIONS else v)
-        for k, v in pairs
-        if k not in drop
-    ]
+    """An upstream's answer headers as the client gets them, in one pass: names lowercased,
+    hop-by-hop and the gateway's own dropped (and the names ``Connection`` lists),
+    ``Location`` made public."""
+    kept: Headers = []
+    listed: set[bytes] | None = None
+    for name, value in raw:
+        name = name.lower()
+        if name in _RESPONSE_DROP:
+            if name == b"connection":
+                listed = (listed or set()) | _connection_tokens(((name, value),))
+            continue
+        kept.append((name, public_location(value, internal) if name in _LOCATIONS else value))
+    if listed:
+        return [(name, value) for name, value in kept if name not in listed]
+    return kept
 
 
 _LOCATIONS: Final = frozenset({b"location", b"content-location"})

@@ -160,6 +160,8 @@ class CircuitBreaker:
 
     def acquire(self) -> Permit:
         """Permission for one call, or :class:`CircuitOpenError` at once."""
+        if self._state is BreakerState.CLOSED:  # the common case: no clock to read
+            return Permit(self, self._generation, trial=False)
         state = self.state
         if state is BreakerState.CLOSED:
             return Permit(self, self._generation, trial=False)

@@ -13,6 +13,7 @@ from mercato.platform.security.ratelimit import (
     TooManyRequests,
     parse_limit,
 )
+from support.ratelimits import assert_fixed_window_matches_limits
 
 pytestmark = pytest.mark.anyio
 
@@ -40,17 +41,34 @@ async def test_hits_past_the_limit_are_refused_with_the_headers_of_a_429(
 
 
 async def test_a_fixed_window_hit_answers_what_limits_own_strategy_answers() -> None:
-    """The fixed window's two-call hit (platform/security/ratelimit.py) against limits'
-    hit then get_window_stats, on the same storage: the same verdicts, counts and reset."""
+    """The fixed window's own memory counter (platform/security/ratelimit.py) against
+    limits' hit then get_window_stats on its memory storage: the same verdicts, counts and
+    reset."""
     limiter = RateLimiter(strategy="fixed-window")
     try:
-        item = parse_limit("3/minute")
-        for _ in range(5):
-            ours = await limiter.hit(item, "api", "alice", name="api")
-            allowed = await limiter.strategy.hit(item, "api", "bob")
-            stats = await limiter.strategy.get_window_stats(item, "api", "bob")
-            assert (ours.allowed, ours.remaining) == (allowed, stats.remaining)
-            assert abs(ours.reset - stats.reset_time) < 1
+        await assert_fixed_window_matches_limits(limiter)
+    finally:
+        await limiter.close()
+
+
+async def test_a_fixed_window_starts_again_after_its_expiry_and_expired_keys_are_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1_000_000.0]
+    monkeypatch.setattr("mercato.platform.security.ratelimit.time.time", lambda: now[0])
+    limiter = RateLimiter(strategy="fixed-window")
+    try:
+        first = await limiter.hit("2/minute", "api", "alice", name="api")
+        await limiter.hit("2/minute", "api", "bob", name="api")
+        assert (first.remaining, first.reset) == (1, now[0] + 60)
+        now[0] += 30
+        assert (await limiter.hit("2/minute", "api", "alice", name="api")).remaining == 0
+        assert not (await limiter.hit("2/minute", "api", "alice", name="api")).allowed
+        now[0] += 31  # alice's and bob's windows are over
+        again = await limiter.hit("2/minute", "api", "alice", name="api")
+        assert (again.allowed, again.remaining, again.reset) == (True, 1, now[0] + 60)
+        assert limiter._windows is not None
+        assert list(limiter._windows._windows) == [parse_limit("2/minute").key_for("api", "alice")]
     finally:
         await limiter.close()
 

@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 import structlog
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
     MovingWindowRateLimiter,
@@ -26,6 +27,7 @@ from limits.aio.strategies import (
 )
 from limits.aio.strategies import RateLimiter as LimitsStrategy
 from limits.errors import StorageError
+from redis.exceptions import RedisError
 
 from mercato.platform.errors import AppError, ServiceUnavailable
 
@@ -39,6 +41,17 @@ _STRATEGIES: Final[dict[Strategy, type[LimitsStrategy]]] = {
 }
 #: Seconds a client is told to wait when the limit storage is down.
 UNAVAILABLE_RETRY_AFTER: Final = 5
+#: A fixed-window hit on Redis in one round trip: limits' own increment (its
+#: ``incr_expire.lua``: ``INCRBY``, and ``EXPIRE`` when this hit created the key) and the
+#: key's ``TTL`` for the window's reset, answered together.
+INCR_EXPIRE_TTL: Final = b"""
+local amount = tonumber(ARGV[2])
+local current = redis.call("incrby", KEYS[1], amount)
+if tonumber(current) == amount then
+    redis.call("expire", KEYS[1], ARGV[1])
+end
+return {current, redis.call("ttl", KEYS[1])}
+"""
 
 
 class TooManyRequests(AppError):
@@ -76,6 +89,11 @@ class RateLimitResult:
             headers["Retry-After"] = str(self.retry_after)
         return headers
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """:meth:`headers` as raw ASGI pairs (names lowercased), as a proxy adds them to
+        an answer on every request."""
+        return [(name.lower().encode(), value.encode()) for name, value in self.headers().items()]
+
     def raise_for_refusal(self, detail: str = "Too many requests; try again later.") -> None:
         """Raise 429 (limit reached) or 503 (storage down, failing closed) when refused."""
         if self.allowed:
@@ -108,6 +126,36 @@ def _storage(redis_url: str | None, prefix: str, timeout: float) -> Storage:
     )
 
 
+class _MemoryWindows:
+    """Fixed windows in process memory: per key the count and the instant its window
+    ends, as limits' ``MemoryStorage`` keeps them for this strategy (a key's window starts
+    with its first hit and lasts the limit's expiry). Without what that storage adds to
+    every increment: an ``asyncio.Lock`` per key, and a new task sweeping every key (its
+    cost grows with the number of clients); here the expired keys are dropped at most once
+    a second, during a hit."""
+
+    __slots__ = ("_next_sweep", "_windows")
+
+    def __init__(self) -> None:
+        self._windows: dict[str, list[float]] = {}  # key -> [count, ends at (epoch s)]
+        self._next_sweep = 0.0
+
+    def incr(self, key: str, expiry: int, amount: int) -> tuple[int, float]:
+        """Count ``amount`` hits on ``key``: the window's count after them, and its end."""
+        now = time.time()
+        if now >= self._next_sweep:
+            self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
+            self._next_sweep = now + 1.0
+        window = self._windows.get(key)
+        if window is None or window[1] <= now:
+            window = self._windows[key] = [0, now + expiry]
+        window[0] += amount
+        return int(window[0]), window[1]
+
+    def clear(self, key: str) -> None:
+        self._windows.pop(key, None)
+
+
 class RateLimiter:
     """Counts hits per key in memory or in Redis (``redis_url``)."""
 
@@ -126,6 +174,16 @@ class RateLimiter:
         self.strategy = _STRATEGIES[strategy](self.storage)
         self.fail_closed = fail_closed
         self.shared = bool(redis_url)
+        self._bridge: RedispyBridge | None = None
+        self._windows: _MemoryWindows | None = None
+        if strategy == "fixed-window" and isinstance(self.storage, MemoryStorage):
+            self._windows = _MemoryWindows()
+        self._incr_expire_ttl: Any = None
+        if isinstance(self.storage, RedisStorage) and isinstance(
+            self.storage.bridge, RedispyBridge
+        ):
+            self._bridge = self.storage.bridge
+            self._incr_expire_ttl = self._bridge.get_connection().register_script(INCR_EXPIRE_TTL)
 
     async def hit(
         self, limit: str | RateLimitItem, *key_parts: str, name: str, cost: int = 1
@@ -141,7 +199,7 @@ class RateLimiter:
                 allowed = await self.strategy.hit(item, *key_parts, cost=cost)
                 stats = await self.strategy.get_window_stats(item, *key_parts)
                 remaining, reset = stats.remaining, stats.reset_time
-        except (StorageError, ConnectionError, TimeoutError, OSError) as exc:
+        except (StorageError, RedisError, ConnectionError, TimeoutError, OSError) as exc:
             log.warning(
                 "rate limit storage unavailable",
                 error=type(exc).__name__,
@@ -161,17 +219,28 @@ class RateLimiter:
     async def _fixed_window_hit(
         self, item: RateLimitItem, key_parts: tuple[str, ...], cost: int
     ) -> tuple[bool, int, float]:
-        """``strategy.hit`` then ``get_window_stats`` of a fixed window, in two storage
-        calls instead of three: the count is the one the increment answers (limits reads it
-        back with a ``GET``), on the same key and expiry as limits' own strategy. On Redis
-        each call is a round trip, and the gateway pays this on every proxied request."""
+        """``strategy.hit`` then ``get_window_stats`` of a fixed window, on the same key
+        and expiry as limits' own strategy, in fewer storage calls: the count is the one the
+        increment answers (limits reads it back with a ``GET``), and on Redis the increment
+        and the expiry are one script (:data:`INCR_EXPIRE_TTL`), one round trip instead of
+        limits' three. The gateway pays this on every proxied request."""
         key = item.key_for(*key_parts)
-        count = await self.storage.incr(key, item.get_expiry(), amount=cost)
-        reset = await self.storage.get_expiry(key)
+        if self._windows is not None:
+            count, reset = self._windows.incr(key, item.get_expiry(), cost)
+        elif self._bridge is not None:
+            count, ttl = await self._incr_expire_ttl(
+                keys=[self._bridge.prefixed_key(key)], args=[item.get_expiry(), cost]
+            )
+            reset = max(int(ttl), 0) + time.time()  # limits' get_expiry, from the same TTL
+        else:
+            count = await self.storage.incr(key, item.get_expiry(), amount=cost)
+            reset = await self.storage.get_expiry(key)
         return count <= item.amount, max(0, item.amount - count), reset
 
     async def clear(self, limit: str | RateLimitItem, *key_parts: str) -> None:
         item = parse_limit(limit) if isinstance(limit, str) else limit
+        if self._windows is not None:
+            self._windows.clear(item.key_for(*key_parts))
         await self.strategy.clear(item, *key_parts)
 
     async def ping(self) -> None:
