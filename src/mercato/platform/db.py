@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -236,6 +237,21 @@ class UnitOfWork:
 
     def after_commit(self, callback: AfterCommit) -> None:
         self._after_commit.append(callback)
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested transaction: when the block raises, what it did is undone and the
+        callbacks it registered with :meth:`after_commit` are dropped (the rest of the
+        transaction goes on)."""
+        registered = len(self._after_commit)
+        nested = await self.session.begin_nested()
+        try:
+            yield
+        except BaseException:
+            del self._after_commit[registered:]
+            await nested.rollback()
+            raise
+        await nested.commit()
 
     async def commit(self) -> None:
         await self.session.commit()
