@@ -93,6 +93,10 @@ class Database:
         #: An in-memory SQLite database is one shared connection, which cannot hold two
         #: transactions at once: its units of work (outbox relay, consumers, requests) take turns.
         self._serial: asyncio.Lock | None = None
+        #: SQLite has one writer at a time: this process's write units of work queue here in
+        #: turn, instead of polling the file lock in SQLite's busy handler (sleeps of up to
+        #: 100 ms, which a writer committing in a loop can starve for seconds).
+        self._writers: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         self.engine = self._create_engine(engine_options)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(
@@ -141,7 +145,9 @@ class Database:
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
         """A new unit of work; ``read_only`` lets SQLite readers run beside a writer."""
-        return UnitOfWork(self._read_sessions if read_only else self._sessions, self._serial)
+        if read_only:
+            return UnitOfWork(self._read_sessions, self._serial)
+        return UnitOfWork(self._sessions, self._serial or self._writers)
 
     def connect(self) -> Any:
         """A raw connection context, for schema management and health checks."""
