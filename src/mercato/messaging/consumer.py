@@ -1,7 +1,11 @@
 """Idempotent consumers: ``Handlers`` declares what a service handles; ``Consumer`` runs them.
 
-Each delivery is handled in one unit of work that also records ``(consumer, event id)`` in
+Each delivery is handled in a unit of work that also records ``(consumer, event id)`` in
 the inbox; the runner commits, then acks. An id already in the inbox is acked and skipped.
+Deliveries that arrive while a transaction is busy share the next one (group commit: one
+inbox look-up, one insert and one commit for the lot), each handler in a savepoint of its
+own, so that one message's failure undoes only its own work; a message is acked only
+after the commit that recorded it.
 
 A failure is either the message's or a dependency's (:func:`is_transient`):
 
@@ -23,6 +27,7 @@ cannot be done the message is held (or given back), never dropped.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -66,6 +71,17 @@ Handler = Callable[[Envelope[Any], UnitOfWork], Awaitable[None]]
 class _Route:
     data_type: type[EventData]
     handlers: tuple[Handler, ...]
+
+
+@dataclass(eq=False, slots=True)
+class _Queued:
+    """A delivery's typed envelope waiting for a shared transaction; ``context`` is its
+    delivery's (request id, trace, log fields), which its handlers run in."""
+
+    envelope: Envelope[Any]
+    route: _Route
+    context: contextvars.Context
+    outcome: asyncio.Future[str]
 
 
 class Handlers:
@@ -137,6 +153,7 @@ class Consumer:
         prefetch: int = 16,
         tracer: Tracer | None = None,
         errors: ErrorReporter | None = None,
+        lanes: int | None = None,
     ) -> None:
         self.handlers, self.database, self.broker = handlers, database, broker
         self.service, self.metrics = service, metrics
@@ -154,6 +171,11 @@ class Consumer:
         self._paused_since: float | None = None
         self._pause_reason = ""
         self._failed_tries = 0
+        #: Deliveries waiting for a transaction, and the tasks ("lanes") running them, at
+        #: most ``lanes`` at once: one on SQLite (one writer at a time anyway), else 4.
+        self._queued: list[_Queued] = []
+        self._lanes: set[asyncio.Task[None]] = set()
+        self.lanes = lanes or (1 if database.is_sqlite else 4)
 
     @property
     def group(self) -> str:
@@ -184,6 +206,9 @@ class Consumer:
         if self.subscription is not None:
             await self.subscription.stop(grace)
             self.subscription = None
+        for lane in list(self._lanes):  # only handlers the grace did not wait for are left
+            lane.cancel()
+        await asyncio.gather(*self._lanes, return_exceptions=True)
 
     async def pending(self) -> int:
         return await self.subscription.pending() if self.subscription else 0
@@ -243,7 +268,7 @@ class Consumer:
         self, delivery: Delivery, envelope: Envelope[Any], route: _Route
     ) -> None:
         try:
-            outcome = await self._until_done(lambda: self._apply(envelope, route))
+            outcome = await self._in_shared_transaction(envelope, route)
         except _Stopping:
             raise
         except Exception as exc:
@@ -255,22 +280,144 @@ class Consumer:
         if self.metrics is not None:
             self.metrics.consumed.labels(self.service, self.group, envelope.type, outcome).inc()
 
+    # --- deliveries sharing a transaction ----------------------------------------------
+
+    async def _in_shared_transaction(self, envelope: Envelope[Any], route: _Route) -> str:
+        """Queue ``envelope`` for the next shared transaction; its outcome once committed
+        ("handled", "duplicate"), or its handler's error. Raises :class:`_Stopping`."""
+        item = _Queued(
+            envelope, route, contextvars.copy_context(), asyncio.get_running_loop().create_future()
+        )
+        self._queued.append(item)
+        if len(self._lanes) < self.lanes:
+            lane = asyncio.create_task(self._lane(), name=f"consumer-{self.group}-lane")
+            self._lanes.add(lane)
+        return await item.outcome
+
+    async def _lane(self) -> None:
+        """Take what is queued (up to the prefetch), handle it in one transaction and
+        settle each item's outcome; until nothing is queued. A lane leaves the set at once
+        when it finds the queue empty, so that the next delivery starts a new one."""
+        try:
+            while self._queued:
+                batch = self._queued[: self.prefetch]
+                del self._queued[: self.prefetch]
+                await self._run_batch(batch)
+        finally:
+            self._lanes.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
+
+    async def _run_batch(self, batch: list[_Queued]) -> None:
+        """Handle ``batch``, topped up from the queue before each try. While paused, each
+        try takes the waiting deliveries one by one, each in its own transaction (as if
+        unbatched): every one is tried, and those that went through are settled at once."""
+
+        async def attempt() -> list[str | Exception]:
+            room = self.prefetch - len(batch)
+            batch.extend(self._queued[:room])
+            del self._queued[:room]
+            if not self.paused:
+                return await self._apply_batch(batch)
+            transient: Exception | None = None
+            for item in list(batch):
+                try:
+                    outcome = await self._one(item)
+                except Exception as exc:
+                    transient = exc
+                    continue
+                batch.remove(item)
+                _settle(item, outcome)
+            if transient is not None:
+                raise transient
+            return []
+
+        try:
+            outcomes = await self._until_done(attempt)
+        except Exception as exc:
+            for item in batch:
+                _settle(item, exc)
+            return
+        except BaseException:
+            for item in batch:
+                _settle(item, None)  # cancelled: the stop gave up on these
+            raise
+        for item, outcome in zip(batch, outcomes, strict=True):
+            _settle(item, outcome)
+
+    async def _apply_batch(self, batch: list[_Queued]) -> list[str | Exception]:
+        """Run the handlers of ``batch`` and record the handled in the inbox, in one
+        transaction: each message's handlers in a savepoint (when there are several), a
+        failure undoing only that message's work. A transient failure undoes the lot (the
+        caller pauses and tries again); an inbox row another transaction committed
+        meanwhile sends each message through a transaction of its own."""
+        if len(batch) == 1:
+            return [await self._one(batch[0])]
+        outcomes: list[str | Exception] = []
+        try:
+            async with self.database.unit_of_work() as uow:
+                seen = await self._seen_many(uow, {item.envelope.id for item in batch})
+                rows = []
+                for item in batch:
+                    envelope = item.envelope
+                    if envelope.id in seen:
+                        outcomes.append("duplicate")
+                        continue
+                    try:
+                        async with uow.savepoint():
+                            await _run_in(
+                                item.context, self._run_handlers(envelope, item.route, uow)
+                            )
+                    except Exception as exc:
+                        if is_transient(exc):
+                            raise
+                        outcomes.append(exc)
+                        continue
+                    seen.add(envelope.id)
+                    rows.append(self._inbox_row(envelope))
+                    outcomes.append("handled")
+                if rows:
+                    await uow.session.execute(insert(inbox), rows)
+                await uow.commit()
+        except IntegrityError:
+            return [await self._one(item) for item in batch]
+        return outcomes
+
+    async def _one(self, item: _Queued) -> str | Exception:
+        """``item`` in a transaction of its own; a transient failure raises."""
+        try:
+            return await _run_in(item.context, self._apply(item.envelope, item.route))
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            return exc
+
+    async def _run_handlers(self, envelope: Envelope[Any], route: _Route, uow: UnitOfWork) -> None:
+        for handler in route.handlers:
+            await handler(envelope, uow)
+
+    def _inbox_row(self, envelope: Envelope[Any]) -> dict[str, Any]:
+        return {
+            "consumer": self.group,
+            "event_id": envelope.id,
+            "event_type": envelope.type,
+            "handled_at": datetime.now(UTC),
+        }
+
+    async def _seen_many(self, uow: UnitOfWork, event_ids: set[str]) -> set[str]:
+        found = await uow.session.execute(
+            select(inbox.c.event_id).where(
+                inbox.c.consumer == self.group, inbox.c.event_id.in_(sorted(event_ids))
+            )
+        )
+        return set(found.scalars())
+
     async def _apply(self, envelope: Envelope[Any], route: _Route) -> str:
         """Run the handlers and record the event in the inbox, in one transaction."""
         try:
             async with self.database.unit_of_work() as uow:
                 if await self._seen(uow, envelope.id):
                     return "duplicate"
-                for handler in route.handlers:
-                    await handler(envelope, uow)
-                await uow.session.execute(
-                    insert(inbox).values(
-                        consumer=self.group,
-                        event_id=envelope.id,
-                        event_type=envelope.type,
-                        handled_at=datetime.now(UTC),
-                    )
-                )
+                await self._run_handlers(envelope, route, uow)
+                await uow.session.execute(insert(inbox), [self._inbox_row(envelope)])
                 await uow.commit()
         except IntegrityError:
             if not await self._seen_now(envelope.id):
@@ -429,6 +576,27 @@ class Consumer:
                 )
             )
             await uow.commit()
+
+
+def _settle(item: _Queued, outcome: str | Exception | None) -> None:
+    """Hand ``item`` its outcome (None: cancel it), unless its delivery stopped waiting."""
+    if item.outcome.done():
+        return
+    if outcome is None:
+        item.outcome.cancel()
+    elif isinstance(outcome, Exception):
+        item.outcome.set_exception(outcome)
+    else:
+        item.outcome.set_result(outcome)
+
+
+async def _run_in(context: contextvars.Context, work: Awaitable[T]) -> T:
+    """Await ``work`` in ``context`` (a delivery's request id, trace and log fields)."""
+    return await asyncio.create_task(_awaited(work), context=context)
+
+
+async def _awaited(work: Awaitable[T]) -> T:
+    return await work
 
 
 def _text(value: str) -> str:

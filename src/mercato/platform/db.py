@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -92,6 +93,10 @@ class Database:
         #: An in-memory SQLite database is one shared connection, which cannot hold two
         #: transactions at once: its units of work (outbox relay, consumers, requests) take turns.
         self._serial: asyncio.Lock | None = None
+        #: SQLite has one writer at a time: this process's write units of work queue here in
+        #: turn, instead of polling the file lock in SQLite's busy handler (sleeps of up to
+        #: 100 ms, which a writer committing in a loop can starve for seconds).
+        self._writers: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         self.engine = self._create_engine(engine_options)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(
@@ -142,7 +147,7 @@ class Database:
         """A new unit of work; ``read_only`` lets SQLite readers run beside a writer."""
         if read_only:
             return UnitOfWork(self._read_sessions, self._serial, read_only=True)
-        return UnitOfWork(self._sessions, self._serial)
+        return UnitOfWork(self._sessions, self._serial or self._writers)
 
     def connect(self) -> Any:
         """A raw connection context, for schema management and health checks."""
@@ -247,6 +252,21 @@ class UnitOfWork:
 
     def after_commit(self, callback: AfterCommit) -> None:
         self._after_commit.append(callback)
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested transaction: when the block raises, what it did is undone and the
+        callbacks it registered with :meth:`after_commit` are dropped (the rest of the
+        transaction goes on)."""
+        registered = len(self._after_commit)
+        nested = await self.session.begin_nested()
+        try:
+            yield
+        except BaseException:
+            del self._after_commit[registered:]
+            await nested.rollback()
+            raise
+        await nested.commit()
 
     async def commit(self) -> None:
         await self.session.commit()
