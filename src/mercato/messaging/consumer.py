@@ -30,7 +30,7 @@ import asyncio
 import contextvars
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -590,13 +590,9 @@ def _settle(item: _Queued, outcome: str | Exception | None) -> None:
         item.outcome.set_result(outcome)
 
 
-async def _run_in(context: contextvars.Context, work: Awaitable[T]) -> T:
+async def _run_in(context: contextvars.Context, work: Coroutine[Any, Any, T]) -> T:
     """Await ``work`` in ``context`` (a delivery's request id, trace and log fields)."""
-    return await asyncio.create_task(_awaited(work), context=context)
-
-
-async def _awaited(work: Awaitable[T]) -> T:
-    return await work
+    return await asyncio.create_task(work, context=context)
 
 
 def _text(value: str) -> str:
