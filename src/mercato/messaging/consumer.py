@@ -2,7 +2,7 @@
 
 Each delivery is handled in a unit of work that also records ``(consumer, event id)`` in
 the inbox; the runner commits, then acks. An id already in the inbox is acked and skipped.
-Deliveries that arrive while a transaction is busy share the next one (group commit: one
+On SQLite, deliveries that arrive while a transaction is busy share the next (group commit: one
 inbox look-up, one insert and one commit for the lot), each handler in a savepoint of its
 own, so that one message's failure undoes only its own work; a message is acked only
 after the commit that recorded it.
@@ -153,7 +153,6 @@ class Consumer:
         prefetch: int = 16,
         tracer: Tracer | None = None,
         errors: ErrorReporter | None = None,
-        lanes: int | None = None,
     ) -> None:
         self.handlers, self.database, self.broker = handlers, database, broker
         self.service, self.metrics = service, metrics
@@ -171,11 +170,12 @@ class Consumer:
         self._paused_since: float | None = None
         self._pause_reason = ""
         self._failed_tries = 0
-        #: Deliveries waiting for a transaction, and the tasks ("lanes") running them, at
-        #: most ``lanes`` at once: one on SQLite (one writer at a time anyway), else 4.
+        #: Queued deliveries and the tasks ("lanes") running them. SQLite (one writer anyway):
+        #: one lane, up to ``prefetch`` in a transaction. PostgreSQL: one each, ``prefetch`` at
+        #: once; a batch would hold the rows its handlers lock (stock) until it commits.
         self._queued: list[_Queued] = []
         self._lanes: set[asyncio.Task[None]] = set()
-        self.lanes = lanes or (1 if database.is_sqlite else 4)
+        self.lanes, self.batch_size = (1, prefetch) if database.is_sqlite else (prefetch, 1)
 
     @property
     def group(self) -> str:
@@ -295,13 +295,13 @@ class Consumer:
         return await item.outcome
 
     async def _lane(self) -> None:
-        """Take what is queued (up to the prefetch), handle it in one transaction and
+        """Take what is queued (up to the batch size), handle it in one transaction and
         settle each item's outcome; until nothing is queued. A lane leaves the set at once
         when it finds the queue empty, so that the next delivery starts a new one."""
         try:
             while self._queued:
-                batch = self._queued[: self.prefetch]
-                del self._queued[: self.prefetch]
+                batch = self._queued[: self.batch_size]
+                del self._queued[: self.batch_size]
                 await self._run_batch(batch)
         finally:
             self._lanes.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
@@ -312,7 +312,7 @@ class Consumer:
         unbatched): every one is tried, and those that went through are settled at once."""
 
         async def attempt() -> list[str | Exception]:
-            room = self.prefetch - len(batch)
+            room = self.batch_size - len(batch)
             batch.extend(self._queued[:room])
             del self._queued[:room]
             if not self.paused:
