@@ -25,7 +25,11 @@ NOTES = [
     "Why the speed-up stays under 2x: the machine has two cores and wrk needs a good share "
     "of one, while each request crosses two processes (gateway, then products), so two "
     "workers per service add parallelism only where a core is idle; a multi-core host "
-    "would scale further. The speed-up is the share of the second core the workers can use.",
+    "would scale further. The speed-up is the share of the second core the workers can use. "
+    "Here there is none left: with one worker each, the gateway's process, the products "
+    "service's and wrk already keep both cores busy (unpinned), so a second worker per "
+    "service only adds processes taking turns on the same cores, and the speed-up is about "
+    "1 (a little under: more context switches, colder caches, a longer p99).",
     "`deploy/gunicorn.conf.py` as deployed, except worker recycling (`max_requests` 1000), "
     "turned off: at these rates it restarts a worker every second or so, and a lone worker's "
     "restart pauses the service (a first QUICK run measured 0 requests/s with 1 worker).",
