@@ -232,7 +232,8 @@ def worker_counts(directory: Path, tmp_path: Path) -> list[int]:
     counts = []
     for number, path in enumerate(sorted(directory.glob("counter_*.db"))):
         alone = tmp_path / f"worker-{number}"
-        alone.mkdir(exist_ok=True)
+        shutil.rmtree(alone, ignore_errors=True)  # a file an earlier call copied here
+        alone.mkdir()  # may be the other worker's: the order of the files can change
         shutil.copy(path, alone / path.name)
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(alone))  # type: ignore[no-untyped-call]
