@@ -174,10 +174,23 @@ class MovedOrder(NamedTuple):
     currency: str
 
 
+#: Each dialect's INSERT, which knows ``ON CONFLICT`` (PostgreSQL and SQLite alike).
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
 def _insert_for(session: AsyncSession) -> Any:
-    """The dialect's INSERT, which knows ``ON CONFLICT`` (PostgreSQL and SQLite alike)."""
-    dialect = session.get_bind().dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+    """The dialect's INSERT (SQLite's for any other dialect)."""
+    return _INSERTS.get(_dialect(session), sqlite.insert)
+
+
+def _per_dialect(build: Any) -> dict[str, Any]:
+    """``build(insert)`` once for each dialect, looked up with :func:`_dialect`: building
+    and cache-keying an INSERT with its values costs more than executing it."""
+    return {name: build(insert) for name, insert in _INSERTS.items()}
 
 
 def _claim_key(insert: Any) -> Any:
@@ -197,9 +210,7 @@ def _claim_key(insert: Any) -> Any:
     )
 
 
-#: Built once per dialect (each placement claims a key): building and cache-keying an
-#: INSERT with its values costs more than executing it.
-_CLAIM_KEY = {"postgresql": _claim_key(postgresql.insert), "sqlite": _claim_key(sqlite.insert)}
+_CLAIM_KEY = _per_dialect(_claim_key)  # each placement claims a key
 
 
 _COMPLETE_KEY = (
@@ -238,7 +249,7 @@ class IdempotencyRepository:
             "now": now,
             "expires_at": expires_at,
         }
-        statement = _CLAIM_KEY[self.session.get_bind().dialect.name]
+        statement = _CLAIM_KEY[_dialect(self.session)]
         row_id = (await self.session.execute(statement, params)).scalar_one_or_none()
         return None if row_id is None else int(row_id)
 
@@ -322,11 +333,7 @@ def _add_notification(insert: Any) -> Any:
     )
 
 
-#: Built once per dialect (a notification per confirmed order), as _CLAIM_KEY.
-_ADD_NOTIFICATION = {
-    "postgresql": _add_notification(postgresql.insert),
-    "sqlite": _add_notification(sqlite.insert),
-}
+_ADD_NOTIFICATION = _per_dialect(_add_notification)  # one per confirmed order
 
 
 class NotificationRepository:
@@ -339,7 +346,7 @@ class NotificationRepository:
     async def add(self, *, event_id: str, user_id: str, message: bytes, now: datetime) -> bool:
         """Record the notification of ``event_id``; False if that event already has one."""
         params = {"event_id": event_id, "user_id": user_id, "message": message, "now": now}
-        statement = _ADD_NOTIFICATION[self.session.get_bind().dialect.name]
+        statement = _ADD_NOTIFICATION[_dialect(self.session)]
         return (await self.session.execute(statement, params)).scalar_one_or_none() is not None
 
     async def next_due(self) -> datetime | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any
@@ -75,59 +75,40 @@ class OrderPage(BaseModel):
     offset: int
 
 
+def _order_fields(order: Any, lines: Iterable[Any]) -> dict[str, Any]:
+    """:class:`OrderOut`'s fields of ``order`` and its ``lines``: ORM rows, or the columns
+    that ``OrderRepository.view`` reads (the same names)."""
+    return {
+        "id": order.id,
+        "user_id": order.user_id,
+        "status": order.status,
+        "reason": order.reason,
+        "items": [
+            {
+                "product_id": line.product_id,
+                "name": line.name,
+                "quantity": line.quantity,
+                "unit_price": line.unit_price,
+                "line_total": (line.unit_price * line.quantity).quantize(CENT),
+            }
+            for line in lines
+        ],
+        "total": order.total,
+        "currency": order.currency,
+        "shipping_address": order.shipping_address,
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+    }
+
+
 def order_out(row: OrderRow, **changes: Any) -> OrderOut:
     """The API's view of an order row (``changes`` override its fields: a status just set)."""
-    lines = [
-        OrderLineOut(
-            product_id=line.product_id,
-            name=line.name,
-            quantity=line.quantity,
-            unit_price=line.unit_price,
-            line_total=(line.unit_price * line.quantity).quantize(CENT),
-        )
-        for line in row.lines
-    ]
-    values: dict[str, Any] = {
-        "id": row.id,
-        "user_id": row.user_id,
-        "status": OrderStatus(row.status),
-        "reason": row.reason,
-        "items": lines,
-        "total": row.total,
-        "currency": row.currency,
-        "shipping_address": row.shipping_address,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
-    values.update(changes)
-    return OrderOut(**values)
+    return OrderOut.model_validate({**_order_fields(row, row.lines), **changes})
 
 
 def order_view_out(rows: Sequence[Row[Any]]) -> OrderOut:
     """The API's view of an order read as columns (``OrderRepository.view``: the order's
     columns on each of its lines' rows); validated once, lines included."""
-    first = rows[0]
-    return OrderOut.model_validate(
-        {
-            "id": first.id,
-            "user_id": first.user_id,
-            "status": first.status,
-            "reason": first.reason,
-            "items": [
-                {
-                    "product_id": row.product_id,
-                    "name": row.name,
-                    "quantity": row.quantity,
-                    "unit_price": row.unit_price,
-                    "line_total": (row.unit_price * row.quantity).quantize(CENT),
-                }
-                for row in rows
-                if row.product_id is not None  # the outer join's row of an order without lines
-            ],
-            "total": first.total,
-            "currency": first.currency,
-            "shipping_address": first.shipping_address,
-            "created_at": first.created_at,
-            "updated_at": first.updated_at,
-        }
-    )
+    # The outer join's one row of an order without lines has no product.
+    lines = (row for row in rows if row.product_id is not None)
+    return OrderOut.model_validate(_order_fields(rows[0], lines))
