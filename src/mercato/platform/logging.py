@@ -251,14 +251,15 @@ _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 def _redact_event(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     # Every line passes here (the access log on every request): a str key and a scalar
     # value take the direct way, the same answer as is_sensitive_key() and redact().
-    return {
-        key: REDACTED
-        if (_is_sensitive_name(key) if key.__class__ is str else is_sensitive_key(key))
-        else value
-        if value.__class__ in _SCALARS
-        else redact(value)
-        for key, value in event_dict.items()
-    }
+    redacted: EventDict = {}
+    for key, value in event_dict.items():
+        if _is_sensitive_name(key) if key.__class__ is str else is_sensitive_key(key):
+            redacted[key] = REDACTED
+        elif value.__class__ in _SCALARS:
+            redacted[key] = value
+        else:
+            redacted[key] = redact(value)
+    return redacted
 
 
 def _parse_level(level: str) -> int:
