@@ -170,12 +170,12 @@ class Consumer:
         self._paused_since: float | None = None
         self._pause_reason = ""
         self._failed_tries = 0
-        #: Queued deliveries and the tasks ("lanes") running them. SQLite (one writer anyway):
-        #: one lane, up to ``prefetch`` in a transaction. PostgreSQL: one each, ``prefetch`` at
-        #: once; a batch would hold the rows its handlers lock (stock) until it commits.
+        #: SQLite (one writer anyway): deliveries queue for one task, which takes up to
+        #: ``prefetch`` of them into each transaction. PostgreSQL: each delivery its own
+        #: transaction; a batch would hold the rows its handlers lock (stock) until it commits.
+        self.group_commit = database.is_sqlite
         self._queued: list[_Queued] = []
-        self._lanes: set[asyncio.Task[None]] = set()
-        self.lanes, self.batch_size = (1, prefetch) if database.is_sqlite else (prefetch, 1)
+        self._lane: asyncio.Task[None] | None = None
 
     @property
     def group(self) -> str:
@@ -206,9 +206,9 @@ class Consumer:
         if self.subscription is not None:
             await self.subscription.stop(grace)
             self.subscription = None
-        for lane in list(self._lanes):  # only handlers the grace did not wait for are left
+        if (lane := self._lane) is not None:  # handlers the grace did not wait for
             lane.cancel()
-        await asyncio.gather(*self._lanes, return_exceptions=True)
+            await asyncio.gather(lane, return_exceptions=True)
 
     async def pending(self) -> int:
         return await self.subscription.pending() if self.subscription else 0
@@ -268,7 +268,10 @@ class Consumer:
         self, delivery: Delivery, envelope: Envelope[Any], route: _Route
     ) -> None:
         try:
-            outcome = await self._in_shared_transaction(envelope, route)
+            if self.group_commit:
+                outcome = await self._in_shared_transaction(envelope, route)
+            else:
+                outcome = await self._until_done(lambda: self._apply(envelope, route))
         except _Stopping:
             raise
         except Exception as exc:
@@ -289,22 +292,21 @@ class Consumer:
             envelope, route, contextvars.copy_context(), asyncio.get_running_loop().create_future()
         )
         self._queued.append(item)
-        if len(self._lanes) < self.lanes:
-            lane = asyncio.create_task(self._lane(), name=f"consumer-{self.group}-lane")
-            self._lanes.add(lane)
+        if self._lane is None:
+            self._lane = asyncio.create_task(self._drain(), name=f"consumer-{self.group}-lane")
         return await item.outcome
 
-    async def _lane(self) -> None:
-        """Take what is queued (up to the batch size), handle it in one transaction and
-        settle each item's outcome; until nothing is queued. A lane leaves the set at once
-        when it finds the queue empty, so that the next delivery starts a new one."""
+    async def _drain(self) -> None:
+        """Take what is queued (up to the prefetch), handle it in one transaction and
+        settle each item's outcome; until nothing is queued. The task is forgotten as soon
+        as it finds the queue empty, so that the next delivery starts a new one."""
         try:
             while self._queued:
-                batch = self._queued[: self.batch_size]
-                del self._queued[: self.batch_size]
+                batch = self._queued[: self.prefetch]
+                del self._queued[: self.prefetch]
                 await self._run_batch(batch)
         finally:
-            self._lanes.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
+            self._lane = None
 
     async def _run_batch(self, batch: list[_Queued]) -> None:
         """Handle ``batch``, topped up from the queue before each try. While paused, each
@@ -312,7 +314,7 @@ class Consumer:
         unbatched): every one is tried, and those that went through are settled at once."""
 
         async def attempt() -> list[str | Exception]:
-            room = self.batch_size - len(batch)
+            room = self.prefetch - len(batch)
             batch.extend(self._queued[:room])
             del self._queued[:room]
             if not self.paused:
